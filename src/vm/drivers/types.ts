@@ -1,0 +1,65 @@
+/** The contract between the VM service and a VMM (Firecracker or QEMU). The service never branches on which one runs. */
+
+export type VmmKind = "firecracker" | "qemu";
+
+/** How the host reaches the guest agent. */
+export type AgentChannelKind = "hybrid-vsock" | "vhost-vsock" | "virtio-serial";
+
+/** One block device, in attach order: the first is the root device (/dev/vda). */
+export interface DriveSpec {
+  id: string; // alphanumerics and _ only (Firecracker's rule)
+  path: string;
+  readOnly: boolean;
+}
+
+/** Everything a driver needs to start one VM. */
+export interface BootPlan {
+  vmId: string; // also the VMM instance id
+  /** The VM directory: sockets, logs and metrics live here. */
+  dir: string;
+  kernelPath: string; // uncompressed ELF vmlinux
+  /** Kernel args beyond what the driver itself adds (console, reboot, panic, root). */
+  extraBootArgs: string;
+  drives: DriveSpec[];
+  nic?: { tap: string; mac: string };
+  cpus: number;
+  memoryMib: number;
+  /** vsock guest CID (>= 3); used where the channel is vsock. */
+  cid: number;
+  consoleLog: string;
+  vmmLog: string;
+}
+
+/** What is true about a running VMM right now; persisted to handles.json. */
+export interface VmmHandle {
+  vmm: VmmKind;
+  pid: number;
+  /** Process start time (from /proc/<pid>/stat) so a recycled pid is never mistaken for ours. */
+  pidStartTime?: string;
+  /** Firecracker API socket or QEMU QMP socket. */
+  controlSocket: string;
+  agent: { kind: AgentChannelKind; path: string; cid?: number };
+  startedAt: string;
+}
+
+export type VmmState = "running" | "paused" | "not-started" | "exited";
+
+/** A bidirectional byte stream to the guest agent (a node:net Socket). */
+export type AgentStream = import("node:net").Socket;
+
+export interface Driver {
+  readonly kind: VmmKind;
+  /** Spawns and boots the VMM; on failure nothing it started is left behind. */
+  start(plan: BootPlan): Promise<VmmHandle>;
+  /** Graceful stop bounded by graceMs, then kill. Never hangs. */
+  stop(handle: VmmHandle, graceMs: number): Promise<"graceful" | "killed" | "already-exited">;
+  /** Forced stop. */
+  kill(handle: VmmHandle): Promise<void>;
+  state(handle: VmmHandle): Promise<VmmState>;
+  /** Finds a running VMM for this VM again after a daemon restart (by socket, pid, command line). */
+  rediscover(vmId: string, dir: string): Promise<VmmHandle | null>;
+  /** Opens the host side of the agent channel to the given vsock port. */
+  connectAgent(handle: VmmHandle, port: number): Promise<AgentStream>;
+  /** Removes sockets and other per-run files once the VMM is gone. */
+  cleanup(handle: VmmHandle | null, dir: string): Promise<void>;
+}
