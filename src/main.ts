@@ -1,0 +1,141 @@
+#!/usr/bin/env bun
+import { cac } from "cac";
+import { BangerError, exitCodeFor, toBangerError } from "./errors.ts";
+import * as client from "./modes/client.ts";
+import { VERSION } from "./version.ts";
+
+/** The one command table. Each action turns options into a typed object and calls modes/client.ts. */
+export function buildCli() {
+  const cli = cac("banger");
+  const json = "--json" as const;
+
+  cli.command("version", "Print version and build id").option(json, "JSON output").action((o) => client.version(o));
+  cli.command("doctor", "Check this host's prerequisites").option(json, "JSON output").action((o) => client.doctor(o));
+  cli.command("completion <shell>", "Print shell completion (bash, zsh or fish)").action((shell) => client.completion(cli, String(shell)));
+
+  cli.command("config show", "Print the effective configuration").option(json, "JSON output").action((o) => client.configShow(o));
+  cli.command("config path", "Print the config file path").action(() => client.configPath());
+
+  cli.command("daemon status", "Show the daemon (starting it if needed)").option(json, "JSON output").action((o) => client.daemonStatus(o));
+  cli.command("daemon stop", "Stop the daemon (VMs keep running)").action(() => client.daemonStop());
+  cli.command("daemon logs", "Print the daemon log").option("-f, --follow", "Follow").option("-n, --lines <n>", "Lines", { default: 100 }).action((o) => client.daemonLogs(o));
+  cli.command("daemon run", "Run the daemon in the foreground (started automatically)").action(() => client.daemonRun());
+
+  cli.command("host setup", "Create the bridge, NAT rules and TAP pool (needs root)").option("--systemd", "Also install a systemd unit so setup survives reboot").action((o) => client.hostSetup(o));
+  cli.command("host teardown", "Remove everything host setup made (needs root)").action(() => client.hostTeardown());
+  cli.command("host status", "Show the host network setup").option(json, "JSON output").action((o) => client.hostStatus(o));
+
+  cli.command("kernel list", "List kernels").option(json, "JSON output").action((o) => client.kernelList(o));
+  cli.command("kernel show <name>", "Show a kernel").option(json, "JSON output").action((n, o) => client.kernelShow(String(n), o));
+  cli.command("kernel pull <name>", "Download a kernel from the catalog (sha256 verified)").action((n) => client.kernelPull(String(n)));
+  cli.command("kernel import <path>", "Register a local vmlinux (plain or .zst)").option("--name <name>", "Kernel name").option("--force", "Replace an existing kernel").action((p, o) => client.kernelImport(String(p), o));
+  cli.command("kernel build", "Compile a kernel from the distro's kernel source package").option("--name <name>", "Kernel name").option("--source <tarball>", "Kernel source tarball").action((o) => client.kernelBuild(o));
+  cli.command("kernel delete <name>", "Delete a kernel").action((n) => client.kernelDelete(String(n)));
+
+  cli.command("image list", "List images").option(json, "JSON output").action((o) => client.imageList(o));
+  cli.command("image show <name>", "Show an image").option(json, "JSON output").action((n, o) => client.imageShow(String(n), o));
+  cli.command("image pull <name>", "Download an image from the catalog (sha256 verified)").action((n) => client.imagePull(String(n)));
+  cli.command("image import <source>", "Import an OCI image (layout dir, docker save or oci-archive tarball)").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").action((s, o) => client.imageImport(String(s), o));
+  cli.command("image build", "Build the default Debian image with mmdebstrap").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").option(json, "JSON events").action((o) => client.imageBuild(o));
+  cli.command("image delete <name>", "Delete an image (refused while VMs use it)").action((n) => client.imageDelete(String(n)));
+
+  const createOpts = (c: ReturnType<typeof cli.command>) =>
+    c
+      .option("--name <name>", "VM name (DNS-safe; becomes <name>.vm)")
+      .option("--image <image>", "Image")
+      .option("--kernel <kernel>", "Kernel")
+      .option("--cpus <n>", "vCPUs")
+      .option("--memory <mib>", "Memory in MiB")
+      .option("--disk <size>", "Work disk size, e.g. 8G")
+      .option("--nat", "Let the VM reach the outside world");
+  createOpts(cli.command("vm create", "Create and start a VM")).option(json, "JSON events").action((o) => client.vmCreate(o));
+  createOpts(cli.command("vm run [...cmd]", "Create (or start) a VM with this repo at /root/repo and run a command or print next steps"))
+    .option("--from <path>", "Repo to prepare (default: current directory)")
+    .option("--full-copy", "Copy everything, ignored files and submodules included")
+    .action((cmd, o) => client.vmRun([...cmd, ...(o["--"] ?? [])], o));
+  cli.command("vm start <...refs>", "Start VMs").action((r) => client.vmFanout("vm.start", r));
+  cli.command("vm stop <...refs>", "Stop VMs (graceful, then forced)").action((r) => client.vmFanout("vm.stop", r));
+  cli.command("vm restart <...refs>", "Restart VMs").action((r) => client.vmFanout("vm.restart", r));
+  cli.command("vm kill <...refs>", "Kill VMs").action((r) => client.vmFanout("vm.kill", r));
+  cli.command("vm delete <...refs>", "Delete VMs and everything they own").option("--force", "Stop running VMs first").action((r, o) => client.vmFanout("vm.delete", r, { force: Boolean(o.force) }));
+  cli.command("vm set <...refs>", "Change cpus/memory (next start), grow the disk, toggle NAT")
+    .option("--cpus <n>", "vCPUs")
+    .option("--memory <mib>", "Memory in MiB")
+    .option("--disk <size>", "Grow the work disk to this size")
+    .option("--nat", "Enable NAT")
+    .option("--no-nat", "Disable NAT")
+    .action((r, o) => client.vmSet(r, o));
+  cli.command("vm list", "List VMs").alias("vm ls").option(json, "JSON output").action((o) => client.vmList(o));
+  cli.command("vm show <ref>", "Show a VM").option(json, "JSON output").action((r, o) => client.vmShow(String(r), o));
+  cli.command("vm logs <ref>", "Serial console and VMM log").option("-f, --follow", "Follow").option("-n, --lines <n>", "Lines", { default: 200 }).action((r, o) => client.vmLogs(String(r), o));
+  cli.command("vm stats [ref]", "CPU, memory, disk and uptime").option(json, "JSON output").action((r, o) => client.vmStats(r === undefined ? undefined : String(r), o));
+  cli.command("vm health <ref>", "Ask the guest agent").option(json, "JSON output").action((r, o) => client.vmHealth(String(r), o));
+  cli.command("vm ports <ref>", "Listening ports in the guest, as URLs where they speak HTTP(S)").option(json, "JSON output").action((r, o) => client.vmPorts(String(r), o));
+  cli.command("vm ssh <ref> [...cmd]", "Shell in the VM, or run a command and exit with its code").action((r, cmd, o) => client.vmSsh(String(r), [...cmd, ...(o["--"] ?? [])]));
+  cli.command("vm workspace prepare <ref>", "Copy a repo's working tree and history to /root/repo")
+    .option("--from <path>", "Repo (default: current directory)")
+    .option("--full-copy", "Copy everything, ignored files and submodules included")
+    .action((r, o) => client.workspacePrepare(String(r), o));
+  cli.command("vm workspace export <ref>", "Bring the guest's work back as a branch (or a patch)")
+    .option("--to <path>", "Host repo (default: current directory)")
+    .option("--branch <name>", "Branch name (default banger/<vm>)")
+    .option("--patch <file>", "Write a patch file instead of a branch")
+    .option("--force", "Overwrite an existing branch")
+    .action((r, o) => client.workspaceExport(String(r), o));
+
+  cli.command("ssh-config install", "Add `Host *.vm` to ~/.ssh/config (marked Include)").action(() => client.sshConfig("install"));
+  cli.command("ssh-config uninstall", "Remove banger's Include from ~/.ssh/config").action(() => client.sshConfig("uninstall"));
+  cli.command("ssh-config show", "Print banger's ssh config").action(() => client.sshConfig("show"));
+
+  cli.help();
+  cli.version(VERSION);
+  return cli;
+}
+
+/** Joins "vm create" style words into one token, because cac matches commands on one word. */
+export function joinCommandWords(argv: string[], names: Set<string>): string[] {
+  for (const n of [3, 2]) {
+    const candidate = argv.slice(0, n).join(" ");
+    if (argv.length >= n && names.has(candidate)) return [candidate, ...argv.slice(n)];
+  }
+  return argv;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const cli = buildCli();
+  const names = new Set(cli.commands.flatMap((c) => [c.name, ...c.aliasNames]));
+  const args = joinCommandWords(argv, names);
+  const groups = new Set([...names].filter((n) => n.includes(" ")).map((n) => n.split(" ")[0]!));
+  if (args.length > 0 && groups.has(args[0]!) && !names.has(args[0]!)) {
+    const sub = args[1] && !args[1].startsWith("-") ? ` ${args[1]}` : "";
+    if (sub) throw new BangerError("invalid_argument", `unknown command: banger ${args[0]}${sub}`, { hint: `Run \`banger ${args[0]} --help\`.` });
+    return client.groupHelp(cli, args[0]!);
+  }
+  try {
+    cli.parse(["banger", "banger", ...args], { run: false });
+  } catch (err) {
+    throw new BangerError("invalid_argument", (err as Error).message, { hint: "Run `banger --help`." });
+  }
+  if (!cli.matchedCommand) {
+    if (args.length && !args[0]!.startsWith("-")) {
+      throw new BangerError("invalid_argument", `unknown command: ${args[0]}`, { hint: "Run `banger --help` for the command list." });
+    }
+    if (!args.length) cli.outputHelp();
+    return 0;
+  }
+  const code = await cli.runMatchedCommand();
+  return typeof code === "number" ? code : 0;
+}
+
+if (import.meta.main) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err) => {
+      const e = toBangerError(err);
+      process.stderr.write(`banger: ${e.message}\n`);
+      if (e.hint) process.stderr.write(`hint: ${e.hint}\n`);
+      if (e.code === "internal" && process.env.BANGER_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+      process.exit(exitCodeFor(e.code));
+    },
+  );
+}

@@ -1,0 +1,127 @@
+import { spawn } from "node:child_process";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { BangerError } from "../errors.ts";
+import { FileLock } from "../host/flock.ts";
+import type { Paths } from "../host/paths.ts";
+import { call, DaemonUnreachable } from "../rpc/client.ts";
+import { BUILD_ID } from "../version.ts";
+
+/** What `daemon.status` answers. */
+export interface DaemonStatus {
+  pid: number;
+  version: string;
+  buildId: string;
+  startedAt: string;
+  uptimeS: number;
+  busy: number;
+  socket: string;
+  log: string;
+  vms: number;
+}
+
+const READY_TIMEOUT_MS = 15_000;
+
+/** The argv that runs this same program in another mode (compiled binary or `bun src/main.ts`). */
+export function selfArgv(): string[] {
+  const compiled = import.meta.url.includes("$bunfs") || Bun.main.startsWith("/$bunfs");
+  return compiled ? [process.execPath] : [process.execPath, Bun.main];
+}
+
+/** Returns the status of a daemon of this build, starting (or replacing an idle other-build) daemon as needed. */
+export async function ensureDaemon(paths: Paths, warn: (msg: string) => void): Promise<DaemonStatus> {
+  const first = await tryStatus(paths);
+  if (first && first.buildId === BUILD_ID) return first;
+  if (first && first.busy > 0) {
+    warn(`banger: the running daemon is from another build (${first.buildId}) and busy; using it. Run \`banger daemon stop\` when it is idle.`);
+    return first;
+  }
+  prepareRuntimeDir(paths);
+  const lock = await FileLock.acquire(paths.spawnLock, READY_TIMEOUT_MS);
+  if (!lock) throw new BangerError("timeout", "timed out waiting for another banger to start the daemon", { hint: `See ${paths.daemonLog}.` });
+  try {
+    const now = await tryStatus(paths);
+    if (now && now.buildId === BUILD_ID) return now;
+    if (now) await replaceDaemon(paths, now, warn);
+    return await spawnDaemon(paths);
+  } finally {
+    lock.release();
+  }
+}
+
+/** Asks the daemon for its status; null when nothing answers. */
+export async function tryStatus(paths: Paths): Promise<DaemonStatus | null> {
+  if (!existsSync(paths.socket)) return null;
+  try {
+    return await call<DaemonStatus>(paths.socket, "daemon.status", {}, { buildId: BUILD_ID, signal: AbortSignal.timeout(5000) });
+  } catch (err) {
+    if (err instanceof DaemonUnreachable || (err instanceof BangerError && err.code === "cancelled")) return null;
+    throw err;
+  }
+}
+
+async function replaceDaemon(paths: Paths, old: DaemonStatus, warn: (msg: string) => void) {
+  warn(`banger: replacing the idle daemon from build ${old.buildId} (pid ${old.pid}) with this build (${BUILD_ID}).`);
+  await call(paths.socket, "daemon.stop", {}, { buildId: BUILD_ID }).catch(() => {});
+  await waitForExit(old.pid, 10_000);
+}
+
+/** Waits until a pid is gone, then kills it if it is still there. */
+export async function waitForExit(pid: number, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!alive(pid)) return;
+    await Bun.sleep(20);
+  }
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {}
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Runtime dir 0700 even if something made it with a wider mode. */
+export function prepareRuntimeDir(paths: Paths) {
+  mkdirSync(paths.runtimeDir, { recursive: true, mode: 0o700 });
+  chmodSync(paths.runtimeDir, 0o700);
+}
+
+async function spawnDaemon(paths: Paths): Promise<DaemonStatus> {
+  mkdirSync(dirname(paths.daemonLog), { recursive: true, mode: 0o700 });
+  const logFd = openSync(paths.daemonLog, "a", 0o600);
+  const child = spawn(selfArgv()[0]!, [...selfArgv().slice(1), "daemon", "run"], {
+    detached: true,
+    stdio: ["ignore", logFd, logFd],
+    env: process.env,
+  });
+  closeSync(logFd);
+  let exited: number | null = null;
+  child.on("exit", (code) => (exited = code ?? 1));
+  child.unref();
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    const status = await tryStatus(paths);
+    if (status && status.buildId === BUILD_ID) return status;
+    if (exited !== null && !status) {
+      throw new BangerError("unavailable", `the daemon exited during startup (code ${exited}): ${logTail(paths)}`, { hint: `See ${paths.daemonLog}.` });
+    }
+    await Bun.sleep(exited === null ? 15 : 50);
+  }
+  throw new BangerError("timeout", `the daemon did not become ready within ${READY_TIMEOUT_MS / 1000}s`, { hint: `See ${paths.daemonLog}.` });
+}
+
+function logTail(paths: Paths): string {
+  try {
+    const lines = readFileSync(paths.daemonLog, "utf8").trim().split("\n");
+    return lines.slice(-3).join(" | ");
+  } catch {
+    return "no log";
+  }
+}

@@ -1,0 +1,195 @@
+import type { CAC } from "cac";
+import { existsSync, readFileSync, statSync, watch } from "node:fs";
+import { loadConfig, renderConfig } from "../config.ts";
+import { BangerError } from "../errors.ts";
+import { hostDoctorDeps, runDoctor } from "../host/doctor.ts";
+import { resolvePaths } from "../host/paths.ts";
+import { hostRunner } from "../host/runner.ts";
+import { call } from "../rpc/client.ts";
+import * as v from "valibot";
+import { METHODS, type Method, type ProgressEvent } from "../rpc/contract.ts";
+import { describeIssues } from "../rpc/handle.ts";
+import { parseSize } from "../units.ts";
+import { BUILD_ID, VERSION } from "../version.ts";
+import { ensureDaemon, tryStatus, waitForExit } from "./autostart.ts";
+import { completionScript } from "./completion.ts";
+import { runDaemon } from "./daemon.ts";
+import { printJson, processOut, progressRenderer, table, type Out } from "./render.ts";
+
+type Opts = Record<string, unknown> & { json?: boolean };
+
+const out: Out = processOut();
+const paths = () => resolvePaths();
+
+/** One RPC to the daemon, starting it first when needed. */
+export async function rpc<T>(method: Method, params: Record<string, unknown> = {}, onEvent?: (e: ProgressEvent) => void, signal?: AbortSignal): Promise<T> {
+  const clean = Object.fromEntries(Object.entries(params).filter(([, v]) => v !== undefined));
+  const checked = v.safeParse(METHODS[method], clean, { abortEarly: false });
+  if (!checked.success) throw new BangerError("invalid_argument", describeIssues(method, checked.issues).replace(/^[^:]+: /, ""), { hint: "Nothing was changed. See `banger --help`." });
+  const p = paths();
+  await ensureDaemon(p, out.err);
+  return call<T>(p.socket, method, clean, { buildId: BUILD_ID, onEvent, signal });
+}
+
+/** A command whose capability has not landed yet. */
+export function notYet(what: string): never {
+  throw new BangerError("not_available", `\`banger ${what}\` is not available yet`, { hint: "This build does not include it." });
+}
+
+export function version(o: Opts) {
+  if (o.json) return printJson(out, { version: VERSION, buildId: BUILD_ID });
+  out.out(`banger ${VERSION} (build ${BUILD_ID})`);
+}
+
+export async function doctor(o: Opts) {
+  const p = paths();
+  const report = await runDoctor(hostDoctorDeps(p, hostRunner, () => tryStatus(p)));
+  if (o.json) printJson(out, report);
+  else {
+    for (const c of report.checks) {
+      const mark = { pass: "ok  ", warn: "warn", fail: "FAIL" }[c.status];
+      out.out(`${mark}  ${c.name.padEnd(15)} ${c.detail}${c.fix ? `\n      ${"".padEnd(15)} fix: ${c.fix}` : ""}`);
+    }
+    out.out(`\naccel: ${report.accel}; ${report.summary.pass} ok, ${report.summary.warn} warnings, ${report.summary.fail} failures`);
+  }
+  return report.summary.fail > 0 ? 1 : 0;
+}
+
+export function completion(cli: CAC, shell: string) {
+  if (!["bash", "zsh", "fish"].includes(shell)) throw new BangerError("invalid_argument", `unknown shell "${shell}"`, { hint: "Use bash, zsh or fish." });
+  process.stdout.write(completionScript(cli, shell));
+}
+
+export function groupHelp(cli: CAC, group: string): number {
+  const cmds = cli.commands.filter((c) => c.name.startsWith(`${group} `) && c.name !== "daemon run");
+  out.out(`Usage: banger ${group} <command>\n\nCommands:`);
+  out.out(table(["", ""], cmds.map((c) => [`  ${c.rawName}`, c.description])).split("\n").slice(1).join("\n"));
+  out.out(`\nRun \`banger ${group} <command> --help\` for a command's options.`);
+  return 0;
+}
+
+export function configShow(o: Opts) {
+  const config = loadConfig(paths());
+  if (o.json) return printJson(out, config);
+  process.stdout.write(renderConfig(config));
+}
+
+export function configPath() {
+  out.out(paths().configFile);
+}
+
+export async function daemonStatus(o: Opts) {
+  const s = await ensureDaemon(paths(), out.err);
+  if (o.json) return printJson(out, s);
+  out.out(`running: pid ${s.pid}, version ${s.version}, build ${s.buildId}, up ${s.uptimeS}s, ${s.vms} VMs\nsocket: ${s.socket}\nlog: ${s.log}`);
+}
+
+export async function daemonStop() {
+  const p = paths();
+  const s = await tryStatus(p);
+  if (!s) return out.out("daemon is not running");
+  await call(p.socket, "daemon.stop", {}, { buildId: BUILD_ID });
+  await waitForExit(s.pid, 15_000);
+  out.out(`daemon stopped (pid ${s.pid}); VMs keep running`);
+}
+
+export async function daemonLogs(o: Opts) {
+  const file = paths().daemonLog;
+  if (!existsSync(file)) return out.out(`no daemon log yet (${file})`);
+  await tailFile(file, Number(o.lines ?? 100), Boolean(o.follow));
+}
+
+/** Prints the last n lines of a file, then follows it when asked. */
+export async function tailFile(file: string, n: number, follow: boolean) {
+  const text = readFileSync(file, "utf8");
+  const lines = text.split("\n");
+  process.stdout.write(lines.slice(-n - 1).join("\n"));
+  if (!follow) return;
+  let pos = statSync(file).size;
+  await new Promise<void>(() => {
+    watch(file, () => {
+      const size = statSync(file).size;
+      if (size <= pos) return;
+      const fd = Bun.file(file).slice(pos, size);
+      pos = size;
+      void fd.text().then((t) => process.stdout.write(t));
+    });
+  });
+}
+
+export async function daemonRun() {
+  return runDaemon();
+}
+
+export const hostSetup = (_o: Opts) => notYet("host setup");
+export const hostTeardown = () => notYet("host teardown");
+export const hostStatus = (_o: Opts) => notYet("host status");
+export const sshConfig = (verb: string) => notYet(`ssh-config ${verb}`);
+
+export const kernelList = (o: Opts) => listCmd("kernel.list", o);
+export const kernelShow = (name: string, o: Opts) => showCmd("kernel.show", { name }, o);
+export const kernelPull = (name: string) => streamCmd("kernel.pull", { name }, {});
+export const kernelImport = (path: string, o: Opts) => showCmd("kernel.import", { path, name: str(o.name), force: o.force ? true : undefined }, o);
+export const kernelBuild = (o: Opts) => streamCmd("kernel.build", { name: str(o.name), source: str(o.source) }, o);
+export const kernelDelete = (name: string) => showCmd("kernel.delete", { name }, {});
+export const imageList = (o: Opts) => listCmd("image.list", o);
+export const imageShow = (name: string, o: Opts) => showCmd("image.show", { name }, o);
+export const imagePull = (name: string) => streamCmd("image.pull", { name }, {});
+export const imageImport = (source: string, o: Opts) => streamCmd("image.import", { source, name: str(o.name), kernel: str(o.kernel) }, o);
+export const imageBuild = (o: Opts) => streamCmd("image.build", { name: str(o.name), kernel: str(o.kernel) }, o);
+export const imageDelete = (name: string) => showCmd("image.delete", { name }, {});
+
+export const vmCreate = (o: Opts) => streamCmd("vm.create", createParams(o), o);
+export const vmRun = (_cmd: string[], _o: Opts) => notYet("vm run");
+export const vmFanout = (method: Method, refs: string[], extra: Record<string, unknown> = {}) => showCmd(method, { refs: refs.map(String), ...extra }, {});
+export const vmSet = (refs: string[], o: Opts) => showCmd("vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat === undefined ? undefined : Boolean(o.nat) }, {});
+export const vmList = (o: Opts) => listCmd("vm.list", o);
+export const vmShow = (ref: string, o: Opts) => showCmd("vm.show", { ref }, o);
+export const vmLogs = (_ref: string, _o: Opts) => notYet("vm logs");
+export const vmStats = (ref: string | undefined, o: Opts) => showCmd("vm.stats", { ref }, o);
+export const vmHealth = (ref: string, o: Opts) => showCmd("vm.health", { ref }, o);
+export const vmPorts = (ref: string, o: Opts) => showCmd("vm.ports", { ref }, o);
+export const vmSsh = (_ref: string, _cmd: string[]) => notYet("vm ssh");
+export const workspacePrepare = (_ref: string, _o: Opts) => notYet("vm workspace prepare");
+export const workspaceExport = (_ref: string, _o: Opts) => notYet("vm workspace export");
+
+function str(x: unknown): string | undefined {
+  return x === undefined || x === true ? undefined : String(x);
+}
+function num(x: unknown): number | undefined {
+  return x === undefined ? undefined : Number(x);
+}
+
+/** "8G" → bytes; a malformed size is a usage error naming the flag. */
+export function sizeOpt(flag: string, x: unknown): number | undefined {
+  if (x === undefined) return undefined;
+  const n = parseSize(String(x));
+  if (n === null) throw new BangerError("invalid_argument", `--${flag}: "${x}" is not a size`, { hint: "Use a size such as 8G or 512M." });
+  return n;
+}
+
+function createParams(o: Opts) {
+  return { name: str(o.name), image: str(o.image), kernel: str(o.kernel), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat ? true : undefined };
+}
+
+async function listCmd(method: Method, o: Opts) {
+  const rows = await rpc<unknown[]>(method);
+  printJson(out, rows);
+  void o;
+}
+
+async function showCmd(method: Method, params: Record<string, unknown>, o: Opts) {
+  const result = await rpc<unknown>(method, params);
+  printJson(out, result);
+  void o;
+}
+
+async function streamCmd(method: Method, params: Record<string, unknown>, o: Opts) {
+  const progress = progressRenderer(out, Boolean(o.json));
+  try {
+    const result = await rpc<unknown>(method, params, progress.onEvent);
+    printJson(out, result);
+  } finally {
+    progress.stop();
+  }
+}

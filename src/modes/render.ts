@@ -1,0 +1,69 @@
+import type { ProgressEvent } from "../rpc/contract.ts";
+import { formatMs } from "../units.ts";
+
+/** Where command output goes; tests pass a recording sink. */
+export interface Out {
+  out(line: string): void;
+  err(line: string): void;
+  isTTY: boolean;
+  color: boolean;
+}
+
+/** The process's stdout/stderr; color only on a TTY without NO_COLOR. */
+export function processOut(): Out {
+  const isTTY = Boolean(process.stdout.isTTY);
+  return {
+    out: (l) => process.stdout.write(`${l}\n`),
+    err: (l) => process.stderr.write(`${l}\n`),
+    isTTY,
+    color: isTTY && !process.env.NO_COLOR,
+  };
+}
+
+/** Aligned columns with a header row. */
+export function table(headers: string[], rows: Array<Array<string | number>>): string {
+  const cells = [headers, ...rows.map((r) => r.map(String))];
+  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
+  return cells
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd())
+    .join("\n");
+}
+
+export function printJson(out: Out, value: unknown) {
+  out.out(JSON.stringify(value, null, 2));
+}
+
+const SPIN = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
+/** Renders live progress: a spinner on a TTY, plain lines when piped, JSON lines with --json. */
+export function progressRenderer(out: Out, json: boolean) {
+  let timer: ReturnType<typeof setInterval> | null = null;
+  let current: { stage: string; started: number } | null = null;
+  let frame = 0;
+  const clear = () => {
+    if (timer) clearInterval(timer);
+    timer = null;
+    if (out.isTTY) process.stderr.write("\r\x1b[2K");
+  };
+  return {
+    onEvent(event: ProgressEvent) {
+      if (json) return out.out(JSON.stringify({ event }));
+      if (event.status === "start") {
+        current = { stage: event.stage, started: Date.now() };
+        if (out.isTTY) {
+          clear();
+          timer = setInterval(() => {
+            const el = formatMs(Date.now() - current!.started);
+            process.stderr.write(`\r\x1b[2K${SPIN[frame++ % SPIN.length]} ${current!.stage} ${el}`);
+          }, 80);
+        }
+        return;
+      }
+      clear();
+      const el = event.elapsedMs === undefined ? "" : ` ${formatMs(event.elapsedMs)}`;
+      const mark = event.status === "done" ? "✓" : event.status === "failed" ? "✗" : "·";
+      out.err(`${mark} ${event.stage}${el}${event.message ? `: ${event.message}` : ""}`);
+    },
+    stop: clear,
+  };
+}

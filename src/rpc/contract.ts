@@ -1,0 +1,101 @@
+import * as v from "valibot";
+import { MIN_DISK_BYTES } from "../config.ts";
+import type { WireError } from "../errors.ts";
+
+/** DNS-safe VM names: they become `<name>.vm`. */
+export const VM_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/;
+
+const vmName = v.pipe(
+  v.string("expected a string"),
+  v.regex(VM_NAME_RE, "must be 1-32 lowercase letters, digits or '-', starting and ending with a letter or digit"),
+);
+const ref = v.pipe(v.string("expected a string"), v.nonEmpty("must not be empty"), v.maxLength(64, "is too long"));
+const refs = v.pipe(v.array(ref, "expected a list of VM names or ids"), v.minLength(1, "name at least one VM"), v.maxLength(256, "too many VMs"));
+const cpus = v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(1, "must be at least 1"), v.maxValue(32, "must be at most 32"));
+const memory = v.pipe(v.number("expected MiB as an integer"), v.integer("expected MiB as an integer"), v.minValue(128, "must be at least 128 MiB"), v.maxValue(1024 * 1024, "is too large"));
+const disk = v.pipe(v.number("expected bytes as an integer"), v.integer("expected bytes as an integer"), v.minValue(MIN_DISK_BYTES, "must be at least 1G"), v.maxValue(16 * 1024 ** 4, "is too large"));
+const artifactName = v.pipe(v.string("expected a string"), v.regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/, "must be letters, digits, '.', '_' or '-'"));
+const path = v.pipe(v.string("expected a path"), v.nonEmpty("must not be empty"), v.maxLength(4096, "is too long"));
+const empty = v.strictObject({});
+
+/** Input schemas of every RPC method; the daemon validates every call against these. */
+export const METHODS = {
+  "daemon.status": empty,
+  "daemon.stop": empty,
+  "vm.create": v.strictObject({
+    name: v.optional(vmName),
+    image: v.optional(artifactName),
+    kernel: v.optional(artifactName),
+    cpus: v.optional(cpus),
+    memory: v.optional(memory),
+    disk: v.optional(disk),
+    nat: v.optional(v.boolean("expected true or false")),
+    start: v.optional(v.boolean("expected true or false")),
+  }),
+  "vm.start": v.strictObject({ refs }),
+  "vm.stop": v.strictObject({ refs }),
+  "vm.restart": v.strictObject({ refs }),
+  "vm.kill": v.strictObject({ refs }),
+  "vm.delete": v.strictObject({ refs, force: v.optional(v.boolean("expected true or false")) }),
+  "vm.set": v.strictObject({
+    refs,
+    cpus: v.optional(cpus),
+    memory: v.optional(memory),
+    disk: v.optional(disk),
+    nat: v.optional(v.boolean("expected true or false")),
+  }),
+  "vm.list": empty,
+  "vm.show": v.strictObject({ ref }),
+  "vm.logs": v.strictObject({ ref, lines: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(100000))) }),
+  "vm.stats": v.strictObject({ ref: v.optional(ref) }),
+  "vm.health": v.strictObject({ ref }),
+  "vm.ports": v.strictObject({ ref }),
+  "vm.ssh-info": v.strictObject({ ref }),
+  "vm.workspace.prepare": v.strictObject({ ref, from: path, fullCopy: v.optional(v.boolean()) }),
+  "vm.workspace.export": v.strictObject({
+    ref,
+    to: path,
+    branch: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9._/-]{1,200}$/, "is not a valid branch name"))),
+    patch: v.optional(path),
+    force: v.optional(v.boolean()),
+  }),
+  "kernel.list": empty,
+  "kernel.show": v.strictObject({ name: artifactName }),
+  "kernel.import": v.strictObject({ path, name: v.optional(artifactName), force: v.optional(v.boolean()) }),
+  "kernel.pull": v.strictObject({ name: artifactName }),
+  "kernel.build": v.strictObject({ name: v.optional(artifactName), source: v.optional(path) }),
+  "kernel.delete": v.strictObject({ name: artifactName }),
+  "image.list": empty,
+  "image.show": v.strictObject({ name: artifactName }),
+  "image.build": v.strictObject({ name: v.optional(artifactName), kernel: v.optional(artifactName) }),
+  "image.import": v.strictObject({ source: path, name: artifactName, kernel: v.optional(artifactName) }),
+  "image.pull": v.strictObject({ name: artifactName }),
+  "image.delete": v.strictObject({ name: artifactName }),
+} as const;
+
+export type Method = keyof typeof METHODS;
+export type Params<M extends Method> = v.InferOutput<(typeof METHODS)[M]>;
+
+/** Methods whose response streams progress events before the final envelope. */
+export const STREAMING = new Set<Method>(["vm.create", "vm.start", "vm.restart", "image.build", "kernel.build", "image.pull", "kernel.pull", "image.import"]);
+
+/** The one envelope every answer travels in. */
+export type Envelope<T = unknown> = { ok: true; result: T } | { ok: false; error: WireError };
+
+/** A progress event in a streaming answer (one JSON object per line). */
+export interface ProgressEvent {
+  stage: string;
+  status: "start" | "done" | "failed" | "info";
+  elapsedMs?: number;
+  message?: string;
+}
+
+/** Largest request body the daemon reads. */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+/** Header carrying the caller's build id (the version handshake). */
+export const BUILD_HEADER = "x-banger-build";
+
+export function isMethod(x: unknown): x is Method {
+  return typeof x === "string" && Object.hasOwn(METHODS, x);
+}
