@@ -4,6 +4,7 @@ import { dirname } from "node:path";
 import { BangerError } from "../errors.ts";
 import { FileLock } from "../host/flock.ts";
 import type { Paths } from "../host/paths.ts";
+import { pidAlive } from "../host/proc.ts";
 import { call, DaemonUnreachable } from "../rpc/client.ts";
 import { BUILD_ID } from "../version.ts";
 
@@ -70,7 +71,7 @@ async function replaceDaemon(paths: Paths, old: DaemonStatus, warn: (msg: string
 export async function waitForExit(pid: number, timeoutMs: number) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (!alive(pid)) return;
+    if (!pidAlive(pid)) return;
     await Bun.sleep(20);
   }
   try {
@@ -78,14 +79,7 @@ export async function waitForExit(pid: number, timeoutMs: number) {
   } catch {}
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+
 
 /** Runtime dir 0700 even if something made it with a wider mode. */
 export function prepareRuntimeDir(paths: Paths) {
