@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what the tests need, builds banger, and runs every test (unit, integration,
+# and end-to-end tests that boot real guests under QEMU). Ends with "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+bun run build || { echo "0 passed, 1 failed"; exit 1; }
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+bun test "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+pass=$(grep -E '^ *[0-9]+ pass$' "$log" | tail -1 | grep -oE '[0-9]+')
+fail=$(grep -E '^ *[0-9]+ fail$' "$log" | tail -1 | grep -oE '[0-9]+')
+echo "${pass:-0} passed, ${fail:-0} failed"
+exit "$rc"
