@@ -1,0 +1,69 @@
+import { existsSync, rmSync } from "node:fs";
+import { join, resolve } from "node:path";
+
+/** How the pretend guest runs its agent. */
+export interface GuestOptions {
+  /** The agent argv; `--unix <socket>` is appended. */
+  agentArgv: string[];
+  /** Where the agent listens (stands in for the guest's vsock port 1024). */
+  agentSocket: string;
+  agentDelayMs: number;
+  write: (text: string) => void;
+}
+
+/** The vsock port the agent listens on inside a real guest. */
+export const AGENT_PORT = 1024;
+
+/** The agent to run when none is given: the project's guest agent, else the small test agent. */
+export function defaultAgentArgv(env: Record<string, string | undefined> = process.env): string[] {
+  if (env.FAKE_FC_AGENT_CMD) return env.FAKE_FC_AGENT_CMD.split(/\s+/).filter(Boolean);
+  const real = resolve(import.meta.dir, "../../guest-agent.ts");
+  return [process.execPath, existsSync(real) ? real : join(import.meta.dir, "echo-agent.ts")];
+}
+
+/** The guest side of a booted fake VM: console output and the agent process. */
+export class PretendGuest {
+  private agent: ReturnType<typeof Bun.spawn> | null = null;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private stopped = false;
+
+  constructor(private readonly opts: GuestOptions) {}
+
+  /** Prints a few kernel-like lines and starts the agent after the configured delay. */
+  boot(cmdline: string, vcpus: number, memMib: number): void {
+    const w = this.opts.write;
+    w("[    0.000000] Linux version 6.1.0-fake (fake-firecracker) #1 SMP\n");
+    w(`[    0.000000] Command line: ${cmdline}\n`);
+    w(`[    0.010000] smpboot: Allowing ${vcpus} CPUs, Memory: ${memMib}MiB\n`);
+    w("[    0.200000] virtio_blk virtio0: [vda] attached\n");
+    w("[    0.300000] Run /sbin/init as init process\n");
+    this.timer = setTimeout(() => this.startAgent(), this.opts.agentDelayMs);
+  }
+
+  /** The socket a vsock CONNECT to `port` reaches, or null when nothing listens there yet. */
+  listener(port: number): string | null {
+    if (port !== AGENT_PORT || !this.agent || !existsSync(this.opts.agentSocket)) return null;
+    return this.opts.agentSocket;
+  }
+
+  private startAgent(): void {
+    if (this.stopped) return;
+    rmSync(this.opts.agentSocket, { force: true });
+    // pdeathsig ends the agent even when the fake is SIGKILLed, as a guest dies with its VMM.
+    const wrap = Bun.which("setpriv") ? ["setpriv", "--pdeathsig", "KILL", "--"] : [];
+    this.agent = Bun.spawn([...wrap, ...this.opts.agentArgv, "--unix", this.opts.agentSocket], {
+      stdin: "ignore",
+      stdout: "inherit",
+      stderr: "inherit",
+    });
+    this.opts.write("[    0.900000] banger-agent: started\n");
+  }
+
+  /** Ends the agent; called whenever the fake exits. */
+  halt(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.agent && this.agent.exitCode === null) this.agent.kill("SIGKILL");
+    rmSync(this.opts.agentSocket, { force: true });
+  }
+}
