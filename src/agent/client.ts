@@ -1,0 +1,182 @@
+/**
+ * The host side of the guest agent: one connection (vsock, hybrid vsock or virtio-serial,
+ * whatever the driver's `connectAgent` returns) multiplexing requests by id, with a
+ * timeout per call and a fresh connection after the old one closes.
+ */
+import { createConnection, type Socket } from "node:net";
+import { BangerError } from "../errors.ts";
+import { encodeLine, lineSplitter, parseResponse, type AgentMethod, type AgentMethods } from "./protocol.ts";
+
+/** Opens a new byte stream to the agent. */
+export type AgentConnect = () => Promise<Socket>;
+
+interface Pending {
+  method: string;
+  resolve: (value: unknown) => void;
+  reject: (err: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** Options for AgentClient. */
+export interface AgentClientOptions {
+  /** Default per-call timeout. */
+  timeoutMs?: number;
+}
+
+/** A multiplexing client for the guest agent; safe to share between concurrent callers. */
+export class AgentClient {
+  private socket: Socket | null = null;
+  private connecting: Promise<Socket> | null = null;
+  private readonly pending = new Map<number, Pending>();
+  // Ids keep counting across reconnects and start at random, so a stale answer that a
+  // serial port delivers late never matches a newer request.
+  private nextId = 1 + Math.floor(Math.random() * 0x3fffffff);
+  private readonly timeoutMs: number;
+
+  constructor(
+    private readonly connect: AgentConnect,
+    opts: AgentClientOptions = {},
+  ) {
+    this.timeoutMs = opts.timeoutMs ?? 5000;
+  }
+
+  /** Calls one agent method; rejects with BangerError timeout/unavailable. */
+  async call<M extends AgentMethod>(method: M, opts: { timeoutMs?: number } = {}): Promise<AgentMethods[M]> {
+    const socket = await this.ensure();
+    const id = this.nextId++;
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    return new Promise<AgentMethods[M]>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new BangerError("timeout", `the guest agent did not answer "${method}" within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { method, resolve: resolve as (v: unknown) => void, reject, timer });
+      socket.write(encodeLine({ id, method }));
+    });
+  }
+
+  /** The agent's version, uptime, boot id and hostname. */
+  health(opts?: { timeoutMs?: number }) {
+    return this.call("health", opts);
+  }
+
+  /** The guest's listening sockets. */
+  ports(opts?: { timeoutMs?: number }) {
+    return this.call("ports", opts);
+  }
+
+  /** Closes the connection; pending calls fail. */
+  close() {
+    this.socket?.destroy();
+    this.dropConnection("the agent client was closed");
+  }
+
+  private ensure(): Promise<Socket> {
+    if (this.socket) return Promise.resolve(this.socket);
+    this.connecting ??= this.open().finally(() => {
+      this.connecting = null;
+    });
+    return this.connecting;
+  }
+
+  private async open(): Promise<Socket> {
+    let socket: Socket;
+    try {
+      socket = await this.connect();
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      throw new BangerError("unavailable", `cannot reach the guest agent: ${why}`, { cause: err });
+    }
+    socket.on("data", lineSplitter((line) => this.onLine(line)));
+    const gone = (why: string) => () => {
+      if (this.socket === socket) this.dropConnection(why);
+    };
+    socket.on("error", (err) => gone(`the connection to the guest agent failed: ${err.message}`)());
+    socket.on("close", gone("the connection to the guest agent closed"));
+    // End any partial line an earlier host connection left in the agent's buffer.
+    socket.write("\n");
+    this.socket = socket;
+    return socket;
+  }
+
+  private onLine(line: string) {
+    const res = parseResponse(line);
+    const p = res && this.pending.get(res.id);
+    if (!res || !p) return;
+    this.pending.delete(res.id);
+    clearTimeout(p.timer);
+    if (res.ok) p.resolve(res.result);
+    else p.reject(new BangerError("unavailable", `the guest agent failed "${p.method}": ${res.error.message}`));
+  }
+
+  private dropConnection(why: string) {
+    this.socket = null;
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      this.pending.delete(id);
+      p.reject(new BangerError("unavailable", why));
+    }
+  }
+}
+
+/** Options for waitForAgent; `now` and `sleep` are seams for tests. */
+export interface WaitOptions {
+  timeoutMs: number;
+  intervalMs: number;
+  /** The VM's console log, named in the timeout error so the user knows where to look. */
+  logPath: string;
+  /** Longest wait for one health answer before asking again. */
+  attemptTimeoutMs?: number;
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/** What waitForAgent found: the connected client (kept open for reuse) and the first health. */
+export interface AgentReady {
+  client: AgentClient;
+  health: AgentMethods["health"];
+  attempts: number;
+  elapsedMs: number;
+}
+
+/** Polls the agent's health until it answers or the deadline passes. */
+export async function waitForAgent(connect: AgentConnect, opts: WaitOptions): Promise<AgentReady> {
+  const now = opts.now ?? (() => performance.now());
+  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const started = now();
+  const deadline = started + opts.timeoutMs;
+  const client = new AgentClient(connect);
+  let attempts = 0;
+  let last = "no attempt was made";
+  while (now() < deadline) {
+    attempts++;
+    const remaining = Math.max(1, Math.ceil(deadline - now()));
+    try {
+      const health = await client.health({ timeoutMs: Math.min(opts.attemptTimeoutMs ?? 3000, remaining) });
+      return { client, health, attempts, elapsedMs: now() - started };
+    } catch (err) {
+      last = err instanceof Error ? err.message : String(err);
+    }
+    const left = deadline - now();
+    if (left > 0) await sleep(Math.min(opts.intervalMs, left));
+  }
+  client.close();
+  throw new BangerError(
+    "timeout",
+    `the guest agent did not answer within ${Math.round(opts.timeoutMs / 100) / 10}s (last error: ${last}); see the VM log ${opts.logPath}`,
+    { hint: `Look at the guest's boot messages in ${opts.logPath}; the image may lack banger-agent or its service.` },
+  );
+}
+
+/** Connects to a unix socket (a virtio-serial chardev, or an agent run with --unix). */
+export function unixConnector(path: string): AgentConnect {
+  return () =>
+    new Promise<Socket>((resolve, reject) => {
+      const socket = createConnection(path);
+      socket.once("connect", () => {
+        socket.off("error", reject);
+        resolve(socket);
+      });
+      socket.once("error", reject);
+    });
+}

@@ -1,0 +1,65 @@
+/**
+ * The agent on a virtio-serial port: one long-lived character device the host attaches to
+ * and detaches from. While no host is attached, reads return 0 at once and writes block, so
+ * the agent polls gently, forgets partial lines at each detach, and only ever writes
+ * responses (never unprompted output that would block it).
+ */
+import { open } from "node:fs/promises";
+import { lineServer, type Handler } from "./server.ts";
+
+/** The two operations the agent needs from the port. */
+export interface SerialPort {
+  /** Reads into buf; 0 means no host is attached right now. */
+  read(buf: Uint8Array): Promise<number>;
+  write(text: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Opens the character device read/write (the kernel allows one opener at a time). */
+export async function openSerialPort(path: string): Promise<SerialPort> {
+  const fh = await open(path, "r+");
+  return {
+    read: async (buf) => (await fh.read(buf, 0, buf.length, null)).bytesRead,
+    write: async (text) => {
+      await fh.write(text, null, "utf8");
+    },
+    close: () => fh.close(),
+  };
+}
+
+/** Options for serveSerial; tests shorten the idle poll and stop the loop. */
+export interface SerialOptions {
+  idleMs?: number;
+  sleep?: (ms: number) => Promise<void>;
+  stopped?: () => boolean;
+}
+
+/** Serves requests on the port until `stopped()` says so (forever in the guest). */
+export async function serveSerial(port: SerialPort, handler: Handler, opts: SerialOptions = {}): Promise<void> {
+  const idleMs = opts.idleMs ?? 200;
+  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const stopped = opts.stopped ?? (() => false);
+  // Writes go one after another; a failed write (host gone) is dropped, the host retries.
+  let chain = Promise.resolve();
+  const write = (line: string) => {
+    chain = chain.then(() => port.write(line)).catch(() => {});
+  };
+  let feed = lineServer(handler, write);
+  const buf = new Uint8Array(64 * 1024);
+  while (!stopped()) {
+    let n: number;
+    try {
+      n = await port.read(buf);
+    } catch {
+      n = 0;
+    }
+    if (n > 0) {
+      feed(buf.subarray(0, n));
+      continue;
+    }
+    // Host detached: whatever partial line it left behind is garbage now.
+    feed = lineServer(handler, write);
+    await sleep(idleMs);
+  }
+  await chain;
+}

@@ -1,0 +1,116 @@
+/**
+ * What the guest agent answers, independent of the transport: health and ports read from
+ * /proc through a narrow filesystem seam, and a line-protocol loop for any duplex stream.
+ */
+import { readFile, readdir, readlink } from "node:fs/promises";
+import { hostname } from "node:os";
+import { commandLine, inodeOwners, joinSockets, parseProcNet, type ProcessInfo } from "./ports.ts";
+import {
+  AGENT_METHODS,
+  encodeLine,
+  lineSplitter,
+  parseRequest,
+  type AgentHealth,
+  type AgentPorts,
+  type AgentRequest,
+  type AgentResponse,
+} from "./protocol.ts";
+
+/** The agent's view of the guest: /proc reads and the hostname. */
+export interface AgentDeps {
+  version: string;
+  readText(path: string): Promise<string>;
+  list(dir: string): Promise<string[]>;
+  link(path: string): Promise<string>;
+  hostname(): string;
+}
+
+/** The real guest: node:fs on /proc. */
+export function procDeps(version: string): AgentDeps {
+  return {
+    version,
+    readText: (p) => readFile(p, "utf8"),
+    list: (d) => readdir(d),
+    link: (p) => readlink(p),
+    hostname: () => hostname(),
+  };
+}
+
+/** Answers `health` from /proc/uptime and /proc/sys/kernel/random/boot_id. */
+export async function collectHealth(deps: AgentDeps): Promise<AgentHealth> {
+  const [uptime, bootId] = await Promise.all([
+    deps.readText("/proc/uptime"),
+    deps.readText("/proc/sys/kernel/random/boot_id"),
+  ]);
+  return {
+    version: deps.version,
+    uptime_s: Number.parseFloat(uptime.split(/\s+/)[0] ?? "0") || 0,
+    boot_id: bootId.trim(),
+    hostname: deps.hostname(),
+  };
+}
+
+const orEmpty = <T>(p: Promise<T>, empty: T) => p.catch(() => empty);
+
+/** Every process's fd links; processes that exit mid-scan are skipped. */
+async function processSockets(deps: AgentDeps) {
+  const pids = (await deps.list("/proc")).filter((e) => /^\d+$/.test(e)).map(Number);
+  return Promise.all(
+    pids.map(async (pid) => {
+      const fds = await orEmpty(deps.list(`/proc/${pid}/fd`), [] as string[]);
+      const fdLinks = await Promise.all(fds.map((fd) => orEmpty(deps.link(`/proc/${pid}/fd/${fd}`), "")));
+      return { pid, fdLinks };
+    }),
+  );
+}
+
+/** Answers `ports`: listening TCP and unconnected UDP sockets with their owning process. */
+export async function collectPorts(deps: AgentDeps): Promise<AgentPorts> {
+  const tables = await Promise.all(
+    (["tcp", "tcp6", "udp", "udp6"] as const).map(async (t) =>
+      parseProcNet(await orEmpty(deps.readText(`/proc/net/${t}`), ""), t.startsWith("tcp") ? "tcp" : "udp"),
+    ),
+  );
+  const sockets = tables.flat();
+  const owners = inodeOwners(await processSockets(deps));
+  const info = new Map<number, ProcessInfo>();
+  for (const pid of new Set(owners.values())) {
+    const [comm, cmdline] = await Promise.all([
+      orEmpty(deps.readText(`/proc/${pid}/comm`), ""),
+      orEmpty(deps.readText(`/proc/${pid}/cmdline`), ""),
+    ]);
+    info.set(pid, { process: comm.trim() || undefined, command: commandLine(cmdline) || undefined });
+  }
+  const joined = joinSockets(sockets, owners, (pid) => info.get(pid) ?? {});
+  // Drop undefined fields so the JSON stays minimal.
+  return { sockets: joined.map((s) => JSON.parse(JSON.stringify(s))) };
+}
+
+/** Turns one request into one response; never throws. */
+export function createHandler(deps: AgentDeps) {
+  return async (req: AgentRequest): Promise<AgentResponse> => {
+    try {
+      if (!(AGENT_METHODS as readonly string[]).includes(req.method)) {
+        return { id: req.id, ok: false, error: { message: `unknown method ${JSON.stringify(req.method)}` } };
+      }
+      const result = req.method === "health" ? await collectHealth(deps) : await collectPorts(deps);
+      return { id: req.id, ok: true, result };
+    } catch (err) {
+      return { id: req.id, ok: false, error: { message: err instanceof Error ? err.message : String(err) } };
+    }
+  };
+}
+
+export type Handler = ReturnType<typeof createHandler>;
+
+/**
+ * Serves the line protocol on one duplex stream: each request line gets one response
+ * line; lines that are not requests are dropped (garbage on a reattached serial port).
+ */
+export function lineServer(handler: Handler, write: (line: string) => void): (chunk: Uint8Array | string) => void {
+  return lineSplitter((line) => {
+    const req = parseRequest(line);
+    if (!req) return;
+    void handler(req).then((res) => write(encodeLine(res)));
+  });
+}
