@@ -1,0 +1,175 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BangerError } from "../errors.ts";
+import { BASE_REF, exportWorkspace, localShell, prepareWorkspace } from "./workspace.ts";
+import { git, makeFixtureRepo, repoState } from "./workspace/testrepo.ts";
+
+const tmp = mkdtempSync(join(tmpdir(), "banger-ws-test-"));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+const { repo } = makeFixtureRepo(tmp);
+
+let n = 0;
+/** A fresh "guest": its /root is a temp dir and the workspace goes to <root>/repo. */
+function guest() {
+  const root = join(tmp, `guest${++n}`, "root");
+  mkdirSync(root, { recursive: true });
+  return { shell: localShell(root), dir: join(root, "repo") };
+}
+
+async function rejection(p: Promise<unknown>): Promise<BangerError> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof BangerError) return e;
+    throw e;
+  }
+  throw new Error("expected a BangerError");
+}
+
+const indexHash = (dir: string) => createHash("sha256").update(readFileSync(join(dir, ".git", "index"))).digest("hex");
+
+describe("prepareWorkspace", () => {
+  test("carries history, staged, unstaged and untracked files but not ignored ones; host untouched", async () => {
+    const before = repoState(repo);
+    const g = guest();
+    const r = await prepareWorkspace({ shell: g.shell, from: join(repo, "dir"), guestDir: g.dir });
+    expect(repoState(repo)).toEqual(before);
+    expect(r.source).toBe(repo);
+    expect(r.base).toBe(git(repo, "rev-parse", "HEAD"));
+    expect(git(g.dir, "log", "--format=%H %s")).toBe(git(repo, "log", "--format=%H %s"));
+    // Same staged/unstaged split as the host, submodule aside (it arrives uninitialised).
+    expect(git(g.dir, "status", "--porcelain=v1", "--untracked-files=all")).toBe(before.status);
+    expect(git(g.dir, "diff", "--cached", "--name-only")).toBe(git(repo, "diff", "--cached", "--name-only"));
+    expect(readFileSync(join(g.dir, "c.txt"), "utf8")).toBe("c.txt staged then changed again\n");
+    expect(readFileSync(join(g.dir, "new.txt"), "utf8")).toBe("untracked\n");
+    expect(readFileSync(join(g.dir, "dir/nested file.txt"), "utf8")).toBe("spaces in the name\n");
+    expect(existsSync(join(g.dir, "d.txt"))).toBe(false);
+    expect(existsSync(join(g.dir, "debug.log"))).toBe(false);
+    expect(existsSync(join(g.dir, "build"))).toBe(false);
+    expect(readdirSync(join(g.dir, "sub"))).toEqual([]);
+    expect(git(g.dir, "config", "user.name")).toBe("Ada Host");
+    expect(git(g.dir, "config", "user.email")).toBe("ada@example.com");
+    expect(git(g.dir, "rev-parse", BASE_REF)).toBe(r.base!);
+    // The guest can commit.
+    git(g.dir, "commit", "-q", "-m", "from the guest");
+    expect(git(g.dir, "log", "-1", "--format=%an %s")).toBe("Ada Host from the guest");
+  });
+
+  test("fullCopy brings ignored files and submodule contents", async () => {
+    const before = repoState(repo);
+    const g = guest();
+    await prepareWorkspace({ shell: g.shell, from: repo, guestDir: g.dir, fullCopy: true });
+    expect(repoState(repo)).toEqual(before);
+    expect(readFileSync(join(g.dir, "debug.log"), "utf8")).toBe("ignored\n");
+    expect(readFileSync(join(g.dir, "build/out.bin"), "utf8")).toBe("ignored too\n");
+    expect(readFileSync(join(g.dir, "sub/lib.txt"), "utf8")).toBe("submodule content\n");
+    expect(git(join(g.dir, "sub"), "log", "--format=%s")).toBe("sub one");
+    expect(git(g.dir, "status", "--porcelain=v1", "--untracked-files=all")).toBe(before.status);
+  });
+
+  test("refuses a non-empty guest directory unless told to replace it", async () => {
+    const g = guest();
+    await prepareWorkspace({ shell: g.shell, from: repo, guestDir: g.dir });
+    writeFileSync(join(g.dir, "guest-work.txt"), "precious\n");
+    const e = await rejection(prepareWorkspace({ shell: g.shell, from: repo, guestDir: g.dir }));
+    expect(e.code).toBe("already_exists");
+    expect(existsSync(join(g.dir, "guest-work.txt"))).toBe(true);
+    await prepareWorkspace({ shell: g.shell, from: repo, guestDir: g.dir, replace: true });
+    expect(existsSync(join(g.dir, "guest-work.txt"))).toBe(false);
+  });
+
+  test("refuses a directory that is not a git repository", async () => {
+    const g = guest();
+    const plain = join(tmp, "plain");
+    mkdirSync(plain);
+    const e = await rejection(prepareWorkspace({ shell: g.shell, from: plain, guestDir: g.dir }));
+    expect(e.code).toBe("failed_precondition");
+    expect(e.message).toContain("not inside a git repository");
+  });
+});
+
+describe("exportWorkspace", () => {
+  test("guest commits and uncommitted changes land on banger/<vm>; host and guest checkout untouched", async () => {
+    const g = guest();
+    const { base } = await prepareWorkspace({ shell: g.shell, from: repo, guestDir: g.dir });
+    git(g.dir, "add", "-A");
+    git(g.dir, "commit", "-q", "-m", "guest work");
+    writeFileSync(join(g.dir, "b.txt"), "changed in the guest, not committed\n");
+    writeFileSync(join(g.dir, "guest-new.txt"), "untracked in the guest\n");
+    writeFileSync(join(g.dir, "guest.log"), "ignored in the guest\n");
+    const guestBefore = { status: git(g.dir, "status", "--porcelain"), index: indexHash(g.dir), head: git(g.dir, "rev-parse", "HEAD") };
+    const hostBefore = repoState(repo);
+
+    const r = await exportWorkspace({ shell: g.shell, to: repo, vmName: "web", guestDir: g.dir });
+    expect(r).toMatchObject({ branch: "banger/web", commits: 1, uncommittedIncluded: true, base });
+    expect(r.summary).toBe("banger/web: 1 commit + uncommitted changes");
+    expect({ status: git(g.dir, "status", "--porcelain"), index: indexHash(g.dir), head: git(g.dir, "rev-parse", "HEAD") }).toEqual(guestBefore);
+    const after = repoState(repo);
+    expect({ ...after, refs: "" }).toEqual({ ...hostBefore, refs: "" });
+    expect(after.refs.split("\n").filter((l) => !l.startsWith("refs/heads/banger/web "))).toEqual(hostBefore.refs.split("\n"));
+
+    expect(git(repo, "log", "--format=%s", `${base}..banger/web`)).toBe("banger: uncommitted changes\nguest work");
+    expect(git(repo, "show", "banger/web:b.txt")).toBe("changed in the guest, not committed");
+    expect(git(repo, "show", "banger/web:guest-new.txt")).toBe("untracked in the guest");
+    expect(git(repo, "show", "banger/web~1:c.txt")).toBe("c.txt staged then changed again");
+    expect(git(repo, "ls-tree", "--name-only", "banger/web")).not.toContain("guest.log");
+    expect(git(repo, "rev-parse", "banger/web~1")).toBe(git(g.dir, "rev-parse", "HEAD"));
+
+    const again = await rejection(exportWorkspace({ shell: g.shell, to: repo, vmName: "web", guestDir: g.dir }));
+    expect(again.code).toBe("already_exists");
+    expect(again.hint).toContain("--force");
+    expect(again.hint).toContain("--branch NAME");
+
+    git(g.dir, "commit", "-q", "-am", "second guest commit");
+    const forced = await exportWorkspace({ shell: g.shell, to: repo, vmName: "web", guestDir: g.dir, force: true });
+    expect(forced).toMatchObject({ branch: "banger/web", commits: 2 });
+    expect(git(repo, "log", "-1", "--format=%s", "banger/web")).toBe("banger: uncommitted changes");
+
+    const other = await exportWorkspace({ shell: g.shell, to: repo, vmName: "web", branch: "topic/x", guestDir: g.dir });
+    expect(other.branch).toBe("topic/x");
+    expect(repoState(repo).status).toBe(hostBefore.status);
+  });
+
+  test("--patch writes a mailbox that git apply --check accepts at base", async () => {
+    const g = guest();
+    const { base } = await prepareWorkspace({ shell: g.shell, from: repo, guestDir: g.dir });
+    git(g.dir, "add", "-A");
+    git(g.dir, "commit", "-q", "-m", "guest work");
+    writeFileSync(join(g.dir, "a.txt"), "patched again in the guest\n");
+    const file = join(tmp, "work.patch");
+    const r = await exportWorkspace({ shell: g.shell, to: repo, vmName: "web", patch: file, guestDir: g.dir });
+    expect(r).toMatchObject({ branch: null, patch: file, commits: 1, uncommittedIncluded: true });
+    const clone = join(tmp, "clone-at-base");
+    git(tmp, "clone", "-q", repo, clone);
+    git(clone, "checkout", "-q", base!);
+    git(clone, "apply", "--check", file);
+    git(clone, "-c", "user.name=T", "-c", "user.email=t@example.com", "am", "-q", file);
+    expect(readFileSync(join(clone, "a.txt"), "utf8")).toBe("patched again in the guest\n");
+    const e = await rejection(exportWorkspace({ shell: g.shell, to: repo, vmName: "web", patch: file, guestDir: g.dir }));
+    expect(e.code).toBe("already_exists");
+  });
+
+  test("a guest without changes says so and creates nothing", async () => {
+    const clean = join(tmp, "clean");
+    mkdirSync(clean);
+    git(clean, "init", "-q");
+    writeFileSync(join(clean, "f.txt"), "x\n");
+    git(clean, "add", ".");
+    git(clean, "-c", "user.name=C", "-c", "user.email=c@example.com", "commit", "-q", "-m", "c");
+    const g = guest();
+    await prepareWorkspace({ shell: g.shell, from: clean, guestDir: g.dir });
+    const r = await exportWorkspace({ shell: g.shell, to: clean, vmName: "idle", guestDir: g.dir });
+    expect(r).toMatchObject({ branch: null, commits: 0, uncommittedIncluded: false });
+    expect(r.summary).toContain("no changes in the guest");
+    expect(git(clean, "branch", "--list", "banger/*")).toBe("");
+  });
+
+  test("an invalid branch name is a usage error", async () => {
+    const g = guest();
+    const e = await rejection(exportWorkspace({ shell: g.shell, to: repo, vmName: "web", branch: "bad..name", guestDir: g.dir }));
+    expect(e.code).toBe("invalid_argument");
+  });
+});

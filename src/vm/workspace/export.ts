@@ -1,0 +1,132 @@
+import { existsSync, mkdtempSync, renameSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BangerError } from "../../errors.ts";
+import { hostRunner, type Runner } from "../../host/runner.ts";
+import { DEFAULT_GUEST_DIR, lastLines } from "./prepare.ts";
+import type { GuestShell } from "./shell.ts";
+import { bundleScript, EXPORT_REF, type GuestSnapshot, patchScript, snapshotGuest } from "./snapshot.ts";
+import { readOnlyGitEnv } from "./source.ts";
+
+export interface ExportOptions {
+  shell: GuestShell;
+  /** A path inside the host repository that receives the work. */
+  to: string;
+  vmName: string;
+  /** Branch to create; default banger/<vmName>. */
+  branch?: string;
+  /** Write a patch mailbox to this file instead of creating a branch. */
+  patch?: string;
+  /** Overwrite an existing branch or patch file. */
+  force?: boolean;
+  guestDir?: string;
+}
+
+export interface ExportResult {
+  /** The branch written, or null in patch mode or when there was nothing to export. */
+  branch: string | null;
+  patch: string | null;
+  /** Commits the guest made since prepare (the temporary one for uncommitted changes not counted). */
+  commits: number;
+  uncommittedIncluded: boolean;
+  base: string | null;
+  tip: string | null;
+  /** One line for humans, e.g. "banger/web: 2 commits + uncommitted changes". */
+  summary: string;
+}
+
+/**
+ * Brings the guest's commits and uncommitted changes back to the host repository as a
+ * branch (fetched from a git bundle, so the host's working tree, index and HEAD are never
+ * touched) or as a patch file.
+ */
+export async function exportWorkspace(opts: ExportOptions, deps: { runner?: Runner } = {}): Promise<ExportResult> {
+  const runner = deps.runner ?? hostRunner;
+  const guestDir = opts.guestDir ?? DEFAULT_GUEST_DIR;
+  const top = await hostTop(runner, opts.to);
+  const branch = opts.patch ? null : opts.branch ?? `banger/${opts.vmName}`;
+  if (branch !== null) await checkBranch(runner, top, branch, opts.force ?? false);
+  if (opts.patch && existsSync(opts.patch) && !opts.force) {
+    throw new BangerError("already_exists", `${opts.patch} already exists`, { hint: "Use --force to overwrite it, or --patch with another file name." });
+  }
+  const snap = await snapshotGuest(opts.shell, guestDir);
+  const result = { branch, patch: opts.patch ?? null, commits: snap.count - (snap.dirty ? 1 : 0), uncommittedIncluded: snap.dirty, base: snap.base, tip: snap.tip };
+  if (snap.count === 0 || snap.tip === null) {
+    const since = snap.base ? `since ${snap.base.slice(0, 12)}` : "at all";
+    return { ...result, branch: null, patch: null, summary: `no changes in the guest ${since}; nothing exported` };
+  }
+  if (opts.patch) await writePatch(opts.shell, guestDir, snap, opts.patch);
+  else await fetchBundle(runner, opts.shell, guestDir, snap, top, branch!, opts.force ?? false);
+  return { ...result, summary: `${opts.patch ?? branch}: ${describe(result.commits, snap.dirty)}` };
+}
+
+function describe(commits: number, dirty: boolean): string {
+  const c = `${commits} commit${commits === 1 ? "" : "s"}`;
+  return dirty ? (commits ? `${c} + uncommitted changes` : "uncommitted changes") : c;
+}
+
+async function hostTop(runner: Runner, path: string): Promise<string> {
+  const r = await runner.run(["git", "-C", path, "rev-parse", "--show-toplevel"], { allowFailure: true, env: readOnlyGitEnv });
+  if (r.code !== 0) {
+    throw new BangerError("failed_precondition", `${path} is not inside a git repository`, { hint: "Export into the repository the workspace was prepared from (--to PATH)." });
+  }
+  return r.stdout.trim();
+}
+
+/** Refuses a malformed branch name, or an existing branch without force. */
+async function checkBranch(runner: Runner, top: string, branch: string, force: boolean): Promise<void> {
+  const ok = await runner.run(["git", "check-ref-format", "--branch", branch], { allowFailure: true });
+  if (ok.code !== 0) throw new BangerError("invalid_argument", `"${branch}" is not a valid branch name`, { hint: "Pass --branch NAME with a valid git branch name." });
+  const r = await runner.run(["git", "-C", top, "rev-parse", "-q", "--verify", `refs/heads/${branch}`], { allowFailure: true, env: readOnlyGitEnv });
+  if (r.code === 0 && !force) {
+    throw new BangerError("already_exists", `branch ${branch} already exists in ${top}`, { hint: "Use --force to overwrite it, or --branch NAME to export to another branch." });
+  }
+}
+
+/** Streams the guest's bundle to a host temp file (only the new objects), then fetches it into the branch. */
+async function fetchBundle(runner: Runner, shell: GuestShell, guestDir: string, snap: GuestSnapshot, top: string, branch: string, force: boolean) {
+  const dir = mkdtempSync(join(tmpdir(), "banger-export-"));
+  try {
+    const file = join(dir, "work.bundle");
+    await streamToFile(shell, bundleScript(guestDir, snap), file, "bundling the guest's commits");
+    const refspec = `${force ? "+" : ""}${EXPORT_REF}:refs/heads/${branch}`;
+    // No auto-gc or maintenance: the export must not rewrite anything else in the host repository.
+    const argv = ["git", "-c", "gc.auto=0", "-c", "maintenance.auto=false", "-C", top, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", file, refspec];
+    const r = await runner.run(argv, { allowFailure: true });
+    if (r.code !== 0) throw fetchError(r.stderr, top, branch, snap);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function fetchError(stderr: string, top: string, branch: string, snap: GuestSnapshot): BangerError {
+  if (/prerequisite/i.test(stderr)) {
+    return new BangerError("failed_precondition", `${top} lacks the workspace's base commit ${snap.base}`, { hint: "Export into the repository the workspace was prepared from, or use --patch FILE." });
+  }
+  if (/checked out/i.test(stderr)) {
+    return new BangerError("failed_precondition", `branch ${branch} is checked out in ${top}; overwriting it would change the working tree`, { hint: "Switch the host checkout to another branch, or export with --branch NAME." });
+  }
+  return new BangerError("internal", `git fetch of the guest's work into ${top} failed: ${lastLines(stderr)}`);
+}
+
+async function writePatch(shell: GuestShell, guestDir: string, snap: GuestSnapshot, path: string): Promise<void> {
+  const tmp = `${path}.banger-partial`;
+  try {
+    await streamToFile(shell, patchScript(guestDir, snap), tmp, "writing the patch");
+    // Renamed into place only when complete, so a failure never leaves half a patch under the real name.
+    renameSync(tmp, path);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
+
+async function streamToFile(shell: GuestShell, script: string, file: string, what: string): Promise<void> {
+  const sink = Bun.file(file).writer();
+  let r;
+  try {
+    r = await shell.exec(script, { onStdout: (c) => void sink.write(c) });
+  } finally {
+    await sink.end();
+  }
+  if (r.code !== 0) throw new BangerError("internal", `${what} in the guest failed (exit ${r.code}): ${lastLines(r.stderr)}`);
+}

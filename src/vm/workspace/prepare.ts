@@ -1,0 +1,102 @@
+import { BangerError } from "../../errors.ts";
+import { hostRunner, type Runner } from "../../host/runner.ts";
+import { type GuestShell, shq } from "./shell.ts";
+import { inspectSource, spawnTar, type SourceRepo, workingTreeList } from "./source.ts";
+
+/** The ref in the guest checkout that remembers which host commit the workspace started from. */
+export const BASE_REF = "refs/banger/base";
+
+/** Where the workspace lands in the guest unless told otherwise. */
+export const DEFAULT_GUEST_DIR = "/root/repo";
+
+export interface PrepareOptions {
+  shell: GuestShell;
+  /** A path inside the host repository. */
+  from: string;
+  /** Copy everything under the top, ignored files and submodule contents included. */
+  fullCopy?: boolean;
+  guestDir?: string;
+  /** Replace a non-empty guestDir instead of refusing (the guest's work there is lost). */
+  replace?: boolean;
+}
+
+export interface PrepareDeps {
+  runner?: Runner;
+  now?: () => number;
+}
+
+export interface PrepareResult {
+  guestDir: string;
+  /** The host repository's top-level directory. */
+  source: string;
+  /** The host commit the workspace starts from (null for a repository without commits). */
+  base: string | null;
+  fullCopy: boolean;
+  /** Size of the archive streamed into the guest. */
+  bytes: number;
+  ms: number;
+}
+
+/**
+ * Copies the host repository's working tree (history, staged, unstaged and untracked
+ * files; ignored files only with fullCopy) into the guest in one streamed tar, then sets
+ * the checkout's identity and records the base commit. The host repository is only read.
+ */
+export async function prepareWorkspace(opts: PrepareOptions, deps: PrepareDeps = {}): Promise<PrepareResult> {
+  const runner = deps.runner ?? hostRunner;
+  const now = deps.now ?? Date.now;
+  const started = now();
+  const guestDir = opts.guestDir ?? DEFAULT_GUEST_DIR;
+  const src = await inspectSource(runner, opts.from);
+  await claimGuestDir(opts.shell, guestDir, opts.replace ?? false);
+  const list = opts.fullCopy ? null : await workingTreeList(runner, src.top);
+  const tar = spawnTar(src.top, list);
+  let bytes = 0;
+  const counted = tar.stdout.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, ctl) {
+        bytes += chunk.byteLength;
+        ctl.enqueue(chunk);
+      },
+    }),
+  );
+  const [, r] = await Promise.all([
+    tar.done,
+    opts.shell.exec(unpackScript(guestDir, src), { stdin: counted }).finally(() => tar.kill()),
+  ]);
+  if (r.code !== 0) {
+    throw new BangerError("internal", `unpacking the workspace into ${guestDir} failed (exit ${r.code}): ${lastLines(r.stderr)}`, {
+      hint: "Check free space on the guest's work disk (df -h /root), then run prepare again with --replace.",
+    });
+  }
+  return { guestDir, source: src.top, base: src.head, fullCopy: opts.fullCopy ?? false, bytes, ms: now() - started };
+}
+
+/** Refuses to overwrite a guest directory that holds something, unless told to replace it. */
+async function claimGuestDir(shell: GuestShell, dir: string, replace: boolean): Promise<void> {
+  const d = shq(dir);
+  const r = await shell.exec(
+    `if [ -d ${d} ] && [ -n "$(ls -A ${d})" ]; then ${replace ? `rm -rf ${d}` : "echo not-empty; exit 0"}; fi; mkdir -p ${d}`,
+  );
+  if (r.code !== 0) throw new BangerError("internal", `could not create ${dir} in the guest: ${lastLines(r.stderr)}`);
+  if (r.stdout.trim() === "not-empty") {
+    throw new BangerError("already_exists", `${dir} in the guest is not empty; preparing again would discard the work there`, {
+      hint: "Export it first (banger vm workspace export), or prepare again with --replace to discard it.",
+    });
+  }
+}
+
+/** The guest side: unpack the archive, then identity, base ref and a stat refresh of the index. */
+export function unpackScript(guestDir: string, src: SourceRepo): string {
+  const lines = ["set -e", `tar -x --no-same-owner -C ${shq(guestDir)}`, `cd ${shq(guestDir)}`];
+  if (src.userName !== null) lines.push(`git config user.name ${shq(src.userName)}`);
+  if (src.userEmail !== null) lines.push(`git config user.email ${shq(src.userEmail)}`);
+  lines.push(src.head ? `git update-ref ${BASE_REF} ${src.head}` : `git update-ref -d ${BASE_REF} 2>/dev/null || true`);
+  // The copied index holds the host's stat data; refreshing it once makes the first `git status` fast.
+  lines.push("git update-index -q --refresh >/dev/null 2>&1 || true");
+  return lines.join("\n");
+}
+
+export function lastLines(text: string, n = 3): string {
+  return text.trim().split("\n").slice(-n).join(" | ") || "no output";
+}
