@@ -1,0 +1,127 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { connect } from "node:net";
+import { BangerError } from "../errors.ts";
+import { hasFile, isRoot, testNeeds } from "../testing/skip.ts";
+import { hostKeyBlob, sshConnect, sshExec, sshShell, waitForSsh } from "./ssh.ts";
+import { SSHD, startTestSshd, type TestSshd } from "./sshd-fixture.ts";
+
+const canSshd: Array<[boolean, string]> = [
+  [isRoot, "needs root to run sshd"],
+  [hasFile(SSHD), "needs openssh-server (/usr/sbin/sshd)"],
+];
+
+async function rejection(p: Promise<unknown>): Promise<BangerError> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof BangerError) return e;
+    throw e;
+  }
+  throw new Error("expected a BangerError");
+}
+
+describe("waitForSsh (fake connect, pinned clock)", () => {
+  test("retries until a login succeeds and reports the attempts", async () => {
+    let t = 0;
+    let calls = 0;
+    const attempts = await waitForSsh(
+      { host: "h", privateKey: "k", timeoutMs: 10_000, intervalMs: 100 },
+      {
+        now: () => t,
+        sleep: async (ms) => void (t += ms),
+        connect: async () => {
+          if (++calls < 3) throw new BangerError("unavailable", "refused");
+          return { end() {} } as never;
+        },
+      },
+    );
+    expect(attempts).toBe(3);
+  });
+
+  test("gives up at the deadline with a timeout naming the last error", async () => {
+    let t = 0;
+    const e = await rejection(
+      waitForSsh(
+        { host: "h", port: 2222, privateKey: "k", timeoutMs: 1_000, intervalMs: 100 },
+        { now: () => t, sleep: async (ms) => void (t += ms), connect: async () => Promise.reject(new Error("ECONNREFUSED")) },
+      ),
+    );
+    expect(e.code).toBe("timeout");
+    expect(e.message).toContain("h:2222");
+    expect(e.message).toContain("ECONNREFUSED");
+  });
+
+  test("a refused key fails at once instead of waiting", async () => {
+    let calls = 0;
+    const e = await rejection(
+      waitForSsh({ host: "h", privateKey: "k", timeoutMs: 60_000 }, { connect: async () => (calls++, Promise.reject(new BangerError("permission_denied", "no"))) }),
+    );
+    expect(e.code).toBe("permission_denied");
+    expect(calls).toBe(1);
+  });
+
+  test("hostKeyBlob refuses junk", () => {
+    expect(() => hostKeyBlob("not a key")).toThrow(BangerError);
+  });
+});
+
+describe("ssh against a real sshd on loopback (root)", () => {
+  let sshd: TestSshd | undefined;
+  beforeAll(async () => {
+    if (canSshd.every(([ok]) => ok)) sshd = await startTestSshd();
+  });
+  afterAll(async () => sshd?.stop());
+  const opts = () => ({ host: "127.0.0.1", port: sshd!.port, privateKey: sshd!.clientKey, knownHostKey: sshd!.hostPublicKey, timeoutMs: 5_000 });
+
+  testNeeds("exec streams stdin in and stdout/stderr out with the exit code (needs root, sshd)", canSshd, async () => {
+    const conn = await sshConnect(opts());
+    try {
+      expect(await sshExec(conn, "echo out; echo err >&2; exit 3")).toEqual({ code: 3, stdout: "out\n", stderr: "err\n" });
+      const big = new Uint8Array(8 << 20).map((_, i) => i % 251);
+      async function* chunks() {
+        for (let i = 0; i < big.length; i += 1 << 16) yield big.subarray(i, i + (1 << 16));
+      }
+      const r = await sshExec(conn, "wc -c; sha256sum", { stdin: chunks() });
+      expect(r.stdout.split("\n")[0]).toBe(String(big.length));
+      let streamed = 0;
+      const s = await sshShell(conn).exec("head -c 3000000 /dev/zero", { onStdout: (c) => void (streamed += c.byteLength) });
+      expect({ code: s.code, stdout: s.stdout, streamed }).toEqual({ code: 0, stdout: "", streamed: 3_000_000 });
+      expect((await sshExec(conn, "cat", { stdin: new TextEncoder().encode("buffer in") })).stdout).toBe("buffer in");
+    } finally {
+      conn.end();
+    }
+  });
+
+  testNeeds("a host key other than the recorded one is refused (needs root, sshd)", canSshd, async () => {
+    const wrong = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIh8L3C9zqX9vPq4Fj0u0mVv9n0m4GQ0dJ2r3m0m0m0m other";
+    const e = await rejection(sshConnect({ ...opts(), knownHostKey: wrong }));
+    expect(e.code).toBe("permission_denied");
+    expect(e.message).toContain("host key");
+  });
+
+  testNeeds("an unknown client key is refused (needs root, sshd)", canSshd, async () => {
+    const other = Bun.spawnSync(["sh", "-c", `k=$(mktemp -u); ssh-keygen -q -t ed25519 -N '' -f $k && cat $k && rm -f $k $k.pub`]).stdout.toString();
+    const e = await rejection(sshConnect({ ...opts(), privateKey: other }));
+    expect(e.code).toBe("permission_denied");
+  });
+
+  testNeeds("connects over a pre-connected stream, and waitForSsh sees a live sshd (needs root, sshd)", canSshd, async () => {
+    const sock = connect(sshd!.port, "127.0.0.1");
+    await new Promise((r) => sock.once("connect", r));
+    const conn = await sshConnect({ ...opts(), host: "guest", sock });
+    expect((await sshExec(conn, "echo via-sock")).stdout).toBe("via-sock\n");
+    conn.end();
+    expect(await waitForSsh({ ...opts(), timeoutMs: 5_000 })).toBe(1);
+  });
+
+  test("an unparsable private key is a usage error", async () => {
+    const e = await rejection(sshConnect({ host: "127.0.0.1", port: 1, privateKey: "x", timeoutMs: 2_000 }));
+    expect(e.code).toBe("invalid_argument");
+  });
+
+  testNeeds("a closed port is unavailable (needs root, sshd)", canSshd, async () => {
+    const e = await rejection(sshConnect({ ...opts(), port: 1 }));
+    expect(e.code).toBe("unavailable");
+    expect(e.message).toContain("127.0.0.1:1");
+  });
+});
