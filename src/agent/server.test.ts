@@ -10,7 +10,7 @@ function fakeProc(): AgentDeps {
     "/proc/net/tcp6": "hdr\n 0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 0:0 0:0 0 0 0 102 1\n",
     "/proc/net/udp": "hdr\n 0: 0100007F:0035 00000000:0000 07 0:0 0:0 0 0 0 103 2\n",
     "/proc/10/comm": "python3\n",
-    "/proc/10/cmdline": "python3\0-m\0http.server\0008080\0",
+    "/proc/10/cmdline": "python3\0-m\0http.server\x008080\0",
     "/proc/11/comm": "python3\n",
     "/proc/11/cmdline": "python3\0worker\0",
   };
