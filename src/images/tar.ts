@@ -1,0 +1,212 @@
+import { BangerError } from "../errors.ts";
+
+/** The kinds of tar entries banger distinguishes; everything else is "other". */
+export type TarType = "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo" | "other";
+
+/** One tar member: header fields resolved (PAX and GNU long names applied) plus where its data lives. */
+export interface TarEntry {
+  path: string;
+  type: TarType;
+  /** The raw typeflag, for error messages about unsupported kinds. */
+  typeflag: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: number;
+  size: number;
+  linkname: string;
+  /** Byte offset of the member's data in the archive. */
+  dataOffset: number;
+}
+
+/** Random access to an archive's bytes: a buffer in memory or a file read at offsets. */
+export type ReadAt = (offset: number, length: number) => Uint8Array;
+
+const TYPES: Record<string, TarType> = {
+  "0": "file", "\0": "file", "7": "file", "1": "hardlink", "2": "symlink",
+  "3": "char", "4": "block", "5": "dir", "6": "fifo",
+};
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+const lossy = new TextDecoder("utf-8");
+
+/** Decodes a name; names that are not UTF-8 cannot be written faithfully, so they are rejected. */
+function decodeName(bytes: Uint8Array): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw new BangerError("invalid_argument", `tar entry name ${JSON.stringify(lossy.decode(bytes))} is not valid UTF-8`, {
+      hint: "Rename the file in the image to a UTF-8 name and rebuild it.",
+    });
+  }
+}
+
+function cstr(block: Uint8Array, start: number, len: number): Uint8Array {
+  const field = block.subarray(start, start + len);
+  const nul = field.indexOf(0);
+  return nul < 0 ? field : field.subarray(0, nul);
+}
+
+/** Reads an octal field, or GNU base-256 when the high bit is set (large sizes and ids). */
+function num(block: Uint8Array, start: number, len: number): number {
+  const field = block.subarray(start, start + len);
+  if (field[0]! & 0x80) {
+    let v = field[0]! & 0x7f;
+    for (let i = 1; i < len; i++) v = v * 256 + field[i]!;
+    return v;
+  }
+  const text = lossy.decode(cstr(block, start, len)).trim();
+  return text === "" ? 0 : parseInt(text, 8);
+}
+
+function checksumOk(block: Uint8Array): boolean {
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : block[i]!;
+  return sum === num(block, 148, 8);
+}
+
+/** Parses PAX extended-header records ("len key=value\n"). */
+function parsePax(data: Uint8Array): Record<string, string> {
+  const out: Record<string, string> = {};
+  let pos = 0;
+  while (pos < data.length) {
+    const space = data.indexOf(0x20, pos);
+    if (space < 0) break;
+    const len = parseInt(lossy.decode(data.subarray(pos, space)), 10);
+    if (!(len > 0)) break;
+    const record = data.subarray(space + 1, pos + len - 1);
+    const eq = record.indexOf(0x3d);
+    if (eq > 0) out[lossy.decode(record.subarray(0, eq))] = decodeName(record.subarray(eq + 1));
+    pos += len;
+  }
+  return out;
+}
+
+/** Iterates the members of a tar archive of `total` bytes; stops at the end-of-archive block. */
+export function* tarEntries(readAt: ReadAt, total: number): Generator<TarEntry> {
+  let pos = 0;
+  let pax: Record<string, string> = {};
+  let globalPax: Record<string, string> = {};
+  let longName: string | undefined;
+  let longLink: string | undefined;
+  while (pos + 512 <= total) {
+    const block = readAt(pos, 512);
+    if (block.every((b) => b === 0)) return;
+    if (!checksumOk(block)) {
+      throw new BangerError("invalid_argument", `not a tar archive: bad header checksum at byte ${pos}`);
+    }
+    const typeflag = String.fromCharCode(block[156]!);
+    const size = num(block, 124, 12);
+    const dataOffset = pos + 512;
+    const ext = { ...globalPax, ...pax };
+    const entrySize = ext.size !== undefined && !"xgLK".includes(typeflag) ? Number(ext.size) : size;
+    pos = dataOffset + Math.ceil(entrySize / 512) * 512;
+    if (pos > total) throw new BangerError("invalid_argument", `tar archive is truncated at byte ${total}`);
+    if (typeflag === "x" || typeflag === "g") {
+      const records = parsePax(readAt(dataOffset, size));
+      if (typeflag === "x") pax = { ...pax, ...records };
+      else globalPax = { ...globalPax, ...records };
+      continue;
+    }
+    if (typeflag === "L" || typeflag === "K") {
+      const value = decodeName(cstr(readAt(dataOffset, size), 0, size));
+      if (typeflag === "L") longName = value;
+      else longLink = value;
+      continue;
+    }
+    const magic = lossy.decode(block.subarray(257, 262));
+    const prefix = magic === "ustar" ? decodeName(cstr(block, 345, 155)) : "";
+    const name = decodeName(cstr(block, 0, 100));
+    yield {
+      path: ext.path ?? longName ?? (prefix ? `${prefix}/${name}` : name),
+      type: TYPES[typeflag] ?? "other",
+      typeflag,
+      mode: num(block, 100, 8) & 0o7777,
+      uid: ext.uid !== undefined ? Number(ext.uid) : num(block, 108, 8),
+      gid: ext.gid !== undefined ? Number(ext.gid) : num(block, 116, 8),
+      mtime: Math.floor(ext.mtime !== undefined ? Number(ext.mtime) : num(block, 136, 12)),
+      size: TYPES[typeflag] === "file" ? entrySize : 0,
+      linkname: ext.linkpath ?? longLink ?? decodeName(cstr(block, 157, 100)),
+      dataOffset,
+    };
+    pax = {};
+    longName = undefined;
+    longLink = undefined;
+  }
+}
+
+/** A member to write with `writeTar`; tests use it to build fixture layers and archives. */
+export interface TarInput {
+  path: string;
+  type?: TarType;
+  data?: Uint8Array | string;
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  mtime?: number;
+  linkname?: string;
+}
+
+const FLAGS: Record<TarType, string> = {
+  file: "0", dir: "5", symlink: "2", hardlink: "1", char: "3", block: "4", fifo: "6", other: "0",
+};
+const enc = new TextEncoder();
+
+function header(path: Uint8Array, e: TarInput, size: number, flag: string, linkname: Uint8Array): Uint8Array {
+  const b = new Uint8Array(512);
+  const put = (bytes: Uint8Array, at: number, len: number) => b.set(bytes.subarray(0, len), at);
+  const oct = (v: number, at: number, len: number) => put(enc.encode(v.toString(8).padStart(len - 1, "0")), at, len - 1);
+  put(path, 0, 100);
+  oct(e.mode ?? (flag === "5" ? 0o755 : 0o644), 100, 8);
+  oct(e.uid ?? 0, 108, 8);
+  oct(e.gid ?? 0, 116, 8);
+  oct(size, 124, 12);
+  oct(e.mtime ?? 1_700_000_000, 136, 12);
+  b[156] = flag.charCodeAt(0);
+  put(linkname, 157, 100);
+  put(enc.encode("ustar\x0000"), 257, 8);
+  b.fill(32, 148, 156);
+  oct(b.reduce((s, x) => s + x, 0), 148, 7);
+  return b;
+}
+
+function padded(data: Uint8Array): Uint8Array[] {
+  const pad = (512 - (data.length % 512)) % 512;
+  return [data, new Uint8Array(pad)];
+}
+
+/** Writes a ustar archive, with PAX headers for names or link targets too long for ustar. */
+export function writeTar(entries: TarInput[]): Uint8Array {
+  const parts: Uint8Array[] = [];
+  for (const e of entries) {
+    const type = e.type ?? "file";
+    const data = typeof e.data === "string" ? enc.encode(e.data) : (e.data ?? new Uint8Array());
+    const path = enc.encode(e.path);
+    const link = enc.encode(e.linkname ?? "");
+    if (path.length > 99 || link.length > 99) {
+      const rec = (k: string, v: Uint8Array) => {
+        const body = [...enc.encode(` ${k}=`), ...v, 10];
+        let len = body.length + 1;
+        while (String(len).length + body.length !== len) len++;
+        return [...enc.encode(String(len)), ...body];
+      };
+      const pax = new Uint8Array([...rec("path", path), ...(link.length ? rec("linkpath", link) : [])]);
+      parts.push(header(enc.encode("PaxHeader"), { path: "PaxHeader" }, pax.length, "x", new Uint8Array()), ...padded(pax));
+    }
+    const size = type === "file" ? data.length : 0;
+    parts.push(header(path, e, size, FLAGS[type], link));
+    if (size) parts.push(...padded(data));
+  }
+  parts.push(new Uint8Array(1024));
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** A ReadAt over a buffer already in memory. */
+export function bufferReader(buf: Uint8Array): ReadAt {
+  return (offset, length) => buf.subarray(offset, offset + length);
+}
