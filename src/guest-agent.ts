@@ -7,7 +7,7 @@
 import { existsSync, rmSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { AGENT_SERIAL_PATH, AGENT_VSOCK_PORT, encodeLine } from "./agent/protocol.ts";
-import { openSerialPort, serveSerial } from "./agent/serial.ts";
+import { findSerialPort, openSerialPort, serveSerial } from "./agent/serial.ts";
 import { createHandler, lineServer, procDeps, type Handler } from "./agent/server.ts";
 import { serveVsock, vsockRoundTrip } from "./agent/vsock.ts";
 
@@ -60,8 +60,9 @@ async function startAuto(handler: Handler) {
       log(`vsock unavailable: ${err instanceof Error ? err.message : err}`);
     }
   }
-  if (existsSync(AGENT_SERIAL_PATH)) {
-    await startSerial(AGENT_SERIAL_PATH, handler);
+  const serial = findSerialPort();
+  if (serial) {
+    await startSerial(serial, handler);
     started.push("serial");
   }
   if (!started.length) throw new Error(`neither /dev/vsock nor ${AGENT_SERIAL_PATH} is usable`);

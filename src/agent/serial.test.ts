@@ -1,5 +1,8 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { expect, test } from "bun:test";
-import { serveSerial, type SerialPort } from "./serial.ts";
+import { findSerialPort, serveSerial, type SerialPort } from "./serial.ts";
 import { createHandler, type AgentDeps } from "./server.ts";
 
 const deps: AgentDeps = {
@@ -57,4 +60,21 @@ test("serial: a write that fails (host gone) does not stop the loop", async () =
   await serveSerial(port, createHandler(deps), { sleep: async () => {}, stopped: s.done });
   await Bun.sleep(10);
   expect(s.writes.map((w) => JSON.parse(w).id)).toEqual([2]);
+});
+
+test("findSerialPort: the vport whose sysfs name matches, or null", () => {
+  const root = mkdtempSync(join(tmpdir(), "banger-vport-"));
+  try {
+    for (const [port, name] of [["vport0p1", "org.qemu.guest_agent.0"], ["vport0p2", "org.banger.agent"]]) {
+      mkdirSync(`${root}/sys/${port}`, { recursive: true });
+      writeFileSync(`${root}/sys/${port}/name`, `${name}\n`);
+    }
+    mkdirSync(`${root}/dev`);
+    writeFileSync(`${root}/dev/vport0p2`, "");
+    expect(findSerialPort("org.banger.agent", `${root}/sys`, `${root}/dev`)).toBe(`${root}/dev/vport0p2`);
+    expect(findSerialPort("org.other", `${root}/sys`, `${root}/dev`)).toBeNull();
+    expect(findSerialPort("org.banger.agent", `${root}/nope`, `${root}/dev`)).toBeNull();
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

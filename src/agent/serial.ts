@@ -4,8 +4,34 @@
  * the agent polls gently, forgets partial lines at each detach, and only ever writes
  * responses (never unprompted output that would block it).
  */
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { open } from "node:fs/promises";
+import { AGENT_SERIAL_NAME, AGENT_SERIAL_PATH } from "./protocol.ts";
 import { lineServer, type Handler } from "./server.ts";
+
+/**
+ * Where the agent's serial port is: udev's /dev/virtio-ports/<name> link, or, in a guest
+ * without udev, the /dev/vportNpM device whose sysfs name matches. Null when absent.
+ */
+export function findSerialPort(name = AGENT_SERIAL_NAME, sysDir = "/sys/class/virtio-ports", devDir = "/dev"): string | null {
+  if (name === AGENT_SERIAL_NAME && existsSync(AGENT_SERIAL_PATH)) return AGENT_SERIAL_PATH;
+  let ports: string[] = [];
+  try {
+    ports = readdirSync(sysDir);
+  } catch {
+    return null;
+  }
+  for (const port of ports) {
+    let portName = "";
+    try {
+      portName = readFileSync(`${sysDir}/${port}/name`, "utf8").trim();
+    } catch {
+      continue;
+    }
+    if (portName === name && existsSync(`${devDir}/${port}`)) return `${devDir}/${port}`;
+  }
+  return null;
+}
 
 /** The two operations the agent needs from the port. */
 export interface SerialPort {
