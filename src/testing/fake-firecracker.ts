@@ -4,9 +4,8 @@
  * process, and its exit behaviour. Run: `bun src/testing/fake-firecracker.ts --api-sock <path> --id <id>`.
  */
 import { existsSync } from "node:fs";
-import { dirname, join } from "node:path";
 import { ArgError, parseArgs, type FakeArgs } from "./fake-firecracker/cli.ts";
-import { PretendGuest, defaultAgentArgv } from "./fake-firecracker/guest.ts";
+import { PretendGuest, agentSocketPath, defaultAgentArgv } from "./fake-firecracker/guest.ts";
 import { serveApi } from "./fake-firecracker/http.ts";
 import { loadApiSpec } from "./fake-firecracker/schema.ts";
 import { FakeVmm } from "./fake-firecracker/vmm.ts";
@@ -44,7 +43,8 @@ export async function main(argv: string[]): Promise<void> {
   const write = (text: string) => void process.stdout.write(text);
   const guest = new PretendGuest({
     agentArgv: args.agentCmd ? args.agentCmd.split(/\s+/).filter(Boolean) : defaultAgentArgv(),
-    agentSocket: join(dirname(args.apiSock), "fake-agent.sock"),
+    // Outside the VM directory, so a SIGKILLed fake leaves nothing there that real Firecracker would not.
+    agentSocket: agentSocketPath(),
     agentDelayMs: args.agentDelayMs,
     write,
   });

@@ -134,9 +134,12 @@ export function setNic(cfg: VmConfig, body: Body, sysClassNet = "/sys/class/net"
       throw new FaultError(`The host device name ${tap} is already in use.`);
     }
   }
-  if (!tap || !existsSync(`${sysClassNet}/${tap}`)) {
+  // A missing device or one that is not TUN/TAP (no tun_flags) fails TUNSETIFF in Firecracker.
+  const missing = !tap || !existsSync(`${sysClassNet}/${tap}`);
+  if (missing || !existsSync(`${sysClassNet}/${tap}/tun_flags`)) {
+    const os = missing ? "No such device (os error 19)" : "Invalid argument (os error 22)";
     throw new FaultError(
-      `Could not create the network device: Open tap device failed: Error while creating ifreq structure: No such device (os error 19). Invalid TUN/TAP Backend provided by ${tap}. Check our documentation on setting up the network devices.`,
+      `Could not create the network device: Open tap device failed: Error while creating ifreq structure: ${os}. Invalid TUN/TAP Backend provided by ${tap}. Check our documentation on setting up the network devices.`,
     );
   }
   cfg.nics.set(body.iface_id as string, {

@@ -1,4 +1,5 @@
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 /** How the pretend guest runs its agent. */
@@ -13,6 +14,17 @@ export interface GuestOptions {
 
 /** The vsock port the agent listens on inside a real guest. */
 export const AGENT_PORT = 1024;
+
+const SOCKET_PREFIX = "fake-fc-agent-";
+
+/** This process's agent socket; sockets of fakes that died by SIGKILL are swept on the way. */
+export function agentSocketPath(dir = tmpdir()): string {
+  for (const name of readdirSync(dir)) {
+    const pid = Number(name.slice(SOCKET_PREFIX.length, -".sock".length));
+    if (name.startsWith(SOCKET_PREFIX) && pid > 0 && !existsSync(`/proc/${pid}`)) rmSync(join(dir, name), { force: true });
+  }
+  return join(dir, `${SOCKET_PREFIX}${process.pid}.sock`);
+}
 
 /** The agent to run when none is given: the project's guest agent, else the small test agent. */
 export function defaultAgentArgv(env: Record<string, string | undefined> = process.env): string[] {

@@ -1,0 +1,258 @@
+import { spawn } from "node:child_process";
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { BangerError } from "../../errors.ts";
+import { UnixSocketApi, type FirecrackerApi } from "./firecracker-api.ts";
+import { dialHybridVsock } from "./hybrid-vsock.ts";
+import {
+  findByArgs, isAlive, isSameProcess, signal, startTime, startedAt, systemClock, waitForExit, type Clock,
+} from "./process.ts";
+import type { AgentStream, BootPlan, Driver, VmmHandle, VmmState } from "./types.ts";
+
+/** What the Firecracker driver needs from the outside world. */
+export interface FirecrackerDeps {
+  /** The executable, or an argv prefix such as ["bun", "src/testing/fake-firecracker.ts"]. */
+  bin: string | string[];
+  clock?: Clock;
+  /** Bound for the API socket to appear after spawn (firecracker-go-sdk uses 3 s). */
+  socketTimeoutMs?: number;
+  /** Bound for reaching the guest agent through hybrid vsock. */
+  agentTimeoutMs?: number;
+  /** Builds the API client for a socket; tests may pass a recording fake. */
+  api?: (socketPath: string) => FirecrackerApi;
+  /** Receives one line per boot step with its duration. */
+  log?: (line: string) => void;
+}
+
+/** Per-run files in the VM directory that the driver owns. */
+export function firecrackerFiles(dir: string) {
+  return { apiSocket: join(dir, "fc.sock"), agentSocket: join(dir, "agent.sock"), metrics: join(dir, "metrics.json") };
+}
+
+/** Kernel args the driver always sets; Firecracker itself appends root=/dev/vda and the virtio-mmio devices. */
+export const BASE_BOOT_ARGS = "console=ttyS0 reboot=k panic=1 pci=off";
+
+/** The Firecracker VMM behind the Driver contract. */
+export class FirecrackerDriver implements Driver {
+  readonly kind = "firecracker" as const;
+  private readonly clock: Clock;
+
+  constructor(private readonly deps: FirecrackerDeps) {
+    this.clock = deps.clock ?? systemClock;
+  }
+
+  private api(socket: string): FirecrackerApi {
+    return this.deps.api ? this.deps.api(socket) : new UnixSocketApi(socket);
+  }
+
+  /** Spawns Firecracker, configures it step by step, starts the instance; on any failure leaves nothing behind. */
+  async start(plan: BootPlan): Promise<VmmHandle> {
+    const files = firecrackerFiles(plan.dir);
+    const live = findByArgs("--api-sock", files.apiSocket).filter(isAlive);
+    if (live.length) {
+      throw new BangerError("already_exists", `A Firecracker process (pid ${live[0]}) already serves ${files.apiSocket}.`, {
+        hint: "Stop the VM first (banger vm stop), or kill that process if it is left over.",
+      });
+    }
+    // Firecracker refuses an existing socket path and never unlinks one, so stale sockets must go first.
+    await this.cleanup(null, plan.dir);
+    const pid = this.spawnVmm(plan, files.apiSocket);
+    const handle: VmmHandle = {
+      vmm: "firecracker",
+      pid,
+      pidStartTime: startTime(pid),
+      controlSocket: files.apiSocket,
+      agent: { kind: "hybrid-vsock", path: files.agentSocket, cid: plan.cid },
+      startedAt: new Date(this.clock.now()).toISOString(),
+    };
+    try {
+      await this.waitForSocket(pid, files.apiSocket, plan.consoleLog);
+      await this.configure(plan, this.api(files.apiSocket));
+      return handle;
+    } catch (err) {
+      await this.kill(handle);
+      await this.cleanup(handle, plan.dir);
+      throw err;
+    }
+  }
+
+  private spawnVmm(plan: BootPlan, apiSocket: string): number {
+    const [cmd, ...prefix] = typeof this.deps.bin === "string" ? [this.deps.bin] : this.deps.bin;
+    const out = openSync(plan.consoleLog, "a");
+    try {
+      // Detached in its own session so the VM outlives the daemon; its console goes to the VM's log.
+      const child = spawn(cmd!, [...prefix, "--api-sock", apiSocket, "--id", plan.vmId], {
+        detached: true,
+        stdio: ["ignore", out, out],
+      });
+      child.on("error", () => {});
+      child.unref();
+      if (!child.pid) {
+        throw new BangerError("not_available", `Could not run ${cmd}.`, { hint: "Check the firecracker binary setting (banger doctor)." });
+      }
+      return child.pid;
+    } finally {
+      closeSync(out);
+    }
+  }
+
+  private async waitForSocket(pid: number, apiSocket: string, consoleLog: string): Promise<void> {
+    const bound = this.deps.socketTimeoutMs ?? 3000;
+    const deadline = this.clock.now() + bound;
+    const api = this.api(apiSocket);
+    for (;;) {
+      if (!isAlive(pid)) {
+        throw new BangerError("unavailable", `Firecracker exited before its API socket was ready: ${tail(consoleLog)}`, {
+          hint: `See ${consoleLog}.`,
+        });
+      }
+      if (existsSync(apiSocket)) {
+        try {
+          await api.request("GET", "/machine-config");
+          return;
+        } catch {
+          // not serving yet
+        }
+      }
+      if (this.clock.now() >= deadline) {
+        throw new BangerError("timeout", `Firecracker's API socket ${apiSocket} was not ready within ${bound} ms.`, {
+          hint: `See ${consoleLog}.`,
+        });
+      }
+      await this.clock.sleep(10);
+    }
+  }
+
+  private async configure(plan: BootPlan, api: FirecrackerApi): Promise<void> {
+    const files = firecrackerFiles(plan.dir);
+    for (const [name, fn] of bootSteps(plan, files)) {
+      const t0 = this.clock.now();
+      try {
+        await fn(api);
+      } catch (err) {
+        if (err instanceof BangerError) {
+          throw new BangerError(err.code, `Firecracker boot step "${name}" failed: ${err.message}`, { hint: err.hint, cause: err });
+        }
+        throw err;
+      }
+      this.deps.log?.(`firecracker ${plan.vmId}: ${name} ${this.clock.now() - t0} ms`);
+    }
+  }
+
+  /** SendCtrlAltDel, wait up to graceMs, then SIGKILL. */
+  async stop(handle: VmmHandle, graceMs: number): Promise<"graceful" | "killed" | "already-exited"> {
+    if (!isSameProcess(handle.pid, handle.pidStartTime)) return "already-exited";
+    try {
+      await this.api(handle.controlSocket).request("PUT", "/actions", { action_type: "SendCtrlAltDel" });
+    } catch {
+      // An unanswered or refused request only means the grace wait will end in a kill.
+    }
+    if (await waitForExit(handle.pid, graceMs, this.clock, handle.pidStartTime)) return "graceful";
+    await this.kill(handle);
+    return "killed";
+  }
+
+  /** SIGKILL, then wait (bounded) for the process to be gone. */
+  async kill(handle: VmmHandle): Promise<void> {
+    if (!isSameProcess(handle.pid, handle.pidStartTime)) return;
+    signal(handle.pid, "SIGKILL");
+    if (!(await waitForExit(handle.pid, 2000, this.clock, handle.pidStartTime))) {
+      throw new BangerError("internal", `Firecracker pid ${handle.pid} survived SIGKILL for 2 s.`, { hint: "Check the process state with ps." });
+    }
+  }
+
+  /** "exited" when the recorded process is gone, else what Firecracker reports through GET /. */
+  async state(handle: VmmHandle): Promise<VmmState> {
+    if (!isSameProcess(handle.pid, handle.pidStartTime)) return "exited";
+    try {
+      const { body } = await this.api(handle.controlSocket).request("GET", "/");
+      return body?.state === "Paused" ? "paused" : body?.state === "Not started" ? "not-started" : "running";
+    } catch {
+      return "running";
+    }
+  }
+
+  /** Finds the live Firecracker serving <dir>/fc.sock and answering GET / for this VM. */
+  async rediscover(vmId: string, dir: string): Promise<VmmHandle | null> {
+    const files = firecrackerFiles(dir);
+    for (const pid of findByArgs("--api-sock", files.apiSocket)) {
+      if (!isAlive(pid)) continue;
+      try {
+        const { body } = await this.api(files.apiSocket).request("GET", "/");
+        if (body?.id !== vmId) continue;
+      } catch {
+        continue;
+      }
+      return {
+        vmm: "firecracker",
+        pid,
+        pidStartTime: startTime(pid),
+        controlSocket: files.apiSocket,
+        agent: { kind: "hybrid-vsock", path: files.agentSocket, cid: await this.cid(files.apiSocket) },
+        startedAt: startedAt(pid),
+      };
+    }
+    return null;
+  }
+
+  private async cid(apiSocket: string): Promise<number | undefined> {
+    try {
+      return (await this.api(apiSocket).request("GET", "/vm/config")).body?.vsock?.guest_cid ?? undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** A connected stream to the guest's vsock port, after Firecracker's OK line. */
+  connectAgent(handle: VmmHandle, port: number): Promise<AgentStream> {
+    return dialHybridVsock(handle.agent.path, port, { timeoutMs: this.deps.agentTimeoutMs ?? 20_000, clock: this.clock });
+  }
+
+  /** Removes fc.sock, agent.sock and guest-initiated agent.sock_<port> listeners. */
+  async cleanup(handle: VmmHandle | null, dir: string): Promise<void> {
+    const files = firecrackerFiles(dir);
+    const paths = new Set([files.apiSocket, files.agentSocket]);
+    if (handle) {
+      paths.add(handle.controlSocket);
+      paths.add(handle.agent.path);
+    }
+    if (existsSync(dir)) {
+      for (const name of readdirSync(dir)) if (name.startsWith("agent.sock_")) paths.add(join(dir, name));
+    }
+    for (const p of paths) rmSync(p, { force: true });
+  }
+}
+
+type Step = [string, (api: FirecrackerApi) => Promise<unknown>];
+
+/** The configuration requests, in Firecracker's order (firecracker-go-sdk's handler list). */
+export function bootSteps(plan: BootPlan, files: ReturnType<typeof firecrackerFiles>): Step[] {
+  const put = (path: string, body: unknown) => (api: FirecrackerApi) => api.request("PUT", path, body);
+  const steps: Step[] = [
+    ["logger", (api) => (touch(plan.vmmLog), api.request("PUT", "/logger", { log_path: plan.vmmLog, level: "Info", show_level: true, show_log_origin: false }))],
+    ["metrics", (api) => (touch(files.metrics), api.request("PUT", "/metrics", { metrics_path: files.metrics }))],
+    ["machine-config", put("/machine-config", { vcpu_count: plan.cpus, mem_size_mib: plan.memoryMib, smt: false })],
+    ["boot-source", put("/boot-source", { kernel_image_path: plan.kernelPath, boot_args: `${BASE_BOOT_ARGS} ${plan.extraBootArgs}`.trim() })],
+  ];
+  plan.drives.forEach((d, i) => {
+    steps.push([`drive ${d.id}`, put(`/drives/${d.id}`, { drive_id: d.id, path_on_host: d.path, is_root_device: i === 0, is_read_only: d.readOnly })]);
+  });
+  if (plan.nic) {
+    steps.push(["network", put("/network-interfaces/eth0", { iface_id: "eth0", host_dev_name: plan.nic.tap, guest_mac: plan.nic.mac })]);
+  }
+  steps.push(["vsock", put("/vsock", { guest_cid: plan.cid, uds_path: files.agentSocket })]);
+  steps.push(["start", put("/actions", { action_type: "InstanceStart" })]);
+  return steps;
+}
+
+function touch(path: string): void {
+  closeSync(openSync(path, "a"));
+}
+
+function tail(path: string): string {
+  try {
+    return readFileSync(path, "utf8").trim().split("\n").slice(-3).join(" | ") || "(no output)";
+  } catch {
+    return "(no output)";
+  }
+}
