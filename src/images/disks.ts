@@ -28,8 +28,8 @@ export const DEFAULT_OVERLAY_BYTES = 8 * 1024 * MiB;
 const MKFS_ARGS = ["mkfs.ext4", "-q", "-F", "-b", "4096", "-T", "default", "-E", "lazy_itable_init=1,lazy_journal_init=1"];
 
 /** The mkfs.ext4 argv banger uses for a disk at `path` (optionally filled from `dir`). */
-export function mkfsArgv(path: string, label: string, dir?: string): string[] {
-  return [...MKFS_ARGS, "-L", label, ...(dir ? ["-d", dir] : []), path];
+export function mkfsArgv(path: string, label: string, dir?: string, extra: string[] = []): string[] {
+  return [...MKFS_ARGS, ...extra, "-L", label, ...(dir ? ["-d", dir] : []), path];
 }
 
 function checkSize(what: string, sizeBytes: number): void {
