@@ -10,3 +10,7 @@ export const VERSION: string = typeof BANGER_VERSION === "string" ? BANGER_VERSI
  * exists so tests can start a daemon that claims to be another build.
  */
 export const BUILD_ID: string = process.env.BANGER_BUILD_ID_OVERRIDE || (typeof BANGER_BUILD_ID === "string" ? BANGER_BUILD_ID : "dev");
+
+declare const BANGER_AGENT_VERSION: string | undefined;
+/** The guest agent version this build ships; guests with another one get this agent at next start. */
+export const AGENT_VERSION: string = typeof BANGER_AGENT_VERSION === "string" ? BANGER_AGENT_VERSION : "dev";

@@ -13,6 +13,7 @@ import { parseSize } from "../units.ts";
 import { BUILD_ID, VERSION } from "../version.ts";
 import { ensureDaemon, tryStatus, waitForExit } from "./autostart.ts";
 import { completionScript } from "./completion.ts";
+import * as host from "./host-cmds.ts";
 import { runDaemon } from "./daemon.ts";
 import { printJson, processOut, progressRenderer, table, type Out } from "./render.ts";
 
@@ -121,9 +122,9 @@ export async function daemonRun() {
   return runDaemon();
 }
 
-export const hostSetup = (_o: Opts) => notYet("host setup");
-export const hostTeardown = () => notYet("host teardown");
-export const hostStatus = (_o: Opts) => notYet("host status");
+export const hostSetup = (o: Opts) => host.hostSetup(out, { systemd: Boolean(o.systemd) });
+export const hostTeardown = () => host.hostTeardown(out);
+export const hostStatus = (o: Opts) => host.hostStatus(out, o);
 export const sshConfig = (verb: string) => notYet(`ssh-config ${verb}`);
 
 export const kernelList = (o: Opts) => listCmd("kernel.list", o);

@@ -1,7 +1,24 @@
 import type { Database } from "bun:sqlite";
-import type { Config } from "../config.ts";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { configDurations, type Config } from "../config.ts";
+import { startDnsServer, type DnsServer } from "../host/dns-server.ts";
 import type { Paths } from "../host/paths.ts";
+import { hostUpstreams } from "../host/resolv.ts";
+import { hostRunner } from "../host/runner.ts";
+import { ensureSshKey } from "../host/sshkey.ts";
 import type { Handlers } from "../rpc/handle.ts";
+import { ArtifactStore } from "../store/artifacts.ts";
+import { VmStore } from "../store/vms.ts";
+import { FirecrackerDriver } from "../vm/drivers/firecracker.ts";
+import { QemuDriver } from "../vm/drivers/qemu.ts";
+import type { Driver, VmmKind } from "../vm/drivers/types.ts";
+import { hostNetworkPort } from "../vm/network-port.ts";
+import { reconcile, StatsPoller } from "../vm/reconcile.ts";
+import { VmService } from "../vm/service.ts";
+import { AGENT_VERSION } from "../version.ts";
+import { vmHandlers } from "./vm-handlers.ts";
+import { artifactHandlers } from "./artifact-handlers.ts";
 
 export interface ServiceDeps {
   paths: Paths;
@@ -17,11 +34,71 @@ export interface Services {
   close(): Promise<void>;
 }
 
+/** The guest agent binary shipped beside this executable (or in dist/ when run from source). */
+export function agentBinaryPath(): string | null {
+  const candidates = [join(dirname(process.execPath), "banger-agent"), join(import.meta.dir, "../../dist/banger-agent")];
+  return candidates.find((p) => existsSync(p)) ?? null;
+}
+
 /** Builds the real services from the composition root's dependencies. */
 export async function buildServices(deps: ServiceDeps): Promise<Services> {
-  return {
-    handlers: {},
-    vmCount: () => 0,
-    close: async () => {},
+  const { config, paths, log } = deps;
+  const durations = configDurations(config);
+  const runner = hostRunner;
+  const records = new Map<string, string>();
+  const net = { runner, sudo: process.getuid?.() !== 0 };
+  const network = hostNetworkPort(config, net);
+  const drivers = new Map<VmmKind, Driver>();
+  const driver = (kind: VmmKind): Driver => {
+    let d = drivers.get(kind);
+    if (!d) {
+      d = kind === "firecracker" ? new FirecrackerDriver({ bin: config.firecracker_bin }) : new QemuDriver({ bin: config.qemu_bin, accel: config.accel, warn: (m) => log(`warning: ${m}`) });
+      drivers.set(kind, d);
+    }
+    return d;
   };
+  const keyPath = config.ssh_key || paths.sshKey;
+  const vms = new VmService({
+    paths,
+    config,
+    vms: new VmStore(deps.db),
+    artifacts: new ArtifactStore(deps.db),
+    runner,
+    drivers: driver,
+    defaultVmm: () => (config.vmm === "auto" ? (Bun.which(config.firecracker_bin) ? "firecracker" : "qemu") : config.vmm),
+    network,
+    dns: { set: (n, ip) => records.set(n, ip), delete: (n) => records.delete(n), clear: () => records.clear() },
+    log,
+    agent: { version: AGENT_VERSION, binaryPath: agentBinaryPath() },
+    sshKey: async () => ({ path: keyPath, publicKey: await ensureSshKey(keyPath, runner) }),
+    readiness: { agentTimeoutMs: 90_000, sshTimeoutMs: 90_000, skipSsh: process.env.BANGER_SKIP_SSH_WAIT === "1", stopGraceMs: durations.stopGraceMs },
+    failAt: () => process.env.BANGER_FAIL_AT_STEP || undefined,
+  });
+  await ensureSshKey(keyPath, runner);
+  const servers: DnsServer[] = [await startDnsServer({ listen: config.dns_listen, records: () => records, log })];
+  const guestDns = await startGuestDns(network.gateway().ip, records, log);
+  if (guestDns) servers.push(guestDns);
+  await reconcile(vms);
+  const poller = new StatsPoller(vms);
+  poller.start(durations.statsPollMs);
+  return {
+    handlers: { ...vmHandlers(vms, poller), ...artifactHandlers({ paths, config, db: deps.db, log, runner, vms }) },
+    vmCount: () => vms.deps.vms.count(),
+    close: async () => {
+      poller.stop();
+      for (const s of servers) await s.close();
+      for (const a of vms.rt.agents.values()) a.close();
+    },
+  };
+}
+
+/** The resolver guests use: `.vm` names from banger, everything else forwarded to the host's upstreams. */
+async function startGuestDns(gateway: string, records: Map<string, string>, log: (m: string) => void): Promise<DnsServer | null> {
+  try {
+    const upstream = await hostUpstreams();
+    return await startDnsServer({ listen: `${gateway}:53`, records: () => records, upstream, configKey: "subnet", log });
+  } catch (err) {
+    log(`guest DNS on ${gateway}:53 not started (${(err as Error).message}); guests resolve .vm names only after \`sudo banger host setup\` and a daemon restart`);
+    return null;
+  }
 }

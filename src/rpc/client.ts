@@ -44,7 +44,7 @@ async function readStream<T>(res: Response, method: string, opts: CallOptions): 
   const decoder = new TextDecoder();
   let buf = "";
   for (;;) {
-    let chunk: ReadableStreamReadResult<Uint8Array>;
+    let chunk: Awaited<ReturnType<typeof reader.read>>;
     try {
       chunk = await reader.read();
     } catch (err) {

@@ -7,7 +7,8 @@ const deps: HandleDeps = {
   handlers: new Proxy({}, { get: () => async (params: unknown) => ({ echoed: params }) }),
   logError: (err) => errors.push(err),
 };
-const rpc = (body: unknown, d: HandleDeps = deps) =>
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const rpc = (body: unknown, d: HandleDeps = deps): Promise<any> =>
   handle(new Request("http://banger/rpc", { method: "POST", body: typeof body === "string" ? body : JSON.stringify(body) }), d).then((r) => r.json());
 
 /** A value of the wrong type for any field. */

@@ -1,0 +1,106 @@
+import { mkdirSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { BangerError } from "../errors.ts";
+import { createOverlayDisk, createWorkDisk, DEFAULT_OVERLAY_BYTES } from "../images/disks.ts";
+import type { Params } from "../rpc/contract.ts";
+import type { ImageRow, KernelRow } from "../store/artifacts.ts";
+import type { VmRow } from "../store/vms.ts";
+import { allocate } from "./allocate.ts";
+import { randomName } from "./model.ts";
+import type { Runtime, VmServiceDeps } from "./deps.ts";
+import { dirOf, makeHostKey, startSteps, type StartCtx } from "./runtime.ts";
+import type { Mutex } from "./locks.ts";
+import type { Step } from "./steps.ts";
+import { parseSize } from "../units.ts";
+
+/** The create-only context: the start context plus what create resolves first. */
+export interface CreateCtx extends StartCtx {
+  params: Params<"vm.create">;
+}
+
+/** Finds the image and its kernel, or says how to get them. */
+export function resolveArtifacts(deps: VmServiceDeps, imageName: string | undefined, kernelName: string | undefined): { image: ImageRow; kernel: KernelRow } {
+  const name = imageName ?? deps.config.default_image;
+  const image = deps.artifacts.image(name);
+  if (!image) {
+    throw new BangerError("not_found", `image "${name}" is not present`, {
+      hint: deps.config.image_catalog ? `Run \`banger image pull ${name}\`.` : "Run `banger image build` (or `banger image import`), then try again.",
+    });
+  }
+  const kname = kernelName ?? image.kernel ?? deps.config.default_kernel;
+  const kernel = deps.artifacts.kernel(kname);
+  if (!kernel) throw new BangerError("not_found", `kernel "${kname}" is not registered`, { hint: `Run \`banger kernel import <vmlinux> --name ${kname}\` or \`banger kernel pull ${kname}\`.` });
+  return { image, kernel };
+}
+
+/** The named create steps: resolve, allocate, disks, then the shared start steps. */
+export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex): Step<CreateCtx>[] {
+  return [
+    {
+      name: "resolve image",
+      run: async (ctx) => {
+        const { image, kernel } = resolveArtifacts(deps, ctx.params.image, ctx.params.kernel);
+        ctx.image = image;
+        ctx.kernel = kernel;
+      },
+    },
+    {
+      name: "allocate",
+      run: (ctx) => allocLock.run(async () => allocateRow(deps, ctx)),
+      undo: async (ctx) => {
+        if (ctx.vm?.id) deps.vms.delete(ctx.vm.id);
+      },
+    },
+    {
+      name: "rootfs",
+      run: async (ctx) => {
+        mkdirSync(ctx.dir.dir, { recursive: true, mode: 0o700 });
+        await makeHostKey(deps, ctx.dir, ctx.vm.name);
+        await createOverlayDisk(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES, { runner: deps.runner });
+      },
+      undo: async (ctx) => {
+        if (ctx.dir?.dir) rmSync(ctx.dir.dir, { recursive: true, force: true });
+      },
+    },
+    {
+      name: "work disk",
+      run: async (ctx) => createWorkDisk({ seed: ctx.image.work_seed_path, path: ctx.dir.workDisk, sizeBytes: ctx.vm.disk_bytes }, { runner: deps.runner }),
+    },
+    ...(startSteps(deps, rt) as Step<CreateCtx>[]),
+  ];
+}
+
+async function allocateRow(deps: VmServiceDeps, ctx: CreateCtx) {
+  const existing = deps.vms.list();
+  const names = new Set(existing.map((v) => v.name));
+  const name = ctx.params.name ?? randomName(names);
+  if (names.has(name)) throw new BangerError("already_exists", `a VM named "${name}" already exists`, { hint: `Pick another --name, or \`banger vm delete ${name}\` first.` });
+  const a = allocate(deps.config.subnet, deps.network.poolTaps(), {
+    ips: new Set(existing.map((v) => v.ip)),
+    cids: new Set(existing.map((v) => v.cid)),
+    taps: new Set(existing.map((v) => v.tap)),
+  });
+  const now = new Date().toISOString();
+  const vm: VmRow = {
+    id: randomBytes(6).toString("hex"),
+    name,
+    image: ctx.image.name,
+    kernel: ctx.kernel.name,
+    vmm: deps.defaultVmm(),
+    cpus: ctx.params.cpus ?? deps.config.cpus,
+    memory_mib: ctx.params.memory ?? deps.config.memory,
+    disk_bytes: ctx.params.disk ?? parseSize(deps.config.disk)!,
+    nat: ctx.params.nat ?? deps.config.nat,
+    state: "creating",
+    desired_state: "running",
+    ...a,
+    teardown: {},
+    last_error: null,
+    created_at: now,
+    updated_at: now,
+    started_at: null,
+  };
+  deps.vms.insert(vm);
+  ctx.vm = vm;
+  ctx.dir = dirOf(deps, vm.id);
+}

@@ -1,0 +1,63 @@
+import type { AgentClient } from "../agent/client.ts";
+import type { Config } from "../config.ts";
+import type { Paths } from "../host/paths.ts";
+import type { Runner } from "../host/runner.ts";
+import type { ArtifactStore } from "../store/artifacts.ts";
+import type { VmStore } from "../store/vms.ts";
+import type { Driver, VmmHandle, VmmKind } from "./drivers/types.ts";
+
+/** The host network as the VM service needs it (bridge and TAP pool are made by `host setup`). */
+export interface NetworkPort {
+  /** TAP names of the pool, in allocation order. */
+  poolTaps(): string[];
+  /** Throws failed_precondition (hint: host setup) when the TAP is missing or off the bridge. */
+  checkTap(tap: string): Promise<void>;
+  natAdd(ip: string, tap: string): Promise<void>;
+  /** Removes the VM's NAT rules; a no-op when they are already gone. */
+  natRemove(ip: string, tap: string): Promise<void>;
+  /** The gateway (bridge) address and mask guests use. */
+  gateway(): { ip: string; mask: string; prefix: number };
+  /** Nameservers to give guests. */
+  nameservers(): string[];
+}
+
+/** `<name>.vm` records the DNS server answers. */
+export interface DnsRecords {
+  set(name: string, ip: string): void;
+  delete(name: string): void;
+  clear(): void;
+}
+
+/** Everything the VM service is built from; the daemon passes real parts, tests fakes. */
+export interface VmServiceDeps {
+  paths: Paths;
+  config: Config;
+  vms: VmStore;
+  artifacts: ArtifactStore;
+  runner: Runner;
+  drivers: (kind: VmmKind) => Driver;
+  /** Which VMM new VMs use (config vmm, auto = firecracker if found). */
+  defaultVmm: () => VmmKind;
+  network: NetworkPort;
+  dns: DnsRecords;
+  log(msg: string): void;
+  /** The guest agent binary and version this build ships (pushed to guests with an older one). */
+  agent: { version: string; binaryPath: string | null };
+  /** Banger's SSH key pair: private key path and public key line. */
+  sshKey(): Promise<{ path: string; publicKey: string }>;
+  readiness: {
+    agentTimeoutMs: number;
+    sshTimeoutMs: number;
+    /** Where no guest exists to log into (the fake Firecracker), the SSH wait is skipped. */
+    skipSsh: boolean;
+    stopGraceMs: number;
+  };
+  /** Runs before each create step; lets tests inject a failure at a named step. */
+  failAt?: () => string | undefined;
+}
+
+/** In-memory runtime state of running VMs. */
+export interface Runtime {
+  handles: Map<string, VmmHandle>;
+  agents: Map<string, AgentClient>;
+}

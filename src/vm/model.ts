@@ -1,0 +1,62 @@
+import type { VmRow } from "../store/vms.ts";
+
+/** A VM as the CLI sees it. */
+export interface VmView {
+  id: string;
+  name: string;
+  dns: string;
+  state: VmRow["state"];
+  image: string;
+  kernel: string;
+  vmm: VmRow["vmm"];
+  cpus: number;
+  memory_mib: number;
+  disk_bytes: number;
+  nat: boolean;
+  ip: string;
+  mac: string;
+  cid: number;
+  tap: string;
+  pid: number | null;
+  dir: string;
+  created_at: string;
+  started_at: string | null;
+  last_error: string | null;
+}
+
+export function toView(vm: VmRow, pid: number | null, dir: string): VmView {
+  return {
+    id: vm.id,
+    name: vm.name,
+    dns: `${vm.name}.vm`,
+    state: vm.state,
+    image: vm.image,
+    kernel: vm.kernel,
+    vmm: vm.vmm,
+    cpus: vm.cpus,
+    memory_mib: vm.memory_mib,
+    disk_bytes: vm.disk_bytes,
+    nat: vm.nat,
+    ip: vm.ip,
+    mac: vm.mac,
+    cid: vm.cid,
+    tap: vm.tap,
+    pid,
+    dir,
+    created_at: vm.created_at,
+    started_at: vm.started_at,
+    last_error: vm.last_error,
+  };
+}
+
+const ADJ = ["brisk", "calm", "deft", "eager", "fond", "glad", "keen", "lucid", "merry", "nimble", "proud", "quick", "sunny", "tidy", "witty", "zesty"];
+const NOUN = ["otter", "heron", "lynx", "finch", "panda", "koala", "gecko", "tapir", "bison", "crane", "moose", "llama", "raven", "robin", "viper", "yak"];
+
+/** A friendly default name not already taken. */
+export function randomName(taken: Set<string>): string {
+  for (;;) {
+    const n = `${ADJ[Math.floor(Math.random() * ADJ.length)]}-${NOUN[Math.floor(Math.random() * NOUN.length)]}`;
+    const name = taken.has(n) ? `${n}-${Math.floor(Math.random() * 1000)}` : n;
+    if (!taken.has(name)) return name;
+  }
+}

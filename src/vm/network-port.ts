@@ -1,0 +1,38 @@
+import { readlinkSync } from "node:fs";
+import { basename } from "node:path";
+import type { Config } from "../config.ts";
+import { BangerError } from "../errors.ts";
+import { parseSubnet, tapNames, type HostNetConfig } from "../host/network/config.ts";
+import { firewallFor, type Firewall } from "../host/network/firewall.ts";
+import type { NetDeps } from "../host/network/priv.ts";
+import { subnetHosts } from "./allocate.ts";
+import type { NetworkPort } from "./deps.ts";
+
+/** The host network config as `host setup` and the daemon both derive it from banger's config. */
+export function hostNetConfig(config: Config, owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }): HostNetConfig {
+  return { bridge: config.bridge, subnet: config.subnet, tapCount: config.tap_pool, owner };
+}
+
+/** The VM service's view of the host network, over the bridge and TAP pool `host setup` made. */
+export function hostNetworkPort(config: Config, net: NetDeps): NetworkPort {
+  const cfg = hostNetConfig(config);
+  const subnet = parseSubnet(config.subnet);
+  let fw: Promise<Firewall> | null = null;
+  const firewall = () => (fw ??= firewallFor(net, cfg));
+  return {
+    poolTaps: () => tapNames(cfg),
+    async checkTap(tap) {
+      let master: string;
+      try {
+        master = basename(readlinkSync(`/sys/class/net/${tap}/master`));
+      } catch {
+        throw new BangerError("failed_precondition", `TAP device ${tap} does not exist or is not on bridge ${config.bridge}`, { hint: "Run `sudo banger host setup` (once per boot unless you used --systemd)." });
+      }
+      if (master !== config.bridge) throw new BangerError("failed_precondition", `TAP device ${tap} is attached to ${master}, not ${config.bridge}`, { hint: "Run `sudo banger host setup`." });
+    },
+    natAdd: async (ip, tap) => void (await (await firewall()).natAdd(ip, tap)),
+    natRemove: async (ip) => void (await (await firewall()).natRemove(ip)),
+    gateway: () => ({ ip: subnet.gateway, prefix: subnet.prefix, mask: subnetHosts(config.subnet).mask }),
+    nameservers: () => [subnet.gateway],
+  };
+}

@@ -1,0 +1,148 @@
+import { readFileSync, rmSync } from "node:fs";
+import { allocatedBytes } from "../images/disks.ts";
+import type { VmRow } from "../store/vms.ts";
+import { isSameProcess } from "./drivers/process.ts";
+import { dirOf, knownHandle, stopVmm } from "./runtime.ts";
+import type { VmService } from "./service.ts";
+
+/**
+ * Brings the daemon's view in line with the host after a (re)start: live VMMs are kept
+ * (rediscovered by socket and command line), dead ones are torn down and marked stopped,
+ * creates that never finished are undone. DNS and NAT follow what is alive.
+ */
+export async function reconcile(svc: VmService): Promise<{ kept: string[]; stopped: string[]; removed: string[] }> {
+  const { deps, rt } = svc;
+  const report = { kept: [] as string[], stopped: [] as string[], removed: [] as string[] };
+  deps.dns.clear();
+  await Promise.all(
+    deps.vms.list().map((vm) =>
+      svc.withVm(vm.id, async (row) => {
+        const dir = dirOf(deps, row.id);
+        if (row.state === "creating") {
+          await stopVmm(deps, rt, row, dir, 0);
+          rmSync(dir.dir, { recursive: true, force: true });
+          deps.vms.delete(row.id);
+          report.removed.push(row.name);
+          return;
+        }
+        const found = await deps.drivers(row.vmm).rediscover(row.id, dir.dir).catch(() => null);
+        const known = knownHandle(rt, row, dir);
+        const handle = found ?? (known && isSameProcess(known.pid, known.pidStartTime) ? known : null);
+        if (handle && row.state !== "stopped") {
+          rt.handles.set(row.id, handle);
+          deps.dns.set(row.name, row.ip);
+          if (row.nat) await deps.network.natAdd(row.ip, row.tap).catch((err) => deps.log(`nat ${row.name}: ${(err as Error).message}`));
+          deps.vms.update(row.id, { state: "running", teardown: { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket, natIp: row.nat ? row.ip : undefined } });
+          report.kept.push(row.name);
+          return;
+        }
+        if (handle) await stopVmm(deps, rt, row, dir, 0);
+        else if (row.state !== "stopped" || Object.keys(row.teardown).length) {
+          await stopVmm(deps, rt, row, dir, 0);
+          report.stopped.push(row.name);
+        }
+      }),
+    ),
+  );
+  deps.log(`reconciled: kept ${report.kept.join(",") || "-"}; stopped ${report.stopped.join(",") || "-"}; removed ${report.removed.join(",") || "-"}`);
+  return report;
+}
+
+/** One sample of a running VM's resource use. */
+export interface VmStats {
+  name: string;
+  state: string;
+  pid: number | null;
+  cpu_percent: number | null;
+  rss_bytes: number | null;
+  disk_used_bytes: number | null;
+  disk_bytes: number;
+  uptime_s: number | null;
+  sampled_at: string;
+}
+
+const TICKS = 100;
+
+function procCpuTicks(pid: number): number | null {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return null;
+  }
+}
+
+function procRss(pid: number): number | null {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Samples stats and notices VMMs that died behind the daemon's back. */
+export class StatsPoller {
+  private readonly last = new Map<string, { ticks: number; at: number }>();
+  readonly latest = new Map<string, VmStats>();
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private polling = false;
+
+  constructor(private readonly svc: VmService) {}
+
+  start(intervalMs: number) {
+    this.timer = setInterval(() => void this.poll(), intervalMs);
+  }
+
+  stop() {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** One round: dead VMMs are torn down (TAP, NAT, DNS released), live ones sampled. */
+  async poll(): Promise<void> {
+    if (this.polling) return;
+    this.polling = true;
+    try {
+      for (const vm of this.svc.deps.vms.list()) {
+        if (vm.state !== "running") continue;
+        if (!this.svc.vmmAlive(vm)) await this.reapDead(vm);
+        else this.latest.set(vm.id, await this.sample(vm));
+      }
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  private async reapDead(vm: VmRow) {
+    await this.svc.withVm(vm.id, async (row) => {
+      if (row.state !== "running" || this.svc.vmmAlive(row)) return;
+      this.svc.deps.log(`VMM of ${row.name} exited unexpectedly; releasing its resources`);
+      await stopVmm(this.svc.deps, this.svc.rt, row, dirOf(this.svc.deps, row.id), 0);
+      this.svc.deps.vms.update(row.id, { last_error: "the VMM exited unexpectedly" });
+      this.latest.delete(row.id);
+    });
+  }
+
+  async sample(vm: VmRow): Promise<VmStats> {
+    const pid = this.svc.rt.handles.get(vm.id)?.pid ?? null;
+    const ticks = pid ? procCpuTicks(pid) : null;
+    const now = Date.now();
+    const prev = this.last.get(vm.id);
+    let cpu: number | null = null;
+    if (ticks !== null && prev) cpu = Math.round(((ticks - prev.ticks) / TICKS / ((now - prev.at) / 1000)) * 1000) / 10;
+    if (ticks !== null) this.last.set(vm.id, { ticks, at: now });
+    const disk = await allocatedBytes(dirOf(this.svc.deps, vm.id).workDisk).catch(() => null);
+    return {
+      name: vm.name,
+      state: vm.state,
+      pid,
+      cpu_percent: cpu,
+      rss_bytes: pid ? procRss(pid) : null,
+      disk_used_bytes: disk,
+      disk_bytes: vm.disk_bytes,
+      uptime_s: vm.started_at ? Math.round((now - Date.parse(vm.started_at)) / 1000) : null,
+      sampled_at: new Date(now).toISOString(),
+    };
+  }
+}

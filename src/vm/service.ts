@@ -1,0 +1,133 @@
+import { existsSync, rmSync } from "node:fs";
+import { BangerError } from "../errors.ts";
+import { growWorkDisk } from "../images/disks.ts";
+import type { CallContext } from "../rpc/handle.ts";
+import type { Params } from "../rpc/contract.ts";
+import type { VmRow } from "../store/vms.ts";
+import { createSteps, resolveArtifacts, type CreateCtx } from "./create.ts";
+import { KeyedLocks, Mutex } from "./locks.ts";
+import { toView, type VmView } from "./model.ts";
+import type { Runtime, VmServiceDeps } from "./deps.ts";
+import { fanout, resolveRef, type FanoutResult } from "./refs.ts";
+import { dirOf, knownHandle, startSteps, stopVmm, type StartCtx } from "./runtime.ts";
+import { runSteps } from "./steps.ts";
+import { isSameProcess } from "./drivers/process.ts";
+
+/** The VM use cases behind the `vm` RPC methods. */
+export class VmService {
+  readonly rt: Runtime = { handles: new Map(), agents: new Map() };
+  private readonly locks = new KeyedLocks();
+  private readonly allocLock = new Mutex();
+
+  constructor(readonly deps: VmServiceDeps) {}
+
+  view(vm: VmRow): VmView {
+    const h = this.rt.handles.get(vm.id);
+    return toView(vm, h?.pid ?? null, dirOf(this.deps, vm.id).dir);
+  }
+
+  list(): VmView[] {
+    return this.deps.vms.list().map((v) => this.view(v));
+  }
+
+  find(ref: string): VmRow {
+    return resolveRef(ref, this.deps.vms.list());
+  }
+
+  /** Runs fn holding the VM's lock, on a fresh copy of its row. */
+  withVm<T>(id: string, fn: (vm: VmRow) => Promise<T>): Promise<T> {
+    return this.locks.run(id, async () => {
+      const vm = this.deps.vms.get(id);
+      if (!vm) throw new BangerError("not_found", `VM ${id} was deleted meanwhile`);
+      return fn(vm);
+    });
+  }
+
+  async create(params: Params<"vm.create">, call: CallContext): Promise<VmView & { warnings: string[] }> {
+    const ctx = { params, warnings: [] } as unknown as CreateCtx;
+    const steps = createSteps(this.deps, this.rt, this.allocLock);
+    // The VM's lock is taken once its id exists; until then nothing else can name it.
+    await runSteps(steps, ctx, { progress: call.progress, signal: call.signal, log: this.deps.log, failAt: this.deps.failAt?.() });
+    for (const w of ctx.warnings) call.progress({ stage: "warning", status: "info", message: w });
+    return { ...this.view(this.deps.vms.get(ctx.vm.id)!), warnings: ctx.warnings };
+  }
+
+  /** Boots a stopped VM; on failure it is left stopped with the error recorded. */
+  async start(vm: VmRow, call: CallContext): Promise<string> {
+    if (vm.state === "running") return "already running";
+    const { image, kernel } = resolveArtifacts(this.deps, vm.image, vm.kernel);
+    const dir = dirOf(this.deps, vm.id);
+    if (existsSync(dir.workDisk)) await growWorkDisk(dir.workDisk, vm.disk_bytes, { runner: this.deps.runner });
+    const ctx: StartCtx = { vm, image, kernel, dir, warnings: [] };
+    try {
+      await runSteps(startSteps(this.deps, this.rt), ctx, { progress: call.progress, signal: call.signal, log: this.deps.log });
+    } catch (err) {
+      this.deps.vms.update(vm.id, { state: "stopped", last_error: (err as Error).message });
+      throw err;
+    }
+    return ctx.warnings.length ? `started (${ctx.warnings.join("; ")})` : "started";
+  }
+
+  async stop(vm: VmRow): Promise<string> {
+    if (vm.state === "stopped" && !knownHandle(this.rt, vm, dirOf(this.deps, vm.id))) return "already stopped";
+    this.deps.vms.update(vm.id, { state: "stopping", desired_state: "stopped" });
+    const how = await stopVmm(this.deps, this.rt, vm, dirOf(this.deps, vm.id), this.graceMs());
+    return `stopped (${how})`;
+  }
+
+  async kill(vm: VmRow): Promise<string> {
+    this.deps.vms.update(vm.id, { desired_state: "stopped" });
+    return `killed (${await stopVmm(this.deps, this.rt, vm, dirOf(this.deps, vm.id), 0)})`;
+  }
+
+  async delete(vm: VmRow, force: boolean): Promise<string> {
+    const running = vm.state !== "stopped";
+    if (running && !force) {
+      throw new BangerError("failed_precondition", `VM ${vm.name} is ${vm.state}; stop it first or use \`banger vm delete --force ${vm.name}\``);
+    }
+    await stopVmm(this.deps, this.rt, vm, dirOf(this.deps, vm.id), 0);
+    rmSync(dirOf(this.deps, vm.id).dir, { recursive: true, force: true });
+    this.deps.vms.delete(vm.id);
+    return "deleted";
+  }
+
+  async set(vm: VmRow, p: Params<"vm.set">): Promise<string> {
+    const notes: string[] = [];
+    const running = vm.state === "running";
+    if (p.cpus !== undefined || p.memory !== undefined) {
+      this.deps.vms.update(vm.id, { cpus: p.cpus ?? vm.cpus, memory_mib: p.memory ?? vm.memory_mib });
+      notes.push(`${[p.cpus !== undefined && `cpus ${p.cpus}`, p.memory !== undefined && `memory ${p.memory} MiB`].filter(Boolean).join(", ")}${running ? " (applied on next start)" : ""}`);
+    }
+    if (p.disk !== undefined) {
+      if (p.disk < vm.disk_bytes) throw new BangerError("invalid_argument", `the work disk of ${vm.name} is ${vm.disk_bytes} bytes; it can grow but never shrink`, { hint: "Ask for a size at least as large as the current one." });
+      this.deps.vms.update(vm.id, { disk_bytes: p.disk });
+      if (!running) await growWorkDisk(dirOf(this.deps, vm.id).workDisk, p.disk, { runner: this.deps.runner });
+      notes.push(`disk ${p.disk} bytes${running ? " (grown on next start)" : ""}`);
+    }
+    if (p.nat !== undefined && p.nat !== vm.nat) {
+      if (running) {
+        if (p.nat) await this.deps.network.natAdd(vm.ip, vm.tap);
+        else await this.deps.network.natRemove(vm.ip, vm.tap);
+        this.deps.vms.update(vm.id, { teardown: { ...vm.teardown, natIp: p.nat ? vm.ip : undefined } });
+      }
+      this.deps.vms.update(vm.id, { nat: p.nat });
+      notes.push(`nat ${p.nat ? "on" : "off"}`);
+    }
+    return notes.length ? notes.join("; ") : "nothing to change";
+  }
+
+  /** Resolves refs from one snapshot and runs op on each under its lock, concurrently. */
+  fan(refs: string[], op: (vm: VmRow) => Promise<string>): Promise<FanoutResult[]> {
+    return fanout(refs, this.deps.vms.list(), (vm) => this.withVm(vm.id, op));
+  }
+
+  graceMs(): number {
+    return this.deps.readiness.stopGraceMs;
+  }
+
+  /** True while the VMM process recorded for this VM is alive. */
+  vmmAlive(vm: VmRow): boolean {
+    const h = knownHandle(this.rt, vm, dirOf(this.deps, vm.id));
+    return Boolean(h && isSameProcess(h.pid, h.pidStartTime));
+  }
+}

@@ -1,0 +1,48 @@
+import { BangerError } from "../errors.ts";
+import type { ProgressEvent } from "../rpc/contract.ts";
+
+/** One named boot step and how to undo it. */
+export interface Step<C> {
+  name: string;
+  run(ctx: C, signal: AbortSignal): Promise<void>;
+  undo?(ctx: C): Promise<void>;
+}
+
+/**
+ * Runs steps in order, reporting each with its time. The first failure (or a cancel) stops
+ * the list and undoes the completed steps in reverse, so nothing is left behind.
+ */
+export async function runSteps<C>(steps: Step<C>[], ctx: C, opts: { progress(e: ProgressEvent): void; signal: AbortSignal; log(msg: string): void; failAt?: string }): Promise<void> {
+  const done: Step<C>[] = [];
+  for (const step of steps) {
+    const started = performance.now();
+    opts.progress({ stage: step.name, status: "start" });
+    try {
+      if (opts.signal.aborted) throw new BangerError("cancelled", "cancelled by the user");
+      if (opts.failAt === step.name) throw new BangerError("internal", `injected failure at ${step.name}`);
+      // Pushed before it runs: a step that fails halfway is undone too, so undo must be idempotent.
+      done.push(step);
+      await step.run(ctx, opts.signal);
+      if (opts.signal.aborted) throw new BangerError("cancelled", "cancelled by the user");
+      const elapsedMs = Math.round(performance.now() - started);
+      opts.log(`step ${step.name} ${elapsedMs}ms`);
+      opts.progress({ stage: step.name, status: "done", elapsedMs });
+    } catch (err) {
+      const elapsedMs = Math.round(performance.now() - started);
+      opts.progress({ stage: step.name, status: "failed", elapsedMs, message: (err as Error).message });
+      opts.log(`step ${step.name} failed after ${elapsedMs}ms: ${(err as Error).message}; undoing ${done.map((s) => s.name).reverse().join(", ") || "nothing"}`);
+      await undoAll(done, ctx, opts.log);
+      throw err;
+    }
+  }
+}
+
+async function undoAll<C>(done: Step<C>[], ctx: C, log: (m: string) => void) {
+  for (const step of [...done].reverse()) {
+    try {
+      await step.undo?.(ctx);
+    } catch (err) {
+      log(`undo ${step.name} failed: ${(err as Error).message}`);
+    }
+  }
+}
