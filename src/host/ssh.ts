@@ -111,8 +111,13 @@ async function feed(ch: ClientChannel, stdin: SshExecIo["stdin"], closed: () => 
       if (closed()) break;
       if (!ch.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))) {
         await new Promise<void>((r) => {
-          ch.once("drain", r);
-          ch.once("close", r);
+          const done = () => {
+            ch.off("drain", done);
+            ch.off("close", done);
+            r();
+          };
+          ch.on("drain", done);
+          ch.on("close", done);
         });
       }
     }
