@@ -87,12 +87,13 @@ describe("the fake process", () => {
     const sock = join(dir, "fc.sock");
     const proc = Bun.spawn([process.execPath, entry, "--api-sock", sock, ...extra], { stdout: "pipe", stderr: "pipe" });
     started.push({ pid: proc.pid, dir });
-    while (!existsSync(sock)) await Bun.sleep(10);
     const call = async (method: string, path: string, body?: unknown) => {
       const res = await fetch(`http://localhost${path}`, { unix: sock, method, body: body && JSON.stringify(body) } as RequestInit);
       const text = await res.text();
       return { status: res.status, body: text ? JSON.parse(text) : null };
     };
+    // The socket file appears at bind, a moment before listen.
+    while (!existsSync(sock) || !(await call("GET", "/").catch(() => null))) await Bun.sleep(10);
     const kernel = join(dir, "vmlinux");
     writeFileSync(kernel, "x");
     const uds = join(dir, "agent.sock");

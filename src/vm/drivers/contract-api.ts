@@ -20,9 +20,6 @@ async function spawnRaw(bin: string[], extra: string[] = []): Promise<RawVmm> {
   const dir = mkdtempSync(join(tmpdir(), "banger-fcapi-"));
   const sock = join(dir, "fc.sock");
   const proc = Bun.spawn([...bin, "--api-sock", sock, "--id", "contract-api", ...extra], { stdout: "ignore", stderr: "ignore" });
-  const deadline = Date.now() + 3000;
-  while (!existsSync(sock) && Date.now() < deadline && proc.exitCode === null) await Bun.sleep(10);
-  if (!existsSync(sock)) throw new Error(`${bin.join(" ")} did not create ${sock} (exit ${proc.exitCode})`);
   const call = async (method: string, path: string, body?: unknown) => {
     const text = body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body);
     const res = await fetch(`http://localhost${path}`, { unix: sock, method, body: text } as RequestInit);
@@ -34,6 +31,13 @@ async function spawnRaw(bin: string[], extra: string[] = []): Promise<RawVmm> {
     await waitForExit(proc.pid, 2000);
     rmSync(dir, { recursive: true, force: true });
   };
+  // The socket file appears at bind, a moment before listen; like firecracker-go-sdk, wait for an answer.
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    if (existsSync(sock) && (await call("GET", "/").catch(() => null))) break;
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`${bin.join(" ")} did not serve ${sock} (exit ${proc.exitCode})`);
+    await Bun.sleep(10);
+  }
   return { dir, sock, proc, call, stop };
 }
 
