@@ -147,7 +147,7 @@ function listenTcp(server: net.Server, host: string, port: number): Promise<void
 
 /** Serves one TCP connection: 2-byte length-prefixed messages, pipelined (RFC 7766). */
 function serveTcpConnection(conn: net.Socket, respond: (raw: Buffer) => Promise<Buffer | null>) {
-  let pending = Buffer.alloc(0);
+  let pending: Buffer = Buffer.alloc(0);
   conn.setTimeout(10_000, () => conn.destroy());
   conn.on("error", () => conn.destroy());
   conn.on("data", (chunk: Buffer) => {

@@ -38,7 +38,7 @@ function suite(kind: "nftables" | "iptables", letter: string) {
   const nsGuest = `${bridge}g`;
   const nsOut = `${bridge}o`;
   let forwardingBefore = "";
-  let server: ReturnType<typeof Bun.spawn> | undefined;
+  let server: Bun.Subprocess<"ignore", "pipe", "inherit"> | undefined;
 
   const firewallSnapshot = () =>
     kind === "nftables"
@@ -110,7 +110,7 @@ function suite(kind: "nftables" | "iptables", letter: string) {
       await ip("-n", nsOut, "addr", "add", `${outServer}/24`, "dev", `${bridge}op`);
       await ip("-n", nsOut, "link", "set", `${bridge}op`, "up");
       await ip("-n", nsOut, "route", "add", "default", "via", outHost);
-      server = Bun.spawn(["ip", "netns", "exec", nsOut, process.execPath, "-e", SERVER, outServer], { stdout: "pipe", stderr: "inherit" });
+      server = Bun.spawn(["ip", "netns", "exec", nsOut, process.execPath, "-e", SERVER, outServer], { stdin: "ignore", stdout: "pipe", stderr: "inherit" });
       const reader = server.stdout.getReader();
       expect(new TextDecoder().decode((await reader.read()).value)).toContain("ready");
 
