@@ -1,9 +1,14 @@
 import type { Database } from "bun:sqlite";
+import { resolve } from "node:path";
 import type { Config } from "../config.ts";
+import { BangerError } from "../errors.ts";
 import type { Paths } from "../host/paths.ts";
 import type { Runner } from "../host/runner.ts";
+import { deleteKernel, importKernel, pullKernel, type KernelInfo } from "../images/kernels.ts";
 import type { Handlers } from "../rpc/handle.ts";
+import { ArtifactStore, type KernelRow } from "../store/artifacts.ts";
 import type { VmService } from "../vm/service.ts";
+import { imageHandlers } from "./image-handlers.ts";
 
 export interface ArtifactDeps {
   paths: Paths;
@@ -14,7 +19,49 @@ export interface ArtifactDeps {
   vms: VmService;
 }
 
+function kernelRow(k: KernelInfo, source: string): KernelRow {
+  return { name: k.name, version: k.version, path: k.path, sha256: k.sha256, size_bytes: k.size, source, created_at: new Date().toISOString() };
+}
+
 /** RPC handlers for `kernel` and `image`. */
-export function artifactHandlers(_deps: ArtifactDeps): Handlers {
-  return {};
+export function artifactHandlers(deps: ArtifactDeps): Handlers {
+  const store = new ArtifactStore(deps.db);
+  const kernelsDir = deps.paths.kernelsDir;
+  const must = (name: string) => {
+    const k = store.kernel(name);
+    if (!k) throw new BangerError("not_found", `kernel ${name} is not registered`, { hint: "`banger kernel list` shows the kernels." });
+    return k;
+  };
+  return {
+    "kernel.list": async () => store.kernels(),
+    "kernel.show": async (p) => must(p.name),
+    "kernel.import": async (p) => {
+      if (p.name && store.kernel(p.name)) {
+        if (!p.force) throw new BangerError("already_exists", `kernel ${p.name} already exists`, { hint: `Pick another --name, or pass --force to replace it.` });
+        await deleteKernel(kernelsDir, p.name).catch(() => {});
+      }
+      const k = await importKernel({ src: resolve(p.path), kernelsDir, name: p.name });
+      const row = kernelRow(k, `import:${resolve(p.path)}`);
+      store.putKernel(row);
+      return row;
+    },
+    "kernel.pull": async (p, ctx) => {
+      if (!deps.config.kernel_catalog) throw new BangerError("failed_precondition", "no kernel catalog is configured", { hint: "Set kernel_catalog in the config, or use `banger kernel import`." });
+      ctx.progress({ stage: "download", status: "start" });
+      const k = await pullKernel({ catalogUrl: deps.config.kernel_catalog, name: p.name, kernelsDir, fetch });
+      ctx.progress({ stage: "download", status: "done" });
+      const row = kernelRow(k, `catalog:${deps.config.kernel_catalog}`);
+      store.putKernel(row);
+      return row;
+    },
+    "kernel.delete": async (p) => {
+      must(p.name);
+      const users = deps.vms.deps.vms.list().filter((v) => v.kernel === p.name).map((v) => v.name);
+      if (users.length) throw new BangerError("failed_precondition", `kernel ${p.name} is used by ${users.join(", ")}`, { hint: "Delete those VMs first." });
+      await deleteKernel(kernelsDir, p.name).catch(() => {});
+      store.deleteKernel(p.name);
+      return { deleted: p.name };
+    },
+    ...imageHandlers({ ...deps, store }),
+  };
 }

@@ -1,5 +1,6 @@
 import type { CAC } from "cac";
 import { existsSync, readFileSync, statSync, watch } from "node:fs";
+import { resolve } from "node:path";
 import { loadConfig, renderConfig } from "../config.ts";
 import { BangerError } from "../errors.ts";
 import { hostDoctorDeps, runDoctor } from "../host/doctor.ts";
@@ -130,7 +131,7 @@ export const sshConfig = (verb: string) => notYet(`ssh-config ${verb}`);
 export const kernelList = (o: Opts) => listCmd("kernel.list", o);
 export const kernelShow = (name: string, o: Opts) => showCmd("kernel.show", { name }, o);
 export const kernelPull = (name: string) => streamCmd("kernel.pull", { name }, {});
-export const kernelImport = (path: string, o: Opts) => showCmd("kernel.import", { path, name: str(o.name), force: o.force ? true : undefined }, o);
+export const kernelImport = (path: string, o: Opts) => showCmd("kernel.import", { path: resolve(path), name: str(o.name), force: o.force ? true : undefined }, o);
 export const kernelBuild = (o: Opts) => streamCmd("kernel.build", { name: str(o.name), source: str(o.source) }, o);
 export const kernelDelete = (name: string) => showCmd("kernel.delete", { name }, {});
 export const imageList = (o: Opts) => listCmd("image.list", o);

@@ -44,6 +44,9 @@ export function dialOnce(udsPath: string, port: number, ackTimeoutMs: number): P
       const rest = buf.subarray(nl + 1);
       if (rest.length) sock.unshift(rest);
       resolve(sock);
+      // Paused so no byte is lost before the caller listens; a listener added to an explicitly
+      // paused stream does not resume it, so resume once the caller's continuation has run.
+      setImmediate(() => sock.resume());
     };
     const onError = (err: Error) => fail(err.message);
     // Firecracker closes the connection when nothing listens on the guest port.
