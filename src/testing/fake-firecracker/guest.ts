@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { findByArgs, signal } from "../../vm/drivers/process.ts";
 
 /** How the pretend guest runs its agent. */
 export interface GuestOptions {
@@ -21,7 +22,10 @@ const SOCKET_PREFIX = "fake-fc-agent-";
 export function agentSocketPath(dir = tmpdir()): string {
   for (const name of readdirSync(dir)) {
     const pid = Number(name.slice(SOCKET_PREFIX.length, -".sock".length));
-    if (name.startsWith(SOCKET_PREFIX) && pid > 0 && !existsSync(`/proc/${pid}`)) rmSync(join(dir, name), { force: true });
+    if (!name.startsWith(SOCKET_PREFIX) || !(pid > 0) || existsSync(`/proc/${pid}`)) continue;
+    // Its fake died without taking the agent along (e.g. SIGKILL before pdeathsig was armed).
+    for (const orphan of findByArgs("--unix", join(dir, name))) signal(orphan, "SIGKILL");
+    rmSync(join(dir, name), { force: true });
   }
   return join(dir, `${SOCKET_PREFIX}${process.pid}.sock`);
 }

@@ -5,7 +5,7 @@ import { BangerError } from "../../errors.ts";
 import { UnixSocketApi, type FirecrackerApi } from "./firecracker-api.ts";
 import { dialHybridVsock } from "./hybrid-vsock.ts";
 import {
-  findByArgs, isAlive, isSameProcess, signal, startTime, startedAt, systemClock, waitForExit, type Clock,
+  findByArgs, isAlive, isSameProcess, signalGroup, startTime, startedAt, systemClock, waitForExit, type Clock,
 } from "./process.ts";
 import type { AgentStream, BootPlan, Driver, VmmHandle, VmmState } from "./types.ts";
 
@@ -155,7 +155,8 @@ export class FirecrackerDriver implements Driver {
   /** SIGKILL, then wait (bounded) for the process to be gone. */
   async kill(handle: VmmHandle): Promise<void> {
     if (!isSameProcess(handle.pid, handle.pidStartTime)) return;
-    signal(handle.pid, "SIGKILL");
+    // The whole group: a VMM that runs helpers (the fake's agent) leaves none behind.
+    signalGroup(handle.pid, "SIGKILL");
     if (!(await waitForExit(handle.pid, 2000, this.clock, handle.pidStartTime))) {
       throw new BangerError("internal", `Firecracker pid ${handle.pid} survived SIGKILL for 2 s.`, { hint: "Check the process state with ps." });
     }

@@ -83,6 +83,13 @@ export function signal(pid: number, sig: NodeJS.Signals): boolean {
   }
 }
 
+/** Signals the pid and, when it leads its own process group (spawned detached), everything in that group. */
+export function signalGroup(pid: number, sig: NodeJS.Signals): boolean {
+  const pgrp = Number(statFields(pid)?.[2]);
+  if (pgrp === pid && signal(-pid, sig)) return true;
+  return signal(pid, sig);
+}
+
 /** When the process started, as an ISO time (from its boot-relative start ticks). */
 export function startedAt(pid: number): string {
   const ticks = Number(startTime(pid));
