@@ -86,6 +86,7 @@ export function buildCli() {
   cli.command("ssh-config install", "Add `Host *.vm` to ~/.ssh/config (marked Include)").action(() => client.sshConfig("install"));
   cli.command("ssh-config uninstall", "Remove banger's Include from ~/.ssh/config").action(() => client.sshConfig("uninstall"));
   cli.command("ssh-config show", "Print banger's ssh config").action(() => client.sshConfig("show"));
+  cli.command("ssh-config proxy <host> <port>", "ProxyCommand helper for `ssh <name>.vm` (used by the ssh config)").action((h, p) => client.sshConfig("proxy", [String(h), String(p)]));
 
   cli.help();
   cli.version(VERSION);

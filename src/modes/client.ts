@@ -15,6 +15,7 @@ import { BUILD_ID, VERSION } from "../version.ts";
 import { ensureDaemon, tryStatus, waitForExit } from "./autostart.ts";
 import { completionScript } from "./completion.ts";
 import * as host from "./host-cmds.ts";
+import * as vm from "./vm-cmds.ts";
 import { runDaemon } from "./daemon.ts";
 import { printJson, processOut, progressRenderer, table, type Out } from "./render.ts";
 
@@ -126,7 +127,6 @@ export async function daemonRun() {
 export const hostSetup = (o: Opts) => host.hostSetup(out, { systemd: Boolean(o.systemd) });
 export const hostTeardown = () => host.hostTeardown(out);
 export const hostStatus = (o: Opts) => host.hostStatus(out, o);
-export const sshConfig = (verb: string) => notYet(`ssh-config ${verb}`);
 
 export const kernelList = (o: Opts) => listCmd("kernel.list", o);
 export const kernelShow = (name: string, o: Opts) => showCmd("kernel.show", { name }, o);
@@ -141,17 +141,18 @@ export const imageImport = (source: string, o: Opts) => streamCmd("image.import"
 export const imageBuild = (o: Opts) => streamCmd("image.build", { name: str(o.name), kernel: str(o.kernel) }, o);
 export const imageDelete = (name: string) => showCmd("image.delete", { name }, {});
 
-export const vmCreate = (o: Opts) => streamCmd("vm.create", createParams(o), o);
+export const vmCreate = (o: Opts) => vm.create(out, rpc as never, createParams(o), Boolean(o.json));
 export const vmRun = (_cmd: string[], _o: Opts) => notYet("vm run");
-export const vmFanout = (method: Method, refs: string[], extra: Record<string, unknown> = {}) => showCmd(method, { refs: refs.map(String), ...extra }, {});
-export const vmSet = (refs: string[], o: Opts) => showCmd("vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat === undefined ? undefined : Boolean(o.nat) }, {});
-export const vmList = (o: Opts) => listCmd("vm.list", o);
-export const vmShow = (ref: string, o: Opts) => showCmd("vm.show", { ref }, o);
-export const vmLogs = (_ref: string, _o: Opts) => notYet("vm logs");
-export const vmStats = (ref: string | undefined, o: Opts) => showCmd("vm.stats", { ref }, o);
-export const vmHealth = (ref: string, o: Opts) => showCmd("vm.health", { ref }, o);
-export const vmPorts = (ref: string, o: Opts) => showCmd("vm.ports", { ref }, o);
-export const vmSsh = (_ref: string, _cmd: string[]) => notYet("vm ssh");
+export const vmFanout = (method: Method, refs: string[], extra: Record<string, unknown> = {}) => vm.fan(out, rpc as never, method, { refs: refs.map(String), ...extra });
+export const vmSet = (refs: string[], o: Opts) => vm.fan(out, rpc as never, "vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat === undefined ? undefined : Boolean(o.nat) });
+export const vmList = (o: Opts) => vm.list(out, rpc as never, Boolean(o.json));
+export const vmShow = (ref: string, o: Opts) => vm.show(out, rpc as never, ref, Boolean(o.json));
+export const vmLogs = (ref: string, o: Opts) => vm.logs(out, rpc as never, ref, Number(o.lines ?? 200), Boolean(o.follow), tailFile);
+export const vmStats = (ref: string | undefined, o: Opts) => vm.stats(out, rpc as never, ref, Boolean(o.json));
+export const vmHealth = (ref: string, o: Opts) => vm.health(out, rpc as never, ref, Boolean(o.json));
+export const vmPorts = (ref: string, o: Opts) => vm.ports(out, rpc as never, ref, Boolean(o.json));
+export const vmSsh = (ref: string, cmd: string[]) => vm.ssh(out, rpc as never, ref, cmd);
+export const sshConfig = (verb: string, args: string[] = []) => vm.sshConfig(out, rpc as never, verb, args);
 export const workspacePrepare = (_ref: string, _o: Opts) => notYet("vm workspace prepare");
 export const workspaceExport = (_ref: string, _o: Opts) => notYet("vm workspace export");
 

@@ -44,6 +44,7 @@ export async function reconcile(svc: VmService): Promise<{ kept: string[]; stopp
       }),
     ),
   );
+  svc.syncKnownHosts();
   deps.log(`reconciled: kept ${report.kept.join(",") || "-"}; stopped ${report.stopped.join(",") || "-"}; removed ${report.removed.join(",") || "-"}`);
   return report;
 }

@@ -1,0 +1,151 @@
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { BangerError } from "../errors.ts";
+import { installInclude, uninstallInclude, writeSshConfig, sshConfigText } from "../host/ssh-config.ts";
+import { resolvePaths } from "../host/paths.ts";
+import { loadConfig } from "../config.ts";
+import type { Method } from "../rpc/contract.ts";
+import type { FanoutResult } from "../vm/refs.ts";
+import type { VmView } from "../vm/model.ts";
+import type { VmStats } from "../vm/reconcile.ts";
+import { renderPortsTable, type PortsView } from "../vm/ports-view.ts";
+import { selfArgv } from "./autostart.ts";
+import { printJson, progressRenderer, type Out } from "./render.ts";
+import { renderFanout, renderStats, renderVm, renderVmList } from "./vm-render.ts";
+
+type Rpc = <T>(method: Method, params?: Record<string, unknown>, onEvent?: (e: never) => void, signal?: AbortSignal) => Promise<T>;
+
+/** What `vm.ssh-info` answers. */
+export interface SshInfo {
+  name: string;
+  state: string;
+  ip: string;
+  user: string;
+  key: string;
+  host_key: string;
+}
+
+/** Asks on a TTY whether Ctrl-C should cancel; piped, Ctrl-C cancels at once. */
+function cancelOnInterrupt(out: Out, abort: AbortController, what: string): () => void {
+  let asking = false;
+  const onSigint = () => {
+    if (!out.isTTY || !process.stdin.isTTY) return abort.abort();
+    if (asking) return abort.abort();
+    asking = true;
+    const rl = createInterface({ input: process.stdin, output: process.stderr });
+    rl.question(`\nCancel ${what}? Everything it made so far is removed. [y/N] `, (a) => {
+      rl.close();
+      asking = false;
+      if (/^y/i.test(a.trim())) abort.abort();
+    });
+  };
+  process.on("SIGINT", onSigint);
+  return () => process.off("SIGINT", onSigint);
+}
+
+/** `vm create`: live stages, Ctrl-C asks to cancel (a cancelled create leaves nothing). */
+export async function create(out: Out, rpc: Rpc, params: Record<string, unknown>, json: boolean): Promise<VmView> {
+  const progress = progressRenderer(out, json);
+  const abort = new AbortController();
+  const release = cancelOnInterrupt(out, abort, "the create");
+  try {
+    const vm = await rpc<VmView & { warnings: string[] }>("vm.create", params, progress.onEvent as never, abort.signal);
+    if (json) printJson(out, vm);
+    else out.out(`${vm.name} is ready: ${vm.ip} (${vm.dns})\n  banger vm ssh ${vm.name}\n  banger vm stop ${vm.name}`);
+    return vm;
+  } finally {
+    progress.stop();
+    release();
+  }
+}
+
+export async function fan(out: Out, rpc: Rpc, method: Method, params: Record<string, unknown>): Promise<number> {
+  const progress = progressRenderer(out, false);
+  try {
+    return renderFanout(out, await rpc<FanoutResult[]>(method, params, progress.onEvent as never));
+  } finally {
+    progress.stop();
+  }
+}
+
+export async function list(out: Out, rpc: Rpc, json: boolean) {
+  const vms = await rpc<VmView[]>("vm.list");
+  json ? printJson(out, vms) : renderVmList(out, vms);
+}
+
+export async function show(out: Out, rpc: Rpc, ref: string, json: boolean) {
+  const vm = await rpc<VmView>("vm.show", { ref });
+  json ? printJson(out, vm) : renderVm(out, vm);
+}
+
+export async function stats(out: Out, rpc: Rpc, ref: string | undefined, json: boolean) {
+  const s = await rpc<VmStats[]>("vm.stats", ref ? { ref } : {});
+  json ? printJson(out, s) : renderStats(out, s);
+}
+
+export async function health(out: Out, rpc: Rpc, ref: string, json: boolean) {
+  const h = await rpc<{ name: string; version: string; uptime_s: number; boot_id: string; hostname: string }>("vm.health", { ref });
+  json ? printJson(out, h) : out.out(`${h.name}: agent ${h.version} healthy, guest up ${Math.round(h.uptime_s)}s, boot id ${h.boot_id}`);
+}
+
+export async function ports(out: Out, rpc: Rpc, ref: string, json: boolean) {
+  const view = await rpc<PortsView>("vm.ports", { ref });
+  json ? printJson(out, view) : out.out(renderPortsTable(view));
+}
+
+/** `vm ssh`: the system ssh with banger's key and known_hosts; exits with the remote command's code. */
+export async function ssh(out: Out, rpc: Rpc, ref: string, cmd: string[]): Promise<number> {
+  const paths = resolvePaths();
+  const info = await rpc<SshInfo>("vm.ssh-info", { ref });
+  if (info.state !== "running") throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
+  const interactive = cmd.length === 0;
+  const argv = ["-i", info.key, "-o", "IdentitiesOnly=yes", "-o", `UserKnownHostsFile=${paths.knownHosts}`, "-o", "StrictHostKeyChecking=yes", "-o", `HostKeyAlias=${info.name}.vm`, "-o", "LogLevel=ERROR", ...(interactive && process.stdin.isTTY ? ["-t"] : []), `${info.user}@${info.ip}`, ...(cmd.length ? ["--", ...cmd] : [])];
+  const code = await new Promise<number>((resolve) => {
+    const child = spawn("ssh", argv, { stdio: "inherit" });
+    child.on("exit", (c, sig) => resolve(c ?? (sig ? 128 : 1)));
+    child.on("error", () => resolve(255));
+  });
+  if (interactive) {
+    const now = await rpc<VmView>("vm.show", { ref }).catch(() => null);
+    if (now?.state === "running") out.err(`${now.name} is still running; stop it with \`banger vm stop ${now.name}\` or delete it with \`banger vm delete --force ${now.name}\``);
+  }
+  return code;
+}
+
+/** `ssh-config install|uninstall|show|proxy`. */
+export async function sshConfig(out: Out, rpc: Rpc, verb: string, args: string[]): Promise<number | void> {
+  const paths = resolvePaths();
+  const config = loadConfig(paths);
+  const key = config.ssh_key || paths.sshKey;
+  if (verb === "show") return out.out(sshConfigText(paths, key, selfArgv()).trimEnd());
+  if (verb === "install") {
+    writeSshConfig(paths, key, selfArgv());
+    out.out(`${installInclude(paths)}: ~/.ssh/config includes ${paths.sshConfigFile}; now \`ssh <name>.vm\` works`);
+    return;
+  }
+  if (verb === "uninstall") return out.out(`${uninstallInclude(paths)}: banger's block in ~/.ssh/config`);
+  if (verb === "proxy") return proxy(rpc, args[0] ?? "", Number(args[1] ?? 22));
+  throw new BangerError("invalid_argument", `unknown ssh-config action ${verb}`);
+}
+
+/** ProxyCommand helper: finds `<name>.vm` through the daemon and pipes stdin/stdout to its port. */
+async function proxy(rpc: Rpc, host: string, port: number): Promise<number> {
+  const info = await rpc<SshInfo>("vm.ssh-info", { ref: host.replace(/\.vm\.?$/, "") });
+  return new Promise((resolve) => {
+    const { connect } = require("node:net") as typeof import("node:net");
+    const sock = connect(port, info.ip);
+    process.stdin.pipe(sock);
+    sock.pipe(process.stdout);
+    sock.on("close", () => resolve(0));
+    sock.on("error", () => resolve(1));
+  });
+}
+
+/** `vm logs`: console and VMM log; -f follows the console. */
+export async function logs(out: Out, rpc: Rpc, ref: string, lines: number, follow: boolean, tailFile: (f: string, n: number, follow: boolean) => Promise<void>) {
+  const l = await rpc<{ name: string; console_log: string; vmm_log: string; console: string; vmm: string }>("vm.logs", { ref, lines });
+  if (follow && existsSync(l.console_log)) return tailFile(l.console_log, lines, true);
+  out.out(`==> ${l.console_log} <==\n${l.console}`);
+  if (l.vmm) out.out(`==> ${l.vmm_log} <==\n${l.vmm}`);
+}
