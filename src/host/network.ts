@@ -1,5 +1,5 @@
 import { BangerError } from "../errors.ts";
-import { type FirewallKind, type HostNetConfig, type NatEntry, checkIfName, checkGuestIp, parseSubnet, tapNames } from "./network/config.ts";
+import { type FirewallKind, type HostNetConfig, type NatEntry, checkDnsPort, checkGuestIp, checkIfName, parseSubnet, tapNames } from "./network/config.ts";
 import { detectFirewall, firewallFor } from "./network/firewall.ts";
 import { ensureBridge, ensureForwarding, ensureTaps, poolTaps, readAddrs, readForwarding, readLinks, removeLinks, type TapInfo } from "./network/links.ts";
 import type { NetDeps } from "./network/priv.ts";
@@ -32,6 +32,7 @@ function check(cfg: HostNetConfig): void {
   checkIfName(cfg.bridge);
   parseSubnet(cfg.subnet);
   tapNames(cfg);
+  checkDnsPort(cfg.guestDnsPort);
 }
 
 /**

@@ -3,6 +3,7 @@
 // leaves the machine: the "internet" is a netns reached through a veth routed by the host.
 import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { readFileSync } from "node:fs";
+import { startDnsServer } from "../../src/host/dns-server.ts";
 import { hostRunner } from "../../src/host/runner.ts";
 import { type HostNetConfig, hostSetup, hostStatus, hostTeardown, natAdd, natRemove, tapList } from "../../src/host/network.ts";
 import { iptablesFirewall } from "../../src/host/network/iptables.ts";
@@ -31,7 +32,15 @@ Bun.connect({ hostname: process.argv[1], port: 8080, socket: { data(s, d) { cons
 function suite(kind: "nftables" | "iptables", letter: string) {
   const third = 1 + rand(250);
   const bridge = `bgt${id}${letter}`;
-  const cfg: HostNetConfig = { bridge, subnet: `172.29.${third}.1/24`, tapCount: 3, owner: { uid: 65534, gid: 65534 }, firewall: kind };
+  const dnsPort = 20000 + rand(20000);
+  const cfg: HostNetConfig = {
+    bridge,
+    subnet: `172.29.${third}.1/24`,
+    tapCount: 3,
+    owner: { uid: 65534, gid: 65534 },
+    firewall: kind,
+    guestDnsPort: dnsPort,
+  };
   const guestIp = `172.29.${third}.2`;
   const outHost = `198.18.${third}.1`;
   const outServer = `198.18.${third}.2`;
@@ -129,6 +138,18 @@ function suite(kind: "nftables" | "iptables", letter: string) {
       expect(await guestFetch()).toBe(guestIp);
       expect((await hostSetup(deps, cfg)).length).toBeGreaterThan(0);
       expect(await guestFetch()).toStartWith("FAILED");
+    }, 30_000);
+
+    testNeeds(`guest DNS as root: the gateway's port 53 reaches the daemon's unprivileged port (${kind})`, [...needs, [hasBin("dig"), "needs dig"]], async () => {
+      await hostSetup(deps, cfg);
+      const dns = await startDnsServer({ listen: `172.29.${third}.1:${dnsPort}`, records: () => new Map([["web", guestIp]]) });
+      try {
+        const dig = (...a: string[]) => sh(["ip", "netns", "exec", nsGuest, "dig", `@172.29.${third}.1`, "+short", "+time=1", "+tries=1", ...a]);
+        expect((await dig("web.vm")).trim()).toBe(guestIp);
+        expect((await dig("+tcp", "WEB.vm.")).trim()).toBe(guestIp);
+      } finally {
+        await dns.close();
+      }
     }, 30_000);
 
     testNeeds(`teardown as root leaves no bridge, TAP or rule of ours (${kind})`, needs, async () => {

@@ -18,6 +18,11 @@ export interface HostNetConfig {
   tapCount: number;
   /** Who may open the TAPs (the user running the daemon). */
   owner: { uid: number; gid: number };
+  /**
+   * When set, guests' DNS queries to the gateway's port 53 are redirected to this port on
+   * the gateway, where an unprivileged daemon can listen (startDnsServer with upstreams).
+   */
+  guestDnsPort?: number;
   /** Force a firewall backend instead of detecting one. */
   firewall?: FirewallKind;
   /** Write (and by default enable) a systemd unit that repeats setup at boot. */
@@ -114,8 +119,16 @@ export function nftTable(bridge: string): string {
 }
 
 /** The iptables chains that hold this bridge's rules (≤ 28 chars with a 15-char bridge). */
-export function iptablesChains(bridge: string): { fwd: string; nat: string } {
-  return { fwd: `BANGER-FWD-${bridge}`, nat: `BANGER-NAT-${bridge}` };
+export function iptablesChains(bridge: string): { fwd: string; nat: string; dns: string } {
+  return { fwd: `BANGER-FWD-${bridge}`, nat: `BANGER-NAT-${bridge}`, dns: `BANGER-DNS-${bridge}` };
+}
+
+/** Checks the guest DNS port is a usable port number. */
+export function checkDnsPort(port: number | undefined): void {
+  if (port === undefined) return;
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new BangerError("invalid_argument", `invalid guest DNS port ${port}: expected 1-65535`, { hint: "Fix the DNS port in config.toml" });
+  }
 }
 
 /** Checks a guest address is a plain IPv4 inside the bridge subnet. */

@@ -1,14 +1,21 @@
 import { BangerError } from "../../errors.ts";
-import { type HostNetConfig, type NatEntry, natComment, nftTable, parseNatComment } from "./config.ts";
+import { type HostNetConfig, type NatEntry, natComment, nftTable, parseNatComment, parseSubnet } from "./config.ts";
 import type { Firewall } from "./firewall.ts";
 import { type NetDeps, SETUP_HINT, priv } from "./priv.ts";
 
 const SET = "nat_guests";
 
+type BaseCfg = Pick<HostNetConfig, "bridge" | "subnet" | "guestDnsPort">;
+type Chain = "forward" | "postrouting" | "prerouting";
+
 /** The base rules, in order, per chain; each carries a comment so status and repair can recognise it. */
-export function nftBaseRules(bridge: string): Record<"forward" | "postrouting", Array<[string, string]>> {
-  const br = JSON.stringify(bridge);
+export function nftBaseRules(cfg: BaseCfg): Record<Chain, Array<[string, string]>> {
+  const br = JSON.stringify(cfg.bridge);
+  const gw = parseSubnet(cfg.subnet).gateway;
+  const dns = (proto: string): [string, string] => [`iifname ${br} ip daddr ${gw} ${proto} dport 53 redirect to :${cfg.guestDnsPort}`, `banger:dns-${proto}`];
   return {
+    // Guests ask the gateway's port 53; an unprivileged daemon answers on a high port.
+    prerouting: cfg.guestDnsPort ? [dns("udp"), dns("tcp")] : [],
     forward: [
       [`iifname ${br} oifname ${br} accept`, "banger:intra"],
       [`iifname ${br} ct state established,related accept`, "banger:replies"],
@@ -25,16 +32,18 @@ export function nftBaseRules(bridge: string): Record<"forward" | "postrouting", 
  * chain or set is a no-op, the chains are flushed and refilled, and the set (per-VM NAT
  * entries) keeps its elements.
  */
-export function nftBaseScript(bridge: string): string {
-  const t = `inet ${nftTable(bridge)}`;
-  const rules = nftBaseRules(bridge);
+export function nftBaseScript(cfg: BaseCfg): string {
+  const t = `inet ${nftTable(cfg.bridge)}`;
+  const rules = nftBaseRules(cfg);
   const lines = [
     `add table ${t}`,
     `add chain ${t} forward { type filter hook forward priority filter; policy accept; }`,
     `add chain ${t} postrouting { type nat hook postrouting priority srcnat; policy accept; }`,
+    `add chain ${t} prerouting { type nat hook prerouting priority dstnat; policy accept; }`,
     `add set ${t} ${SET} { type ipv4_addr; }`,
     `flush chain ${t} forward`,
     `flush chain ${t} postrouting`,
+    `flush chain ${t} prerouting`,
   ];
   for (const [chain, list] of Object.entries(rules)) {
     for (const [rule, comment] of list) lines.push(`add rule ${t} ${chain} ${rule} comment "${comment}"`);
@@ -77,7 +86,7 @@ export function nftFirewall(deps: NetDeps, cfg: HostNetConfig): Firewall {
   };
   const complete = (v: TableView | null): boolean => {
     if (!v?.hasSet) return false;
-    const want = nftBaseRules(cfg.bridge);
+    const want = nftBaseRules(cfg);
     return (Object.keys(want) as Array<keyof typeof want>).every(
       (chain) => v.chains.get(chain) === chain && JSON.stringify(v.comments.get(chain) ?? []) === JSON.stringify(want[chain].map(([, c]) => c)),
     );
@@ -87,7 +96,7 @@ export function nftFirewall(deps: NetDeps, cfg: HostNetConfig): Firewall {
     async ensure() {
       const v = await view();
       if (complete(v)) return [];
-      await priv(deps, ["nft", "-f", "-"], { stdin: nftBaseScript(cfg.bridge) });
+      await priv(deps, ["nft", "-f", "-"], { stdin: nftBaseScript(cfg) });
       return [v ? `repaired nftables table inet ${table}` : `created nftables table inet ${table}`];
     },
     async remove() {

@@ -1,0 +1,89 @@
+import { RecordingRunner, type RunOptions, type RunResult } from "../runner.ts";
+import type { HostNetConfig } from "./config.ts";
+import { nftBaseRules } from "./nft.ts";
+
+// Test fixtures for the host-network unit tests: a recording runner that answers from a
+// small model of the host's links, sysctl and firewall state.
+
+/** A RecordingRunner that also keeps stdin, answering from a small model of the host. */
+export class FakeHost extends RecordingRunner {
+  readonly stdin: Array<string | undefined> = [];
+  constructor(answer: (argv: string[]) => Partial<RunResult> | undefined) {
+    super(answer);
+  }
+  override async run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
+    this.stdin.push(opts.stdin === undefined ? undefined : String(opts.stdin));
+    return super.run(argv, opts);
+  }
+  /** The calls that change the host (reads filtered out), joined for readability. */
+  mutations(): string[] {
+    const reads = /^(sudo -n )?(ip -j|sysctl -n|nft -j list|nft list|iptables -w -t \S+ -S|iptables -w -S|cat |test -e|systemctl is-enabled)/;
+    return this.calls.map((c) => c.join(" ")).filter((c) => !reads.test(c));
+  }
+}
+
+export interface HostModel {
+  links?: Array<{ ifname: string; kind?: string; master?: string; up?: boolean; alias?: string }>;
+  taps?: Array<{ ifname: string; user: number; group: number }>;
+  addrs?: string[];
+  forwarding?: "0" | "1";
+  nftTable?: string | null;
+  nft?: boolean;
+}
+
+export function model(m: HostModel): (argv: string[]) => Partial<RunResult> | undefined {
+  return (full) => {
+    const argv = full[0] === "sudo" ? full.slice(2) : full;
+    const cmd = argv.join(" ");
+    if (cmd === "ip -j -d link show") {
+      const links = (m.links ?? []).map((l) => ({
+        ifname: l.ifname,
+        flags: l.up ? ["UP"] : [],
+        master: l.master,
+        ifalias: l.alias,
+        linkinfo: l.kind ? { info_kind: l.kind } : undefined,
+      }));
+      return { stdout: JSON.stringify(links) };
+    }
+    if (cmd === "ip -j tuntap show") return { stdout: JSON.stringify(m.taps ?? []) };
+    if (cmd.startsWith("ip -j -4 addr show")) {
+      const addr_info = (m.addrs ?? []).map((a) => ({ local: a.split("/")[0], prefixlen: Number(a.split("/")[1]) }));
+      return { stdout: JSON.stringify([{ addr_info }]) };
+    }
+    if (cmd === "sysctl -n net.ipv4.ip_forward") return { stdout: `${m.forwarding ?? "0"}\n` };
+    if (cmd === "nft list ruleset") return m.nft === false ? { code: 1, stderr: "nft: not supported" } : {};
+    if (cmd.startsWith("nft -j list table")) return m.nftTable ? { stdout: m.nftTable } : { code: 1, stderr: "Error: No such file or directory" };
+    if (/^iptables -w (-t \S+ )?-S BANGER/.test(cmd)) return { code: 1, stderr: "iptables: No chain/target/match by that name." };
+    return undefined;
+  };
+}
+
+export const cfg: HostNetConfig = { bridge: "banger0", subnet: "172.30.0.1/24", tapCount: 2, owner: { uid: 1000, gid: 1000 }, firewall: "nftables" };
+
+/** The nft JSON of a complete table, as nft itself prints it, optionally with NAT elements. */
+export function nftJson(c: HostNetConfig, elems: unknown[] = []): string {
+  const rules = nftBaseRules(c);
+  const items: unknown[] = [
+    { chain: { name: "forward", hook: "forward" } },
+    { chain: { name: "postrouting", hook: "postrouting" } },
+    { chain: { name: "prerouting", hook: "prerouting" } },
+    { set: { name: "nat_guests", elem: elems } },
+  ];
+  for (const [chain, list] of Object.entries(rules)) for (const [, comment] of list) items.push({ rule: { chain, comment } });
+  return JSON.stringify({ nftables: items });
+}
+
+export const setUpHost: HostModel = {
+  links: [
+    { ifname: "banger0", kind: "bridge", up: true, alias: "banger ip_forward_was=0" },
+    { ifname: "bgr0t0", kind: "tun", master: "banger0", up: true },
+    { ifname: "bgr0t1", kind: "tun", master: "banger0", up: true },
+  ],
+  taps: [
+    { ifname: "bgr0t0", user: 1000, group: 1000 },
+    { ifname: "bgr0t1", user: 1000, group: 1000 },
+  ],
+  addrs: ["172.30.0.1/24"],
+  forwarding: "1",
+  nftTable: nftJson(cfg),
+};
