@@ -13,7 +13,7 @@ import { VmStore } from "../store/vms.ts";
 import { FirecrackerDriver } from "../vm/drivers/firecracker.ts";
 import { QemuDriver } from "../vm/drivers/qemu.ts";
 import type { Driver, VmmKind } from "../vm/drivers/types.ts";
-import { hostNetworkPort } from "../vm/network-port.ts";
+import { GUEST_DNS_PORT, hostNetworkPort } from "../vm/network-port.ts";
 import { reconcile, StatsPoller } from "../vm/reconcile.ts";
 import { VmService } from "../vm/service.ts";
 import { AGENT_VERSION } from "../version.ts";
@@ -96,9 +96,9 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
 async function startGuestDns(gateway: string, records: Map<string, string>, log: (m: string) => void): Promise<DnsServer | null> {
   try {
     const upstream = await hostUpstreams();
-    return await startDnsServer({ listen: `${gateway}:53`, records: () => records, upstream, configKey: "subnet", log });
+    return await startDnsServer({ listen: `${gateway}:${GUEST_DNS_PORT}`, records: () => records, upstream, configKey: "subnet", log });
   } catch (err) {
-    log(`guest DNS on ${gateway}:53 not started (${(err as Error).message}); guests resolve .vm names only after \`sudo banger host setup\` and a daemon restart`);
+    log(`guest DNS on ${gateway}:${GUEST_DNS_PORT} not started (${(err as Error).message}); guests resolve .vm names only after \`sudo banger host setup\` and a daemon restart`);
     return null;
   }
 }

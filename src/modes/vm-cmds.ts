@@ -51,7 +51,8 @@ export async function create(out: Out, rpc: Rpc, params: Record<string, unknown>
   const release = cancelOnInterrupt(out, abort, "the create");
   try {
     const vm = await rpc<VmView & { warnings: string[] }>("vm.create", params, progress.onEvent as never, abort.signal);
-    if (json) printJson(out, vm);
+    // With --json every line is one JSON object: the events, then the VM.
+    if (json) out.out(JSON.stringify(vm));
     else out.out(`${vm.name} is ready: ${vm.ip} (${vm.dns})\n  banger vm ssh ${vm.name}\n  banger vm stop ${vm.name}`);
     return vm;
   } finally {

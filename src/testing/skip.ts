@@ -44,7 +44,7 @@ export function testNeeds(
       if (why) throw new Error(`prerequisite missing under CI: ${why}`);
       await fn();
     },
-    timeoutMs,
+    timeoutMs ?? 120_000,
   );
 }
 

@@ -8,9 +8,15 @@ import type { NetDeps } from "../host/network/priv.ts";
 import { subnetHosts } from "./allocate.ts";
 import type { NetworkPort } from "./deps.ts";
 
+/**
+ * Where the daemon answers guests' DNS on the bridge address. Guests ask <gateway>:53; host
+ * setup redirects that here, so the daemon needs no privilege to bind it.
+ */
+export const GUEST_DNS_PORT = 42053;
+
 /** The host network config as `host setup` and the daemon both derive it from banger's config. */
 export function hostNetConfig(config: Config, owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }): HostNetConfig {
-  return { bridge: config.bridge, subnet: config.subnet, tapCount: config.tap_pool, owner };
+  return { bridge: config.bridge, subnet: config.subnet, tapCount: config.tap_pool, owner, guestDnsPort: GUEST_DNS_PORT };
 }
 
 /** The VM service's view of the host network, over the bridge and TAP pool `host setup` made. */
