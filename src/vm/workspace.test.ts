@@ -70,6 +70,33 @@ describe("prepareWorkspace", () => {
     expect(git(g.dir, "status", "--porcelain=v1", "--untracked-files=all")).toBe(before.status);
   });
 
+  test("default mode leaves submodules uninitialised but checkable-out offline from the copied .git/modules", async () => {
+    const g = guest();
+    await prepareWorkspace({ shell: g.shell, from: repo, guestDir: g.dir });
+    // The url in .gitmodules points at a host path; the guest must not need it.
+    git(g.dir, "config", "submodule.sub.url", "file:///nonexistent");
+    git(g.dir, "submodule", "update", "--init", "-q");
+    expect(readFileSync(join(g.dir, "sub/lib.txt"), "utf8")).toBe("submodule content\n");
+  });
+
+  test("a repository without commits, into a guest path with a space and a quote", async () => {
+    const fresh = join(tmp, "fresh");
+    mkdirSync(fresh);
+    git(fresh, "init", "-q");
+    writeFileSync(join(fresh, "draft.txt"), "first words\n");
+    const g = guest();
+    const dir = join(g.dir, "..", "it's a repo");
+    const r = await prepareWorkspace({ shell: g.shell, from: fresh, guestDir: dir });
+    expect(r.base).toBeNull();
+    expect(readFileSync(join(dir, "draft.txt"), "utf8")).toBe("first words\n");
+    const e = await exportWorkspace({ shell: g.shell, to: fresh, vmName: "v", guestDir: dir });
+    expect(e).toMatchObject({ branch: "banger/v", commits: 0, uncommittedIncluded: true, base: null });
+    expect(git(fresh, "show", "banger/v:draft.txt")).toBe("first words");
+    // The host's effective identity (possibly from global or system config) travels; "banger" only when there is none.
+    const hostName = Bun.spawnSync(["git", "-C", fresh, "config", "user.name"]).stdout.toString().trim();
+    expect(git(fresh, "log", "--format=%an", "banger/v")).toBe(hostName || "banger");
+  });
+
   test("refuses a non-empty guest directory unless told to replace it", async () => {
     const g = guest();
     await prepareWorkspace({ shell: g.shell, from: repo, guestDir: g.dir });
