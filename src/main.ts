@@ -75,6 +75,7 @@ export function buildCli() {
   cli.command("vm workspace prepare <ref>", "Copy a repo's working tree and history to /root/repo")
     .option("--from <path>", "Repo (default: current directory)")
     .option("--full-copy", "Copy everything, ignored files and submodules included")
+    .option("--replace", "Discard what is in /root/repo already")
     .action((r, o) => client.workspacePrepare(String(r), o));
   cli.command("vm workspace export <ref>", "Bring the guest's work back as a branch (or a patch)")
     .option("--to <path>", "Host repo (default: current directory)")

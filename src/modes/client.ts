@@ -16,6 +16,7 @@ import { ensureDaemon, tryStatus, waitForExit } from "./autostart.ts";
 import { completionScript } from "./completion.ts";
 import * as host from "./host-cmds.ts";
 import * as vm from "./vm-cmds.ts";
+import * as ws from "./workspace-cmds.ts";
 import { runDaemon } from "./daemon.ts";
 import { printJson, processOut, progressRenderer, table, type Out } from "./render.ts";
 
@@ -32,11 +33,6 @@ export async function rpc<T>(method: Method, params: Record<string, unknown> = {
   const p = paths();
   await ensureDaemon(p, out.err);
   return call<T>(p.socket, method, clean, { buildId: BUILD_ID, onEvent, signal });
-}
-
-/** A command whose capability has not landed yet. */
-export function notYet(what: string): never {
-  throw new BangerError("not_available", `\`banger ${what}\` is not available yet`, { hint: "This build does not include it." });
 }
 
 export function version(o: Opts) {
@@ -142,7 +138,7 @@ export const imageBuild = (o: Opts) => streamCmd("image.build", { name: str(o.na
 export const imageDelete = (name: string) => showCmd("image.delete", { name }, {});
 
 export const vmCreate = (o: Opts) => vm.create(out, rpc as never, createParams(o), Boolean(o.json));
-export const vmRun = (_cmd: string[], _o: Opts) => notYet("vm run");
+export const vmRun = (cmd: string[], o: Opts) => ws.run(out, rpc as never, cmd.map(String), o, createParams(o));
 export const vmFanout = (method: Method, refs: string[], extra: Record<string, unknown> = {}) => vm.fan(out, rpc as never, method, { refs: refs.map(String), ...extra });
 export const vmSet = (refs: string[], o: Opts) => vm.fan(out, rpc as never, "vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat === undefined ? undefined : Boolean(o.nat) });
 export const vmList = (o: Opts) => vm.list(out, rpc as never, Boolean(o.json));
@@ -153,8 +149,8 @@ export const vmHealth = (ref: string, o: Opts) => vm.health(out, rpc as never, r
 export const vmPorts = (ref: string, o: Opts) => vm.ports(out, rpc as never, ref, Boolean(o.json));
 export const vmSsh = (ref: string, cmd: string[]) => vm.ssh(out, rpc as never, ref, cmd);
 export const sshConfig = (verb: string, args: string[] = []) => vm.sshConfig(out, rpc as never, verb, args);
-export const workspacePrepare = (_ref: string, _o: Opts) => notYet("vm workspace prepare");
-export const workspaceExport = (_ref: string, _o: Opts) => notYet("vm workspace export");
+export const workspacePrepare = (ref: string, o: Opts) => ws.prepare(out, rpc as never, ref, { from: str(o.from), fullCopy: Boolean(o.fullCopy), replace: Boolean(o.replace) }).then(() => 0);
+export const workspaceExport = (ref: string, o: Opts) => ws.exportCmd(out, rpc as never, ref, { to: str(o.to), branch: str(o.branch), patch: str(o.patch), force: Boolean(o.force) }).then(() => 0);
 
 function str(x: unknown): string | undefined {
   return x === undefined || x === true ? undefined : String(x);

@@ -1,7 +1,11 @@
 import { rmSync } from "node:fs";
+import { dirname } from "node:path";
 import { BangerError } from "../errors.ts";
 import type { Handlers } from "../rpc/handle.ts";
-import type { ArtifactStore } from "../store/artifacts.ts";
+import { join } from "node:path";
+import { buildImage } from "../images/build.ts";
+import type { ArtifactStore, ImageRow } from "../store/artifacts.ts";
+import { agentBinaryPath } from "./services.ts";
 import type { ArtifactDeps } from "./artifact-handlers.ts";
 
 /** RPC handlers for `image`. */
@@ -12,14 +16,42 @@ export function imageHandlers(deps: ArtifactDeps & { store: ArtifactStore }): Ha
     if (!i) throw new BangerError("not_found", `image ${name} is not present`, { hint: "`banger image list` shows the images; `banger image build` makes the default one." });
     return i;
   };
+  /** The kernel an image is paired with: the one asked for, else the default, else the only one. */
+  const pairKernel = (name?: string): string | null => {
+    if (name) {
+      if (!store.kernel(name)) throw new BangerError("not_found", `kernel ${name} is not registered`, { hint: "`banger kernel list` shows the kernels." });
+      return name;
+    }
+    if (store.kernel(deps.config.default_kernel)) return deps.config.default_kernel;
+    const all = store.kernels();
+    return all.length === 1 ? all[0]!.name : null;
+  };
   return {
+    "image.build": async (p, ctx) => {
+      const name = p.name ?? deps.config.default_image;
+      if (store.image(name)) throw new BangerError("already_exists", `image ${name} already exists`, { hint: `Delete it first (banger image delete ${name}) or pick another --name.` });
+      const kernel = pairKernel(p.kernel);
+      const agentBinary = agentBinaryPath();
+      if (!agentBinary) throw new BangerError("failed_precondition", "the guest agent executable (banger-agent) is not beside banger", { hint: "Build with `bun run build`, which makes dist/banger and dist/banger-agent together." });
+      let current: { stage: string; at: number } | null = null;
+      const onStage = (stage: string) => {
+        if (current) ctx.progress({ stage: current.stage, status: "done", elapsedMs: Math.round(performance.now() - current.at) });
+        current = { stage, at: performance.now() };
+        ctx.progress({ stage, status: "start" });
+      };
+      const built = await buildImage({ name, outDir: join(deps.paths.imagesDir, name), agentBinary, onStage }, { runner: deps.runner, uid: process.getuid?.() ?? 0, which: (b) => Bun.which(b) });
+      if (current) onStage("register");
+      const row: ImageRow = { name, rootfs_path: built.rootfs, work_seed_path: built.workSeed, kernel, agent_version: built.agentVersion, fingerprint: built.fingerprint, size_bytes: built.sizeBytes, source: "build:debian-bookworm", created_at: new Date().toISOString() };
+      store.putImage(row);
+      return { ...row, packages: built.packages.length };
+    },
     "image.list": async () => store.images(),
     "image.show": async (p) => must(p.name),
     "image.delete": async (p) => {
       const image = must(p.name);
       const users = deps.vms.deps.vms.list().filter((v) => v.image === p.name).map((v) => v.name);
       if (users.length) throw new BangerError("failed_precondition", `image ${p.name} is used by ${users.join(", ")}`, { hint: `Delete those VMs first (banger vm delete ${users.join(" ")}).` });
-      rmSync(image.rootfs_path, { force: true });
+      rmSync(dirname(image.rootfs_path), { recursive: true, force: true });
       rmSync(image.work_seed_path, { force: true });
       store.deleteImage(p.name);
       return { deleted: p.name };

@@ -1,0 +1,94 @@
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { BangerError } from "../errors.ts";
+import { resolvePaths } from "../host/paths.ts";
+import { hostRunner } from "../host/runner.ts";
+import { sshConnect, sshShell } from "../host/ssh.ts";
+import type { Method } from "../rpc/contract.ts";
+import type { VmView } from "../vm/model.ts";
+import type { FanoutResult } from "../vm/refs.ts";
+import { DEFAULT_GUEST_DIR, exportWorkspace, prepareWorkspace, shq } from "../vm/workspace.ts";
+import type { Out } from "./render.ts";
+import { create, type SshInfo } from "./vm-cmds.ts";
+
+type Rpc = <T>(method: Method, params?: Record<string, unknown>, onEvent?: (e: never) => void, signal?: AbortSignal) => Promise<T>;
+
+/** An SSH session to the VM with banger's key, accepting only the VM's own host key. */
+async function connect(rpc: Rpc, ref: string) {
+  const info = await rpc<SshInfo>("vm.ssh-info", { ref });
+  if (info.state !== "running") throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
+  const conn = await sshConnect({ host: info.ip, user: info.user, privateKey: readFileSync(info.key), knownHostKey: info.host_key, timeoutMs: 15_000 });
+  return { info, conn, shell: sshShell(conn) };
+}
+
+/** `vm workspace prepare`: the repo's working tree and history to /root/repo, streamed over SSH. */
+export async function prepare(out: Out, rpc: Rpc, ref: string, o: { from?: string; fullCopy?: boolean; replace?: boolean }) {
+  const { info, conn, shell } = await connect(rpc, ref);
+  try {
+    const r = await prepareWorkspace({ shell, from: resolve(o.from ?? "."), fullCopy: o.fullCopy, replace: o.replace });
+    out.out(`${r.source} → ${info.name}:${r.guestDir} (${(r.bytes / 1024 / 1024).toFixed(1)} MiB${r.fullCopy ? ", full copy" : ""}) in ${(r.ms / 1000).toFixed(1)}s`);
+    return r;
+  } finally {
+    conn.end();
+  }
+}
+
+/** `vm workspace export`: the guest's work back as a branch (or a patch); the host checkout is untouched. */
+export async function exportCmd(out: Out, rpc: Rpc, ref: string, o: { to?: string; branch?: string; patch?: string; force?: boolean }) {
+  const { info, conn, shell } = await connect(rpc, ref);
+  try {
+    const r = await exportWorkspace({ shell, to: resolve(o.to ?? "."), vmName: info.name, branch: o.branch, patch: o.patch ? resolve(o.patch) : undefined, force: o.force });
+    out.out(r.summary);
+    return r;
+  } finally {
+    conn.end();
+  }
+}
+
+async function insideRepo(path: string): Promise<boolean> {
+  const r = await hostRunner.run(["git", "-C", path, "rev-parse", "--show-toplevel"], { allowFailure: true });
+  return r.code === 0;
+}
+
+/** `vm run`: create (or start) the VM, prepare the workspace, then run the command in /root/repo or print next steps. */
+export async function run(out: Out, rpc: Rpc, cmd: string[], o: Record<string, unknown>, createParams: Record<string, unknown>): Promise<number> {
+  const name = createParams.name as string | undefined;
+  const existing = name ? (await rpc<VmView[]>("vm.list")).find((v) => v.name === name) : undefined;
+  let vm: VmView;
+  if (existing) {
+    if (existing.state !== "running") {
+      const [r] = await rpc<FanoutResult[]>("vm.start", { refs: [existing.name] });
+      if (!r?.ok) throw new BangerError((r?.error?.code as never) ?? "internal", r?.message ?? "start failed", { hint: r?.error?.hint });
+    }
+    vm = await rpc<VmView>("vm.show", { ref: existing.name });
+  } else {
+    vm = await create(out, rpc, createParams, false);
+  }
+  const from = resolve(String(o.from ?? "."));
+  if (await insideRepo(from)) {
+    try {
+      await prepare(out, rpc, vm.name, { from, fullCopy: Boolean(o.fullCopy) });
+    } catch (err) {
+      if (!(err instanceof BangerError && err.code === "already_exists")) throw err;
+      out.err(`${DEFAULT_GUEST_DIR} in ${vm.name} already holds a workspace; keeping it`);
+    }
+  } else out.err(`${from} is not a git repository; no workspace prepared`);
+  if (!cmd.length) {
+    out.out(`\nnext:\n  banger vm ssh ${vm.name}                   # a shell (the repo is at ${DEFAULT_GUEST_DIR})\n  banger vm workspace export ${vm.name}      # bring the work back as branch banger/${vm.name}\n  banger vm delete --force ${vm.name}        # remove the VM and everything it owns`);
+    return 0;
+  }
+  return sshRun(vm.name, rpc, `cd ${shq(DEFAULT_GUEST_DIR)} 2>/dev/null || cd /root; ${cmd.map(shq).join(" ")}`);
+}
+
+/** Runs a command in the VM through the system ssh (a TTY when we have one) and returns its exit code. */
+async function sshRun(ref: string, rpc: Rpc, remote: string): Promise<number> {
+  const paths = resolvePaths();
+  const info = await rpc<SshInfo>("vm.ssh-info", { ref });
+  const argv = ["-i", info.key, "-o", "IdentitiesOnly=yes", "-o", `UserKnownHostsFile=${paths.knownHosts}`, "-o", "StrictHostKeyChecking=yes", "-o", `HostKeyAlias=${info.name}.vm`, "-o", "LogLevel=ERROR", ...(process.stdin.isTTY ? ["-t"] : []), `${info.user}@${info.ip}`, remote];
+  return new Promise<number>((res) => {
+    const child = spawn("ssh", argv, { stdio: "inherit" });
+    child.on("exit", (c, sig) => res(c ?? (sig ? 128 : 1)));
+    child.on("error", () => res(255));
+  });
+}
