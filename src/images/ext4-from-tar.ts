@@ -164,7 +164,7 @@ export async function ext4FromTar(opts: WriteExt4Options & { tarPath: string }):
   const blobDir = mkdtempSync(join(opts.workDir, "blobs-"));
   try {
     const blobs: BlobStore = { dir: blobDir, next: 0 };
-    applyLayer(tree, decompressLayer(await Bun.file(opts.tarPath).bytes(), opts.tarPath), opts.tarPath, blobs);
+    await applyLayer(tree, decompressLayer(await Bun.file(opts.tarPath).bytes(), opts.tarPath), opts.tarPath, blobs);
     return await writeExt4(tree, opts);
   } finally {
     rmSync(blobDir, { recursive: true, force: true });

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { BangerError } from "../../errors.ts";
 import type { Runner } from "../../host/runner.ts";
@@ -75,7 +75,7 @@ export async function applyExtras(tree: FlatTree, extras: ExtraEntry[], blobs: B
       const data = x.fromFile !== undefined ? await Bun.file(x.fromFile).bytes() : x.content;
       if (data === undefined) throw new BangerError("invalid_argument", `extra file ${x.path} has neither content nor fromFile`);
       const blob = join(blobs.dir, String(blobs.next++));
-      writeFileSync(blob, data, { mode: 0o600 });
+      await Bun.write(blob, data);
       tree.putLeaf(path, { kind: "file", meta: { ...meta, mode: x.mode ?? 0o644 }, blob, size: typeof data === "string" ? Buffer.byteLength(data) : data.length });
     }
   }
@@ -99,7 +99,7 @@ export async function importOci(opts: ImportOciOptions): Promise<ImportOciResult
     for (const [i, layer] of image.layers.entries()) {
       const label = `layer ${i + 1}/${image.layers.length} (${layer.digest ?? layer.path})`;
       const started = performance.now();
-      applyLayer(tree, await layerTar(src, layer, label), label, blobs);
+      await applyLayer(tree, await layerTar(src, layer, label), label, blobs);
       say(`${label} applied in ${Math.round(performance.now() - started)} ms`);
     }
     await applyExtras(tree, opts.extraEntries ?? [], blobs);
