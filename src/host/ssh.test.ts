@@ -3,6 +3,8 @@ import { connect } from "node:net";
 import { BangerError } from "../errors.ts";
 import { hasFile, isRoot, testNeeds } from "../testing/skip.ts";
 import { hostKeyBlob, sshConnect, sshExec, sshShell, waitForSsh } from "./ssh.ts";
+import type { Client } from "ssh2";
+import { guestShellContract } from "../vm/workspace/shell.contract.ts";
 import { SSHD, startTestSshd, type TestSshd } from "./sshd-fixture.ts";
 
 const canSshd: Array<[boolean, string]> = [
@@ -67,11 +69,19 @@ describe("waitForSsh (fake connect, pinned clock)", () => {
 
 describe("ssh against a real sshd on loopback (root)", () => {
   let sshd: TestSshd | undefined;
-  beforeAll(async () => {
-    if (canSshd.every(([ok]) => ok)) sshd = await startTestSshd();
-  });
-  afterAll(async () => sshd?.stop());
+  let shared: Client | undefined;
   const opts = () => ({ host: "127.0.0.1", port: sshd!.port, privateKey: sshd!.clientKey, knownHostKey: sshd!.hostPublicKey, timeoutMs: 5_000 });
+  beforeAll(async () => {
+    if (!canSshd.every(([ok]) => ok)) return;
+    sshd = await startTestSshd();
+    shared = await sshConnect(opts());
+  });
+  afterAll(async () => {
+    shared?.end();
+    await sshd?.stop();
+  });
+
+  guestShellContract("ssh", () => sshShell(shared!), (name, fn) => testNeeds(`${name} (needs root, sshd)`, canSshd, fn));
 
   testNeeds("exec streams stdin in and stdout/stderr out with the exit code (needs root, sshd)", canSshd, async () => {
     const conn = await sshConnect(opts());

@@ -58,7 +58,14 @@ export async function startTestSshd(): Promise<TestSshd> {
   ].join("\n");
   writeFileSync(join(dir, "sshd_config"), `${config}\n`);
   const proc = Bun.spawn([SSHD, "-D", "-e", "-f", join(dir, "sshd_config")], { stdout: "ignore", stderr: "pipe" });
+  // If the test process dies without calling stop(), sshd must not outlive it.
+  const onExit = () => {
+    proc.kill();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once("exit", onExit);
   const stop = async () => {
+    process.off("exit", onExit);
     proc.kill();
     await proc.exited;
     rmSync(dir, { recursive: true, force: true });
