@@ -194,6 +194,23 @@ describe("exportWorkspace", () => {
     expect(git(clean, "branch", "--list", "banger/*")).toBe("");
   });
 
+  test("--force never moves the branch the host has checked out", async () => {
+    const host = join(tmp, "checked-out");
+    mkdirSync(host);
+    git(host, "init", "-q", "-b", "banger/busy");
+    writeFileSync(join(host, "f.txt"), "x\n");
+    git(host, "add", ".");
+    git(host, "-c", "user.name=C", "-c", "user.email=c@example.com", "commit", "-q", "-m", "c");
+    const g = guest();
+    await prepareWorkspace({ shell: g.shell, from: host, guestDir: g.dir });
+    writeFileSync(join(g.dir, "f.txt"), "changed\n");
+    const before = repoState(host);
+    const e = await rejection(exportWorkspace({ shell: g.shell, to: host, vmName: "busy", force: true, guestDir: g.dir }));
+    expect(e.code).toBe("failed_precondition");
+    expect(e.message).toContain("checked out");
+    expect(repoState(host)).toEqual(before);
+  });
+
   test("an invalid branch name is a usage error", async () => {
     const g = guest();
     const e = await rejection(exportWorkspace({ shell: g.shell, to: repo, vmName: "web", branch: "bad..name", guestDir: g.dir }));

@@ -91,7 +91,8 @@ async function fetchBundle(runner: Runner, shell: GuestShell, guestDir: string, 
     await streamToFile(shell, bundleScript(guestDir, snap), file, "bundling the guest's commits");
     const refspec = `${force ? "+" : ""}${EXPORT_REF}:refs/heads/${branch}`;
     // No auto-gc or maintenance: the export must not rewrite anything else in the host repository.
-    const argv = ["git", "-c", "gc.auto=0", "-c", "maintenance.auto=false", "-C", top, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", file, refspec];
+    const quiet = ["-c", "gc.auto=0", "-c", "maintenance.auto=false", "-c", "fetch.writeCommitGraph=false"];
+    const argv = ["git", ...quiet, "-C", top, "fetch", "--quiet", "--no-tags", "--no-prune", "--no-write-fetch-head", "--no-recurse-submodules", file, refspec];
     const r = await runner.run(argv, { allowFailure: true });
     if (r.code !== 0) throw fetchError(r.stderr, top, branch, snap);
   } finally {

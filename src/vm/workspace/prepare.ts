@@ -60,10 +60,14 @@ export async function prepareWorkspace(opts: PrepareOptions, deps: PrepareDeps =
       },
     }),
   );
-  const [, r] = await Promise.all([
+  const [packed, unpacked] = await Promise.allSettled([
     tar.done,
     opts.shell.exec(unpackScript(guestDir, src), { stdin: counted }).finally(() => tar.kill()),
   ]);
+  // The host side's failure explains a truncated archive better than the guest's complaint about it.
+  if (packed.status === "rejected") throw packed.reason;
+  if (unpacked.status === "rejected") throw unpacked.reason;
+  const r = unpacked.value;
   if (r.code !== 0) {
     throw new BangerError("internal", `unpacking the workspace into ${guestDir} failed (exit ${r.code}): ${lastLines(r.stderr)}`, {
       hint: "Check free space on the guest's work disk (df -h /root), then run prepare again with --replace.",
