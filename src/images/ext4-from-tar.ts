@@ -30,6 +30,7 @@ function metaLines(path: string, type: keyof typeof TYPE_BITS, m: Meta): string[
     `sif ${q(path)} uid ${m.uid}`,
     `sif ${q(path)} gid ${m.gid}`,
     `sif ${q(path)} mtime @${Math.max(0, m.mtime)}`,
+    ...(m.xattrs ?? []).map((x) => `ea_set -f ${q(x.blob)} ${q(path)} ${x.name}`),
   ];
 }
 

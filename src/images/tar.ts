@@ -17,6 +17,8 @@ export interface TarEntry {
   linkname: string;
   /** Byte offset of the member's data in the archive. */
   dataOffset: number;
+  /** Extended attributes from PAX `SCHILY.xattr.*` records (e.g. security.capability), raw bytes. */
+  xattrs: Record<string, Uint8Array>;
 }
 
 /** Random access to an archive's bytes: a buffer in memory or a file read at offsets. */
@@ -26,6 +28,7 @@ const TYPES: Record<string, TarType> = {
   "0": "file", "\0": "file", "7": "file", "1": "hardlink", "2": "symlink",
   "3": "char", "4": "block", "5": "dir", "6": "fifo",
 };
+const XATTR = "SCHILY.xattr.";
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 const lossy = new TextDecoder("utf-8");
 
@@ -64,9 +67,9 @@ function checksumOk(block: Uint8Array): boolean {
   return sum === num(block, 148, 8);
 }
 
-/** Parses PAX extended-header records ("len key=value\n"). */
-function parsePax(data: Uint8Array): Record<string, string> {
-  const out: Record<string, string> = {};
+/** Parses PAX extended-header records ("len key=value\n"); values stay bytes (xattrs are binary). */
+function parsePax(data: Uint8Array): Record<string, Uint8Array> {
+  const out: Record<string, Uint8Array> = {};
   let pos = 0;
   while (pos < data.length) {
     const space = data.indexOf(0x20, pos);
@@ -75,7 +78,7 @@ function parsePax(data: Uint8Array): Record<string, string> {
     if (!(len > 0)) break;
     const record = data.subarray(space + 1, pos + len - 1);
     const eq = record.indexOf(0x3d);
-    if (eq > 0) out[lossy.decode(record.subarray(0, eq))] = decodeName(record.subarray(eq + 1));
+    if (eq > 0) out[lossy.decode(record.subarray(0, eq))] = record.subarray(eq + 1);
     pos += len;
   }
   return out;
@@ -84,8 +87,8 @@ function parsePax(data: Uint8Array): Record<string, string> {
 /** Iterates the members of a tar archive of `total` bytes; stops at the end-of-archive block. */
 export function* tarEntries(readAt: ReadAt, total: number): Generator<TarEntry> {
   let pos = 0;
-  let pax: Record<string, string> = {};
-  let globalPax: Record<string, string> = {};
+  let pax: Record<string, Uint8Array> = {};
+  let globalPax: Record<string, Uint8Array> = {};
   let longName: string | undefined;
   let longLink: string | undefined;
   while (pos + 512 <= total) {
@@ -97,7 +100,10 @@ export function* tarEntries(readAt: ReadAt, total: number): Generator<TarEntry> 
     const typeflag = String.fromCharCode(block[156]!);
     const size = num(block, 124, 12);
     const dataOffset = pos + 512;
-    const ext = { ...globalPax, ...pax };
+    const raw = { ...globalPax, ...pax };
+    const ext: Record<string, string> = {};
+    for (const k of ["path", "linkpath"]) if (raw[k]) ext[k] = decodeName(raw[k]);
+    for (const k of ["size", "uid", "gid", "mtime"]) if (raw[k]) ext[k] = lossy.decode(raw[k]);
     const entrySize = ext.size !== undefined && !"xgLK".includes(typeflag) ? Number(ext.size) : size;
     pos = dataOffset + Math.ceil(entrySize / 512) * 512;
     if (pos > total) throw new BangerError("invalid_argument", `tar archive is truncated at byte ${total}`);
@@ -127,6 +133,9 @@ export function* tarEntries(readAt: ReadAt, total: number): Generator<TarEntry> 
       size: TYPES[typeflag] === "file" ? entrySize : 0,
       linkname: ext.linkpath ?? longLink ?? decodeName(cstr(block, 157, 100)),
       dataOffset,
+      xattrs: Object.fromEntries(
+        Object.entries(raw).filter(([k]) => k.startsWith(XATTR)).map(([k, v]) => [k.slice(XATTR.length), v]),
+      ),
     };
     pax = {};
     longName = undefined;
@@ -144,6 +153,7 @@ export interface TarInput {
   gid?: number;
   mtime?: number;
   linkname?: string;
+  xattrs?: Record<string, Uint8Array>;
 }
 
 const FLAGS: Record<TarType, string> = {
@@ -182,14 +192,17 @@ export function writeTar(entries: TarInput[]): Uint8Array {
     const data = typeof e.data === "string" ? enc.encode(e.data) : (e.data ?? new Uint8Array());
     const path = enc.encode(e.path);
     const link = enc.encode(e.linkname ?? "");
-    if (path.length > 99 || link.length > 99) {
+    const xattrs = Object.entries(e.xattrs ?? {});
+    if (path.length > 99 || link.length > 99 || xattrs.length) {
       const rec = (k: string, v: Uint8Array) => {
         const body = [...enc.encode(` ${k}=`), ...v, 10];
         let len = body.length + 1;
         while (String(len).length + body.length !== len) len++;
         return [...enc.encode(String(len)), ...body];
       };
-      const pax = new Uint8Array([...rec("path", path), ...(link.length ? rec("linkpath", link) : [])]);
+      const records = [...rec("path", path), ...(link.length ? rec("linkpath", link) : [])];
+      for (const [k, v] of xattrs) records.push(...rec(`${XATTR}${k}`, v));
+      const pax = new Uint8Array(records);
       parts.push(header(enc.encode("PaxHeader"), { path: "PaxHeader" }, pax.length, "x", new Uint8Array()), ...padded(pax));
     }
     const size = type === "file" ? data.length : 0;

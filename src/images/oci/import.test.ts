@@ -47,6 +47,7 @@ const layer1: TarInput[] = [
   { path: "etc/passwd", data: "root:x:0:0:root:/root:/bin/sh\n" },
   { path: "bin/su", data: "#!su", mode: 0o4755 },
   { path: "usr/bin/wall", data: "wall", mode: 0o2755, gid: 5 },
+  { path: "usr/bin/ping", data: "ping", mode: 0o755, xattrs: { "security.capability": new Uint8Array([1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0]), "system.posix_acl_access": new Uint8Array([2]) } },
   { path: "tmp/", type: "dir", mode: 0o1777 },
   { path: "home/dev/", type: "dir", mode: 0o750, uid: 1000, gid: 1000 },
   { path: "home/dev/notes.txt", data: "mine", mode: 0o600, uid: 1000, gid: 1000 },
@@ -76,6 +77,8 @@ function checkFlattened(img: string) {
   expect(stat(img, "/bin/su")).toMatchObject({ type: "regular", mode: 0o4755, uid: 0, links: 2 });
   expect(cat(img, "/bin/su-again")).toBe("#!su");
   expect(stat(img, "/usr/bin/wall")).toMatchObject({ mode: 0o2755, gid: 5 });
+  expect(debugfs(img, "ea_list /usr/bin/ping")).toContain("security.capability (12) = 01 00 00 02 00 20 00 00 00 00 00 00");
+  expect(debugfs(img, "ea_list /usr/bin/ping")).not.toContain("posix_acl");
   expect(stat(img, "/tmp")).toMatchObject({ type: "directory", mode: 0o1777 });
   expect(stat(img, "/home/dev")).toMatchObject({ mode: 0o750, uid: 1000, gid: 1000 });
   expect(stat(img, "/home/dev/notes.txt")).toMatchObject({ mode: 0o600, uid: 1000, gid: 1000 });

@@ -29,8 +29,18 @@ function splitName(path: string): [string, string] {
   return slash < 0 ? ["", trimmed] : [trimmed.slice(0, slash), trimmed.slice(slash + 1)];
 }
 
-function metaOf(e: TarEntry): Meta {
-  return { mode: e.mode & 0o7777, uid: e.uid, gid: e.gid, mtime: e.mtime };
+/** Namespaces debugfs writes verbatim; others (e.g. POSIX ACLs, which need format conversion) are dropped. */
+const XATTR_NAME = /^(security|user|trusted)\.[\x21-\x7e]{1,200}$/;
+
+async function metaOf(e: TarEntry, blobs: BlobStore): Promise<Meta> {
+  const meta: Meta = { mode: e.mode & 0o7777, uid: e.uid, gid: e.gid, mtime: e.mtime };
+  for (const [name, value] of Object.entries(e.xattrs)) {
+    if (!XATTR_NAME.test(name)) continue;
+    const blob = join(blobs.dir, String(blobs.next++));
+    await Bun.write(blob, value);
+    (meta.xattrs ??= []).push({ name, blob });
+  }
+  return meta;
 }
 
 /** Applies whiteouts first: per the OCI spec they only hide what lower layers made. */
@@ -53,20 +63,20 @@ async function applyEntry(tree: FlatTree, e: TarEntry, data: Uint8Array, blobs: 
   const shown = JSON.stringify(e.path);
   switch (e.type) {
     case "dir":
-      return tree.putDir(e.path, metaOf(e));
+      return tree.putDir(e.path, await metaOf(e, blobs));
     case "file": {
       tree.lookup(e.path.replace(/\/+$/, "") || "."); // validates the name before anything is written
       const blob = join(blobs.dir, String(blobs.next++));
       // Bun.write is ~20x faster than writeFileSync for many small files here; the blob dir is private (0700).
       await Bun.write(blob, data.subarray(e.dataOffset, e.dataOffset + e.size));
-      return tree.putLeaf(e.path, { kind: "file", meta: metaOf(e), blob, size: e.size });
+      return tree.putLeaf(e.path, { kind: "file", meta: await metaOf(e, blobs), blob, size: e.size });
     }
     case "symlink":
-      return tree.putLeaf(e.path, { kind: "symlink", meta: metaOf(e), target: e.linkname });
+      return tree.putLeaf(e.path, { kind: "symlink", meta: await metaOf(e, blobs), target: e.linkname });
     case "hardlink":
       return tree.link(e.path, e.linkname);
     case "fifo":
-      return tree.putLeaf(e.path, { kind: "fifo", meta: metaOf(e) });
+      return tree.putLeaf(e.path, { kind: "fifo", meta: await metaOf(e, blobs) });
     case "char":
     case "block":
       throw new BangerError("invalid_argument", `entry ${shown} is a ${e.type} device node; images may not carry device nodes`, {

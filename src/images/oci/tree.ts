@@ -6,6 +6,8 @@ export interface Meta {
   uid: number;
   gid: number;
   mtime: number;
+  /** Extended attributes to set, each value stored in a blob file (debugfs reads it with ea_set -f). */
+  xattrs?: Array<{ name: string; blob: string }>;
 }
 
 /** A non-directory inode; hard links are several tree nodes sharing one Leaf object. */

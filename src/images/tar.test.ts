@@ -1,0 +1,53 @@
+import { expect, test } from "bun:test";
+import { BangerError } from "../errors.ts";
+import { bufferReader, tarEntries, writeTar } from "./tar.ts";
+
+const entries = (buf: Uint8Array) => [...tarEntries(bufferReader(buf), buf.length)];
+
+test("round-trips names, types, owners, modes and PAX long names and xattrs", () => {
+  const long = "a/".repeat(80) + "file";
+  const tar = writeTar([
+    { path: "dir/", type: "dir", mode: 0o1777, uid: 1000, gid: 1001, mtime: 1234567890 },
+    { path: long, data: "hello", mode: 0o4755, xattrs: { "user.k": new Uint8Array([0, 255]) } },
+    { path: "ln", type: "symlink", linkname: "b/".repeat(70) + "target" },
+    { path: "hl", type: "hardlink", linkname: "dir/x" },
+    { path: "p", type: "fifo" },
+  ]);
+  const got = entries(tar);
+  expect(got.map((e) => [e.path, e.type])).toEqual([["dir/", "dir"], [long, "file"], ["ln", "symlink"], ["hl", "hardlink"], ["p", "fifo"]]);
+  expect(got[0]).toMatchObject({ mode: 0o1777, uid: 1000, gid: 1001, mtime: 1234567890 });
+  expect(got[1]).toMatchObject({ mode: 0o4755, size: 5 });
+  expect(new TextDecoder().decode(tar.subarray(got[1]!.dataOffset, got[1]!.dataOffset + 5))).toBe("hello");
+  expect([...got[1]!.xattrs["user.k"]!]).toEqual([0, 255]);
+  expect(got[2]!.linkname).toBe("b/".repeat(70) + "target");
+});
+
+test("reads GNU long names and base-256 numbers", () => {
+  const name = "x".repeat(150);
+  const longHeader = writeTar([{ path: "././@LongLink", data: name + "\0" }]).slice(0, 1024);
+  longHeader[156] = "L".charCodeAt(0);
+  const body = writeTar([{ path: "short", data: "z", uid: 5 }]);
+  const hdr = body.subarray(0, 512);
+  hdr.fill(0, 108, 116);
+  hdr[108] = 0x80;
+  hdr[115] = 0x02; // uid 2 in base-256
+  fixChecksum(longHeader.subarray(0, 512));
+  fixChecksum(hdr);
+  const got = entries(new Uint8Array([...longHeader, ...body]));
+  expect(got).toHaveLength(1);
+  expect(got[0]).toMatchObject({ path: name, uid: 2, size: 1 });
+});
+
+test("rejects a corrupt header and a truncated archive", () => {
+  const tar = writeTar([{ path: "f", data: "x".repeat(2000) }]);
+  const bad = tar.slice();
+  bad[0] = 0x41;
+  expect(() => entries(bad)).toThrow(BangerError);
+  expect(() => entries(tar.slice(0, 1024))).toThrow(/truncated/);
+});
+
+function fixChecksum(h: Uint8Array) {
+  h.fill(32, 148, 156);
+  const sum = h.reduce((s, x) => s + x, 0);
+  h.set(new TextEncoder().encode(sum.toString(8).padStart(6, "0") + "\0 "), 148);
+}
