@@ -5,6 +5,7 @@ import type { Runner } from "../../host/runner.ts";
 import { writeExt4 } from "../ext4-from-tar.ts";
 import { applyLayer, decompressLayer, type BlobStore } from "./layer.ts";
 import { selectImage, sha256Digest, type OciImageConfig, type SelectedImage } from "./manifest.ts";
+import { pullToLayout } from "./registry.ts";
 import { openImageSource, type ImageSource } from "./source.ts";
 import { FlatTree } from "./tree.ts";
 
@@ -26,7 +27,7 @@ export interface ExtraEntry {
 
 /** Inputs of `importOci`. */
 export interface ImportOciOptions {
-  /** An oci-layout directory, a docker-save tarball or an oci-archive tarball. */
+  /** An oci-layout directory, a docker-save or oci-archive tarball, or registry://HOST/NAME:TAG. */
   source: string;
   /** Tag or digest when the source holds several images. */
   ref?: string;
@@ -37,6 +38,8 @@ export interface ImportOciOptions {
   /** Scratch space (file contents, the image being built); emptied again before returning. */
   workDir: string;
   runner: Runner;
+  /** HTTP client for `registry://` sources; defaults to the global fetch. */
+  fetch?: (url: string, init?: RequestInit) => Promise<Response>;
   /** Called with a short line per stage, for live progress. */
   onProgress?: (line: string) => void;
 }
@@ -89,13 +92,18 @@ export async function applyExtras(tree: FlatTree, extras: ExtraEntry[], blobs: B
 export async function importOci(opts: ImportOciOptions): Promise<ImportOciResult> {
   const say = opts.onProgress ?? (() => {});
   if (existsSync(opts.outPath)) throw new BangerError("already_exists", `${opts.outPath} already exists; remove it or choose another path`);
-  const src = openImageSource(opts.source);
   const scratch = mkdtempSync(join(opts.workDir, "oci-import-"));
+  let src: ImageSource | undefined;
   try {
+    if (opts.source.startsWith("registry://")) {
+      const ref = await pullToLayout(opts.source, join(scratch, "pulled"), opts.fetch);
+      say(`pulled ${ref.display}`);
+    }
+    src = openImageSource(opts.source.startsWith("registry://") ? join(scratch, "pulled") : opts.source);
     const image = await selectImage(src, opts.ref);
     say(`image ${image.digest}: ${image.layers.length} layers (${src.kind})`);
     const tree = new FlatTree();
-    const blobs: BlobStore = { dir: scratch, next: 0 };
+    const blobs: BlobStore = { dir: mkdtempSync(join(scratch, "files-")), next: 0 };
     for (const [i, layer] of image.layers.entries()) {
       const label = `layer ${i + 1}/${image.layers.length} (${layer.digest ?? layer.path})`;
       const started = performance.now();
@@ -107,7 +115,7 @@ export async function importOci(opts: ImportOciOptions): Promise<ImportOciResult
     say(`wrote ${opts.outPath} (${Math.round(sizeBytes / 1048576)} MiB)`);
     return { rootfs: opts.outPath, digest: image.digest, config: image.config, layers: image.layers.length, sizeBytes };
   } finally {
-    src.close();
+    src?.close();
     rmSync(scratch, { recursive: true, force: true });
   }
 }

@@ -64,7 +64,8 @@ export async function readBlob(src: ImageSource, digest: string): Promise<Uint8A
   return bytes;
 }
 
-function parseJson<T>(bytes: Uint8Array, what: string): T {
+/** Parses JSON from a source file, turning syntax errors into an error naming the file. */
+export function parseJson<T>(bytes: Uint8Array, what: string): T {
   try {
     return JSON.parse(new TextDecoder().decode(bytes)) as T;
   } catch (err) {
