@@ -21,10 +21,10 @@ const index = JSON.stringify({
 const requests: string[] = [];
 
 /** A loopback registry with a Docker-Hub-style bearer challenge, serving the fixture layout. */
-const server = Bun.serve({
+const server: ReturnType<typeof Bun.serve> = Bun.serve({
   port: 0,
   hostname: "127.0.0.1",
-  fetch(req) {
+  fetch(req): Response {
     const url = new URL(req.url);
     requests.push(url.pathname);
     if (url.pathname === "/token") return Response.json({ token: `tok-${url.searchParams.get("scope")}` });
