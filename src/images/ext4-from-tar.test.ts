@@ -30,7 +30,7 @@ test("debugfs script: absolute quoted paths, hard links counted, fifos made insi
 
 testNeeds("makes an ext4 from a gzipped rootfs tarball", [[hasBin("mkfs.ext4") && hasBin("debugfs"), "e2fsprogs not installed"]], async () => {
   const tar = join(dir, "rootfs.tar.gz");
-  writeFileSync(tar, Bun.gzipSync(writeTar([{ path: "./etc/hostname", data: "box\n", uid: 1000 }])));
+  writeFileSync(tar, Bun.gzipSync(writeTar([{ path: "./etc/hostname", data: "box\n", uid: 1000 }]) as Uint8Array<ArrayBuffer>));
   const out = join(dir, "rootfs.ext4");
   const r = await ext4FromTar({ tarPath: tar, outPath: out, workDir: dir, runner: hostRunner });
   expect(r.sizeBytes).toBe(65 * 1024 * 1024);
