@@ -2,6 +2,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, s
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { hostRunner } from "../host/runner";
+import { QemuDriver } from "../vm/drivers/qemu";
+import type { BootPlan, DriveSpec, VmmHandle } from "../vm/drivers/types";
 import { hasBin, hasFile, isRoot, sharedDir, testCacheDir } from "./skip";
 
 /** Bump when the package list or the tree preparation changes; it keys the cache. */
@@ -184,4 +186,73 @@ async function injectFiles(image: string, files: ExtraFile[], scratch: string): 
   const script = join(scratch, "debugfs.cmds");
   writeFileSync(script, `${cmds.join("\n")}\n`);
   await hostRunner.run(["debugfs", "-w", "-f", script, image]);
+}
+
+/** A QEMU guest booted for a test; dispose() kills it and removes its directory. */
+export interface TestGuest {
+  dir: string;
+  plan: BootPlan;
+  driver: QemuDriver;
+  handle: VmmHandle;
+  /** Milliseconds from start() returning to the pattern's first appearance on the serial console. */
+  waitForConsole(pattern: RegExp, timeoutMs?: number): Promise<number>;
+  consoleText(): string;
+  dispose(): Promise<void>;
+}
+
+/**
+ * Boots `image` (first drive, read-write) plus `extraDrives` under QEMU microvm with the
+ * fixture kernel, TCG unless KVM really works. The caller disposes the guest and removes the image.
+ */
+export async function bootTestGuest(opts: {
+  image: string;
+  extraDrives?: DriveSpec[];
+  nic?: BootPlan["nic"];
+  extraBootArgs?: string;
+  cpus?: number;
+  memoryMib?: number;
+  driver?: QemuDriver;
+}): Promise<TestGuest> {
+  const dir = mkdtempSync(join(tmpdir(), "banger-guest-"));
+  const driver = opts.driver ?? new QemuDriver({ accel: "auto", warn: () => {} });
+  const plan: BootPlan = {
+    vmId: `test-${dir.slice(-6)}`,
+    dir,
+    kernelPath: await testKernel(),
+    extraBootArgs: opts.extraBootArgs ?? "",
+    drives: [{ id: "root", path: opts.image, readOnly: false }, ...(opts.extraDrives ?? [])],
+    nic: opts.nic,
+    cpus: opts.cpus ?? 2,
+    memoryMib: opts.memoryMib ?? 1024,
+    cid: 3,
+    consoleLog: join(dir, "console.log"),
+    vmmLog: join(dir, "vmm.log"),
+  };
+  let handle: VmmHandle;
+  try {
+    handle = await driver.start(plan);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  const started = Date.now();
+  const consoleText = () => readIfExists(plan.consoleLog);
+  return {
+    dir,
+    plan,
+    driver,
+    handle,
+    consoleText,
+    async waitForConsole(pattern, timeoutMs = 120_000) {
+      for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await Bun.sleep(100)) {
+        if (pattern.test(consoleText())) return Date.now() - started;
+      }
+      throw new Error(`guest console never showed ${pattern} within ${timeoutMs} ms; last lines:\n${consoleText().slice(-2000)}`);
+    },
+    async dispose() {
+      await driver.kill(handle).catch(() => {});
+      await driver.cleanup(handle, dir);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -69,3 +69,13 @@ export function chooseAccel(choice: AccelChoice, deps: AccelDeps): Accel {
   }
   return "kvm";
 }
+
+/**
+ * The host's TSC rate in kHz from /proc/cpuinfo's "cpu MHz", or null. Under TCG the
+ * guest's TSC runs at the host's rate; a loaded host makes the guest's PIT calibration
+ * fail and the boot then hangs, so the driver passes this as tsc_early_khz.
+ */
+export function hostTscKhz(cpuinfo: string): number | null {
+  const mhz = Number(/^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)?.[1]);
+  return Number.isFinite(mhz) && mhz > 0 ? Math.round(mhz * 1000) : null;
+}

@@ -4,7 +4,7 @@ import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BangerError } from "../../errors";
-import { chooseAccel, hasHardwareVirt } from "./accel";
+import { chooseAccel, hasHardwareVirt, hostTscKhz } from "./accel";
 import { buildQemuArgv, qemuEscape, qemuStatusToState, QemuDriver } from "./qemu";
 import { qmpCall, QmpClient } from "./qmp";
 import type { BootPlan } from "./types";
@@ -44,6 +44,15 @@ describe("buildQemuArgv", () => {
     expect(values(argv, "-m")).toEqual(["1024"]);
     expect(argv).toContain("-nodefaults");
     expect(argv).toContain("-no-reboot");
+  });
+
+  test("TCG guests get the host TSC rate so PIT calibration on a busy host cannot hang the boot; KVM guests do not", () => {
+    const tcg = buildQemuArgv({ ...plan, extraBootArgs: "" }, { bin: "q", accel: "tcg", vhostVsock: false, tscKhz: 2596124 });
+    expect(values(tcg, "-append")).toEqual(["console=ttyS0 reboot=k panic=1 root=/dev/vda ro tsc_early_khz=2596124"]);
+    const kvm = buildQemuArgv({ ...plan, extraBootArgs: "" }, { bin: "q", accel: "kvm", vhostVsock: false, tscKhz: 2596124 });
+    expect(values(kvm, "-append")[0]).not.toContain("tsc_early_khz");
+    expect(hostTscKhz("processor\t: 0\ncpu MHz\t\t: 2596.124\n")).toBe(2596124);
+    expect(hostTscKhz("processor\t: 0\n")).toBeNull();
   });
 
   test("KVM uses -cpu host", () => {

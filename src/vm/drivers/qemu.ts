@@ -3,7 +3,7 @@ import { existsSync, openSync, closeSync, readFileSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { BangerError } from "../../errors";
-import { type AccelChoice, type AccelDeps, type Accel, chooseAccel, hostAccelDeps } from "./accel";
+import { type AccelChoice, type AccelDeps, type Accel, chooseAccel, hostAccelDeps, hostTscKhz } from "./accel";
 import { cmdline, findByArgs, isAlive, isSameProcess, signal, startTime, startedAt, systemClock, waitForExit, type Clock } from "./process";
 import { QmpClient, qmpCall } from "./qmp";
 import type { BootPlan, Driver, VmmHandle, VmmState, AgentStream } from "./types";
@@ -32,6 +32,8 @@ export interface QemuArgvOptions {
   accel: Accel;
   /** Use vhost-vsock for the agent (only where /dev/vhost-vsock exists); else virtio-serial. */
   vhostVsock: boolean;
+  /** Host TSC rate for TCG guests (tsc_early_khz), so a busy host cannot hang their boot. */
+  tscKhz?: number | null;
 }
 
 /**
@@ -43,7 +45,8 @@ export function buildQemuArgv(plan: BootPlan, opts: QemuArgvOptions): string[] {
   if (plan.drives.length === 0) throw new BangerError("invalid_argument", `VM ${plan.vmId} has no drives; the first drive is the root filesystem`);
   const files = qemuFiles(plan.dir);
   const root = plan.drives[0]!;
-  const append = `console=ttyS0 reboot=k panic=1 root=/dev/vda ${root.readOnly ? "ro" : "rw"} ${plan.extraBootArgs}`.trim();
+  const tsc = opts.accel === "tcg" && opts.tscKhz ? ` tsc_early_khz=${opts.tscKhz}` : "";
+  const append = `console=ttyS0 reboot=k panic=1 root=/dev/vda ${root.readOnly ? "ro" : "rw"}${tsc} ${plan.extraBootArgs}`.trim();
   const argv = [
     opts.bin,
     "-name", plan.vmId,
@@ -121,7 +124,8 @@ export class QemuDriver implements Driver {
 
   async start(plan: BootPlan): Promise<VmmHandle> {
     const vhostVsock = (this.deps.hasVhostVsock ?? (() => existsSync("/dev/vhost-vsock")))();
-    const argv = buildQemuArgv(plan, { bin: this.bin, accel: this.resolveAccel(), vhostVsock });
+    const tscKhz = hostTscKhz((this.deps.readFile ?? hostAccelDeps.readFile)("/proc/cpuinfo") ?? "");
+    const argv = buildQemuArgv(plan, { bin: this.bin, accel: this.resolveAccel(), vhostVsock, tscKhz });
     await this.cleanup(null, plan.dir);
     const pid = this.spawnDetached(argv, plan.vmmLog);
     const files = qemuFiles(plan.dir);
