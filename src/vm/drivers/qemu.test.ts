@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -220,5 +220,27 @@ describe("QMP client against a scripted server", () => {
   test("a missing socket is unavailable", async () => {
     dir = mkdtempSync(join(tmpdir(), "qmp-test-"));
     await expect(qmpCall(join(dir, "none.sock"), "query-status", 500)).rejects.toMatchObject({ code: "unavailable" });
+  });
+});
+
+describe("QemuDriver.start failures leave nothing behind", () => {
+  let dir: string;
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  const planIn = (d: string): BootPlan => ({ ...plan, dir: d, nic: undefined, consoleLog: join(d, "console.log"), vmmLog: join(d, "vmm.log") });
+  const quiet = { accel: "tcg" as const, warn: () => {}, hasVhostVsock: () => false };
+
+  test("a missing QEMU binary is not_available", async () => {
+    dir = mkdtempSync(join(tmpdir(), "qemu-start-"));
+    const driver = new QemuDriver({ ...quiet, bin: join(dir, "no-such-qemu") });
+    await expect(driver.start(planIn(dir))).rejects.toMatchObject({ code: "not_available" });
+  });
+
+  test("a QEMU that exits during start-up fails with its last log lines", async () => {
+    dir = mkdtempSync(join(tmpdir(), "qemu-start-"));
+    const fake = join(dir, "fake-qemu");
+    writeFileSync(fake, "#!/bin/sh\necho 'qemu-system-x86_64: -drive id=disk-base: Could not open' >&2\nexit 1\n", { mode: 0o755 });
+    const driver = new QemuDriver({ ...quiet, bin: fake });
+    await expect(driver.start(planIn(dir))).rejects.toThrow(/Could not open/);
+    expect(existsSync(join(dir, "qmp.sock"))).toBe(false);
   });
 });

@@ -126,6 +126,11 @@ export class QemuDriver implements Driver {
     const vhostVsock = (this.deps.hasVhostVsock ?? (() => existsSync("/dev/vhost-vsock")))();
     const tscKhz = hostTscKhz((this.deps.readFile ?? hostAccelDeps.readFile)("/proc/cpuinfo") ?? "");
     const argv = buildQemuArgv(plan, { bin: this.bin, accel: this.resolveAccel(), vhostVsock, tscKhz });
+    if (findByArgs("-qmp", qmpArg(plan.dir)).some(isAlive)) {
+      throw new BangerError("already_exists", `a QEMU process for VM ${plan.vmId} is already running`, {
+        hint: `Stop it first (banger vm stop ${plan.vmId}) or kill it (banger vm kill ${plan.vmId}).`,
+      });
+    }
     await this.cleanup(null, plan.dir);
     const pid = this.spawnDetached(argv, plan.vmmLog);
     const files = qemuFiles(plan.dir);
