@@ -6,17 +6,17 @@ import { join } from "node:path";
 const root = import.meta.dir;
 const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
 
-/** A hash of every source file: two builds of the same sources share a build id. */
-function sourceHash(): string {
+/** A hash of the source files under dir: two builds of the same sources share a build id. */
+function sourceHash(sub = "src", only?: (path: string) => boolean): string {
   const h = createHash("sha256");
   const walk = (dir: string) => {
     for (const e of readdirSync(dir).sort()) {
       const p = join(dir, e);
       if (statSync(p).isDirectory()) walk(p);
-      else if (p.endsWith(".ts") && !p.endsWith(".test.ts")) h.update(p.slice(root.length)).update(readFileSync(p));
+      else if (!p.endsWith(".test.ts") && (only ? only(p) : true)) h.update(p.slice(root.length)).update(readFileSync(p));
     }
   };
-  walk(join(root, "src"));
+  walk(join(root, sub));
   return h.digest("hex").slice(0, 12);
 }
 
@@ -24,7 +24,9 @@ const buildId = process.env.BANGER_BUILD_ID ?? sourceHash();
 const define = {
   BANGER_VERSION: JSON.stringify(pkg.version),
   BANGER_BUILD_ID: JSON.stringify(buildId),
-  BANGER_AGENT_VERSION: JSON.stringify(`${pkg.version}+${buildId}`),
+  // The agent's version follows only its own sources, so rebuilding banger does not make
+  // every guest's agent look outdated.
+  BANGER_AGENT_VERSION: JSON.stringify(`${pkg.version}+${sourceHash("src", (p) => p.includes("/src/agent/") || p.endsWith("/src/guest-agent.ts"))}`),
 };
 const outdir = process.argv[2] ?? join(root, "dist");
 

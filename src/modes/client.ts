@@ -1,6 +1,6 @@
 import type { CAC } from "cac";
 import { existsSync, readFileSync, statSync, watch } from "node:fs";
-import { resolve } from "node:path";
+import { basename, resolve } from "node:path";
 import { loadConfig, renderConfig } from "../config.ts";
 import { BangerError } from "../errors.ts";
 import { hostDoctorDeps, runDoctor } from "../host/doctor.ts";
@@ -133,7 +133,8 @@ export const kernelDelete = (name: string) => showCmd("kernel.delete", { name },
 export const imageList = (o: Opts) => listCmd("image.list", o);
 export const imageShow = (name: string, o: Opts) => showCmd("image.show", { name }, o);
 export const imagePull = (name: string) => streamCmd("image.pull", { name }, {});
-export const imageImport = (source: string, o: Opts) => streamCmd("image.import", { source, name: str(o.name), kernel: str(o.kernel) }, o);
+export const imageImport = (source: string, o: Opts) =>
+  streamCmd("image.import", { source, name: str(o.name) ?? basename(source).replace(/(\.tar)?(\.gz)?$/, "").replace(/[^A-Za-z0-9._-]/g, "-"), kernel: str(o.kernel) }, o);
 export const imageBuild = (o: Opts) => streamCmd("image.build", { name: str(o.name), kernel: str(o.kernel) }, o);
 export const imageDelete = (name: string) => showCmd("image.delete", { name }, {});
 

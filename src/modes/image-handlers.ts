@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { buildImage } from "../images/build.ts";
 import type { ArtifactStore, ImageRow } from "../store/artifacts.ts";
 import { agentBinaryPath } from "./services.ts";
+import { importImage } from "./image-import.ts";
 import type { ArtifactDeps } from "./artifact-handlers.ts";
 
 /** RPC handlers for `image`. */
@@ -44,6 +45,15 @@ export function imageHandlers(deps: ArtifactDeps & { store: ArtifactStore }): Ha
       const row: ImageRow = { name, rootfs_path: built.rootfs, work_seed_path: built.workSeed, kernel, agent_version: built.agentVersion, fingerprint: built.fingerprint, size_bytes: built.sizeBytes, source: "build:debian-bookworm", created_at: new Date().toISOString() };
       store.putImage(row);
       return { ...row, packages: built.packages.length };
+    },
+    "image.import": async (p, ctx) => {
+      if (store.image(p.name)) throw new BangerError("already_exists", `image ${p.name} already exists`, { hint: `Delete it first (banger image delete ${p.name}) or pick another --name.` });
+      const kernel = pairKernel(p.kernel);
+      const agentBinary = agentBinaryPath();
+      if (!agentBinary) throw new BangerError("failed_precondition", "the guest agent executable (banger-agent) is not beside banger", { hint: "Build with `bun run build`." });
+      const row = await importImage({ source: p.source, name: p.name, kernel, imagesDir: deps.paths.imagesDir, agentBinary, runner: deps.runner, progress: (line) => ctx.progress({ stage: "import", status: "info", message: line }) });
+      store.putImage(row);
+      return row;
     },
     "image.list": async () => store.images(),
     "image.show": async (p) => must(p.name),

@@ -11,6 +11,7 @@ import type { VmView } from "../vm/model.ts";
 import type { VmStats } from "../vm/reconcile.ts";
 import { renderPortsTable, type PortsView } from "../vm/ports-view.ts";
 import { selfArgv } from "./autostart.ts";
+import { shq } from "../vm/workspace.ts";
 import { printJson, progressRenderer, type Out } from "./render.ts";
 import { renderFanout, renderStats, renderVm, renderVmList } from "./vm-render.ts";
 
@@ -101,7 +102,7 @@ export async function ssh(out: Out, rpc: Rpc, ref: string, cmd: string[]): Promi
   const info = await rpc<SshInfo>("vm.ssh-info", { ref });
   if (info.state !== "running") throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
   const interactive = cmd.length === 0;
-  const argv = ["-i", info.key, "-o", "IdentitiesOnly=yes", "-o", `UserKnownHostsFile=${paths.knownHosts}`, "-o", "StrictHostKeyChecking=yes", "-o", `HostKeyAlias=${info.name}.vm`, "-o", "LogLevel=ERROR", ...(interactive && process.stdin.isTTY ? ["-t"] : []), `${info.user}@${info.ip}`, ...(cmd.length ? ["--", ...cmd] : [])];
+  const argv = ["-i", info.key, "-o", "IdentitiesOnly=yes", "-o", `UserKnownHostsFile=${paths.knownHosts}`, "-o", "StrictHostKeyChecking=yes", "-o", `HostKeyAlias=${info.name}.vm`, "-o", "LogLevel=ERROR", ...(interactive && process.stdin.isTTY ? ["-t"] : []), `${info.user}@${info.ip}`, ...(cmd.length ? ["--", cmd.map(shq).join(" ")] : [])];
   const code = await new Promise<number>((resolve) => {
     const child = spawn("ssh", argv, { stdio: "inherit" });
     child.on("exit", (c, sig) => resolve(c ?? (sig ? 128 : 1)));

@@ -2,6 +2,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { waitForAgent } from "../agent/client.ts";
 import { BangerError } from "../errors.ts";
 import { buildConfigDrive } from "../images/config-drive.ts";
+import { glueBootArgs } from "../images/glue/index.ts";
 import { vmPaths, type VmPaths } from "../host/paths.ts";
 import { waitForSsh } from "../host/ssh.ts";
 import type { ImageRow, KernelRow } from "../store/artifacts.ts";
@@ -48,7 +49,7 @@ export function knownHandle(rt: Runtime, vm: VmRow, dir: VmPaths): VmmHandle | n
 /** Kernel args banger adds beyond the driver's: the boot glue and the guest's static network. */
 export function bootArgs(deps: VmServiceDeps, vm: VmRow): string {
   const gw = deps.network.gateway();
-  return `init=/usr/lib/banger/init ip=${vm.ip}::${gw.ip}:${gw.mask}:${vm.name}:eth0:off`;
+  return glueBootArgs({ guestIp: vm.ip, gatewayIp: gw.ip, netmask: gw.mask, hostname: vm.name });
 }
 
 export function bootPlan(deps: VmServiceDeps, ctx: StartCtx): BootPlan {

@@ -55,7 +55,7 @@ export class VmService {
     const steps = createSteps(this.deps, this.rt, this.allocLock);
     // The VM's lock is taken once its id exists; until then nothing else can name it.
     try {
-      await runSteps(steps, ctx, { progress: call.progress, signal: call.signal, log: this.deps.log, failAt: this.deps.failAt?.() });
+      await runSteps(steps, ctx, { progress: call.progress, signal: call.signal, log: this.deps.log, failAt: this.deps.failAt?.(), beforeUndo: () => this.keepConsoleTail(ctx) });
     } finally {
       this.syncKnownHosts();
     }
@@ -144,6 +144,13 @@ export class VmService {
     });
     mkdirSync(dirname(this.deps.paths.knownHosts), { recursive: true, mode: 0o700 });
     writeFileSync(this.deps.paths.knownHosts, knownHostsText(entries), { mode: 0o600 });
+  }
+
+  /** A failed create removes the VM dir; its console tail goes to the daemon log first, for diagnosis. */
+  private keepConsoleTail(ctx: { vm?: VmRow; dir?: { consoleLog: string } }) {
+    if (!ctx.vm || !ctx.dir || !existsSync(ctx.dir.consoleLog)) return;
+    const tail = readFileSync(ctx.dir.consoleLog, "utf8").split("\n").slice(-40).join("\n  | ");
+    this.deps.log(`console of ${ctx.vm.name} before undo:\n  | ${tail}`);
   }
 
   graceMs(): number {
