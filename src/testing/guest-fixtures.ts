@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { hostRunner } from "../host/runner";
@@ -30,7 +30,7 @@ export function guestChecks(): Array<[boolean, string]> {
  * Runs `build` once across concurrent test processes: a mkdir lock beside `target`,
  * taken over when its owner pid is gone. Returns `target`.
  */
-async function buildOnce(target: string, build: (tmp: string) => Promise<void>, waitMs = 600_000): Promise<string> {
+export async function buildOnce(target: string, build: (tmp: string) => Promise<void>, waitMs = 600_000): Promise<string> {
   mkdirSync(dirname(target), { recursive: true });
   const lock = `${target}.lock`;
   const deadline = Date.now() + waitMs;
@@ -185,7 +185,11 @@ async function injectFiles(image: string, files: ExtraFile[], scratch: string): 
   });
   const script = join(scratch, "debugfs.cmds");
   writeFileSync(script, `${cmds.join("\n")}\n`);
-  await hostRunner.run(["debugfs", "-w", "-f", script, image]);
+  try {
+    await hostRunner.run(["debugfs", "-w", "-f", script, image]);
+  } finally {
+    for (const f of readdirSync(scratch)) if (f.startsWith("extra-") || f === "debugfs.cmds") rmSync(join(scratch, f));
+  }
 }
 
 /** A QEMU guest booted for a test; dispose() kills it and removes its directory. */

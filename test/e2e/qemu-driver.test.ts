@@ -6,7 +6,8 @@ import { join } from "node:path";
 import { chooseAccel, hostAccelDeps, kvmProblem } from "../../src/vm/drivers/accel";
 import { isAlive } from "../../src/vm/drivers/process";
 import { QemuDriver, qemuFiles } from "../../src/vm/drivers/qemu";
-import { bootTestGuest, guestChecks, makeTestRootfs, removeTestRootfs, type TestGuest } from "../../src/testing/guest-fixtures";
+import { hostRunner } from "../../src/host/runner";
+import { bootTestGuest, guestChecks, makeTestRootfs, removeTestRootfs, testSshKey, type TestGuest } from "../../src/testing/guest-fixtures";
 import { projectRoot, testNeeds } from "../../src/testing/skip";
 
 // The guest reports its block devices on the agent port, then echoes every chunk back.
@@ -187,6 +188,41 @@ process.kill(process.pid, "SIGKILL");`;
     await driver.cleanup(g.handle, g.dir);
     for (const f of Object.values(qemuFiles(g.dir))) expect(existsSync(f)).toBe(false);
   }, 120_000);
+
+  testNeeds("the guest is reachable by SSH over its TAP with the fixture key (real guest, root)", checks, async () => {
+    const tap = `bgq${process.pid % 100000}`;
+    const ip = (...argv: string[]) => hostRunner.run(["ip", ...argv]);
+    await ip("tuntap", "add", "dev", tap, "mode", "tap");
+    try {
+      await ip("addr", "add", "172.29.77.1/24", "dev", tap);
+      await ip("link", "set", tap, "up");
+      const g = await bootTestGuest({
+        image,
+        driver,
+        nic: { tap, mac: "06:00:ac:1d:4d:02" },
+        extraBootArgs: "ip=172.29.77.2::172.29.77.1:255.255.255.0:guest:eth0:off",
+      });
+      guests.push(g);
+      const t0 = Date.now();
+      const key = await testSshKey();
+      const ssh = ["ssh", "-i", key.privateKeyPath, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=3", "-o", "BatchMode=yes", "root@172.29.77.2"];
+      let out = "";
+      for (const deadline = Date.now() + 120_000; Date.now() < deadline && !out.includes("hello-from-guest"); await Bun.sleep(500)) {
+        out = (await hostRunner.run([...ssh, "echo hello-from-guest; cat /sys/class/net/eth0/address"], { allowFailure: true, timeoutMs: 10_000 })).stdout;
+      }
+      expect(out).toContain("hello-from-guest");
+      console.log(`qemu e2e: SSH over the TAP answered ${Date.now() - t0} ms after start`);
+      expect(out).toContain("06:00:ac:1d:4d:02");
+      expect(await driver.stop(g.handle, grace)).toBe("graceful");
+    } finally {
+      for (const g of guests) {
+        await g.dispose();
+        expect(isAlive(g.handle.pid)).toBe(false);
+      }
+      guests.length = 0;
+      await hostRunner.run(["ip", "link", "del", tap], { allowFailure: true });
+    }
+  }, 240_000);
 
   testNeeds("no QEMU process of these tests outlives them (real guest)", checks, async () => {
     for (const g of guests) {
