@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { resolvePaths, type Paths } from "../host/paths.ts";
@@ -34,6 +34,9 @@ export class TestHome {
     };
     for (const d of ["home", "config", "state", "cache", "run"]) mkdirSync(join(this.root, d), { recursive: true });
     this.paths = resolvePaths(this.env);
+    // A free DNS port of its own, so test daemons never collide with each other or a real one.
+    mkdirSync(this.paths.configDir, { recursive: true });
+    writeFileSync(this.paths.configFile, `dns_listen = "127.0.0.1:0"\n`);
   }
 
   /** Runs `banger args…` with this home; never throws on a non-zero exit. */

@@ -28,12 +28,18 @@ export async function fakeFirecrackerHome(opts: { taps?: number; env?: Record<st
     home.paths.configFile,
     `vmm = "firecracker"\nfirecracker_bin = "${wrapper}"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 8}\ndns_listen = "127.0.0.1:0"\nstop_grace = "2s"\nstats_poll_interval = "500ms"\n${opts.config ?? ""}`,
   );
-  const setup = await home.run(["host", "setup"]);
-  if (setup.code !== 0) throw new Error(`host setup failed: ${setup.stderr}`);
-  await seedTinyImage(home);
   home.teardownNet = async () => {
     await home.run(["host", "teardown"]);
   };
+  try {
+    const setup = await home.run(["host", "setup"]);
+    if (setup.code !== 0) throw new Error(`host setup failed: ${setup.stderr}`);
+    await seedTinyImage(home);
+  } catch (err) {
+    await home.teardownNet();
+    await home.cleanup();
+    throw err;
+  }
   return home;
 }
 
