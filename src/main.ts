@@ -29,7 +29,7 @@ export function buildCli() {
   cli.command("kernel show <name>", "Show a kernel").option(json, "JSON output").action((n, o) => client.kernelShow(String(n), o));
   cli.command("kernel pull <name>", "Download a kernel from the catalog (sha256 verified)").action((n) => client.kernelPull(String(n)));
   cli.command("kernel import <path>", "Register a local vmlinux (plain or .zst)").option("--name <name>", "Kernel name").option("--force", "Replace an existing kernel").action((p, o) => client.kernelImport(String(p), o));
-  cli.command("kernel build", "Compile a kernel from the distro's kernel source package").option("--name <name>", "Kernel name").option("--source <tarball>", "Kernel source tarball").action((o) => client.kernelBuild(o));
+  cli.command("kernel build", "Compile a kernel from the distro's kernel source package").option("--name <name>", "Kernel name").option("--source <dir>", "Where the linux-source-* tarball is (default /usr/src)").action((o) => client.kernelBuild(o));
   cli.command("kernel delete <name>", "Delete a kernel").action((n) => client.kernelDelete(String(n)));
 
   cli.command("image list", "List images").option(json, "JSON output").action((o) => client.imageList(o));

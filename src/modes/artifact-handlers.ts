@@ -1,5 +1,8 @@
 import type { Database } from "bun:sqlite";
-import { resolve } from "node:path";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { join, resolve } from "node:path";
+import { buildKernel } from "../images/kernel-config.ts";
 import type { Config } from "../config.ts";
 import { BangerError } from "../errors.ts";
 import type { Paths } from "../host/paths.ts";
@@ -27,6 +30,7 @@ function kernelRow(k: KernelInfo, source: string): KernelRow {
 export function artifactHandlers(deps: ArtifactDeps): Handlers {
   const store = new ArtifactStore(deps.db);
   const kernelsDir = deps.paths.kernelsDir;
+  mkdirSync(kernelsDir, { recursive: true });
   const must = (name: string) => {
     const k = store.kernel(name);
     if (!k) throw new BangerError("not_found", `kernel ${name} is not registered`, { hint: "`banger kernel list` shows the kernels." });
@@ -53,6 +57,27 @@ export function artifactHandlers(deps: ArtifactDeps): Handlers {
       const row = kernelRow(k, `catalog:${deps.config.kernel_catalog}`);
       store.putKernel(row);
       return row;
+    },
+    "kernel.build": async (p, ctx) => {
+      const name = p.name ?? deps.config.default_kernel;
+      if (store.kernel(name)) throw new BangerError("already_exists", `kernel ${name} already exists`, { hint: `Delete it first (banger kernel delete ${name}) or pick another --name.` });
+      const work = mkdtempSync(join(kernelsDir, ".build-"));
+      let current: { stage: string; at: number } | null = null;
+      const onStage = (stage: string) => {
+        if (current) ctx.progress({ stage: current.stage, status: "done", elapsedMs: Math.round(performance.now() - current.at) });
+        current = { stage, at: performance.now() };
+        ctx.progress({ stage, status: "start" });
+      };
+      try {
+        const built = await buildKernel({ workDir: work, usrSrc: p.source, onStage }, { runner: deps.runner, cpus: availableParallelism() });
+        onStage("register");
+        const k = await importKernel({ src: built.vmlinux, kernelsDir, name });
+        const row = kernelRow(k, "build:linux-source");
+        store.putKernel(row);
+        return row;
+      } finally {
+        rmSync(work, { recursive: true, force: true });
+      }
     },
     "kernel.delete": async (p) => {
       must(p.name);

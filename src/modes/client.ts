@@ -128,7 +128,7 @@ export const kernelList = (o: Opts) => listCmd("kernel.list", o);
 export const kernelShow = (name: string, o: Opts) => showCmd("kernel.show", { name }, o);
 export const kernelPull = (name: string) => streamCmd("kernel.pull", { name }, {});
 export const kernelImport = (path: string, o: Opts) => showCmd("kernel.import", { path: resolve(path), name: str(o.name), force: o.force ? true : undefined }, o);
-export const kernelBuild = (o: Opts) => streamCmd("kernel.build", { name: str(o.name), source: str(o.source) }, o);
+export const kernelBuild = (o: Opts) => streamCmd("kernel.build", { name: str(o.name), source: o.source === undefined ? undefined : resolve(String(o.source)) }, o);
 export const kernelDelete = (name: string) => showCmd("kernel.delete", { name }, {});
 export const imageList = (o: Opts) => listCmd("image.list", o);
 export const imageShow = (name: string, o: Opts) => showCmd("image.show", { name }, o);

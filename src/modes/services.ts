@@ -73,6 +73,7 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
     sshKey: async () => ({ path: keyPath, publicKey: await ensureSshKey(keyPath, runner) }),
     readiness: { agentTimeoutMs: 90_000, sshTimeoutMs: 90_000, skipSsh: process.env.BANGER_SKIP_SSH_WAIT === "1", stopGraceMs: durations.stopGraceMs },
     failAt: () => process.env.BANGER_FAIL_AT_STEP || undefined,
+    pauseAt: () => process.env.BANGER_PAUSE_AT_STEP || undefined,
   });
   await ensureSshKey(keyPath, runner);
   const servers: DnsServer[] = [await startDnsServer({ listen: config.dns_listen, records: () => records, log })];
