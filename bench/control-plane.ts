@@ -1,0 +1,95 @@
+/**
+ * Control-plane cost with the fake Firecracker (no guest to wait for): create-to-ready
+ * p50/p95, `vm list` with many VMs, parallel creates against one, the agent push, and the
+ * daemon's RSS idle and loaded.
+ */
+import { benchFakeHome, createVm, daemonRssMiB, deleteVms, setImageAgent, shippedAgentVersion, type FakeHome } from "./fake-home.ts";
+import { type BenchCtx, fmtMs, heading, percentile, timed } from "./lib.ts";
+
+/** Sizes of the control-plane runs. */
+export interface ControlPlaneOptions {
+  creates: number;
+  listRuns: number;
+  parallel: number;
+}
+
+const BENCH = "control plane";
+
+/** Runs every control-plane measurement in one fake home (its daemon lives across them). */
+export async function benchControlPlane(ctx: BenchCtx, opts: ControlPlaneOptions): Promise<void> {
+  heading(`control plane (fake Firecracker): ${opts.creates} creates, ${opts.parallel} in parallel, vm list x${opts.listRuns}`, ctx.machine);
+  const home = await benchFakeHome(Math.max(opts.creates, opts.parallel + 1) + 4);
+  try {
+    await Bun.sleep(500); // let the fresh daemon settle before its idle RSS is read
+    const idleRss = daemonRssMiB(home);
+    ctx.summary.add({ bench: "daemon RSS", metric: "idle", value: `${idleRss.toFixed(0)} MiB` });
+    await parallelCreates(ctx, home, opts.parallel);
+    await agentPush(ctx, home);
+    const names = await sequentialCreates(ctx, home, opts.creates);
+    await listRuns(ctx, home, opts.listRuns, names.length);
+    const rss = daemonRssMiB(home);
+    ctx.summary.add({ bench: "daemon RSS", metric: `with ${names.length} VMs`, value: `${rss.toFixed(0)} MiB`, baseline: `${idleRss.toFixed(0)} MiB idle`, ratio: rss / idleRss });
+    const del = await deleteVms(home, names);
+    ctx.summary.add({ bench: BENCH, metric: `vm delete --force of ${names.length} VMs (one call)`, value: fmtMs(del) });
+  } finally {
+    await home.teardownNet();
+    await home.cleanup();
+  }
+}
+
+async function sequentialCreates(ctx: BenchCtx, home: FakeHome, n: number): Promise<string[]> {
+  const walls: number[] = [];
+  const steps = new Map<string, number[]>();
+  const names: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const name = `seq${i}`;
+    const r = await createVm(home, name);
+    names.push(name);
+    walls.push(r.ms);
+    for (const [step, ms] of r.steps) steps.set(step, [...(steps.get(step) ?? []), ms]);
+  }
+  ctx.summary.add({ bench: BENCH, metric: `vm create -> ready p50 (n=${n})`, value: fmtMs(percentile(walls, 50)) });
+  ctx.summary.add({ bench: BENCH, metric: `vm create -> ready p95 (n=${n})`, value: fmtMs(percentile(walls, 95)) });
+  const parts = [...steps].map(([step, xs]) => `${step} ${fmtMs(percentile(xs, 50))}`);
+  console.log(`   daemon step p50s: ${parts.join(", ")}`);
+  return names;
+}
+
+async function listRuns(ctx: BenchCtx, home: FakeHome, runs: number, vms: number): Promise<void> {
+  const walls: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const { ms, value } = await timed(() => home.run(["vm", "list"]));
+    if (value.code !== 0) throw new Error(`vm list failed: ${value.stderr}`);
+    walls.push(ms);
+  }
+  const version = await timed(() => home.run(["version"]));
+  ctx.summary.add({ bench: BENCH, metric: `vm list with ${vms} VMs p50 (n=${runs})`, value: fmtMs(percentile(walls, 50)), baseline: `${fmtMs(version.ms)} banger version`, ratio: percentile(walls, 50) / version.ms });
+}
+
+/** One create alone, then `parallel` at once: how well the daemon overlaps independent VMs. */
+async function parallelCreates(ctx: BenchCtx, home: FakeHome, parallel: number): Promise<void> {
+  await createVm(home, "warm"); // first create pays one-off costs (SSH key, caches)
+  const one = await createVm(home, "one");
+  const names = Array.from({ length: parallel }, (_, i) => `par${i}`);
+  const all = await timed(() => Promise.all(names.map((n) => createVm(home, n))));
+  const slowest = Math.max(...all.value.map((r) => r.ms));
+  ctx.summary.add({ bench: BENCH, metric: `${parallel} parallel creates, wall`, value: fmtMs(all.ms), baseline: `${fmtMs(one.ms)} one create`, ratio: all.ms / one.ms });
+  console.log(`   slowest of the ${parallel}: ${fmtMs(slowest)}; per VM: ${fmtMs(all.ms / parallel)}`);
+  await deleteVms(home, ["warm", "one", ...names]);
+}
+
+/** A create whose image records another agent: the start copies the agent onto the config drive. */
+async function agentPush(ctx: BenchCtx, home: FakeHome): Promise<void> {
+  setImageAgent(home, "stale-agent");
+  try {
+    const pushed = await createVm(home, "push");
+    const boot = pushed.steps.get("boot") ?? Number.NaN;
+    setImageAgent(home, shippedAgentVersion());
+    const plain = await createVm(home, "nopush");
+    const plainBoot = plain.steps.get("boot") ?? Number.NaN;
+    ctx.summary.add({ bench: BENCH, metric: "boot step when the image's agent is stale (agent push)", value: fmtMs(boot), baseline: `${fmtMs(plainBoot)} agent current`, ratio: boot / plainBoot });
+    await deleteVms(home, ["push", "nopush"]);
+  } finally {
+    setImageAgent(home, shippedAgentVersion());
+  }
+}

@@ -1,0 +1,28 @@
+/**
+ * `bun run bench`: every benchmark in turn, each printing its figures and the machine's,
+ * then one summary table. `--quick` skips the real-guest (QEMU/TCG) parts and shrinks the
+ * runs; `--only NAME[,NAME]` picks suites (boot, control, disks, workspace).
+ */
+import { parseArgs } from "node:util";
+import { benchControlPlane } from "./control-plane.ts";
+import { type BenchCtx, machineInfo, machineLine, Summary } from "./lib.ts";
+
+const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, only: { type: "string" } }, strict: true });
+const only = values.only ? new Set(values.only.split(",")) : null;
+const ctx: BenchCtx = { machine: machineInfo(), summary: new Summary(), quick: values.quick };
+console.log(machineLine(ctx.machine));
+
+const suites: Array<[string, () => Promise<void>]> = [
+  ["control", () => benchControlPlane(ctx, ctx.quick ? { creates: 20, listRuns: 10, parallel: 10 } : { creates: 50, listRuns: 20, parallel: 20 })],
+];
+
+for (const [name, run] of suites) {
+  if (only && !only.has(name)) continue;
+  try {
+    await run();
+  } catch (err) {
+    ctx.summary.fail(name, err);
+  }
+}
+console.log(`\n== summary\n${ctx.summary.render(ctx.machine)}`);
+process.exit(ctx.summary.failures.length ? 1 : 0);
