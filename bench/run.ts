@@ -5,6 +5,8 @@
  */
 import { parseArgs } from "node:util";
 import { benchControlPlane } from "./control-plane.ts";
+import { benchDisks } from "./disks.ts";
+import { benchWorkspace } from "./workspace-suite.ts";
 import { type BenchCtx, machineInfo, machineLine, Summary } from "./lib.ts";
 
 const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, only: { type: "string" } }, strict: true });
@@ -14,6 +16,8 @@ console.log(machineLine(ctx.machine));
 
 const suites: Array<[string, () => Promise<void>]> = [
   ["control", () => benchControlPlane(ctx, ctx.quick ? { creates: 20, listRuns: 10, parallel: 10 } : { creates: 50, listRuns: 20, parallel: 20 })],
+  ["disks", () => benchDisks(ctx)],
+  ["workspace", () => benchWorkspace(ctx, ctx.quick ? 50 : 200)],
 ];
 
 for (const [name, run] of suites) {
