@@ -5,6 +5,7 @@ import { loadConfig, type Config } from "../config.ts";
 import type { Paths } from "./paths.ts";
 import type { Runner } from "./runner.ts";
 import { openStoreReadOnly } from "../store/db.ts";
+import { hasHardwareVirt } from "../vm/drivers/accel.ts";
 
 export type CheckStatus = "pass" | "warn" | "fail";
 
@@ -68,7 +69,7 @@ export function hostDoctorDeps(paths: Paths, runner: Runner, daemonStatus: Docto
 
 /** True when the CPU exposes hardware virtualization (vmx or svm) and /dev/kvm opens. */
 export function hardwareVirtUsable(cpuinfo: string, kvmOpens: boolean): boolean {
-  return kvmOpens && /^flags\s*:.*\b(vmx|svm)\b/m.test(cpuinfo);
+  return kvmOpens && hasHardwareVirt(cpuinfo);
 }
 
 /** Runs every check; nothing here creates files or starts processes beyond version probes. */

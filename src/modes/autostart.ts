@@ -1,10 +1,10 @@
 import { spawn } from "node:child_process";
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { BangerError } from "../errors.ts";
 import { FileLock } from "../host/flock.ts";
 import type { Paths } from "../host/paths.ts";
-import { pidAlive } from "../host/proc.ts";
+import { isAlive as pidAlive } from "../vm/drivers/process.ts";
 import { call, DaemonUnreachable } from "../rpc/client.ts";
 import { BUILD_ID } from "../version.ts";
 
@@ -90,6 +90,8 @@ export function prepareRuntimeDir(paths: Paths) {
 async function spawnDaemon(paths: Paths): Promise<DaemonStatus> {
   mkdirSync(dirname(paths.daemonLog), { recursive: true, mode: 0o700 });
   const logFd = openSync(paths.daemonLog, "a", 0o600);
+  // Only this run's lines explain its exit; the log may hold older daemons' output.
+  const logStart = fstatSync(logFd).size;
   const child = spawn(selfArgv()[0]!, [...selfArgv().slice(1), "daemon", "run"], {
     detached: true,
     stdio: ["ignore", logFd, logFd],
@@ -103,19 +105,25 @@ async function spawnDaemon(paths: Paths): Promise<DaemonStatus> {
   while (Date.now() < deadline) {
     const status = await tryStatus(paths);
     if (status && status.buildId === BUILD_ID) return status;
-    if (exited !== null && !status) {
-      throw new BangerError("unavailable", `the daemon exited during startup (code ${exited}): ${logTail(paths)}`, { hint: `See ${paths.daemonLog}.` });
-    }
+    if (exited !== null && !status) throw startupFailure(paths, logStart, exited);
     await Bun.sleep(exited === null ? 15 : 50);
   }
   throw new BangerError("timeout", `the daemon did not become ready within ${READY_TIMEOUT_MS / 1000}s`, { hint: `See ${paths.daemonLog}.` });
 }
 
-function logTail(paths: Paths): string {
+/**
+ * Why a daemon died before answering: its own error and hint (what `banger:`/`hint:` lines it
+ * wrote to the log during this run), so the user reads e.g. the taken dns_listen address, not a log tail.
+ */
+export function startupFailure(paths: Paths, logStart: number, exitCode: number): BangerError {
+  let lines: string[] = [];
   try {
-    const lines = readFileSync(paths.daemonLog, "utf8").trim().split("\n");
-    return lines.slice(-3).join(" | ");
-  } catch {
-    return "no log";
-  }
+    lines = readFileSync(paths.daemonLog).subarray(logStart).toString("utf8").trim().split("\n").filter(Boolean);
+  } catch {}
+  const error = lines.findLast((l) => l.startsWith("banger: "))?.slice("banger: ".length);
+  const hint = lines.findLast((l) => l.startsWith("hint: "))?.slice("hint: ".length);
+  const seeLog = `See ${paths.daemonLog}.`;
+  if (error) return new BangerError("unavailable", `the daemon could not start: ${error}`, { hint: hint ? `${hint.replace(/\.$/, "")}. ${seeLog}` : seeLog });
+  const tail = lines.slice(-3).join(" | ") || "nothing in its log";
+  return new BangerError("unavailable", `the daemon exited during startup (code ${exitCode}): ${tail}`, { hint: seeLog });
 }

@@ -96,18 +96,22 @@ export async function ports(out: Out, rpc: Rpc, ref: string, json: boolean) {
   json ? printJson(out, view) : out.out(renderPortsTable(view));
 }
 
-/** `vm ssh`: the system ssh with banger's key and known_hosts; exits with the remote command's code. */
-export async function ssh(out: Out, rpc: Rpc, ref: string, cmd: string[]): Promise<number> {
-  const paths = resolvePaths();
+/** Runs the system ssh into a VM with banger's key and known_hosts (host keys checked); resolves its exit code. */
+export async function systemSsh(rpc: Rpc, ref: string, remote: string | null, tty: boolean): Promise<number> {
   const info = await rpc<SshInfo>("vm.ssh-info", { ref });
   if (info.state !== "running") throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
-  const interactive = cmd.length === 0;
-  const argv = ["-i", info.key, "-o", "IdentitiesOnly=yes", "-o", `UserKnownHostsFile=${paths.knownHosts}`, "-o", "StrictHostKeyChecking=yes", "-o", `HostKeyAlias=${info.name}.vm`, "-o", "LogLevel=ERROR", ...(interactive && process.stdin.isTTY ? ["-t"] : []), `${info.user}@${info.ip}`, ...(cmd.length ? ["--", cmd.map(shq).join(" ")] : [])];
-  const code = await new Promise<number>((resolve) => {
+  const argv = ["-i", info.key, "-o", "IdentitiesOnly=yes", "-o", `UserKnownHostsFile=${resolvePaths().knownHosts}`, "-o", "StrictHostKeyChecking=yes", "-o", `HostKeyAlias=${info.name}.vm`, "-o", "LogLevel=ERROR", ...(tty && process.stdin.isTTY ? ["-t"] : []), `${info.user}@${info.ip}`, ...(remote ? ["--", remote] : [])];
+  return new Promise<number>((resolve) => {
     const child = spawn("ssh", argv, { stdio: "inherit" });
     child.on("exit", (c, sig) => resolve(c ?? (sig ? 128 : 1)));
     child.on("error", () => resolve(255));
   });
+}
+
+/** `vm ssh`: a shell, or a command whose exit code becomes ours. */
+export async function ssh(out: Out, rpc: Rpc, ref: string, cmd: string[]): Promise<number> {
+  const interactive = cmd.length === 0;
+  const code = await systemSsh(rpc, ref, interactive ? null : cmd.map(shq).join(" "), interactive);
   if (interactive) {
     const now = await rpc<VmView>("vm.show", { ref }).catch(() => null);
     if (now?.state === "running") out.err(`${now.name} is still running; stop it with \`banger vm stop ${now.name}\` or delete it with \`banger vm delete --force ${now.name}\``);

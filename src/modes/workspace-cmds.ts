@@ -1,8 +1,6 @@
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { BangerError } from "../errors.ts";
-import { resolvePaths } from "../host/paths.ts";
 import { hostRunner } from "../host/runner.ts";
 import { sshConnect, sshShell } from "../host/ssh.ts";
 import type { Method } from "../rpc/contract.ts";
@@ -10,7 +8,7 @@ import type { VmView } from "../vm/model.ts";
 import type { FanoutResult } from "../vm/refs.ts";
 import { DEFAULT_GUEST_DIR, exportWorkspace, prepareWorkspace, shq } from "../vm/workspace.ts";
 import type { Out } from "./render.ts";
-import { create, type SshInfo } from "./vm-cmds.ts";
+import { create, systemSsh, type SshInfo } from "./vm-cmds.ts";
 
 type Rpc = <T>(method: Method, params?: Record<string, unknown>, onEvent?: (e: never) => void, signal?: AbortSignal) => Promise<T>;
 
@@ -78,17 +76,5 @@ export async function run(out: Out, rpc: Rpc, cmd: string[], o: Record<string, u
     out.out(`\nnext:\n  banger vm ssh ${vm.name}                   # a shell (the repo is at ${DEFAULT_GUEST_DIR})\n  banger vm workspace export ${vm.name}      # bring the work back as branch banger/${vm.name}\n  banger vm delete --force ${vm.name}        # remove the VM and everything it owns`);
     return 0;
   }
-  return sshRun(vm.name, rpc, `cd ${shq(DEFAULT_GUEST_DIR)} 2>/dev/null || cd /root; ${cmd.map(shq).join(" ")}`);
-}
-
-/** Runs a command in the VM through the system ssh (a TTY when we have one) and returns its exit code. */
-async function sshRun(ref: string, rpc: Rpc, remote: string): Promise<number> {
-  const paths = resolvePaths();
-  const info = await rpc<SshInfo>("vm.ssh-info", { ref });
-  const argv = ["-i", info.key, "-o", "IdentitiesOnly=yes", "-o", `UserKnownHostsFile=${paths.knownHosts}`, "-o", "StrictHostKeyChecking=yes", "-o", `HostKeyAlias=${info.name}.vm`, "-o", "LogLevel=ERROR", ...(process.stdin.isTTY ? ["-t"] : []), `${info.user}@${info.ip}`, remote];
-  return new Promise<number>((res) => {
-    const child = spawn("ssh", argv, { stdio: "inherit" });
-    child.on("exit", (c, sig) => res(c ?? (sig ? 128 : 1)));
-    child.on("error", () => res(255));
-  });
+  return systemSsh(rpc, vm.name, `cd ${shq(DEFAULT_GUEST_DIR)} 2>/dev/null || cd /root; ${cmd.map(shq).join(" ")}`, true);
 }

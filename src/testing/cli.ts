@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { resolvePaths, type Paths } from "../host/paths.ts";
-import { pidAlive } from "../host/proc.ts";
+import { isAlive as pidAlive } from "../vm/drivers/process.ts";
 import { projectRoot } from "./skip.ts";
 
 /** The compiled CLI the tests drive (built by `bun run build`). */
