@@ -19,6 +19,7 @@ export interface DaemonStatus {
   socket: string;
   log: string;
   vms: number;
+  dns: string;
 }
 
 const READY_TIMEOUT_MS = 15_000;

@@ -141,7 +141,14 @@ export const imageDelete = (name: string) => showCmd("image.delete", { name }, {
 export const vmCreate = (o: Opts) => vm.create(out, rpc as never, createParams(o), Boolean(o.json));
 export const vmRun = (cmd: string[], o: Opts) => ws.run(out, rpc as never, cmd.map(String), o, createParams(o));
 export const vmFanout = (method: Method, refs: string[], extra: Record<string, unknown> = {}) => vm.fan(out, rpc as never, method, { refs: refs.map(String), ...extra });
-export const vmSet = (refs: string[], o: Opts) => vm.fan(out, rpc as never, "vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat === undefined ? undefined : Boolean(o.nat) });
+export const vmSet = (refs: string[], o: Opts) => vm.fan(out, rpc as never, "vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: natFlag() });
+
+/** --nat / --no-nat as given (cac's negation would turn "absent" into true). */
+function natFlag(): boolean | undefined {
+  const args = process.argv;
+  const last = args.findLastIndex((a) => a === "--nat" || a === "--no-nat");
+  return last < 0 ? undefined : args[last] === "--nat";
+}
 export const vmList = (o: Opts) => vm.list(out, rpc as never, Boolean(o.json));
 export const vmShow = (ref: string, o: Opts) => vm.show(out, rpc as never, ref, Boolean(o.json));
 export const vmLogs = (ref: string, o: Opts) => vm.logs(out, rpc as never, ref, Number(o.lines ?? 200), Boolean(o.follow), tailFile);

@@ -57,6 +57,7 @@ export async function runDaemon(paths: Paths = resolvePaths()): Promise<number> 
       socket: paths.socket,
       log: paths.daemonLog,
       vms: services.vmCount(),
+      dns: services.dnsAddress,
     }),
     "daemon.stop": async () => {
       setTimeout(() => void shutdown("daemon stop"), 20);

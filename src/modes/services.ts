@@ -31,6 +31,8 @@ export interface ServiceDeps {
 export interface Services {
   handlers: Handlers;
   vmCount(): number;
+  /** Where the `.vm` DNS server answers (the configured address, with the real port when 0 was asked). */
+  dnsAddress: string;
   close(): Promise<void>;
 }
 
@@ -85,6 +87,7 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   return {
     handlers: { ...vmHandlers(vms, poller), ...artifactHandlers({ paths, config, db: deps.db, log, runner, vms }) },
     vmCount: () => vms.deps.vms.count(),
+    dnsAddress: `${servers[0]!.address.host}:${servers[0]!.address.port}`,
     close: async () => {
       poller.stop();
       for (const s of servers) await s.close();
