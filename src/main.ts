@@ -27,15 +27,15 @@ export function buildCli() {
 
   cli.command("kernel list", "List kernels").option(json, "JSON output").action((o) => client.kernelList(o));
   cli.command("kernel show <name>", "Show a kernel").option(json, "JSON output").action((n, o) => client.kernelShow(String(n), o));
-  cli.command("kernel pull <name>", "Download a kernel from the catalog (sha256 verified)").action((n) => client.kernelPull(String(n)));
+  cli.command("kernel pull <name>", "Download a kernel from the catalog (sha256 verified)").option(json, "JSON events").action((n, o) => client.kernelPull(String(n), o));
   cli.command("kernel import <path>", "Register a local vmlinux (plain or .zst)").option("--name <name>", "Kernel name").option("--force", "Replace an existing kernel").action((p, o) => client.kernelImport(String(p), o));
-  cli.command("kernel build", "Compile a kernel from the distro's kernel source package").option("--name <name>", "Kernel name").option("--source <dir>", "Where the linux-source-* tarball is (default /usr/src)").action((o) => client.kernelBuild(o));
+  cli.command("kernel build", "Compile a kernel from the distro's kernel source package").option("--name <name>", "Kernel name").option("--source <dir>", "Where the linux-source-* tarball is (default /usr/src)").option(json, "JSON events").action((o) => client.kernelBuild(o));
   cli.command("kernel delete <name>", "Delete a kernel").action((n) => client.kernelDelete(String(n)));
 
   cli.command("image list", "List images").option(json, "JSON output").action((o) => client.imageList(o));
   cli.command("image show <name>", "Show an image").option(json, "JSON output").action((n, o) => client.imageShow(String(n), o));
-  cli.command("image pull <name>", "Download an image from the catalog (sha256 verified)").action((n) => client.imagePull(String(n)));
-  cli.command("image import <source>", "Import an OCI image (layout dir, docker save or oci-archive tarball)").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").action((s, o) => client.imageImport(String(s), o));
+  cli.command("image pull <name>", "Download an image from the catalog (sha256 verified)").option(json, "JSON events").action((n, o) => client.imagePull(String(n), o));
+  cli.command("image import <source>", "Import an OCI image (layout dir, docker save or oci-archive tarball)").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").option(json, "JSON events").action((s, o) => client.imageImport(String(s), o));
   cli.command("image build", "Build the default Debian image with mmdebstrap").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").option(json, "JSON events").action((o) => client.imageBuild(o));
   cli.command("image delete <name>", "Delete an image (refused while VMs use it)").action((n) => client.imageDelete(String(n)));
 

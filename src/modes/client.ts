@@ -10,7 +10,7 @@ import { call } from "../rpc/client.ts";
 import * as v from "valibot";
 import { METHODS, type Method, type ProgressEvent } from "../rpc/contract.ts";
 import { describeIssues } from "../rpc/handle.ts";
-import { parseSize } from "../units.ts";
+import { formatSize, parseSize } from "../units.ts";
 import { BUILD_ID, VERSION } from "../version.ts";
 import { ensureDaemon, tryStatus, waitForExit } from "./autostart.ts";
 import { completionScript } from "./completion.ts";
@@ -126,13 +126,13 @@ export const hostStatus = (o: Opts) => host.hostStatus(out, o);
 
 export const kernelList = (o: Opts) => listCmd("kernel.list", o);
 export const kernelShow = (name: string, o: Opts) => showCmd("kernel.show", { name }, o);
-export const kernelPull = (name: string) => streamCmd("kernel.pull", { name }, {});
+export const kernelPull = (name: string, o: Opts = {}) => streamCmd("kernel.pull", { name }, o);
 export const kernelImport = (path: string, o: Opts) => showCmd("kernel.import", { path: resolve(path), name: str(o.name), force: o.force ? true : undefined }, o);
 export const kernelBuild = (o: Opts) => streamCmd("kernel.build", { name: str(o.name), source: o.source === undefined ? undefined : resolve(String(o.source)) }, o);
 export const kernelDelete = (name: string) => showCmd("kernel.delete", { name }, {});
 export const imageList = (o: Opts) => listCmd("image.list", o);
 export const imageShow = (name: string, o: Opts) => showCmd("image.show", { name }, o);
-export const imagePull = (name: string) => streamCmd("image.pull", { name }, {});
+export const imagePull = (name: string, o: Opts = {}) => streamCmd("image.pull", { name }, o);
 export const imageImport = (source: string, o: Opts) =>
   streamCmd("image.import", { source, name: str(o.name) ?? basename(source).replace(/(\.tar)?(\.gz)?$/, "").replace(/[^A-Za-z0-9._-]/g, "-"), kernel: str(o.kernel) }, o);
 export const imageBuild = (o: Opts) => streamCmd("image.build", { name: str(o.name), kernel: str(o.kernel) }, o);
@@ -180,22 +180,27 @@ function createParams(o: Opts) {
 }
 
 async function listCmd(method: Method, o: Opts) {
-  const rows = await rpc<unknown[]>(method);
-  printJson(out, rows);
-  void o;
+  const rows = await rpc<Array<Record<string, unknown>>>(method);
+  if (o.json) return printJson(out, rows);
+  if (!rows.length) return out.out(method === "kernel.list" ? "no kernels; `banger kernel import <vmlinux>`, `kernel pull` or `kernel build`" : "no images; `banger image build` or `banger image import`");
+  if (method === "kernel.list") out.out(table(["NAME", "VERSION", "SIZE", "SHA256", "SOURCE"], rows.map((k) => [String(k.name), String(k.version), formatSize(Number(k.size_bytes)), String(k.sha256).slice(0, 12), String(k.source)])));
+  else out.out(table(["NAME", "KERNEL", "SIZE", "AGENT", "SOURCE"], rows.map((i) => [String(i.name), String(i.kernel ?? "-"), formatSize(Number(i.size_bytes)), String(i.agent_version), String(i.source)])));
 }
 
+/** Prints a result as `key value` lines, or JSON with --json. */
 async function showCmd(method: Method, params: Record<string, unknown>, o: Opts) {
-  const result = await rpc<unknown>(method, params);
-  printJson(out, result);
-  void o;
+  const result = await rpc<Record<string, unknown>>(method, params);
+  if (o.json) return printJson(out, result);
+  out.out(Object.entries(result).map(([k, v]) => `${k.padEnd(14)} ${typeof v === "object" ? JSON.stringify(v) : String(v)}`).join("\n"));
 }
 
 async function streamCmd(method: Method, params: Record<string, unknown>, o: Opts) {
   const progress = progressRenderer(out, Boolean(o.json));
   try {
-    const result = await rpc<unknown>(method, params, progress.onEvent);
-    printJson(out, result);
+    const result = await rpc<Record<string, unknown>>(method, params, progress.onEvent);
+    // With --json every line is one JSON object: the events, then the result.
+    if (o.json) out.out(JSON.stringify(result));
+    else out.out(Object.entries(result).map(([k, v]) => `${k.padEnd(14)} ${typeof v === "object" ? JSON.stringify(v) : String(v)}`).join("\n"));
   } finally {
     progress.stop();
   }

@@ -38,9 +38,9 @@ export async function goldenImage(): Promise<{ dir: string; meta: ImageRow }> {
   const dir = await buildOnce(join(testCacheDir, `banger-image-${key}`), async (tmp) => {
     const home = new TestHome();
     try {
-      const r = await home.run(["image", "build", "--name", "golden"]);
+      const r = await home.run(["image", "build", "--name", "golden", "--json"]);
       if (r.code !== 0) throw new Error(`image build failed: ${r.stderr}`);
-      const row = JSON.parse(r.stdout) as ImageRow;
+      const row = JSON.parse(r.stdout.trim().split("\n").at(-1)!) as ImageRow;
       mkdirSync(tmp, { recursive: true });
       await hostRunner.run(["cp", "--sparse=always", row.rootfs_path, join(tmp, "rootfs.ext4")]);
       await hostRunner.run(["cp", "--sparse=always", row.work_seed_path, join(tmp, "work-seed.ext4")]);

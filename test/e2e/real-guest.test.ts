@@ -108,7 +108,7 @@ describe("real guests under QEMU (needs qemu, mmdebstrap, root)", () => {
   }, T);
 
   testNeeds("rootfs copy-on-write: two VMs write /etc files and see only their own; the base is unchanged; guests resolve each other", needs, async () => {
-    const r = await h.run(["vm", "create", "--name", "t2"]);
+    const r = await h.run(["vm", "create", "--name", "t2", "--nat"]);
     expect(r.code).toBe(0);
     expect((await ssh("t1", "echo one > /etc/only-t1")).code).toBe(0);
     expect((await ssh("t2", "echo two > /etc/only-t2")).code).toBe(0);
@@ -120,6 +120,45 @@ describe("real guests under QEMU (needs qemu, mmdebstrap, root)", () => {
     expect(resolv).not.toMatch(/nameserver 127\./);
     expect(resolv).toContain(`nameserver ${h.subnet.split("/")[0]}`);
     expect(await sha256(join(h.paths.imagesDir, "bookworm", "rootfs.ext4"))).toBe(baseSha);
+  }, T);
+
+  testNeeds("with --nat a guest reaches a server outside the bridge (a namespace of the test's own); without it, it cannot", needs, async () => {
+    const id = Math.random().toString(36).slice(2, 6);
+    const ns = `bgo${id}`;
+    const [hostIf, nsIf] = [`bgo${id}h`, `bgo${id}n`];
+    const net = `198.18.${Math.floor(Math.random() * 200) + 10}`;
+    const sh = (cmd: string) => Bun.spawnSync(["sh", "-c", cmd]);
+    sh(`ip netns add ${ns} && ip link add ${hostIf} type veth peer name ${nsIf} && ip link set ${nsIf} netns ${ns} && ip addr add ${net}.1/24 dev ${hostIf} && ip link set ${hostIf} up && ip netns exec ${ns} sh -c 'ip addr add ${net}.2/24 dev ${nsIf} && ip link set ${nsIf} up && ip link set lo up && ip route add default via ${net}.1'`);
+    const server = Bun.spawn(["ip", "netns", "exec", ns, "python3", "-m", "http.server", "8000", "--bind", `${net}.2`], { stdout: "ignore", stderr: "ignore" });
+    try {
+      await Bun.sleep(1000);
+      const fetchFrom = (vm: string) => ssh(vm, `curl -s -m 5 -o /dev/null -w '%{http_code}' http://${net}.2:8000/`);
+      expect((await fetchFrom("t2")).out).toBe("200");
+      expect((await fetchFrom("t1")).out).not.toBe("200");
+      expect((await h.run(["vm", "set", "t1", "--nat"])).code).toBe(0);
+      expect((await fetchFrom("t1")).out).toBe("200");
+      expect((await h.run(["vm", "set", "t1", "--no-nat"])).code).toBe(0);
+      expect((await fetchFrom("t1")).out).not.toBe("200");
+    } finally {
+      server.kill();
+      await server.exited;
+      sh(`ip link del ${hostIf}; ip netns del ${ns}`);
+    }
+  }, T);
+
+  testNeeds("an image whose agent is older than banger's gets the current agent at the next start", needs, async () => {
+    const current = JSON.parse((await h.run(["vm", "health", "t1", "--json"])).stdout).version;
+    const db = new Database(h.paths.dbFile);
+    db.run("UPDATE images SET agent_version = 'old-agent' WHERE name = 'bookworm'");
+    db.close();
+    // Make the guest's own agent really old: a stub that cannot answer, and an old version stamp.
+    expect((await ssh("t1", "echo old-agent > /etc/banger/agent-version && cp /bin/sleep /usr/local/bin/banger-agent.new && mv /usr/local/bin/banger-agent.new /usr/local/bin/banger-agent")).code).toBe(0);
+    expect((await h.run(["vm", "stop", "t1"])).code).toBe(0);
+    const start = await h.run(["vm", "start", "t1"]);
+    expect(start.code).toBe(0);
+    expect(JSON.parse((await h.run(["vm", "health", "t1", "--json"])).stdout).version).toBe(current);
+    expect((await ssh("t1", "cat /etc/banger/agent-version")).out).toBe(current);
+    expect((await h.run(["vm", "logs", "t1"])).stdout).toContain(`guest agent updated to ${current}`);
   }, T);
 
   testNeeds("files under /root and /etc survive vm stop + vm start", needs, async () => {
