@@ -7,7 +7,18 @@ import { buildImage } from "../images/build.ts";
 import type { ArtifactStore, ImageRow } from "../store/artifacts.ts";
 import { agentBinaryPath } from "./services.ts";
 import { importImage } from "./image-import.ts";
+import { pullImage } from "../images/image-pull.ts";
 import type { ArtifactDeps } from "./artifact-handlers.ts";
+
+/** Pulls an image from the configured catalog and registers it. */
+export async function pullAndRegister(deps: Pick<ArtifactDeps, "config" | "paths" | "runner">, store: ArtifactStore, name: string): Promise<ImageRow> {
+  if (!deps.config.image_catalog) throw new BangerError("failed_precondition", "no image catalog is configured", { hint: "Set image_catalog in the config, or use `banger image build`." });
+  if (store.image(name)) throw new BangerError("already_exists", `image ${name} already exists`, { hint: `Delete it first (banger image delete ${name}).` });
+  const img = await pullImage({ catalogUrl: deps.config.image_catalog, name, imagesDir: deps.paths.imagesDir, fetch, runner: deps.runner });
+  const row: ImageRow = { name, rootfs_path: img.rootfs, work_seed_path: img.workSeed, kernel: img.kernel && store.kernel(img.kernel) ? img.kernel : null, agent_version: img.agentVersion, fingerprint: img.sha256, size_bytes: img.sizeBytes, source: `catalog:${deps.config.image_catalog}`, created_at: new Date().toISOString() };
+  store.putImage(row);
+  return row;
+}
 
 /** RPC handlers for `image`. */
 export function imageHandlers(deps: ArtifactDeps & { store: ArtifactStore }): Handlers {
@@ -28,6 +39,12 @@ export function imageHandlers(deps: ArtifactDeps & { store: ArtifactStore }): Ha
     return all.length === 1 ? all[0]!.name : null;
   };
   return {
+    "image.pull": async (p, ctx) => {
+      ctx.progress({ stage: "download", status: "start" });
+      const row = await pullAndRegister(deps, store, p.name);
+      ctx.progress({ stage: "download", status: "done" });
+      return row;
+    },
     "image.build": async (p, ctx) => {
       const name = p.name ?? deps.config.default_image;
       if (store.image(name)) throw new BangerError("already_exists", `image ${name} already exists`, { hint: `Delete it first (banger image delete ${name}) or pick another --name.` });

@@ -19,6 +19,7 @@ import { VmService } from "../vm/service.ts";
 import { AGENT_VERSION } from "../version.ts";
 import { vmHandlers } from "./vm-handlers.ts";
 import { artifactHandlers } from "./artifact-handlers.ts";
+import { pullAndRegister } from "./image-handlers.ts";
 
 export interface ServiceDeps {
   paths: Paths;
@@ -75,6 +76,7 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
     sshKey: async () => ({ path: keyPath, publicKey: await ensureSshKey(keyPath, runner) }),
     readiness: { agentTimeoutMs: 90_000, sshTimeoutMs: 90_000, skipSsh: process.env.BANGER_SKIP_SSH_WAIT === "1", stopGraceMs: durations.stopGraceMs },
     failAt: () => process.env.BANGER_FAIL_AT_STEP || undefined,
+    pullImage: async (name) => void (await pullAndRegister({ config, paths, runner }, new ArtifactStore(deps.db), name)),
     pauseAt: () => process.env.BANGER_PAUSE_AT_STEP || undefined,
   });
   await ensureSshKey(keyPath, runner);

@@ -6,6 +6,7 @@ import type { Params } from "../rpc/contract.ts";
 import type { ImageRow, KernelRow } from "../store/artifacts.ts";
 import type { VmRow } from "../store/vms.ts";
 import { allocate } from "./allocate.ts";
+import { onFullDisk } from "./no-space.ts";
 import { randomName } from "./model.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import { dirOf, makeHostKey, startSteps, type StartCtx } from "./runtime.ts";
@@ -39,6 +40,8 @@ export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex):
     {
       name: "resolve image",
       run: async (ctx) => {
+        const wanted = ctx.params.image ?? deps.config.default_image;
+        if (!deps.artifacts.image(wanted) && deps.config.image_catalog && deps.pullImage) await deps.pullImage(wanted);
         const { image, kernel } = resolveArtifacts(deps, ctx.params.image, ctx.params.kernel);
         ctx.image = image;
         ctx.kernel = kernel;
@@ -55,8 +58,8 @@ export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex):
       name: "rootfs",
       run: async (ctx) => {
         mkdirSync(ctx.dir.dir, { recursive: true, mode: 0o700 });
-        await makeHostKey(deps, ctx.dir, ctx.vm.name);
-        await createOverlayDisk(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES, { runner: deps.runner });
+        await onFullDisk("host key", ctx.dir.hostKey, deps.paths.vmsDir, () => makeHostKey(deps, ctx.dir, ctx.vm.name));
+        await onFullDisk("overlay disk", ctx.dir.overlay, deps.paths.vmsDir, () => createOverlayDisk(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES, { runner: deps.runner }));
       },
       undo: async (ctx) => {
         if (ctx.dir?.dir) rmSync(ctx.dir.dir, { recursive: true, force: true });
@@ -64,7 +67,7 @@ export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex):
     },
     {
       name: "work disk",
-      run: async (ctx) => createWorkDisk({ seed: ctx.image.work_seed_path, path: ctx.dir.workDisk, sizeBytes: ctx.vm.disk_bytes }, { runner: deps.runner }),
+      run: async (ctx) => onFullDisk("work disk", ctx.dir.workDisk, deps.paths.vmsDir, () => createWorkDisk({ seed: ctx.image.work_seed_path, path: ctx.dir.workDisk, sizeBytes: ctx.vm.disk_bytes }, { runner: deps.runner })),
     },
     ...(startSteps(deps, rt) as Step<CreateCtx>[]),
   ];

@@ -52,8 +52,12 @@ export interface VmServiceDeps {
     skipSsh: boolean;
     stopGraceMs: number;
   };
+  /** Pulls a missing image from the configured catalog (vm create's first use). */
+  pullImage?: (name: string) => Promise<void>;
   /** Runs before each create step; lets tests inject a failure at a named step. */
   failAt?: () => string | undefined;
+  /** Test seam: the create step to wait before (until cancelled), logging "paused at <step>" so a test can crash the daemon there. */
+  pauseAt?: () => string | undefined;
 }
 
 /** In-memory runtime state of running VMs. */

@@ -106,6 +106,45 @@ describe("VM operations against the fake Firecracker", () => {
     expect(readFileSync(h.paths.daemonLog, "utf8")).toContain("cancelled by the user");
   }, T);
 
+  testNeeds("vm create pulls a missing image from the catalog (sha256 checked); image pull refuses a tampered archive", needs, async () => {
+    const work = `${h.root}/catalog`;
+    Bun.spawnSync(["mkdir", "-p", work]);
+    const img = `${h.paths.imagesDir}/bookworm`;
+    Bun.spawnSync(["cp", "--sparse=always", `${img}/rootfs.ext4`, `${img}/work-seed.ext4`, work]);
+    await Bun.write(`${work}/image.json`, JSON.stringify({ agent_version: "test", kernel: "default" }));
+    Bun.spawnSync(["tar", "-C", work, "-cf", `${work}/image.tar`, "rootfs.ext4", "work-seed.ext4", "image.json"]);
+    const sha = new Bun.CryptoHasher("sha256").update(await Bun.file(`${work}/image.tar`).arrayBuffer()).digest("hex");
+    const server = Bun.serve({
+      port: 0,
+      hostname: "127.0.0.1",
+      fetch: (req) => {
+        const path = new URL(req.url).pathname;
+        const url = `http://127.0.0.1:${server.port}/image.tar`;
+        if (path === "/images.json") return Response.json([{ name: "pulled", url, sha256: sha }, { name: "tampered", url, sha256: "f".repeat(64) }]);
+        return path === "/image.tar" ? new Response(Bun.file(`${work}/image.tar`)) : new Response("", { status: 404 });
+      },
+    });
+    try {
+      await Bun.write(h.paths.configFile, `${await Bun.file(h.paths.configFile).text()}image_catalog = "http://127.0.0.1:${server.port}/images.json"\n`);
+      await h.run(["daemon", "stop"]);
+      const r = await h.run(["vm", "create", "--name", "pl", "--image", "pulled"]);
+      expect(r.code).toBe(0);
+      expect((await json(["image", "show", "pulled"])).source).toContain("catalog:");
+      const bad = await h.run(["image", "pull", "tampered"]);
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/sha256/i);
+      expect(existsSync(`${h.paths.imagesDir}/tampered`)).toBe(false);
+      expect(readdirSync(h.paths.imagesDir).filter((n) => n.startsWith("."))).toEqual([]);
+      const del = await h.run(["image", "delete", "pulled"]);
+      expect(del.code).toBe(1);
+      expect(del.stderr).toContain("used by pl");
+      await h.run(["vm", "delete", "--force", "pl"]);
+      expect((await h.run(["image", "delete", "pulled"])).code).toBe(0);
+    } finally {
+      server.stop(true);
+    }
+  }, T);
+
   testNeeds("20 VMs created and deleted in parallel, three rounds: no IP, MAC, CID or TAP twice, none leaked", needs, async () => {
     for (let round = 0; round < 3; round++) {
       const names = Array.from({ length: 20 }, (_, i) => `p${round}-${i}`);
