@@ -47,7 +47,7 @@ describe("handle()", () => {
   });
 
   test("bad JSON, non-objects, unknown methods and huge bodies are invalid_argument", async () => {
-    for (const body of ["{", "[]", "null", "42", JSON.stringify({ method: "nope" }), JSON.stringify({ method: "vm.list", params: "x" })]) {
+    for (const body of ["{", "[]", "null", "42", JSON.stringify({ method: "nope" }), JSON.stringify({ method: "vm.list", params: "x" }), JSON.stringify({ method: "vm.stats", params: [] }), JSON.stringify({ method: "vm.list", params: null })]) {
       const res = await rpc(body);
       expect(res.ok).toBe(false);
       expect(res.error.code).toBe("invalid_argument");

@@ -69,6 +69,10 @@ async function readCall(request: Request): Promise<{ method: Method; params: Par
   if (!isMethod(method)) {
     return new BangerError("invalid_argument", `method: unknown method ${JSON.stringify(method)?.slice(0, 80)}`, { hint: "See src/rpc/contract.ts for the method list." });
   }
+  // valibot takes an array for an object with no required keys, so shape is checked first.
+  if (params !== undefined && (typeof params !== "object" || params === null || Array.isArray(params))) {
+    return new BangerError("invalid_argument", `${method}: params: expected an object`);
+  }
   const result = v.safeParse(METHODS[method], params ?? {}, { abortEarly: false });
   if (!result.success) return new BangerError("invalid_argument", describeIssues(method, result.issues));
   return { method, params: result.output as Params<Method> };
