@@ -131,7 +131,12 @@ describe("real guests under QEMU (needs qemu, mmdebstrap, root)", () => {
     sh(`ip netns add ${ns} && ip link add ${hostIf} type veth peer name ${nsIf} && ip link set ${nsIf} netns ${ns} && ip addr add ${net}.1/24 dev ${hostIf} && ip link set ${hostIf} up && ip netns exec ${ns} sh -c 'ip addr add ${net}.2/24 dev ${nsIf} && ip link set ${nsIf} up && ip link set lo up && ip route add default via ${net}.1'`);
     const server = Bun.spawn(["ip", "netns", "exec", ns, "python3", "-m", "http.server", "8000", "--bind", `${net}.2`], { stdout: "ignore", stderr: "ignore" });
     try {
-      await Bun.sleep(1000);
+      // python3 may start slowly (a version-manager shim); wait until the host itself gets an answer.
+      for (let i = 0; i < 100; i++) {
+        const ok = await fetch(`http://${net}.2:8000/`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok).catch(() => false);
+        if (ok) break;
+        await Bun.sleep(200);
+      }
       const fetchFrom = (vm: string) => ssh(vm, `curl -s -m 5 -o /dev/null -w '%{http_code}' http://${net}.2:8000/`);
       expect((await fetchFrom("t2")).out).toBe("200");
       expect((await fetchFrom("t1")).out).not.toBe("200");
