@@ -55,7 +55,7 @@ export class VmService {
     const steps = createSteps(this.deps, this.rt, this.allocLock);
     // The VM's lock is taken once its id exists; until then nothing else can name it.
     try {
-      await runSteps(steps, ctx, { progress: call.progress, signal: call.signal, log: this.deps.log, failAt: this.deps.failAt?.(), beforeUndo: () => this.keepConsoleTail(ctx) });
+      await runSteps(steps, ctx, { progress: call.progress, signal: call.signal, log: this.deps.log, failAt: this.deps.failAt?.(), pauseAt: this.deps.pauseAt?.(), beforeUndo: () => this.keepConsoleTail(ctx) });
     } finally {
       this.syncKnownHosts();
     }

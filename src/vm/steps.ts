@@ -12,12 +12,13 @@ export interface Step<C> {
  * Runs steps in order, reporting each with its time. The first failure (or a cancel) stops
  * the list and undoes the completed steps in reverse, so nothing is left behind.
  */
-export async function runSteps<C>(steps: Step<C>[], ctx: C, opts: { progress(e: ProgressEvent): void; signal: AbortSignal; log(msg: string): void; failAt?: string; beforeUndo?: () => void }): Promise<void> {
+export async function runSteps<C>(steps: Step<C>[], ctx: C, opts: { progress(e: ProgressEvent): void; signal: AbortSignal; log(msg: string): void; failAt?: string; pauseAt?: string; beforeUndo?: () => void }): Promise<void> {
   const done: Step<C>[] = [];
   for (const step of steps) {
     const started = performance.now();
     opts.progress({ stage: step.name, status: "start" });
     try {
+      if (opts.pauseAt === step.name) await pauseUntilAborted(step.name, opts);
       if (opts.signal.aborted) throw new BangerError("cancelled", "cancelled by the user");
       if (opts.failAt === step.name) throw new BangerError("internal", `injected failure at ${step.name}`);
       // Pushed before it runs: a step that fails halfway is undone too, so undo must be idempotent.
@@ -36,6 +37,13 @@ export async function runSteps<C>(steps: Step<C>[], ctx: C, opts: { progress(e: 
       throw err;
     }
   }
+}
+
+/** Test seam: holds the list before a step until the call is cancelled, so a crash lands there deterministically. */
+async function pauseUntilAborted(name: string, opts: { signal: AbortSignal; log(msg: string): void }) {
+  opts.log(`paused at ${name}`);
+  if (opts.signal.aborted) return;
+  await new Promise<void>((resolve) => opts.signal.addEventListener("abort", () => resolve(), { once: true }));
 }
 
 async function undoAll<C>(done: Step<C>[], ctx: C, log: (m: string) => void) {
