@@ -19,6 +19,9 @@ export async function reconcile(svc: VmService): Promise<{ kept: string[]; stopp
       svc.withVm(vm.id, async (row) => {
         const dir = dirOf(deps, row.id);
         if (row.state === "creating") {
+          // A crash between spawning the VMM and recording it leaves it findable only by its command line.
+          const orphan = await deps.drivers(row.vmm).rediscover(row.id, dir.dir).catch(() => null);
+          if (orphan) rt.handles.set(row.id, orphan);
           await stopVmm(deps, rt, row, dir, 0);
           rmSync(dir.dir, { recursive: true, force: true });
           deps.vms.delete(row.id);

@@ -9,6 +9,7 @@ import type { ImageRow, KernelRow } from "../store/artifacts.ts";
 import type { Teardown, VmRow } from "../store/vms.ts";
 import { isSameProcess, signal } from "./drivers/process.ts";
 import type { BootPlan, VmmHandle } from "./drivers/types.ts";
+import { onFullDisk } from "./no-space.ts";
 import { provisionSpec } from "./provision.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import type { Step } from "./steps.ts";
@@ -94,14 +95,16 @@ export function startSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
         const key = await deps.sshKey();
         const pushAgent = deps.agent.binaryPath && ctx.image.agent_version !== deps.agent.version ? { version: deps.agent.version, binaryPath: deps.agent.binaryPath } : undefined;
         const spec = await provisionSpec({ name: ctx.vm.name, config: deps.config, home: deps.paths.home, runner: deps.runner, publicKey: key.publicKey, hostKeyPath: ctx.dir.hostKey, nameservers: deps.network.nameservers(), agent: pushAgent, warn: (m) => ctx.warnings.push(m) });
-        await buildConfigDrive(ctx.dir.configDrive, spec, { runner: deps.runner });
+        await onFullDisk("config drive", ctx.dir.configDrive, deps.paths.vmsDir, () => buildConfigDrive(ctx.dir.configDrive, spec, { runner: deps.runner }));
         rmSync(ctx.dir.consoleLog, { force: true });
         const handle = await deps.drivers(ctx.vm.vmm).start(bootPlan(deps, ctx));
         ctx.handle = handle;
         rt.handles.set(ctx.vm.id, handle);
         writeFileSync(ctx.dir.handles, JSON.stringify(handle, null, 2));
-        const teardown: Teardown = { ...deps.vms.get(ctx.vm.id)!.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket };
-        deps.vms.update(ctx.vm.id, { teardown, started_at: handle.startedAt, state: "starting" });
+        const row = deps.vms.get(ctx.vm.id)!;
+        const teardown: Teardown = { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket };
+        // A create stays "creating" until ready, so a daemon crash before then is undone, never kept half-made.
+        deps.vms.update(ctx.vm.id, { teardown, started_at: handle.startedAt, state: row.state === "creating" ? "creating" : "starting" });
       },
       undo: async (ctx) => void (await stopVmm(deps, rt, ctx.vm, ctx.dir, 0)),
     },
