@@ -6,7 +6,7 @@ import { BangerError } from "../errors.ts";
 import { hostDoctorDeps, runDoctor } from "../host/doctor.ts";
 import { resolvePaths } from "../host/paths.ts";
 import { hostRunner } from "../host/runner.ts";
-import { call } from "../rpc/client.ts";
+import { call, DaemonUnreachable } from "../rpc/client.ts";
 import * as v from "valibot";
 import { METHODS, type Method, type ProgressEvent } from "../rpc/contract.ts";
 import { describeIssues } from "../rpc/handle.ts";
@@ -31,8 +31,17 @@ export async function rpc<T>(method: Method, params: Record<string, unknown> = {
   const checked = v.safeParse(METHODS[method], clean, { abortEarly: false });
   if (!checked.success) throw new BangerError("invalid_argument", describeIssues(method, checked.issues).replace(/^[^:]+: /, ""), { hint: "Nothing was changed. See `banger --help`." });
   const p = paths();
-  await ensureDaemon(p, out.err);
-  return call<T>(p.socket, method, clean, { buildId: BUILD_ID, onEvent, signal });
+  for (let attempt = 1; ; attempt++) {
+    await ensureDaemon(p, out.err);
+    try {
+      return await call<T>(p.socket, method, clean, { buildId: BUILD_ID, onEvent, signal });
+    } catch (err) {
+      // Nothing reached the daemon (it was being replaced or restarted): safe to ask again.
+      if (!(err instanceof DaemonUnreachable)) throw err;
+      if (attempt >= 3) throw new BangerError("unavailable", err.message, { hint: `See \`banger daemon logs\` (${p.daemonLog}).` });
+      await Bun.sleep(100 * attempt);
+    }
+  }
 }
 
 export function version(o: Opts) {

@@ -68,6 +68,17 @@ describe("daemon lifecycle (compiled binary)", () => {
     expect(r.stderr).toContain("replacing the idle daemon");
   });
 
+  testNeeds("10 CLIs racing a daemon of another build all succeed, leaving one daemon of this build", built, async () => {
+    const h = home();
+    await h.run(["daemon", "status"], { env: { BANGER_BUILD_ID_OVERRIDE: "otherbuild00" } });
+    const results = await Promise.all(Array.from({ length: 10 }, () => h.run(["vm", "list", "--json"])));
+    for (const r of results) expect(r.code).toBe(0);
+    await Bun.sleep(300);
+    const pids = daemonPids(h.paths.socket);
+    expect(pids).toHaveLength(1);
+    expect(JSON.parse((await h.run(["daemon", "status", "--json"])).stdout).buildId).not.toBe("otherbuild00");
+  });
+
   testNeeds("daemon stop stops it and removes the socket; logs are readable", built, async () => {
     const h = home();
     const s = JSON.parse((await h.run(["daemon", "status", "--json"])).stdout);
