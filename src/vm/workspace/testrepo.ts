@@ -62,3 +62,19 @@ export function repoState(repo: string): { status: string; head: string; index: 
     refs: git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
   };
 }
+
+/** A committed repository of `mib` MiB of incompressible 128 KiB files in 32 directories (for timings). */
+export function makeBulkRepo(dir: string, mib: number): void {
+  mkdirSync(dir, { recursive: true });
+  git(dir, "init", "-q");
+  const buf = new Uint8Array(128 << 10);
+  const files = Math.round((mib << 20) / buf.length);
+  for (let i = 0; i < files; i++) {
+    // getRandomValues fills at most 64 KiB per call.
+    for (let o = 0; o < buf.length; o += 65536) crypto.getRandomValues(buf.subarray(o, o + 65536));
+    mkdirSync(join(dir, `d${i % 32}`), { recursive: true });
+    writeFileSync(join(dir, `d${i % 32}`, `f${i}.bin`), buf);
+  }
+  git(dir, "add", ".");
+  git(dir, "-c", "user.name=B", "-c", "user.email=b@example.com", "commit", "-q", "-m", "bulk");
+}
