@@ -4,17 +4,19 @@
  * runs; `--only NAME[,NAME]` picks suites (boot, control, disks, workspace).
  */
 import { parseArgs } from "node:util";
+import { benchBoot } from "./boot.ts";
 import { benchControlPlane } from "./control-plane.ts";
 import { benchDisks } from "./disks.ts";
 import { benchWorkspace } from "./workspace-suite.ts";
 import { type BenchCtx, machineInfo, machineLine, Summary } from "./lib.ts";
 
-const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, only: { type: "string" } }, strict: true });
+const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, only: { type: "string" }, "boot-runs": { type: "string", default: "2" } }, strict: true });
 const only = values.only ? new Set(values.only.split(",")) : null;
 const ctx: BenchCtx = { machine: machineInfo(), summary: new Summary(), quick: values.quick };
 console.log(machineLine(ctx.machine));
 
 const suites: Array<[string, () => Promise<void>]> = [
+  ["boot", async () => (ctx.quick ? console.log("\n== boot: skipped (--quick)") : benchBoot(ctx, Number(values["boot-runs"])))],
   ["control", () => benchControlPlane(ctx, ctx.quick ? { creates: 20, listRuns: 10, parallel: 10 } : { creates: 50, listRuns: 20, parallel: 20 })],
   ["disks", () => benchDisks(ctx)],
   ["workspace", () => benchWorkspace(ctx, ctx.quick ? 50 : 200)],

@@ -1,36 +1,25 @@
 /**
  * Workspace prepare throughput on a generated repository (default 200 MiB of
  * incompressible files, committed), against plain `tar | tar` baselines. Local shell
- * always; over a loopback sshd (ssh2 vs the OpenSSH client) when run as root.
- *   bun bench/workspace.ts [MiB]
+ * always; over a loopback sshd (ssh2 vs the OpenSSH client) when run as root. With
+ * --real, through the compiled CLI into a QEMU guest (needs root, qemu, built dist/).
+ *   bun bench/workspace.ts [--real] [MiB]
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sshConnect, sshShell } from "../src/host/ssh.ts";
 import { SSHD, startTestSshd } from "../src/host/sshd-fixture.ts";
-import { hasFile, isRoot } from "../src/testing/skip.ts";
+import { bangerBin } from "../src/testing/cli.ts";
+import { realGuestChecks, realHome } from "../src/testing/real-env.ts";
+import { hasFile, isRoot, missing } from "../src/testing/skip.ts";
 import { type GuestShell, localShell, prepareWorkspace } from "../src/vm/workspace.ts";
-import { git } from "../src/vm/workspace/testrepo.ts";
+import { makeBulkRepo } from "../src/vm/workspace/testrepo.ts";
 
-const mib = Number(process.argv[2] ?? 200);
+const args = process.argv.slice(2);
+const real = args.includes("--real");
+const mib = Number(args.find((a) => a !== "--real") ?? 200);
 const tmp = mkdtempSync(join(tmpdir(), "banger-ws-bench-"));
-
-function generate(repo: string): void {
-  mkdirSync(repo, { recursive: true });
-  git(repo, "init", "-q");
-  const fileSize = 128 << 10;
-  const files = Math.round((mib << 20) / fileSize);
-  const buf = new Uint8Array(fileSize);
-  for (let i = 0; i < files; i++) {
-    crypto.getRandomValues(buf.subarray(0, 65536));
-    crypto.getRandomValues(buf.subarray(65536));
-    mkdirSync(join(repo, `d${i % 32}`), { recursive: true });
-    writeFileSync(join(repo, `d${i % 32}`, `f${i}.bin`), buf);
-  }
-  git(repo, "add", ".");
-  git(repo, "-c", "user.name=B", "-c", "user.email=b@example.com", "commit", "-q", "-m", "bench");
-}
 
 async function timed(label: string, fn: () => Promise<number | void>): Promise<void> {
   const t = performance.now();
@@ -55,26 +44,53 @@ async function runSuite(name: string, shell: GuestShell, root: string, repo: str
   rmSync(dest, { recursive: true, force: true });
 }
 
-try {
-  const repo = join(tmp, "repo");
-  await timed(`generate ${mib} MiB repo (+ commit)`, async () => generate(repo));
+/** The real-guest mode: CLI prepare/export against `tar | banger vm ssh | tar` into a booted VM. */
+async function realSuite(repo: string): Promise<void> {
+  const why = missing(realGuestChecks());
+  if (why) return console.log(`real guest: skipped (${why})`);
+  const h = await realHome();
+  const cli = async (...argv: string[]) => {
+    const r = await h.run(argv);
+    if (r.code !== 0) throw new Error(`banger ${argv.join(" ")}: ${r.stderr}`);
+  };
+  try {
+    await timed("real: vm create (boot to ready)", () => cli("vm", "create", "--name", "bench"));
+    const pipe = `tar -C ${repo} -c . | ${bangerBin} vm ssh bench -- sh -c 'mkdir -p /root/b && tar -x -C /root/b'`;
+    await timed("real: baseline tar -c . | vm ssh | tar -x", async () => void Bun.spawnSync(["sh", "-c", pipe], { env: h.env }));
+    await cli("vm", "ssh", "bench", "--", "rm", "-rf", "/root/b");
+    await timed("real: vm workspace prepare", () => cli("vm", "workspace", "prepare", "bench", "--from", repo));
+    await timed("real: vm workspace prepare --full-copy --replace", () => cli("vm", "workspace", "prepare", "bench", "--from", repo, "--full-copy", "--replace"));
+    await cli("vm", "ssh", "bench", "--", "sh", "-c", "cd /root/repo && head -c 1048576 /dev/urandom > guest.bin && git add -A && git commit -qm guest && echo x > dirty.txt");
+    await timed("real: vm workspace export (1 commit + dirty)", () => cli("vm", "workspace", "export", "bench", "--to", repo));
+  } finally {
+    await h.run(["vm", "delete", "--force", "bench"]);
+    await h.teardownNet();
+    await h.cleanup();
+  }
+}
+
+/** Local shell and loopback sshd: the transport's own cost, no guest. */
+async function loopbackSuites(repo: string): Promise<void> {
   const root = join(tmp, "guest");
   mkdirSync(root);
   await runSuite("local", localShell(root), root, repo, `mkdir -p DEST && tar -c -C ${repo} . | sh -c 'tar -x -C DEST'`);
-  if (isRoot && hasFile(SSHD)) {
-    const sshd = await startTestSshd();
-    const conn = await sshConnect({ host: "127.0.0.1", port: sshd.port, privateKey: sshd.clientKey, knownHostKey: sshd.hostPublicKey });
-    try {
-      writeFileSync(join(sshd.dir, "client"), sshd.clientKey, { mode: 0o600 });
-      const ssh = `ssh -q -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -i ${sshd.dir}/client -p ${sshd.port} root@127.0.0.1`;
-      await runSuite("loopback ssh", sshShell(conn), root, repo, `tar -c -C ${repo} . | ${ssh} 'mkdir -p DEST && tar -x -C DEST'`);
-    } finally {
-      conn.end();
-      await sshd.stop();
-    }
-  } else {
-    console.log("loopback ssh: skipped (needs root and /usr/sbin/sshd)");
+  if (!isRoot || !hasFile(SSHD)) return console.log("loopback ssh: skipped (needs root and /usr/sbin/sshd)");
+  const sshd = await startTestSshd();
+  const conn = await sshConnect({ host: "127.0.0.1", port: sshd.port, privateKey: sshd.clientKey, knownHostKey: sshd.hostPublicKey });
+  try {
+    writeFileSync(join(sshd.dir, "client"), sshd.clientKey, { mode: 0o600 });
+    const ssh = `ssh -q -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -i ${sshd.dir}/client -p ${sshd.port} root@127.0.0.1`;
+    await runSuite("loopback ssh", sshShell(conn), root, repo, `tar -c -C ${repo} . | ${ssh} 'mkdir -p DEST && tar -x -C DEST'`);
+  } finally {
+    conn.end();
+    await sshd.stop();
   }
+}
+
+try {
+  const repo = join(tmp, "repo");
+  await timed(`generate ${mib} MiB repo (+ commit)`, async () => makeBulkRepo(repo, mib));
+  await (real ? realSuite(repo) : loopbackSuites(repo));
 } finally {
   rmSync(tmp, { recursive: true, force: true });
 }
