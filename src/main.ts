@@ -103,21 +103,49 @@ export function joinCommandWords(argv: string[], names: Set<string>): string[] {
   return argv;
 }
 
+/** Every proper prefix of a multi-word command ("vm", "vm workspace"): words that only open a group. */
+function commandGroups(names: Set<string>): Set<string> {
+  const groups = new Set<string>();
+  for (const n of names) {
+    const words = n.split(" ");
+    for (let i = 1; i < words.length; i++) groups.add(words.slice(0, i).join(" "));
+  }
+  return groups;
+}
+
+/** For argv that names a group but no command: its help, or a usage error naming the unknown word. */
+function groupOnly(cli: ReturnType<typeof buildCli>, argv: string[], groups: Set<string>): number | null {
+  for (const n of [2, 1]) {
+    const group = argv.slice(0, n).join(" ");
+    if (argv.length < n || !groups.has(group)) continue;
+    const next = argv[n];
+    if (next !== undefined && !next.startsWith("-")) {
+      throw new BangerError("invalid_argument", `unknown command: banger ${group} ${next}`, { hint: `Run \`banger ${group} --help\`.` });
+    }
+    return client.groupHelp(cli, group);
+  }
+  return null;
+}
+
 async function main(argv: string[]): Promise<number> {
   const cli = buildCli();
   const names = new Set(cli.commands.flatMap((c) => [c.name, ...c.aliasNames]));
   const args = joinCommandWords(argv, names);
-  const groups = new Set([...names].filter((n) => n.includes(" ")).map((n) => n.split(" ")[0]!));
-  if (args.length > 0 && groups.has(args[0]!) && !names.has(args[0]!)) {
-    const sub = args[1] && !args[1].startsWith("-") ? ` ${args[1]}` : "";
-    if (sub) throw new BangerError("invalid_argument", `unknown command: banger ${args[0]}${sub}`, { hint: `Run \`banger ${args[0]} --help\`.` });
-    return client.groupHelp(cli, args[0]!);
+  if (args.length === 1 && (args[0] === "-v" || args[0] === "--version")) {
+    client.version({});
+    return 0;
+  }
+  if (!names.has(args[0] ?? "")) {
+    const shown = groupOnly(cli, argv, commandGroups(names));
+    if (shown !== null) return shown;
   }
   try {
     cli.parse(["banger", "banger", ...args], { run: false });
   } catch (err) {
     throw new BangerError("invalid_argument", (err as Error).message, { hint: "Run `banger --help`." });
   }
+  // cac has printed the help or the version and left no command matched.
+  if (cli.options.help || cli.options.version) return 0;
   if (!cli.matchedCommand) {
     if (args.length && !args[0]!.startsWith("-")) {
       throw new BangerError("invalid_argument", `unknown command: ${args[0]}`, { hint: "Run `banger --help` for the command list." });
