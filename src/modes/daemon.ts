@@ -72,7 +72,9 @@ export async function runDaemon(paths: Paths = resolvePaths()): Promise<number> 
   const server = Bun.serve({
     unix: paths.socket,
     maxRequestBodySize: MAX_BODY_BYTES * 2,
-    idleTimeout: 0,
+    // No idle cut-off for long event streams (vm create, logs -f). Bun's types offer
+    // idleTimeout only beside a port, hence the untyped spread.
+    ...({ idleTimeout: 0 } as object),
     fetch: (req) => (stopping ? new Response("stopping", { status: 503 }) : handle(req, deps)),
     error: (err) => {
       log(`serve error: ${err.stack ?? err}`);

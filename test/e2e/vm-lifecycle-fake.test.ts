@@ -96,7 +96,7 @@ describe("VM lifecycle against the fake Firecracker", () => {
     const dup = await h.run(["vm", "create", "--name", "taken"]);
     expect(dup.code).toBe(1);
     expect(dup.stderr).toContain('a VM named "taken" already exists');
-    const direct = await fetch("http://banger/rpc", { method: "POST", unix: h.paths.socket, body: JSON.stringify({ method: "vm.create", params: { cpus: 0, memory: 64, name: "Bad_" } }) } as RequestInit).then((r) => r.json());
+    const direct = await fetch("http://banger/rpc", { method: "POST", unix: h.paths.socket, body: JSON.stringify({ method: "vm.create", params: { cpus: 0, memory: 64, name: "Bad_" } }) } as RequestInit).then((r) => r.json() as Promise<{ error: { code: string; message: string } }>);
     expect(direct.error.code).toBe("invalid_argument");
     expect(direct.error.message).toContain("cpus");
     expect(rows().map((r) => r.name)).toEqual(["taken"]);

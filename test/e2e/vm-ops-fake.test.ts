@@ -114,10 +114,10 @@ describe("VM operations against the fake Firecracker", () => {
     await Bun.write(`${work}/image.json`, JSON.stringify({ agent_version: "test", kernel: "default" }));
     Bun.spawnSync(["tar", "-C", work, "-cf", `${work}/image.tar`, "rootfs.ext4", "work-seed.ext4", "image.json"]);
     const sha = new Bun.CryptoHasher("sha256").update(await Bun.file(`${work}/image.tar`).arrayBuffer()).digest("hex");
-    const server = Bun.serve({
+    const server: Bun.Server<undefined> = Bun.serve({
       port: 0,
       hostname: "127.0.0.1",
-      fetch: (req) => {
+      fetch: (req): Response => {
         const path = new URL(req.url).pathname;
         const url = `http://127.0.0.1:${server.port}/image.tar`;
         if (path === "/images.json") return Response.json([{ name: "pulled", url, sha256: sha }, { name: "tampered", url, sha256: "f".repeat(64) }]);

@@ -63,7 +63,7 @@ export function serveApi(path: string, handle: (req: ApiRequest) => Promise<ApiR
       sock.end(formatReply({ status: 503, body: { error: "Too many open connections." } }));
       return;
     }
-    let buf = Buffer.alloc(0);
+    let buf: Buffer = Buffer.alloc(0);
     let busy = false;
     const pump = async () => {
       if (busy) return;
