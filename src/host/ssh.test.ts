@@ -6,21 +6,12 @@ import { hostKeyBlob, sshConnect, sshExec, sshShell, waitForSsh } from "./ssh.ts
 import type { Client } from "ssh2";
 import { guestShellContract } from "../vm/workspace/shell.contract.ts";
 import { SSHD, startTestSshd, type TestSshd } from "./sshd-fixture.ts";
+import { rejection } from "../testing/errors.ts";
 
 const canSshd: Array<[boolean, string]> = [
   [isRoot, "needs root to run sshd"],
   [hasFile(SSHD), "needs openssh-server (/usr/sbin/sshd)"],
 ];
-
-async function rejection(p: Promise<unknown>): Promise<BangerError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof BangerError) return e;
-    throw e;
-  }
-  throw new Error("expected a BangerError");
-}
 
 describe("waitForSsh (fake connect, pinned clock)", () => {
   test("retries until a login succeeds and reports the attempts", async () => {

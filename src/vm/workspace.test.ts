@@ -3,9 +3,9 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BangerError } from "../errors.ts";
 import { BASE_REF, exportWorkspace, localShell, prepareWorkspace } from "./workspace.ts";
-import { git, makeFixtureRepo, repoState } from "./workspace/testrepo.ts";
+import { git, makeCommittedRepo, makeFixtureRepo, repoState } from "./workspace/testrepo.ts";
+import { rejection } from "../testing/errors.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "banger-ws-test-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -17,16 +17,6 @@ function guest() {
   const root = join(tmp, `guest${++n}`, "root");
   mkdirSync(root, { recursive: true });
   return { shell: localShell(root), dir: join(root, "repo") };
-}
-
-async function rejection(p: Promise<unknown>): Promise<BangerError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof BangerError) return e;
-    throw e;
-  }
-  throw new Error("expected a BangerError");
 }
 
 const indexHash = (dir: string) => createHash("sha256").update(readFileSync(join(dir, ".git", "index"))).digest("hex");
@@ -180,12 +170,7 @@ describe("exportWorkspace", () => {
   });
 
   test("a guest without changes says so and creates nothing", async () => {
-    const clean = join(tmp, "clean");
-    mkdirSync(clean);
-    git(clean, "init", "-q");
-    writeFileSync(join(clean, "f.txt"), "x\n");
-    git(clean, "add", ".");
-    git(clean, "-c", "user.name=C", "-c", "user.email=c@example.com", "commit", "-q", "-m", "c");
+    const clean = makeCommittedRepo(join(tmp, "clean"), { "f.txt": "x\n" });
     const g = guest();
     await prepareWorkspace({ shell: g.shell, from: clean, guestDir: g.dir });
     const r = await exportWorkspace({ shell: g.shell, to: clean, vmName: "idle", guestDir: g.dir });

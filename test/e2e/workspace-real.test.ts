@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bangerBin } from "../../src/testing/cli.ts";
 import { realGuestChecks, realHome, type RealHome } from "../../src/testing/real-env.ts";
 import { testNeeds } from "../../src/testing/skip.ts";
-import { git, makeBulkRepo, makeFixtureRepo, repoState } from "../../src/vm/workspace/testrepo.ts";
+import { git, makeBulkRepo, makeCommittedRepo, makeFixtureRepo, repoState } from "../../src/vm/workspace/testrepo.ts";
 
 // Workspace acceptance through the compiled CLI against real QEMU guests: one VM (t1) for
 // prepare and export, then one made by `vm run` (r1) for run and the 200 MB timing.
@@ -131,12 +131,7 @@ describe("workspace on a real guest (needs qemu, root, built dist/)", () => {
   }, T);
 
   testNeeds("vm run: the command runs in the prepared repo with its exit code; without a command it prints the next steps", needs, async () => {
-    const small = join(tmp, "small");
-    mkdirSync(small);
-    git(small, "init", "-q");
-    writeFileSync(join(small, "README.md"), "# small\n");
-    git(small, "add", ".");
-    git(small, "-c", "user.name=R", "-c", "user.email=r@example.com", "commit", "-q", "-m", "readme");
+    const small = makeCommittedRepo(join(tmp, "small"), { "README.md": "# small\n" });
     const [r, s] = await timed(() => h.run(["vm", "run", "--name", "r1", "--", "sh", "-c", "test -f README.md && exit 7"], { cwd: small }));
     console.log(`vm run (create + prepare + command): ${s.toFixed(1)} s`);
     expect(r.stderr).not.toContain("error");

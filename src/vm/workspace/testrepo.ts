@@ -16,6 +16,16 @@ function write(dir: string, name: string, text: string): void {
   writeFileSync(join(dir, name), text);
 }
 
+/** A repository with one commit holding `files` (name to text). */
+export function makeCommittedRepo(dir: string, files: Record<string, string>): string {
+  mkdirSync(dir, { recursive: true });
+  git(dir, "init", "-q");
+  for (const [name, text] of Object.entries(files)) write(dir, name, text);
+  git(dir, "add", ".");
+  git(dir, "-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-q", "-m", "initial");
+  return dir;
+}
+
 /**
  * A repository in every state prepare must carry: two commits, a submodule, a staged
  * change, an unstaged change, a file both staged and changed again, an unstaged delete,
