@@ -19,7 +19,7 @@ const suites: Array<[string, () => Promise<void>]> = [
   ["boot", async () => (ctx.quick ? console.log("\n== boot: skipped (--quick)") : benchBoot(ctx, Number(values["boot-runs"])))],
   ["control", () => benchControlPlane(ctx, ctx.quick ? { creates: 20, listRuns: 10, parallel: 10 } : { creates: 50, listRuns: 20, parallel: 20 })],
   ["disks", () => benchDisks(ctx)],
-  ["workspace", () => benchWorkspace(ctx, ctx.quick ? 50 : 200)],
+  ["workspace", () => benchWorkspace(ctx, ctx.quick ? 50 : 200, !ctx.quick)],
 ];
 
 for (const [name, run] of suites) {

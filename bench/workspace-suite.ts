@@ -18,23 +18,35 @@ export function parseWorkspaceLines(out: string): Line[] {
   return lines;
 }
 
-/** Runs bench/workspace.ts with a repo of `mib` MiB and adds prepare-vs-baseline ratios per transport. */
-export async function benchWorkspace(ctx: BenchCtx, mib: number): Promise<void> {
-  heading(`workspace prepare of a ${mib} MiB repo (bench/workspace.ts)`, ctx.machine);
-  const proc = Bun.spawn([process.execPath, join(projectRoot, "bench", "workspace.ts"), String(mib)], { cwd: projectRoot, stdout: "pipe", stderr: "inherit" });
+/** Runs bench/workspace.ts once per mode and reads its lines. */
+async function runWorkspaceBench(args: string[]): Promise<Line[]> {
+  const proc = Bun.spawn([process.execPath, join(projectRoot, "bench", "workspace.ts"), ...args], { cwd: projectRoot, stdout: "pipe", stderr: "inherit" });
   const out = await new Response(proc.stdout).text();
   const code = await proc.exited;
   for (const l of out.trimEnd().split("\n")) console.log(`   ${l}`);
-  if (code !== 0) throw new Error(`bench/workspace.ts exited ${code}`);
-  const lines = parseWorkspaceLines(out);
-  for (const transport of ["local", "loopback ssh"]) {
-    const find = (suffix: string) => lines.find((l) => l.label === `${transport}: ${suffix}`)?.seconds;
+  if (code !== 0) throw new Error(`bench/workspace.ts ${args.join(" ")} exited ${code}`);
+  return parseWorkspaceLines(out);
+}
+
+const BASELINES: Record<string, string> = { local: "tar | tar", "loopback ssh": "tar | ssh", "real guest": "tar | vm ssh | tar" };
+
+/**
+ * Runs bench/workspace.ts with a repo of `mib` MiB (local shell and loopback sshd, then,
+ * with `real`, a booted guest) and adds prepare-vs-baseline ratios per transport.
+ */
+export async function benchWorkspace(ctx: BenchCtx, mib: number, real: boolean): Promise<void> {
+  heading(`workspace prepare of a ${mib} MiB repo (bench/workspace.ts)`, ctx.machine);
+  const lines = await runWorkspaceBench([String(mib)]);
+  if (real) lines.push(...(await runWorkspaceBench(["--real", String(mib)])));
+  for (const [transport, via] of Object.entries(BASELINES)) {
+    const find = (what: string) => lines.find((l) => l.label === `${transport}: ${what}`)?.seconds;
     const base = find("baseline tar -c . | tar -x");
     if (base === undefined) continue;
-    const via = transport === "local" ? "tar | tar" : "tar | ssh";
-    for (const [what, suffix] of [["prepare (working tree)", "prepareWorkspace (working tree)"], ["prepare --full-copy", "prepareWorkspace --full-copy"]] as const) {
-      const s = find(suffix);
+    for (const what of ["prepare (working tree)", "prepare --full-copy"]) {
+      const s = find(what);
       if (s !== undefined) ctx.summary.add({ bench: "workspace", metric: `${transport}: ${what}, ${mib} MiB`, value: `${s.toFixed(2)} s`, baseline: `${base.toFixed(2)} s ${via}`, ratio: s / base });
     }
+    const exported = find("export (1 commit + uncommitted)");
+    if (exported !== undefined) ctx.summary.add({ bench: "workspace", metric: `${transport}: export of 1 commit + uncommitted work`, value: `${exported.toFixed(2)} s` });
   }
 }

@@ -38,9 +38,9 @@ async function runSuite(name: string, shell: GuestShell, root: string, repo: str
   const dest = join(root, "repo");
   await timed(`${name}: baseline tar -c . | tar -x`, async () => sh(baseline.replaceAll("DEST", dest)));
   rmSync(dest, { recursive: true, force: true });
-  await timed(`${name}: prepareWorkspace (working tree)`, async () => (await prepareWorkspace({ shell, from: repo, guestDir: dest })).bytes);
+  await timed(`${name}: prepare (working tree)`, async () => (await prepareWorkspace({ shell, from: repo, guestDir: dest })).bytes);
   rmSync(dest, { recursive: true, force: true });
-  await timed(`${name}: prepareWorkspace --full-copy`, async () => (await prepareWorkspace({ shell, from: repo, guestDir: dest, fullCopy: true })).bytes);
+  await timed(`${name}: prepare --full-copy`, async () => (await prepareWorkspace({ shell, from: repo, guestDir: dest, fullCopy: true })).bytes);
   rmSync(dest, { recursive: true, force: true });
 }
 
@@ -52,16 +52,21 @@ async function realSuite(repo: string): Promise<void> {
   const cli = async (...argv: string[]) => {
     const r = await h.run(argv);
     if (r.code !== 0) throw new Error(`banger ${argv.join(" ")}: ${r.stderr}`);
+    return r.stdout;
   };
+  const mibOf = (out: string) => Number(/\(([\d.]+) MiB/.exec(out)?.[1] ?? 0) * 2 ** 20;
   try {
-    await timed("real: vm create (boot to ready)", () => cli("vm", "create", "--name", "bench"));
+    await timed("real guest: vm create (boot to ready)", async () => void (await cli("vm", "create", "--name", "bench")));
     const pipe = `tar -C ${repo} -c . | ${bangerBin} vm ssh bench -- sh -c 'mkdir -p /root/b && tar -x -C /root/b'`;
-    await timed("real: baseline tar -c . | vm ssh | tar -x", async () => void Bun.spawnSync(["sh", "-c", pipe], { env: h.env }));
-    await cli("vm", "ssh", "bench", "--", "rm", "-rf", "/root/b");
-    await timed("real: vm workspace prepare", () => cli("vm", "workspace", "prepare", "bench", "--from", repo));
-    await timed("real: vm workspace prepare --full-copy --replace", () => cli("vm", "workspace", "prepare", "bench", "--from", repo, "--full-copy", "--replace"));
+    await timed("real guest: baseline tar -c . | tar -x", async () => {
+      const r = Bun.spawnSync(["sh", "-c", pipe], { env: h.env, stderr: "pipe" });
+      if (r.exitCode !== 0) throw new Error(`${pipe}: ${r.stderr.toString()}`);
+    });
+    await cli("vm", "ssh", "bench", "--", "sh", "-c", "rm -rf /root/b && sync");
+    await timed("real guest: prepare (working tree)", async () => mibOf(await cli("vm", "workspace", "prepare", "bench", "--from", repo)));
+    await timed("real guest: prepare --full-copy", async () => mibOf(await cli("vm", "workspace", "prepare", "bench", "--from", repo, "--full-copy", "--replace")));
     await cli("vm", "ssh", "bench", "--", "sh", "-c", "cd /root/repo && head -c 1048576 /dev/urandom > guest.bin && git add -A && git commit -qm guest && echo x > dirty.txt");
-    await timed("real: vm workspace export (1 commit + dirty)", () => cli("vm", "workspace", "export", "bench", "--to", repo));
+    await timed("real guest: export (1 commit + uncommitted)", async () => void (await cli("vm", "workspace", "export", "bench", "--to", repo)));
   } finally {
     await h.run(["vm", "delete", "--force", "bench"]);
     await h.teardownNet();
