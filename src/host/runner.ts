@@ -1,3 +1,5 @@
+import { BangerError } from "../errors.ts";
+
 /** The seam through which banger runs host commands; tests pass a recording fake. */
 export interface RunResult {
   code: number;
@@ -12,6 +14,8 @@ export interface RunOptions {
   /** Resolve with the non-zero result instead of throwing. */
   allowFailure?: boolean;
   timeoutMs?: number;
+  /** Aborting stops the command and everything it started, and the run fails as cancelled. */
+  signal?: AbortSignal;
 }
 
 export interface Runner {
@@ -32,6 +36,8 @@ export class CommandError extends Error {
 /** Runs commands with Bun.spawn. */
 export const hostRunner: Runner = {
   async run(argv, opts = {}) {
+    const { signal } = opts;
+    if (signal?.aborted) throw cancelled(argv);
     const proc = Bun.spawn(argv, {
       cwd: opts.cwd,
       env: opts.env ? { ...process.env, ...opts.env } : process.env,
@@ -39,17 +45,48 @@ export const hostRunner: Runner = {
       stdout: "pipe",
       stderr: "pipe",
       timeout: opts.timeoutMs,
+      // A cancellable command leads its own process group, so a cancel reaches its children too.
+      detached: signal !== undefined,
     });
-    const [stdout, stderr, code] = await Promise.all([
-      new Response(proc.stdout).text(),
-      new Response(proc.stderr).text(),
-      proc.exited,
-    ]);
-    const result = { code, stdout, stderr };
-    if (code !== 0 && !opts.allowFailure) throw new CommandError(argv, result);
-    return result;
+    const stop = () => killGroup(proc.pid);
+    signal?.addEventListener("abort", stop, { once: true });
+    try {
+      const [stdout, stderr, code] = await Promise.all([
+        new Response(proc.stdout).text(),
+        new Response(proc.stderr).text(),
+        proc.exited,
+      ]);
+      if (signal?.aborted) throw cancelled(argv);
+      const result = { code, stdout, stderr };
+      if (code !== 0 && !opts.allowFailure) throw new CommandError(argv, result);
+      return result;
+    } finally {
+      signal?.removeEventListener("abort", stop);
+    }
   },
 };
+
+function cancelled(argv: string[]): BangerError {
+  return new BangerError("cancelled", `${argv[0]} was cancelled`);
+}
+
+/** SIGTERM to the process group, then SIGKILL to whatever is left of it a moment later. */
+function killGroup(pid: number): void {
+  const kill = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(-pid, sig);
+    } catch {
+      // the group is gone already
+    }
+  };
+  kill("SIGTERM");
+  setTimeout(() => kill("SIGKILL"), 3000).unref();
+}
+
+/** The same runner with every command cancelled by `signal` (a caller that went away). */
+export function cancellableRunner(runner: Runner, signal: AbortSignal): Runner {
+  return { run: (argv, opts) => runner.run(argv, { ...opts, signal }) };
+}
 
 /** A Runner for tests: records every argv and answers from overrides (default: success, empty output). */
 export class RecordingRunner implements Runner {

@@ -6,7 +6,7 @@ import { buildKernel } from "../images/kernel-config.ts";
 import type { Config } from "../config.ts";
 import { BangerError } from "../errors.ts";
 import type { Paths } from "../host/paths.ts";
-import type { Runner } from "../host/runner.ts";
+import { cancellableRunner, type Runner } from "../host/runner.ts";
 import { deleteKernel, importKernel, pullKernel, type KernelInfo } from "../images/kernels.ts";
 import type { Handlers } from "../rpc/handle.ts";
 import { ArtifactStore, type KernelRow } from "../store/artifacts.ts";
@@ -69,7 +69,7 @@ export function artifactHandlers(deps: ArtifactDeps): Handlers {
         ctx.progress({ stage, status: "start" });
       };
       try {
-        const built = await buildKernel({ workDir: work, usrSrc: p.source, onStage }, { runner: deps.runner, cpus: availableParallelism() });
+        const built = await buildKernel({ workDir: work, usrSrc: p.source, onStage }, { runner: cancellableRunner(deps.runner, ctx.signal), cpus: availableParallelism() });
         onStage("register");
         const k = await importKernel({ src: built.vmlinux, kernelsDir, name });
         const row = kernelRow(k, "build:linux-source");

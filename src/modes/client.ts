@@ -203,14 +203,18 @@ async function showCmd(method: Method, params: Record<string, unknown>, o: Opts)
   out.out(Object.entries(result).map(([k, v]) => `${k.padEnd(14)} ${typeof v === "object" ? JSON.stringify(v) : String(v)}`).join("\n"));
 }
 
+/** A long artifact call with live stages; Ctrl-C cancels it (asking first on a TTY) and the daemon stops its work. */
 async function streamCmd(method: Method, params: Record<string, unknown>, o: Opts) {
   const progress = progressRenderer(out, Boolean(o.json));
+  const abort = new AbortController();
+  const release = vm.cancelOnInterrupt(out, abort, `the ${method.replace(".", " ")}`);
   try {
-    const result = await rpc<Record<string, unknown>>(method, params, progress.onEvent);
+    const result = await rpc<Record<string, unknown>>(method, params, progress.onEvent, abort.signal);
     // With --json every line is one JSON object: the events, then the result.
     if (o.json) out.out(JSON.stringify(result));
     else out.out(Object.entries(result).map(([k, v]) => `${k.padEnd(14)} ${typeof v === "object" ? JSON.stringify(v) : String(v)}`).join("\n"));
   } finally {
+    release();
     progress.stop();
   }
 }

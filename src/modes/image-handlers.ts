@@ -4,6 +4,7 @@ import { BangerError } from "../errors.ts";
 import type { Handlers } from "../rpc/handle.ts";
 import { join } from "node:path";
 import { buildImage } from "../images/build.ts";
+import { cancellableRunner } from "../host/runner.ts";
 import type { ArtifactStore, ImageRow } from "../store/artifacts.ts";
 import { agentBinaryPath } from "./services.ts";
 import { importImage } from "./image-import.ts";
@@ -57,7 +58,7 @@ export function imageHandlers(deps: ArtifactDeps & { store: ArtifactStore }): Ha
         current = { stage, at: performance.now() };
         ctx.progress({ stage, status: "start" });
       };
-      const built = await buildImage({ name, outDir: join(deps.paths.imagesDir, name), agentBinary, onStage }, { runner: deps.runner, uid: process.getuid?.() ?? 0, which: (b) => Bun.which(b) });
+      const built = await buildImage({ name, outDir: join(deps.paths.imagesDir, name), agentBinary, onStage }, { runner: cancellableRunner(deps.runner, ctx.signal), uid: process.getuid?.() ?? 0, which: (b) => Bun.which(b) });
       if (current) onStage("register");
       const row: ImageRow = { name, rootfs_path: built.rootfs, work_seed_path: built.workSeed, kernel, agent_version: built.agentVersion, fingerprint: built.fingerprint, size_bytes: built.sizeBytes, source: "build:debian-bookworm", created_at: new Date().toISOString() };
       store.putImage(row);
@@ -68,7 +69,7 @@ export function imageHandlers(deps: ArtifactDeps & { store: ArtifactStore }): Ha
       const kernel = pairKernel(p.kernel);
       const agentBinary = agentBinaryPath();
       if (!agentBinary) throw new BangerError("failed_precondition", "the guest agent executable (banger-agent) is not beside banger", { hint: "Build with `bun run build`." });
-      const row = await importImage({ source: p.source, name: p.name, kernel, imagesDir: deps.paths.imagesDir, agentBinary, runner: deps.runner, progress: (line) => ctx.progress({ stage: "import", status: "info", message: line }) });
+      const row = await importImage({ source: p.source, name: p.name, kernel, imagesDir: deps.paths.imagesDir, agentBinary, runner: cancellableRunner(deps.runner, ctx.signal), progress: (line) => ctx.progress({ stage: "import", status: "info", message: line }) });
       store.putImage(row);
       return row;
     },

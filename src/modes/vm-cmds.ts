@@ -28,7 +28,7 @@ export interface SshInfo {
 }
 
 /** Asks on a TTY whether Ctrl-C should cancel; piped, Ctrl-C cancels at once. */
-function cancelOnInterrupt(out: Out, abort: AbortController, what: string): () => void {
+export function cancelOnInterrupt(out: Out, abort: AbortController, what: string): () => void {
   let asking = false;
   const onSigint = () => {
     if (!out.isTTY || !process.stdin.isTTY) return abort.abort();

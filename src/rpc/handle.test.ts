@@ -78,4 +78,16 @@ describe("handle()", () => {
     const lines = (await res.text()).trim().split("\n").map((l) => JSON.parse(l));
     expect(lines).toEqual([{ event: { stage: "boot", status: "start" } }, { ok: true, result: { id: "x" } }]);
   });
+
+  test("a quiet streaming handler still sends keep-alive blank lines, which the client skips", async () => {
+    const d: HandleDeps = {
+      handlers: { "kernel.build": async () => (await Bun.sleep(130), { name: "k" }) },
+      logError: () => {},
+      heartbeatMs: 20,
+    };
+    const res = await handle(new Request("http://banger/rpc", { method: "POST", body: JSON.stringify({ method: "kernel.build", params: {} }) }), d);
+    const text = await res.text();
+    expect(text.match(/^$/gm)!.length).toBeGreaterThanOrEqual(3);
+    expect(text.trim()).toBe(JSON.stringify({ ok: true, result: { name: "k" } }));
+  });
 });

@@ -17,6 +17,8 @@ export interface HandleDeps {
   logError(err: unknown, method: string): void;
   /** Called around every call so the daemon knows when it is idle. */
   track?: { begin(): void; end(): void };
+  /** Keep-alive period of streaming answers (default HEARTBEAT_MS). */
+  heartbeatMs?: number;
 }
 
 const json = (body: Envelope, status = 200) =>
@@ -93,6 +95,9 @@ function wire(err: unknown, method: string, deps: HandleDeps): BangerError {
   return be;
 }
 
+/** How often a streaming answer sends a keep-alive blank line while its handler works. */
+export const HEARTBEAT_MS = 15_000;
+
 function stream(handler: Handler<Method>, params: Params<Method>, signal: AbortSignal, deps: HandleDeps): Response {
   const encoder = new TextEncoder();
   let controller!: ReadableStreamDefaultController<Uint8Array>;
@@ -106,10 +111,18 @@ function stream(handler: Handler<Method>, params: Params<Method>, signal: AbortS
   const body = new ReadableStream<Uint8Array>({
     start(c) {
       controller = c;
+      // A blank line now and then: a step that says nothing for minutes (a kernel compile)
+      // must not look like a dead daemon to the client's idle timer.
+      const beat = setInterval(() => {
+        try {
+          controller.enqueue(encoder.encode("\n"));
+        } catch {}
+      }, deps.heartbeatMs ?? HEARTBEAT_MS);
       handler(params, { progress: (event) => send({ event }), signal })
         .then((result) => send({ ok: true, result: result ?? null }))
         .catch((err) => send({ ok: false, error: wire(err, "stream", deps).toJSON() }))
         .finally(() => {
+          clearInterval(beat);
           deps.track?.end();
           try {
             controller.close();
