@@ -65,7 +65,7 @@ async function realSuite(repo: string): Promise<void> {
     await cli("vm", "ssh", "bench", "--", "sh", "-c", "rm -rf /root/b && sync");
     await timed("real guest: prepare (working tree)", async () => mibOf(await cli("vm", "workspace", "prepare", "bench", "--from", repo)));
     await timed("real guest: prepare --full-copy", async () => mibOf(await cli("vm", "workspace", "prepare", "bench", "--from", repo, "--full-copy", "--replace")));
-    await cli("vm", "ssh", "bench", "--", "sh", "-c", "cd /root/repo && head -c 1048576 /dev/urandom > guest.bin && git add -A && git commit -qm guest && echo x > dirty.txt");
+    await cli("vm", "ssh", "bench", "--", "sh", "-c", "cd /root/repo && head -c 1048576 /dev/urandom > guest.bin && git add -A && git -c user.name=Bench -c user.email=bench@example.com commit -qm guest && echo x > dirty.txt");
     await timed("real guest: export (1 commit + uncommitted)", async () => void (await cli("vm", "workspace", "export", "bench", "--to", repo)));
   } finally {
     await h.run(["vm", "delete", "--force", "bench"]);

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { resolvePaths, type Paths } from "../host/paths.ts";
 import { isAlive as pidAlive } from "../vm/drivers/process.ts";
 import { projectRoot } from "./skip.ts";
+import { sweepDeadFakeAgents } from "./fake-firecracker/guest.ts";
 
 /** The compiled CLI the tests drive (built by `bun run build`). */
 export const bangerBin = join(projectRoot, "dist", "banger");
@@ -76,6 +77,7 @@ export class TestHome {
       } catch {}
     }
     if (existsSync(this.root)) rmSync(this.root, { recursive: true, force: true });
+    sweepDeadFakeAgents();
   }
 }
 

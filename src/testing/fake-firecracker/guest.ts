@@ -20,6 +20,15 @@ const SOCKET_PREFIX = "fake-fc-agent-";
 
 /** This process's agent socket; sockets of fakes that died by SIGKILL are swept on the way. */
 export function agentSocketPath(dir = tmpdir()): string {
+  sweepDeadFakeAgents(dir);
+  return join(dir, `${SOCKET_PREFIX}${process.pid}.sock`);
+}
+
+/**
+ * Removes the agent sockets (and kills the agents) of fakes that are gone: a SIGKILLed fake
+ * cannot clean up after itself, so the next fake, or a test's cleanup, does it.
+ */
+export function sweepDeadFakeAgents(dir = tmpdir()): void {
   for (const name of readdirSync(dir)) {
     const pid = Number(name.slice(SOCKET_PREFIX.length, -".sock".length));
     if (!name.startsWith(SOCKET_PREFIX) || !(pid > 0) || existsSync(`/proc/${pid}`)) continue;
@@ -27,7 +36,6 @@ export function agentSocketPath(dir = tmpdir()): string {
     for (const orphan of findByArgs("--unix", join(dir, name))) signal(orphan, "SIGKILL");
     rmSync(join(dir, name), { force: true });
   }
-  return join(dir, `${SOCKET_PREFIX}${process.pid}.sock`);
 }
 
 /** The agent to run when none is given: the project's guest agent, else the small test agent. */
