@@ -98,6 +98,23 @@ describe("prepareWorkspace", () => {
     expect(existsSync(join(g.dir, "guest-work.txt"))).toBe(false);
   });
 
+  test("two prepares racing into one guest directory: one lands whole, the other is refused", async () => {
+    const g = guest();
+    const other = makeCommittedRepo(join(tmp, "other"), { "only-in-other.txt": "other\n" });
+    const results = await Promise.allSettled([
+      prepareWorkspace({ shell: g.shell, from: repo, guestDir: g.dir }),
+      prepareWorkspace({ shell: g.shell, from: other, guestDir: g.dir }),
+    ]);
+    const won = results.filter((r) => r.status === "fulfilled");
+    const lost = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+    expect(won.length).toBe(1);
+    expect(lost.map((r) => (r.reason as { code?: string }).code)).toEqual(["already_exists"]);
+    const winner = results[0]!.status === "fulfilled" ? repo : other;
+    expect(git(g.dir, "rev-parse", "HEAD")).toBe(git(winner, "rev-parse", "HEAD"));
+    expect(existsSync(join(g.dir, "only-in-other.txt"))).toBe(winner === other);
+    expect(existsSync(join(g.dir, "new.txt"))).toBe(winner === repo);
+  });
+
   test("refuses a directory that is not a git repository", async () => {
     const g = guest();
     const plain = join(tmp, "plain");

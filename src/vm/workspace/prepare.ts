@@ -48,7 +48,9 @@ export async function prepareWorkspace(opts: PrepareOptions, deps: PrepareDeps =
   const started = now();
   const guestDir = opts.guestDir ?? DEFAULT_GUEST_DIR;
   const src = await inspectSource(runner, opts.from);
-  await claimGuestDir(opts.shell, guestDir, opts.replace ?? false);
+  const replace = opts.replace ?? false;
+  // Refuse early, before any bytes move; the unpack checks again under the lock.
+  await claimGuestDir(opts.shell, guestDir, replace);
   const list = opts.fullCopy ? null : await workingTreeList(runner, src.top);
   const tar = spawnTar(src.top, list);
   let bytes = 0;
@@ -62,9 +64,11 @@ export async function prepareWorkspace(opts: PrepareOptions, deps: PrepareDeps =
   );
   const [packed, unpacked] = await Promise.allSettled([
     tar.done,
-    opts.shell.exec(unpackScript(guestDir, src), { stdin: counted }).finally(() => tar.kill()),
+    opts.shell.exec(unpackScript(guestDir, src, replace), { stdin: counted }).finally(() => tar.kill()),
   ]);
-  // The host side's failure explains a truncated archive better than the guest's complaint about it.
+  // Another prepare got there first: the guest stopped reading, so the host tar's complaint is beside the point.
+  if (unpacked.status === "fulfilled" && unpacked.value.code === EXIT_TAKEN) throw notEmpty(guestDir);
+  // Otherwise the host side's failure explains a truncated archive better than the guest's complaint about it.
   if (packed.status === "rejected") throw packed.reason;
   if (unpacked.status === "rejected") throw unpacked.reason;
   const r = unpacked.value;
@@ -76,23 +80,43 @@ export async function prepareWorkspace(opts: PrepareOptions, deps: PrepareDeps =
   return { guestDir, source: src.top, base: src.head, fullCopy: opts.fullCopy ?? false, bytes, ms: now() - started };
 }
 
-/** Refuses to overwrite a guest directory that holds something, unless told to replace it. */
-async function claimGuestDir(shell: GuestShell, dir: string, replace: boolean): Promise<void> {
-  const d = shq(dir);
-  const r = await shell.exec(
-    `if [ -d ${d} ] && [ -n "$(ls -A ${d})" ]; then ${replace ? `rm -rf ${d}` : "echo not-empty; exit 0"}; fi; mkdir -p ${d}`,
-  );
-  if (r.code !== 0) throw new BangerError("internal", `could not create ${dir} in the guest: ${lastLines(r.stderr)}`);
-  if (r.stdout.trim() === "not-empty") {
-    throw new BangerError("already_exists", `${dir} in the guest is not empty; preparing again would discard the work there`, {
-      hint: "Export it first (banger vm workspace export), or prepare again with --replace to discard it.",
-    });
-  }
+/** The guest script's exit code for "the directory holds a workspace already". */
+const EXIT_TAKEN = 73;
+
+const notEmpty = (dir: string) =>
+  new BangerError("already_exists", `${dir} in the guest is not empty; preparing again would discard the work there`, {
+    hint: "Export it first (banger vm workspace export), or prepare again with --replace to discard it.",
+  });
+
+/** Sh that refuses a non-empty directory (exit EXIT_TAKEN), or with replace empties it, then creates it. */
+function takeDir(d: string, replace: boolean): string {
+  return `if [ -d ${d} ] && [ -n "$(ls -A ${d})" ]; then ${replace ? `rm -rf ${d}` : `exit ${EXIT_TAKEN}`}; fi; mkdir -p ${d}`;
 }
 
-/** The guest side: unpack the archive, then identity, base ref and a stat refresh of the index. */
-export function unpackScript(guestDir: string, src: SourceRepo): string {
-  const lines = ["set -e", `tar -x --no-same-owner -C ${shq(guestDir)}`, `cd ${shq(guestDir)}`];
+/** Refuses to overwrite a guest directory that holds something (replace empties it later, under the lock). */
+async function claimGuestDir(shell: GuestShell, dir: string, replace: boolean): Promise<void> {
+  if (replace) return;
+  const r = await shell.exec(takeDir(shq(dir), false));
+  if (r.code === EXIT_TAKEN) throw notEmpty(dir);
+  if (r.code !== 0) throw new BangerError("internal", `could not create ${dir} in the guest: ${lastLines(r.stderr)}`);
+}
+
+/**
+ * Sh that holds a lock for `guestDir` until the script ends, so workspace operations on one
+ * directory run one at a time (where the guest has flock; minimal images may not).
+ */
+export function workspaceLock(guestDir: string): string {
+  const id = new Bun.CryptoHasher("sha256").update(guestDir).digest("hex").slice(0, 12);
+  return `if command -v flock >/dev/null 2>&1 && [ -d /run/lock ]; then exec 9>/run/lock/banger-workspace-${id}.lock; flock 9; fi`;
+}
+
+/**
+ * The guest side, under the workspace lock: take the directory (again: another prepare may
+ * have filled it meanwhile), unpack the archive, then identity, base ref and a stat refresh.
+ */
+export function unpackScript(guestDir: string, src: SourceRepo, replace = false): string {
+  const d = shq(guestDir);
+  const lines = ["set -e", workspaceLock(guestDir), takeDir(d, replace), `tar -x --no-same-owner -C ${d}`, `cd ${d}`];
   if (src.userName !== null) lines.push(`git config user.name ${shq(src.userName)}`);
   if (src.userEmail !== null) lines.push(`git config user.email ${shq(src.userEmail)}`);
   lines.push(src.head ? `git update-ref ${BASE_REF} ${src.head}` : `git update-ref -d ${BASE_REF} 2>/dev/null || true`);

@@ -1,5 +1,5 @@
 import { BangerError } from "../../errors.ts";
-import { BASE_REF, lastLines } from "./prepare.ts";
+import { BASE_REF, lastLines, workspaceLock } from "./prepare.ts";
 import { type GuestShell, shq } from "./shell.ts";
 
 /** The ref the guest bundle is made from; it exists only while the bundle is written. */
@@ -25,6 +25,7 @@ export interface GuestSnapshot {
  */
 export function snapshotScript(guestDir: string): string {
   return `set -e
+${workspaceLock(guestDir)}
 cd ${shq(guestDir)}
 base=$(git rev-parse -q --verify '${BASE_REF}^{commit}' || true)
 head=$(git rev-parse -q --verify 'HEAD^{commit}' || true)
