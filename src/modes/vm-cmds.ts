@@ -45,8 +45,11 @@ export function cancelOnInterrupt(out: Out, abort: AbortController, what: string
   return () => process.off("SIGINT", onSigint);
 }
 
-/** `vm create`: live stages, Ctrl-C asks to cancel (a cancelled create leaves nothing). */
-export async function create(out: Out, rpc: Rpc, params: Record<string, unknown>, json: boolean): Promise<VmView> {
+/**
+ * `vm create`: live stages, Ctrl-C asks to cancel (a cancelled create leaves nothing).
+ * `forRun`: one status line on stderr instead of the next steps, so `vm run`'s stdout is the command's.
+ */
+export async function create(out: Out, rpc: Rpc, params: Record<string, unknown>, json: boolean, forRun = false): Promise<VmView> {
   const progress = progressRenderer(out, json);
   const abort = new AbortController();
   const release = cancelOnInterrupt(out, abort, "the create");
@@ -54,6 +57,7 @@ export async function create(out: Out, rpc: Rpc, params: Record<string, unknown>
     const vm = await rpc<VmView & { warnings: string[] }>("vm.create", params, progress.onEvent as never, abort.signal);
     // With --json every line is one JSON object: the events, then the VM.
     if (json) out.out(JSON.stringify(vm));
+    else if (forRun) out.err(`${vm.name} is ready: ${vm.ip} (${vm.dns})`);
     else out.out(`${vm.name} is ready: ${vm.ip} (${vm.dns})\n  banger vm ssh ${vm.name}\n  banger vm stop ${vm.name}`);
     return vm;
   } finally {

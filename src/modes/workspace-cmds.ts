@@ -21,11 +21,12 @@ async function connect(rpc: Rpc, ref: string) {
 }
 
 /** `vm workspace prepare`: the repo's working tree and history to /root/repo, streamed over SSH. */
-export async function prepare(out: Out, rpc: Rpc, ref: string, o: { from?: string; fullCopy?: boolean; replace?: boolean }) {
+export async function prepare(out: Out, rpc: Rpc, ref: string, o: { from?: string; fullCopy?: boolean; replace?: boolean; toStderr?: boolean }) {
   const { info, conn, shell } = await connect(rpc, ref);
   try {
     const r = await prepareWorkspace({ shell, from: resolve(o.from ?? "."), fullCopy: o.fullCopy, replace: o.replace });
-    out.out(`${r.source} → ${info.name}:${r.guestDir} (${(r.bytes / 1024 / 1024).toFixed(1)} MiB${r.fullCopy ? ", full copy" : ""}) in ${(r.ms / 1000).toFixed(1)}s`);
+    const say = (line: string) => (o.toStderr ? out.err(line) : out.out(line));
+    say(`${r.source} → ${info.name}:${r.guestDir} (${(r.bytes / 1024 / 1024).toFixed(1)} MiB${r.fullCopy ? ", full copy" : ""}) in ${(r.ms / 1000).toFixed(1)}s`);
     return r;
   } finally {
     conn.end();
@@ -61,12 +62,12 @@ export async function run(out: Out, rpc: Rpc, cmd: string[], o: Record<string, u
     }
     vm = await rpc<VmView>("vm.show", { ref: existing.name });
   } else {
-    vm = await create(out, rpc, createParams, false);
+    vm = await create(out, rpc, createParams, false, true);
   }
   const from = resolve(String(o.from ?? "."));
   if (await insideRepo(from)) {
     try {
-      await prepare(out, rpc, vm.name, { from, fullCopy: Boolean(o.fullCopy) });
+      await prepare(out, rpc, vm.name, { from, fullCopy: Boolean(o.fullCopy), toStderr: true });
     } catch (err) {
       if (!(err instanceof BangerError && err.code === "already_exists")) throw err;
       out.err(`${DEFAULT_GUEST_DIR} in ${vm.name} already holds a workspace; keeping it`);

@@ -136,6 +136,10 @@ describe("workspace on a real guest (needs qemu, root, built dist/)", () => {
     console.log(`vm run (create + prepare + command): ${s.toFixed(1)} s`);
     expect(r.stderr).not.toContain("error");
     expect(r.code).toBe(7);
+    // banger's own lines go to stderr: stdout is the command's alone.
+    expect(r.stdout).toBe("");
+    expect(r.stderr).toContain("r1 is ready");
+    expect(r.stderr).toContain("r1:/root/repo");
     const next = await h.run(["vm", "run", "--name", "r1"], { cwd: small });
     expect(next.code).toBe(0);
     expect(next.stdout).toContain("banger vm ssh r1");
