@@ -21,7 +21,10 @@ export function buildCli() {
   cli.command("daemon logs", "Print the daemon log").option("-f, --follow", "Follow").option("-n, --lines <n>", "Lines", { default: 100 }).action((o) => client.daemonLogs(o));
   cli.command("daemon run", "Run the daemon in the foreground (started automatically)").action(() => client.daemonRun());
 
-  cli.command("host setup", "Create the bridge, NAT rules and TAP pool (needs root)").option("--systemd", "Also install a systemd unit so setup survives reboot").action((o) => client.hostSetup(o));
+  cli.command("host setup", "Create the bridge, NAT rules and TAP pool (needs root)")
+    .option("--systemd", "Also install a systemd unit so setup survives reboot")
+    .option("--owner <uid:gid>", "Who owns the TAPs (default: the user who ran sudo, else you)")
+    .action((o) => client.hostSetup(o));
   cli.command("host teardown", "Remove everything host setup made (needs root)").action(() => client.hostTeardown());
   cli.command("host status", "Show the host network setup").option(json, "JSON output").action((o) => client.hostStatus(o));
 

@@ -129,7 +129,7 @@ export async function daemonRun() {
   return runDaemon();
 }
 
-export const hostSetup = (o: Opts) => host.hostSetup(out, { systemd: Boolean(o.systemd) });
+export const hostSetup = (o: Opts) => host.hostSetup(out, { systemd: Boolean(o.systemd), owner: o.owner === undefined ? undefined : String(o.owner) });
 export const hostTeardown = () => host.hostTeardown(out);
 export const hostStatus = (o: Opts) => host.hostStatus(out, o);
 

@@ -1,41 +1,80 @@
 import { loadConfig } from "../config.ts";
 import { hostSetup as setup, hostStatus as status, hostTeardown as teardown } from "../host/network.ts";
-import { resolvePaths } from "../host/paths.ts";
+import { readFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { BangerError } from "../errors.ts";
+import { type Paths, resolvePaths } from "../host/paths.ts";
 import { hostRunner } from "../host/runner.ts";
 import { hostNetConfig } from "../vm/network-port.ts";
 import { selfArgv } from "./autostart.ts";
 import { printJson, table, type Out } from "./render.ts";
 
-/** The user the TAPs belong to: the one who ran sudo, else the caller. */
-function owner() {
-  const uid = Number(process.env.SUDO_UID ?? process.getuid?.() ?? 0);
-  const gid = Number(process.env.SUDO_GID ?? process.getgid?.() ?? 0);
-  return { uid, gid };
+/** Who host setup works for: TAP owner and whose config names the bridge, subnet and pool. */
+export interface Invoker {
+  uid: number;
+  gid: number;
+  paths: Paths;
+}
+
+/**
+ * The user behind this call: `--owner UID:GID` when given (the boot-time unit), else the one
+ * who ran sudo (with their own config: sudo resets HOME, so it comes from the passwd entry),
+ * else the caller.
+ */
+export function invoker(env: Record<string, string | undefined> = process.env, ownerFlag?: string, homeOf: (user: string) => string | null = passwdHome): Invoker {
+  if (ownerFlag !== undefined) {
+    const m = /^(\d+):(\d+)$/.exec(ownerFlag);
+    if (!m) throw new BangerError("invalid_argument", `--owner ${ownerFlag}: expected UID:GID, e.g. 1000:1000`);
+    return { uid: Number(m[1]), gid: Number(m[2]), paths: resolvePaths(env) };
+  }
+  if (env.SUDO_USER && env.SUDO_UID && env.SUDO_UID !== "0") {
+    const uid = Number(env.SUDO_UID);
+    const gid = Number(env.SUDO_GID ?? env.SUDO_UID);
+    // A HOME other than root's was kept or set on purpose (sudo -E, a test's home): it stands.
+    const homeReset = !env.HOME || env.HOME === (homeOf("root") ?? "/root");
+    const home = homeReset ? homeOf(env.SUDO_USER) : env.HOME;
+    return { uid, gid, paths: resolvePaths({ ...env, HOME: home ?? env.HOME }) };
+  }
+  return { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, paths: resolvePaths(env) };
+}
+
+/** A user's home directory from /etc/passwd, or null. */
+function passwdHome(user: string): string | null {
+  const line = readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${user}:`));
+  return line?.split(":")[5] || null;
 }
 
 function net() {
   return { runner: hostRunner, sudo: process.getuid?.() !== 0 };
 }
 
+/** The unit that repeats this setup at boot, as root, for the same user and config. */
+function bootUnit(who: Invoker) {
+  return { exec: [...selfArgv(), "host", "setup", "--owner", `${who.uid}:${who.gid}`], env: { XDG_CONFIG_HOME: dirname(who.paths.configDir) } };
+}
+
 /** `banger host setup`: bridge, forwarding, NAT rules, TAP pool; prints what changed. */
-export async function hostSetup(out: Out, o: { systemd?: boolean }) {
-  const cfg = hostNetConfig(loadConfig(resolvePaths()), owner());
-  if (o.systemd) cfg.systemdUnit = { exec: [...selfArgv(), "host", "setup"] };
+export async function hostSetup(out: Out, o: { systemd?: boolean; owner?: string }) {
+  const who = invoker(process.env, o.owner);
+  const cfg = hostNetConfig(loadConfig(who.paths), { uid: who.uid, gid: who.gid });
+  if (o.systemd) cfg.systemdUnit = bootUnit(who);
   const actions = await setup(net(), cfg);
   out.out(actions.length ? actions.map((a) => `+ ${a}`).join("\n") : "host already set up; nothing changed");
 }
 
 /** `banger host teardown`: removes everything setup made. */
 export async function hostTeardown(out: Out) {
-  const cfg = hostNetConfig(loadConfig(resolvePaths()), owner());
-  cfg.systemdUnit = { exec: [...selfArgv(), "host", "setup"] };
+  const who = invoker();
+  const cfg = hostNetConfig(loadConfig(who.paths), { uid: who.uid, gid: who.gid });
+  cfg.systemdUnit = bootUnit(who);
   const actions = await teardown(net(), cfg);
   out.out(actions.length ? actions.map((a) => `- ${a}`).join("\n") : "nothing to remove");
 }
 
 /** `banger host status [--json]`. */
 export async function hostStatus(out: Out, o: { json?: boolean }) {
-  const s = await status(net(), hostNetConfig(loadConfig(resolvePaths()), owner()));
+  const who = invoker();
+  const s = await status(net(), hostNetConfig(loadConfig(who.paths), { uid: who.uid, gid: who.gid }));
   if (o.json) return printJson(out, s);
   out.out(
     table(

@@ -35,6 +35,8 @@ export interface SystemdUnitSpec {
   path?: string;
   /** The command line, e.g. ["/usr/local/bin/banger", "host", "setup"]. */
   exec: string[];
+  /** Environment of the boot-time run (e.g. XDG_CONFIG_HOME, so it reads the user's config). */
+  env?: Record<string, string>;
   /** Run `systemctl enable` (default true). */
   enable?: boolean;
 }

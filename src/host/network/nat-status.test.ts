@@ -85,6 +85,11 @@ describe("status, detection, config helpers", () => {
     expect(text).toContain("WantedBy=multi-user.target");
   });
 
+  test("systemd unit carries the user's config location and TAP owner to the boot-time run", () => {
+    const text = systemdUnitText({ bridge: "banger0" }, { exec: ["/usr/local/bin/banger", "host", "setup", "--owner", "1000:1000"], env: { XDG_CONFIG_HOME: "/home/ada b/.config" } });
+    expect(text).toContain('Environment="XDG_CONFIG_HOME=/home/ada b/.config"\nExecStart=/usr/local/bin/banger host setup --owner 1000:1000');
+  });
+
   test("systemd unit is written and enabled once, then left alone", async () => {
     const spec = { path: "/tmp/x/banger-host.service", exec: ["/bin/banger", "host", "setup"] };
     const text = systemdUnitText(cfg, spec);

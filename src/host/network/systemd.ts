@@ -22,6 +22,7 @@ export function systemdUnitText(cfg: Pick<HostNetConfig, "bridge">, spec: System
     "[Service]",
     "Type=oneshot",
     "RemainAfterExit=yes",
+    ...Object.entries(spec.env ?? {}).map(([k, v]) => `Environment=${quoteWord(`${k}=${v}`)}`),
     `ExecStart=${spec.exec.map(quoteWord).join(" ")}`,
     "",
     "[Install]",
