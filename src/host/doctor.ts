@@ -72,6 +72,15 @@ export function hardwareVirtUsable(cpuinfo: string, kvmOpens: boolean): boolean 
   return kvmOpens && hasHardwareVirt(cpuinfo);
 }
 
+/** The VMM, running as this user, opens /dev/net/tun to attach the VM's TAP. */
+function tunCheck(deps: DoctorDeps): Check {
+  if (!deps.exists("/dev/net/tun")) return { name: "tun", status: "fail", detail: "no /dev/net/tun", fix: "sudo modprobe tun" };
+  if (!deps.canOpenRW("/dev/net/tun")) {
+    return { name: "tun", status: "fail", detail: "/dev/net/tun exists but this user cannot open it, so a VMM cannot attach its TAP", fix: "sudo chmod 0666 /dev/net/tun (its usual mode; TAPs stay usable only by their owner)" };
+  }
+  return { name: "tun", status: "pass", detail: "/dev/net/tun usable" };
+}
+
 /** Runs every check; nothing here creates files or starts processes beyond version probes. */
 export async function runDoctor(deps: DoctorDeps): Promise<DoctorReport> {
   const checks: Check[] = [];
@@ -92,7 +101,7 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorReport> {
   else add({ name: "kvm", status: "warn", detail: kvmExists ? "/dev/kvm present but the CPU shows no vmx/svm flag: no usable hardware virtualization; QEMU will use TCG (slow), Firecracker cannot run" : "no /dev/kvm: QEMU will use TCG (slow), Firecracker cannot run", fix: "Enable virtualization (VT-x/AMD-V) in firmware, or nested virtualization on the hypervisor" });
   await checkVmms(deps, config, checks);
   add(deps.exists("/dev/vhost-vsock") ? { name: "vhost-vsock", status: "pass", detail: "/dev/vhost-vsock present" } : { name: "vhost-vsock", status: "warn", detail: "no /dev/vhost-vsock: QEMU guests use the virtio-serial agent channel", fix: "sudo modprobe vhost_vsock" });
-  add(deps.exists("/dev/net/tun") ? { name: "tun", status: "pass", detail: "/dev/net/tun present" } : { name: "tun", status: "fail", detail: "no /dev/net/tun", fix: "sudo modprobe tun" });
+  add(tunCheck(deps));
   await checkBridge(deps, config, checks);
   for (const [name, bins, pkg] of [["e2fsprogs", ["mkfs.ext4", "debugfs", "resize2fs", "e2fsck"], "e2fsprogs"], ["mmdebstrap", ["mmdebstrap"], "mmdebstrap"], ["ssh", ["ssh", "ssh-keygen"], "openssh-client"], ["zstd", ["zstd"], "zstd"]] as const) {
     const missing = bins.filter((b) => !deps.which(b));

@@ -1,0 +1,52 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type DoctorDeps, runDoctor } from "./doctor.ts";
+import { resolvePaths } from "./paths.ts";
+import { RecordingRunner } from "./runner.ts";
+
+const root = mkdtempSync(join(tmpdir(), "banger-doctor-"));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+/** A host where everything is in place, with per-test overrides of what exists and what opens. */
+function host(o: { cpuFlags?: string; missing?: string[]; unopenable?: string[] } = {}): DoctorDeps {
+  const paths = resolvePaths({ HOME: root, XDG_RUNTIME_DIR: join(root, "run") });
+  return {
+    paths,
+    runner: new RecordingRunner(() => ({ stdout: "some 1.0\n" })),
+    readFile: (p) => (p === "/proc/cpuinfo" ? `flags\t\t: fpu ${o.cpuFlags ?? "vmx"} sse2\n` : ""),
+    exists: (p) => !(o.missing ?? []).includes(p),
+    canOpenRW: (p) => !(o.unopenable ?? []).includes(p),
+    which: (b) => `/usr/bin/${b}`,
+    daemonStatus: async () => null,
+    udpPortFree: async () => true,
+    freeBytes: () => 100 * 1024 ** 3,
+  };
+}
+
+const check = async (deps: DoctorDeps, name: string) => (await runDoctor(deps)).checks.find((c) => c.name === name)!;
+
+describe("doctor checks against a recorded host", () => {
+  test("KVM with vmx and an openable /dev/kvm passes and reports kvm", async () => {
+    const r = await runDoctor(host());
+    expect(r.accel).toBe("kvm");
+    expect(r.checks.find((c) => c.name === "kvm")!.status).toBe("pass");
+  });
+
+  test("/dev/kvm without vmx/svm (nested PVM KVM) warns and reports tcg", async () => {
+    const r = await runDoctor(host({ cpuFlags: "hypervisor" }));
+    expect(r.accel).toBe("tcg");
+    expect(r.checks.find((c) => c.name === "kvm")).toMatchObject({ status: "warn", detail: expect.stringContaining("no vmx/svm") });
+  });
+
+  test("a /dev/kvm this user cannot open fails with the kvm group fix", async () => {
+    expect(await check(host({ unopenable: ["/dev/kvm"] }), "kvm")).toMatchObject({ status: "fail", fix: expect.stringContaining("kvm group") });
+  });
+
+  test("tun: missing, present but not openable by this user, usable", async () => {
+    expect(await check(host({ missing: ["/dev/net/tun"] }), "tun")).toMatchObject({ status: "fail", fix: "sudo modprobe tun" });
+    expect(await check(host({ unopenable: ["/dev/net/tun"] }), "tun")).toMatchObject({ status: "fail", fix: expect.stringContaining("chmod 0666 /dev/net/tun") });
+    expect((await check(host(), "tun")).status).toBe("pass");
+  });
+});
