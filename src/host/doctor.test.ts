@@ -40,8 +40,9 @@ describe("doctor checks against a recorded host", () => {
     expect(r.checks.find((c) => c.name === "kvm")).toMatchObject({ status: "warn", detail: expect.stringContaining("no vmx/svm") });
   });
 
-  test("a /dev/kvm this user cannot open fails with the kvm group fix", async () => {
+  test("a /dev/kvm this user cannot open fails with the kvm group fix; without vmx/svm it is only the TCG warning", async () => {
     expect(await check(host({ unopenable: ["/dev/kvm"] }), "kvm")).toMatchObject({ status: "fail", fix: expect.stringContaining("kvm group") });
+    expect(await check(host({ unopenable: ["/dev/kvm"], cpuFlags: "hypervisor" }), "kvm")).toMatchObject({ status: "warn", detail: expect.stringContaining("no vmx/svm") });
   });
 
   test("tun: missing, present but not openable by this user, usable", async () => {

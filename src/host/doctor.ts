@@ -97,7 +97,7 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorReport> {
   const kvmOpens = kvmExists && deps.canOpenRW("/dev/kvm");
   const hw = hardwareVirtUsable(cpuinfo, kvmOpens);
   if (hw) add({ name: "kvm", status: "pass", detail: "/dev/kvm usable with hardware virtualization" });
-  else if (kvmExists && !kvmOpens) add({ name: "kvm", status: "fail", detail: "/dev/kvm exists but this user cannot open it", fix: "Add yourself to the kvm group: sudo usermod -aG kvm $USER (then log in again)" });
+  else if (kvmExists && !kvmOpens && hasHardwareVirt(cpuinfo)) add({ name: "kvm", status: "fail", detail: "/dev/kvm exists but this user cannot open it", fix: "Add yourself to the kvm group: sudo usermod -aG kvm $USER (then log in again)" });
   else add({ name: "kvm", status: "warn", detail: kvmExists ? "/dev/kvm present but the CPU shows no vmx/svm flag: no usable hardware virtualization; QEMU will use TCG (slow), Firecracker cannot run" : "no /dev/kvm: QEMU will use TCG (slow), Firecracker cannot run", fix: "Enable virtualization (VT-x/AMD-V) in firmware, or nested virtualization on the hypervisor" });
   await checkVmms(deps, config, checks);
   add(deps.exists("/dev/vhost-vsock") ? { name: "vhost-vsock", status: "pass", detail: "/dev/vhost-vsock present" } : { name: "vhost-vsock", status: "warn", detail: "no /dev/vhost-vsock: QEMU guests use the virtio-serial agent channel", fix: "sudo modprobe vhost_vsock" });

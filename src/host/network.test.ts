@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { BangerError } from "../errors.ts";
-import { hostSetup, hostTeardown } from "./network.ts";
+import { hostSetup, hostTeardown, natAdd } from "./network.ts";
 import { FakeHost, cfg, model, nftJson, setUpHost } from "./network/fake-host.ts";
 import { nftBaseScript } from "./network/nft.ts";
 
@@ -117,6 +117,19 @@ describe("hostSetup", () => {
     const err = await hostSetup({ runner: r, sudo: true }, cfg).catch((e) => e);
     expect(err).toBeInstanceOf(BangerError);
     expect(err.code).toBe("permission_denied");
+    expect(err.hint).toContain("sudo banger host setup");
+  });
+
+  test("not root on a host without sudo: permission_denied saying so, not a missing firewall", async () => {
+    const noSudo = {
+      run: async (argv: string[]) => {
+        if (argv[0] === "sudo") throw Object.assign(new Error("ENOENT: no such file or directory, posix_spawn 'sudo'"), { code: "ENOENT" });
+        return { code: 0, stdout: "", stderr: "" };
+      },
+    };
+    const err = await natAdd({ runner: noSudo, sudo: true }, cfg, { guestIp: "172.30.0.2", tap: "tap0" }).catch((e) => e);
+    expect(err.code).toBe("permission_denied");
+    expect(err.message).toContain("sudo is not installed");
     expect(err.hint).toContain("sudo banger host setup");
   });
 

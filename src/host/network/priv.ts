@@ -18,7 +18,16 @@ const NOT_PERMITTED = /Operation not permitted|Permission denied|must be run as 
 /** Runs a command that needs CAP_NET_ADMIN; sudo or permission failures become permission_denied. */
 export async function priv(deps: NetDeps, argv: string[], opts: RunOptions = {}): Promise<RunResult> {
   const full = deps.sudo ? ["sudo", "-n", ...argv] : argv;
-  const r = await deps.runner.run(full, { ...opts, allowFailure: true });
+  let r: RunResult;
+  try {
+    r = await deps.runner.run(full, { ...opts, allowFailure: true });
+  } catch (err) {
+    // Not root and no sudo to spawn: say that, not that the tool itself is missing.
+    if (deps.sudo && (err as { code?: string }).code === "ENOENT") {
+      throw new BangerError("permission_denied", `\`${argv.join(" ")}\` needs root, and sudo is not installed`, { hint: SETUP_HINT });
+    }
+    throw err;
+  }
   if (r.code === 0) return r;
   if (deps.sudo && SUDO_FAILURE.test(r.stderr)) {
     throw new BangerError("permission_denied", `\`sudo -n ${argv[0]}\` was refused: ${firstLine(r.stderr)}`, { hint: SETUP_HINT });
