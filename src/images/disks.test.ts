@@ -41,7 +41,7 @@ describe("disks", () => {
     await expect(createOverlayDisk(join(dir, "tiny"), 1024, deps)).rejects.toMatchObject({ code: "invalid_argument" });
   });
 
-  testNeeds("work disk clones the seed and grows in constant time (1 GiB vs 64 GiB), staying sparse", needs, async () => {
+  testNeeds("work disk clones the seed and grows to 1 GiB and 64 GiB writing only a few MiB (sparse: ls size vs du)", needs, async () => {
     const s = await seed();
     const times: number[] = [];
     for (const size of [1 * GiB, 64 * GiB]) {
@@ -55,9 +55,9 @@ describe("disks", () => {
       expect((await hostRunner.run(["debugfs", "-R", "cat /.bashrc", p])).stdout).toBe("echo hi\n");
       expect(await fsckClean(p)).toBe(true);
     }
+    // The timing is the benchmark's to judge (bun run bench); here it is only printed. What makes
+    // it constant is asserted above: the 64 GiB disk writes no more blocks than a few MiB.
     console.log(`work disk create: 1 GiB ${times[0].toFixed(0)} ms, 64 GiB ${times[1].toFixed(0)} ms`);
-    expect(times[1]).toBeLessThan(2000);
-    expect(times[1]).toBeLessThan(times[0] * 10 + 500);
   });
 
   testNeeds("growWorkDisk grows, refuses to shrink, no-ops on equal size", needs, async () => {

@@ -56,7 +56,7 @@ beforeAll(async () => {
 }, 900_000);
 
 afterAll(async () => {
-  if (!uid) return;
+  if (!uid) return void (await h.cleanup());
   await asUser(["vm", "delete", "--force", "u1"]);
   await asUser(["daemon", "stop"]);
   await h.run(["host", "teardown"]);

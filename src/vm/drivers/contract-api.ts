@@ -35,7 +35,10 @@ async function spawnRaw(bin: string[], extra: string[] = []): Promise<RawVmm> {
   const deadline = Date.now() + 3000;
   for (;;) {
     if (existsSync(sock) && (await call("GET", "/").catch(() => null))) break;
-    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`${bin.join(" ")} did not serve ${sock} (exit ${proc.exitCode})`);
+    if (Date.now() > deadline || proc.exitCode !== null) {
+      await stop();
+      throw new Error(`${bin.join(" ")} did not serve ${sock} (exit ${proc.exitCode})`);
+    }
     await Bun.sleep(10);
   }
   return { dir, sock, proc, call, stop };
@@ -52,8 +55,7 @@ export function apiRulesContract(opts: ContractOptions): void {
     const sock = join(dir, "fc.sock");
     writeFileSync(sock, "");
     const proc = Bun.spawn([...opts.bin, "--api-sock", sock, "--id", "taken"], { stdout: "pipe", stderr: "pipe" });
-    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-    rmSync(dir, { recursive: true, force: true });
+    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]).finally(() => rmSync(dir, { recursive: true, force: true }));
     expect(code).not.toBe(0);
     expect(out + err).toContain(`Failed to open the API socket at: ${sock}. Check that it is not already used.`);
   });
