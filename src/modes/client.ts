@@ -147,7 +147,7 @@ export const imageImport = (source: string, o: Opts) =>
 export const imageBuild = (o: Opts) => streamCmd("image.build", { name: str(o.name), kernel: str(o.kernel) }, o);
 export const imageDelete = (name: string) => showCmd("image.delete", { name }, {});
 
-export const vmCreate = (o: Opts) => vm.create(out, rpc as never, createParams(o), Boolean(o.json));
+export const vmCreate = (o: Opts) => vm.create(out, rpc as never, createParams(o), { json: Boolean(o.json) });
 export const vmRun = (cmd: string[], o: Opts) => ws.run(out, rpc as never, cmd.map(String), o, createParams(o));
 export const vmFanout = (method: Method, refs: string[], extra: Record<string, unknown> = {}) => vm.fan(out, rpc as never, method, { refs: refs.map(String), ...extra });
 export const vmSet = (refs: string[], o: Opts) => vm.fan(out, rpc as never, "vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: natFlag() });

@@ -48,6 +48,11 @@ function net() {
   return { runner: hostRunner, sudo: process.getuid?.() !== 0 };
 }
 
+/** The host network as that user's config describes it, with their TAP ownership. */
+function netConfigFor(who: Invoker) {
+  return hostNetConfig(loadConfig(who.paths), { uid: who.uid, gid: who.gid });
+}
+
 /** The unit that repeats this setup at boot, as root, for the same user and config. */
 function bootUnit(who: Invoker) {
   return { exec: [...selfArgv(), "host", "setup", "--owner", `${who.uid}:${who.gid}`], env: { XDG_CONFIG_HOME: dirname(who.paths.configDir) } };
@@ -56,7 +61,7 @@ function bootUnit(who: Invoker) {
 /** `banger host setup`: bridge, forwarding, NAT rules, TAP pool; prints what changed. */
 export async function hostSetup(out: Out, o: { systemd?: boolean; owner?: string }) {
   const who = invoker(process.env, o.owner);
-  const cfg = hostNetConfig(loadConfig(who.paths), { uid: who.uid, gid: who.gid });
+  const cfg = netConfigFor(who);
   if (o.systemd) cfg.systemdUnit = bootUnit(who);
   const actions = await setup(net(), cfg);
   out.out(actions.length ? actions.map((a) => `+ ${a}`).join("\n") : "host already set up; nothing changed");
@@ -65,7 +70,7 @@ export async function hostSetup(out: Out, o: { systemd?: boolean; owner?: string
 /** `banger host teardown`: removes everything setup made. */
 export async function hostTeardown(out: Out) {
   const who = invoker();
-  const cfg = hostNetConfig(loadConfig(who.paths), { uid: who.uid, gid: who.gid });
+  const cfg = netConfigFor(who);
   cfg.systemdUnit = bootUnit(who);
   const actions = await teardown(net(), cfg);
   out.out(actions.length ? actions.map((a) => `- ${a}`).join("\n") : "nothing to remove");
@@ -73,8 +78,7 @@ export async function hostTeardown(out: Out) {
 
 /** `banger host status [--json]`. */
 export async function hostStatus(out: Out, o: { json?: boolean }) {
-  const who = invoker();
-  const s = await status(net(), hostNetConfig(loadConfig(who.paths), { uid: who.uid, gid: who.gid }));
+  const s = await status(net(), netConfigFor(invoker()));
   if (o.json) return printJson(out, s);
   out.out(
     table(

@@ -49,7 +49,7 @@ export function cancelOnInterrupt(out: Out, abort: AbortController, what: string
  * `vm create`: live stages, Ctrl-C asks to cancel (a cancelled create leaves nothing).
  * `forRun`: one status line on stderr instead of the next steps, so `vm run`'s stdout is the command's.
  */
-export async function create(out: Out, rpc: Rpc, params: Record<string, unknown>, json: boolean, forRun = false): Promise<VmView> {
+export async function create(out: Out, rpc: Rpc, params: Record<string, unknown>, { json = false, forRun = false } = {}): Promise<VmView> {
   const progress = progressRenderer(out, json);
   const abort = new AbortController();
   const release = cancelOnInterrupt(out, abort, "the create");

@@ -62,7 +62,7 @@ export async function run(out: Out, rpc: Rpc, cmd: string[], o: Record<string, u
     }
     vm = await rpc<VmView>("vm.show", { ref: existing.name });
   } else {
-    vm = await create(out, rpc, createParams, false, true);
+    vm = await create(out, rpc, createParams, { forRun: true });
   }
   const from = resolve(String(o.from ?? "."));
   if (await insideRepo(from)) {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { Database } from "bun:sqlite";
+import { openStoreReadOnly } from "../../src/store/db.ts";
 import dgram from "node:dgram";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, statfsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,7 +20,7 @@ const CREATE_STEPS = ["resolve image", "allocate", "rootfs", "work disk", "netwo
 
 const rows = (h: TestHome) => {
   if (!existsSync(h.paths.dbFile)) return [];
-  const db = new Database(h.paths.dbFile, { readonly: true });
+  const db = openStoreReadOnly(h.paths.dbFile)!;
   const r = db.query<{ name: string; state: string }, []>("SELECT name, state FROM vms").all();
   db.close();
   return r;

@@ -1,5 +1,5 @@
 import { afterAll, expect } from "bun:test";
-import { Database } from "bun:sqlite";
+import { openStoreReadOnly } from "../../src/store/db.ts";
 import { existsSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { bangerBin, TestHome } from "../../src/testing/cli.ts";
@@ -65,7 +65,7 @@ testNeeds("the newcomer's path: quickstart, vm run in a repo, commit in the gues
   expect((await h.run(["vm", "delete", "--force", "np", "quickstart"])).code).toBe(0);
   for (const v of vms) expect(isAlive(v.pid)).toBe(false);
   expect(readdirSync(h.paths.vmsDir)).toEqual([]);
-  const db = new Database(h.paths.dbFile, { readonly: true });
+  const db = openStoreReadOnly(h.paths.dbFile)!;
   expect(db.query("SELECT count(*) AS n FROM vms").get()).toEqual({ n: 0 });
   db.close();
   expect((await h.run(["host", "teardown"])).code).toBe(0);

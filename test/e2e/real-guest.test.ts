@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { Database } from "bun:sqlite";
+import { openStore, openStoreReadOnly } from "../../src/store/db.ts";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { goldenImage, realGuestChecks, realHome, type RealHome } from "../../src/testing/real-env.ts";
@@ -153,7 +153,7 @@ describe("real guests under QEMU (needs qemu, mmdebstrap, root)", () => {
 
   testNeeds("an image whose agent is older than banger's gets the current agent at the next start", needs, async () => {
     const current = JSON.parse((await h.run(["vm", "health", "t1", "--json"])).stdout).version;
-    const db = new Database(h.paths.dbFile);
+    const db = openStore(h.paths.dbFile);
     db.run("UPDATE images SET agent_version = 'old-agent' WHERE name = 'bookworm'");
     db.close();
     // Make the guest's own agent really old: a stub that cannot answer, and an old version stamp.
@@ -196,7 +196,7 @@ describe("real guests under QEMU (needs qemu, mmdebstrap, root)", () => {
       expect(existsSync(vm.dir)).toBe(false);
     }
     expect(readdirSync(h.paths.vmsDir)).toEqual([]);
-    const db = new Database(h.paths.dbFile, { readonly: true });
+    const db = openStoreReadOnly(h.paths.dbFile)!;
     expect(db.query("SELECT count(*) AS n FROM vms").get()).toEqual({ n: 0 });
     db.close();
     const status = JSON.parse((await h.run(["host", "status", "--json"])).stdout);

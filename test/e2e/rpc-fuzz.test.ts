@@ -1,5 +1,5 @@
 import { afterAll, expect } from "bun:test";
-import { Database } from "bun:sqlite";
+import { openStoreReadOnly } from "../../src/store/db.ts";
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
 import { METHODS } from "../../src/rpc/contract.ts";
@@ -11,7 +11,7 @@ afterAll(() => h.cleanup());
 
 /** Every table's rows, as text: the store's logical content. */
 function dump(path: string): string {
-  const db = new Database(path, { readonly: true });
+  const db = openStoreReadOnly(path)!;
   const tables = db.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name").all();
   const out = tables.map((t) => `${t.name}:${JSON.stringify(db.query(`SELECT * FROM "${t.name}"`).all())}`).join("\n");
   db.close();

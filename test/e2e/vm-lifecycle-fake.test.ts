@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { Database } from "bun:sqlite";
+import { openStoreReadOnly } from "../../src/store/db.ts";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { bangerBin, type TestHome } from "../../src/testing/cli.ts";
@@ -31,7 +31,7 @@ const json = async (args: string[]) => {
   return args[1] === "create" ? JSON.parse(lines.at(-1)!) : JSON.parse(r.stdout);
 };
 const rows = () => {
-  const db = new Database(h.paths.dbFile, { readonly: true });
+  const db = openStoreReadOnly(h.paths.dbFile)!;
   const r = db.query<{ id: string; name: string; state: string; tap: string }, []>("SELECT id, name, state, tap FROM vms").all();
   db.close();
   return r;

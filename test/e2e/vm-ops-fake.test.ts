@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { Database } from "bun:sqlite";
+import { openStoreReadOnly } from "../../src/store/db.ts";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { bangerBin, type TestHome } from "../../src/testing/cli.ts";
 import { fakeFirecrackerHome } from "../../src/testing/fake-env.ts";
@@ -31,7 +31,7 @@ const json = async (args: string[]) => {
   return JSON.parse(args[1] === "create" ? r.stdout.trim().split("\n").at(-1)! : r.stdout);
 };
 const rows = () => {
-  const db = new Database(h.paths.dbFile, { readonly: true });
+  const db = openStoreReadOnly(h.paths.dbFile)!;
   const r = db.query<{ name: string }, []>("SELECT name FROM vms").all();
   db.close();
   return r;

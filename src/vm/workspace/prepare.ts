@@ -1,6 +1,6 @@
 import { BangerError } from "../../errors.ts";
 import { hostRunner, type Runner } from "../../host/runner.ts";
-import { type GuestShell, shq } from "./shell.ts";
+import { type GuestShell, shq, workspaceLock } from "./shell.ts";
 import { inspectSource, spawnTar, type SourceRepo, workingTreeList } from "./source.ts";
 
 /** The ref in the guest checkout that remembers which host commit the workspace started from. */
@@ -49,8 +49,8 @@ export async function prepareWorkspace(opts: PrepareOptions, deps: PrepareDeps =
   const guestDir = opts.guestDir ?? DEFAULT_GUEST_DIR;
   const src = await inspectSource(runner, opts.from);
   const replace = opts.replace ?? false;
-  // Refuse early, before any bytes move; the unpack checks again under the lock.
-  await claimGuestDir(opts.shell, guestDir, replace);
+  // Refuse early, before any bytes move; the unpack checks again under the lock (and replaces there).
+  if (!replace) await refuseNonEmpty(opts.shell, guestDir);
   const list = opts.fullCopy ? null : await workingTreeList(runner, src.top);
   const tar = spawnTar(src.top, list);
   let bytes = 0;
@@ -93,21 +93,11 @@ function takeDir(d: string, replace: boolean): string {
   return `if [ -d ${d} ] && [ -n "$(ls -A ${d})" ]; then ${replace ? `rm -rf ${d}` : `exit ${EXIT_TAKEN}`}; fi; mkdir -p ${d}`;
 }
 
-/** Refuses to overwrite a guest directory that holds something (replace empties it later, under the lock). */
-async function claimGuestDir(shell: GuestShell, dir: string, replace: boolean): Promise<void> {
-  if (replace) return;
+/** Refuses to overwrite a guest directory that holds something. */
+async function refuseNonEmpty(shell: GuestShell, dir: string): Promise<void> {
   const r = await shell.exec(takeDir(shq(dir), false));
   if (r.code === EXIT_TAKEN) throw notEmpty(dir);
   if (r.code !== 0) throw new BangerError("internal", `could not create ${dir} in the guest: ${lastLines(r.stderr)}`);
-}
-
-/**
- * Sh that holds a lock for `guestDir` until the script ends, so workspace operations on one
- * directory run one at a time (where the guest has flock; minimal images may not).
- */
-export function workspaceLock(guestDir: string): string {
-  const id = new Bun.CryptoHasher("sha256").update(guestDir).digest("hex").slice(0, 12);
-  return `if command -v flock >/dev/null 2>&1 && [ -d /run/lock ]; then exec 9>/run/lock/banger-workspace-${id}.lock; flock 9; fi`;
 }
 
 /**

@@ -24,6 +24,15 @@ export function shq(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
+/**
+ * Sh that holds a lock for `guestDir` until the script ends, so workspace operations on one
+ * directory run one at a time (where the guest has flock; minimal images may not).
+ */
+export function workspaceLock(guestDir: string): string {
+  const id = new Bun.CryptoHasher("sha256").update(guestDir).digest("hex").slice(0, 12);
+  return `if command -v flock >/dev/null 2>&1 && [ -d /run/lock ]; then exec 9>/run/lock/banger-workspace-${id}.lock; flock 9; fi`;
+}
+
 /** Turns any async iterable of bytes into a ReadableStream (Bun.spawn's stdin wants one). */
 export function toReadable(src: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
   if (src instanceof ReadableStream) return src;

@@ -1,6 +1,6 @@
 import { BangerError } from "../../errors.ts";
-import { BASE_REF, lastLines, workspaceLock } from "./prepare.ts";
-import { type GuestShell, shq } from "./shell.ts";
+import { BASE_REF, lastLines } from "./prepare.ts";
+import { type GuestShell, shq, workspaceLock } from "./shell.ts";
 
 /** The ref the guest bundle is made from; it exists only while the bundle is written. */
 export const EXPORT_REF = "refs/banger/export";
