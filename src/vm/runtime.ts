@@ -168,6 +168,8 @@ export async function stopVmm(deps: VmServiceDeps, rt: Runtime, given: VmRow, di
     }
   }
   await releaseRunning(deps, rt, vm, dir, handle);
+  // A stopped guest's RAM is garbage; the next boot starts from an empty file.
+  rmSync(dir.memory, { force: true });
   if (deps.vms.get(vm.id)) deps.vms.update(vm.id, { teardown: {}, state: "stopped" });
   return how;
 }
