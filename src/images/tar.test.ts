@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { BangerError } from "../errors.ts";
-import { bufferReader, tarEntries, writeTar } from "./tar.ts";
+import { bufferReader, fixChecksum, tarEntries, writeTar } from "./tar.ts";
 
 const entries = (buf: Uint8Array) => [...tarEntries(bufferReader(buf), buf.length)];
 
@@ -46,11 +46,6 @@ test("rejects a corrupt header and a truncated archive", () => {
   expect(() => entries(tar.slice(0, 1024))).toThrow(/truncated/);
 });
 
-function fixChecksum(h: Uint8Array) {
-  h.fill(32, 148, 156);
-  const sum = h.reduce((s, x) => s + x, 0);
-  h.set(new TextEncoder().encode(sum.toString(8).padStart(6, "0") + "\0 "), 148);
-}
 
 /** A one-member archive whose size field is replaced by `size` (octal text or raw bytes). */
 function withSize(size: string | number[]): Uint8Array {

@@ -269,6 +269,11 @@ export function writeTar(entries: TarInput[]): Uint8Array {
     if (size) parts.push(...padded(data));
   }
   parts.push(new Uint8Array(1024));
+  return concatBytes(parts);
+}
+
+/** Joins byte arrays into one. */
+export function concatBytes(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) {
@@ -276,6 +281,13 @@ export function writeTar(entries: TarInput[]): Uint8Array {
     at += p.length;
   }
   return out;
+}
+
+/** Writes a header's checksum after its fields were edited (tests craft broken headers this way). */
+export function fixChecksum(h: Uint8Array): void {
+  h.fill(32, 148, 156);
+  const sum = h.reduce((s, x) => s + x, 0);
+  h.set(enc.encode(sum.toString(8).padStart(6, "0") + "\0 "), 148);
 }
 
 /** A ReadAt over a buffer already in memory. */
