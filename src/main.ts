@@ -140,6 +140,8 @@ async function groupOnly(cli: ReturnType<typeof buildCli>, argv: string[], group
 }
 
 async function main(argv: string[]): Promise<number> {
+  // A hidden mode: the daemon runs heavy image imports in a child process of this program.
+  if (argv[0] === "__import-worker") return (await import("./modes/import-worker.ts")).runImportWorker();
   const cli = buildCli();
   const names = new Set(cli.commands.flatMap((c) => [c.name, ...c.aliasNames]));
   const args = joinCommandWords(argv, names);
