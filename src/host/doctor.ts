@@ -4,7 +4,8 @@ import { createSocket } from "node:dgram";
 import { loadConfig, type Config } from "../config.ts";
 import type { Paths } from "./paths.ts";
 import type { Runner } from "./runner.ts";
-import { currentOwner, runtimeDirProblem } from "./runtime-dir.ts";
+import { currentOwner, runtimeDirProblem } from "../rpc/socket-trust.ts";
+import { DNS_FIX } from "./dns-hint.ts";
 import { openStoreReadOnly } from "../store/db.ts";
 import { hasHardwareVirt } from "../vm/drivers/accel.ts";
 
@@ -182,9 +183,6 @@ function checkArtifacts(deps: DoctorDeps, config: Config | null, checks: Check[]
   checks.push(hasKernel ? { name: "default kernel", status: "pass", detail: kernel } : { name: "default kernel", status: "warn", detail: `not set up yet: kernel ${kernel} not registered`, fix: config?.kernel_catalog ? `banger kernel pull ${kernel}` : "banger kernel import <vmlinux> --name default, or banger kernel build" });
   checks.push(hasImage ? { name: "default image", status: "pass", detail: image } : { name: "default image", status: "warn", detail: `not set up yet: image ${image} not present${config?.image_catalog ? " (pulled on first vm create)" : ""}`, fix: config?.image_catalog ? `banger image pull ${image}` : "banger image build" });
 }
-
-/** What to do when dns_listen is taken, e.g. by another user's daemon on this host. */
-export const DNS_FIX = "Set dns_listen in config.toml to a free address of your own (e.g. dns_listen = \"127.0.0.1:42070\"), then run `banger daemon stop`; the next command starts the daemon on it";
 
 /** The socket's directory must be the user's own: otherwise another user could answer as the daemon. */
 function runtimeDirCheck(deps: DoctorDeps): Check {

@@ -4,7 +4,7 @@ import { dirname } from "node:path";
 import { BangerError } from "../errors.ts";
 import { FileLock } from "../host/flock.ts";
 import type { Paths } from "../host/paths.ts";
-import { assertSocketPathFits, prepareTrustedDir } from "../host/runtime-dir.ts";
+import { assertSocketPathFits, prepareTrustedDir } from "../rpc/socket-trust.ts";
 import { isAlive as pidAlive, isOwnDaemon } from "../vm/drivers/process.ts";
 import { call, DaemonUnreachable } from "../rpc/client.ts";
 import { BUILD_ID } from "../version.ts";

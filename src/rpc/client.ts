@@ -1,5 +1,5 @@
 import { BangerError, isErrorCode } from "../errors.ts";
-import { assertTrustedSocket } from "../host/runtime-dir.ts";
+import { assertTrustedSocket } from "./socket-trust.ts";
 import { BUILD_HEADER, type Envelope, type Method, type Params, type ProgressEvent } from "./contract.ts";
 
 export interface CallOptions {

@@ -3,11 +3,11 @@ import { chmodSync, chownSync, lstatSync, mkdirSync, mkdtempSync, rmSync, statSy
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { call, DaemonUnreachable } from "../rpc/client.ts";
+import { call, DaemonUnreachable } from "./client.ts";
 import { rejection } from "../testing/errors.ts";
 import { testNeeds } from "../testing/skip.ts";
-import { resolvePaths } from "./paths.ts";
-import { assertSocketPathFits, assertTrustedSocket, prepareTrustedDir, runtimeDirProblem } from "./runtime-dir.ts";
+import { resolvePaths } from "../host/paths.ts";
+import { assertSocketPathFits, assertTrustedSocket, prepareTrustedDir, runtimeDirProblem } from "./socket-trust.ts";
 
 const root = mkdtempSync(join(tmpdir(), "banger-rtdir-"));
 const servers: Server[] = [];
