@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { hasBin, testNeeds } from "../../testing/skip.ts";
-import { findByArgs, isOwnDaemon, isOwnProcess, signal } from "./process.ts";
+import { cmdline, findByArgs, isOwnDaemon, isOwnProcess, signal } from "./process.ts";
 
 const started: number[] = [];
 afterAll(() => {
@@ -32,8 +32,9 @@ describe("process lookups count only this user's processes", () => {
   testNeeds("another user's decoy with the same argv is not ours (root: runs it as nobody)", [[process.getuid?.() === 0 && hasBin("setpriv"), "needs root and setpriv"]], async () => {
     const value = `unix:/tmp/decoy-${process.pid}.sock`;
     const pid = decoy(value, 65534);
-    // setpriv execs sh, so the pid keeps the argv once the exec happened.
-    await until(() => Bun.spawnSync(["cat", `/proc/${pid}/cmdline`]).stdout.toString().includes("-qmp"));
+    // setpriv (root, with the same words in its argv) drops to nobody and then execs sh in this pid.
+    await until(() => cmdline(pid)?.[0] === "sh" && !isOwnProcess(pid));
+    expect(cmdline(pid)).toContain("-qmp");
     expect(isOwnProcess(pid)).toBe(false);
     expect(findByArgs("-qmp", value)).toEqual([]);
   });
