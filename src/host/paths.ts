@@ -76,3 +76,18 @@ export function vmPaths(paths: Paths, vmId: string) {
 }
 
 export type VmPaths = ReturnType<typeof vmPaths>;
+
+/**
+ * Where `host setup --systemd` puts what runs as root at boot: a root-owned copy of the banger
+ * executable and a root-owned snapshot of the user's config (XDG_CONFIG_HOME for that run).
+ */
+export function bootInstallPaths(bridge: string) {
+  const configHome = join("/etc/banger", `host-${bridge}`);
+  return {
+    binDir: "/usr/local/lib/banger",
+    binary: "/usr/local/lib/banger/banger",
+    configHome,
+    configDirs: ["/etc/banger", configHome, join(configHome, "banger")],
+    configFile: join(configHome, "banger", "config.toml"),
+  };
+}
