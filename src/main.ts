@@ -25,7 +25,7 @@ export function buildCli() {
   cli.command("daemon run", "Run the daemon in the foreground (started automatically)").action(() => client.daemonRun());
 
   cli.command("host setup", "Create the bridge, NAT rules and TAP pool (needs root)")
-    .option("--systemd", "Also install a systemd unit so setup survives reboot")
+    .option("--systemd", "Also install a systemd unit so setup survives reboot (it runs a root-owned copy of banger and of your config)")
     .option("--owner <uid:gid>", "Who owns the TAPs (default: the user who ran sudo, else you)")
     .action((o) => client.hostSetup(o));
   cli.command("host teardown", "Remove everything host setup made (needs root)").action(() => client.hostTeardown());
