@@ -30,6 +30,7 @@ export interface Config {
   dns_listen: string;
   ssh_key: string;
   stop_grace: string;
+  boot_timeout: string;
   stats_poll_interval: string;
   kernel_catalog: string;
   image_catalog: string;
@@ -57,6 +58,7 @@ export const DEFAULTS: Config = {
   dns_listen: "127.0.0.1:42069",
   ssh_key: "",
   stop_grace: "10s",
+  boot_timeout: "90s",
   stats_poll_interval: "5s",
   kernel_catalog: "",
   image_catalog: "",
@@ -113,6 +115,7 @@ const schema = v.strictObject({
   dns_listen: v.optional(v.pipe(v.string(), v.regex(/^[0-9.]+:\d{1,5}$/, "expected ADDRESS:PORT such as \"127.0.0.1:42069\""))),
   ssh_key: v.optional(v.string()),
   stop_grace: v.optional(duration),
+  boot_timeout: v.optional(duration),
   stats_poll_interval: v.optional(duration),
   kernel_catalog: v.optional(v.string()),
   image_catalog: v.optional(v.string()),
@@ -174,6 +177,7 @@ export function renderConfig(config: Config): string {
 export function configDurations(config: Config) {
   return {
     stopGraceMs: parseDuration(config.stop_grace) ?? 10_000,
+    bootTimeoutMs: parseDuration(config.boot_timeout) ?? 90_000,
     statsPollMs: parseDuration(config.stats_poll_interval) ?? 5_000,
   };
 }

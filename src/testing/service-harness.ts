@@ -91,6 +91,13 @@ export class RecordingDriver implements Driver {
     return { vmm: "firecracker", version: "harness", accel: "kvm", savedAt: new Date(0).toISOString() };
   }
 
+  async snapshot(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta> {
+    this.calls.push(`snapshot ${handle.pid}`);
+    writeFileSync(files.state, "state");
+    writeFileSync(files.memory, "memory");
+    return { vmm: "firecracker", version: "harness", accel: "kvm", savedAt: new Date(0).toISOString() };
+  }
+
   async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
     return meta.version === "harness" ? null : `the saved state was written by Firecracker ${meta.version}`;
   }

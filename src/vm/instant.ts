@@ -35,7 +35,7 @@ export function discardSavedState(dir: VmPaths) {
   for (const f of [dir.savedMeta, dir.savedState, dir.memory]) rmSync(f, { force: true });
 }
 
-function liveHandle(rt: Runtime, deps: VmServiceDeps, vm: VmRow) {
+export function liveHandle(rt: Runtime, deps: VmServiceDeps, vm: VmRow) {
   const h = knownHandle(rt, vm, dirOf(deps, vm.id));
   if (!h || !isSameProcess(h.pid, h.pidStartTime)) {
     throw new BangerError("failed_precondition", `VM ${vm.name} has no running VMM`, { hint: `Start it: banger vm start ${vm.name}` });

@@ -17,7 +17,7 @@ const T = 300_000;
 
 beforeAll(async () => {
   if (needs.some(([ok]) => !ok)) return;
-  h = await realHome({ taps: 4 });
+  h = await realHome({ taps: 4, config: `boot_timeout = "300s"\n` });
 }, 900_000);
 
 afterAll(async () => {
@@ -43,7 +43,7 @@ const timed = async (args: string[]) => {
 describe("instant VMs on a real guest under QEMU (needs qemu, mmdebstrap, root)", () => {
   testNeeds("setup: a VM with a counter loop, a long sleep, a file in /dev/shm and one in /root", needs, async () => {
     const r = await h.run(["vm", "create", "--name", "i1", "--json"]);
-    expect(r.code).toBe(0);
+    expect({ code: r.code, stderr: r.stderr.slice(-2000) }).toMatchObject({ code: 0 });
     dir = JSON.parse(r.stdout.trim().split("\n").at(-1)!).dir;
     await ssh("nohup sh -c 'n=0; while true; do n=$((n+1)); echo $n > /root/counter; sleep 1; done' >/dev/null 2>&1 & nohup sleep 100000 >/dev/null 2>&1 & echo $! > /root/sleep.pid; echo shm > /dev/shm/keep; echo root > /root/keep; sync");
     expect(existsSync(join(dir, "ram"))).toBe(true);
@@ -107,5 +107,39 @@ describe("instant VMs on a real guest under QEMU (needs qemu, mmdebstrap, root)"
     writeFileSync(metaPath, meta);
     expect((await h.run(["vm", "start", "i1"])).code).toBe(0);
     expect(await ssh("cat /root/keep")).toBe("root");
+  }, T);
+
+  testNeeds("snapshot --memory: write A, snapshot, write B, restore: A is there, B is not, the sleep runs on", needs, async () => {
+    const pid = await ssh("cat /root/sleep.pid");
+    await ssh("echo A > /root/a; echo A > /etc/banger-a; rm -f /root/b /etc/banger-b; sync");
+    const s = await timed(["vm", "snapshot", "create", "i1", "m1", "--memory"]);
+    expect(s.code).toBe(0);
+    expect(await state()).toBe("running");
+    await ssh("echo B > /root/b; echo B > /etc/banger-b; sync");
+    const r = await timed(["vm", "snapshot", "restore", "i1", "m1"]);
+    expect(r.code).toBe(0);
+    expect(await state()).toBe("running");
+    expect(await ssh("cat /root/a /etc/banger-a; ls /root/b /etc/banger-b 2>&1 | grep -c 'No such file'")).toBe("A\nA\n2");
+    expect(await ssh(`kill -0 ${pid} && echo alive`)).toBe("alive");
+    const list = JSON.parse((await h.run(["vm", "snapshot", "list", "i1", "--json"])).stdout) as Array<{ name: string; memory: boolean; size_bytes: number }>;
+    expect(list.map((x) => [x.name, x.memory])).toEqual([["m1", true]]);
+    console.log(`snapshot --memory ${s.ms} ms (${Math.round(list[0]!.size_bytes / 1024 / 1024)} MiB on disk), restore ${r.ms} ms (CLI end to end)`);
+  }, T);
+
+  testNeeds("disk-only snapshot: write A, snapshot, write B, restore (the VM boots again): A is there, B is not; delete frees it", needs, async () => {
+    await ssh("echo A2 > /root/a; rm -f /root/b; sync");
+    const s = await timed(["vm", "snapshot", "create", "i1", "d1"]);
+    expect(s.code).toBe(0);
+    await ssh("echo B2 > /root/b; echo A3 > /root/a; sync");
+    const r = await timed(["vm", "snapshot", "restore", "i1", "d1"]);
+    expect(r.code).toBe(0);
+    expect(await ssh("cat /root/a; test -e /root/b && echo B-present || echo B-absent")).toBe("A2\nB-absent");
+    expect((await h.run(["vm", "snapshot", "delete", "i1", "d1"])).code).toBe(0);
+    expect((await h.run(["vm", "snapshot", "delete", "i1", "m1"])).code).toBe(0);
+    expect(existsSync(join(dir, "snapshots", "d1")) || existsSync(join(dir, "snapshots", "m1"))).toBe(false);
+    const missing = await h.run(["vm", "snapshot", "restore", "i1", "d1"]);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toContain('no snapshot "d1"');
+    console.log(`disk snapshot ${s.ms} ms, restore with a cold boot ${r.ms} ms`);
   }, T);
 });

@@ -102,6 +102,12 @@ export class FirecrackerDriver implements Driver {
     return meta;
   }
 
+  /** A full snapshot of the paused VM (Firecracker writes the memory file itself); the VM stays paused. */
+  async snapshot(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta> {
+    for (const f of [files.state, files.memory]) rmSync(f, { force: true });
+    return firecrackerSaveState(this.api(handle.controlSocket, SNAPSHOT_TIMEOUT_MS), files, () => this.clock.now());
+  }
+
   async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
     this.version ??= firecrackerBinaryVersion(typeof this.deps.bin === "string" ? [this.deps.bin] : this.deps.bin);
     return firecrackerRestoreProblem(meta, this.version);

@@ -186,6 +186,14 @@ export class QemuDriver implements Driver {
     return meta;
   }
 
+  /** Device state by migration (vCPUs stopped), then a sparse copy of the RAM file taken while paused. */
+  async snapshot(handle: VmmHandle, files: SavedStateFiles, liveMemory: string): Promise<SavedStateMeta> {
+    rmSync(files.state, { force: true });
+    const meta = await qemuSaveState(handle.controlSocket, files, this.resolveAccel(), this.clock);
+    if (files.memory !== liveMemory) await sparseCopy(liveMemory, files.memory);
+    return meta;
+  }
+
   async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
     this.version ??= qemuBinaryVersion(this.bin);
     return qemuRestoreProblem(meta, this.version, this.resolveAccel());
@@ -303,6 +311,15 @@ export class QemuDriver implements Driver {
   async cleanup(_handle: VmmHandle | null, dir: string): Promise<void> {
     for (const f of Object.values(qemuFiles(dir))) rmSync(f, { force: true });
   }
+}
+
+/** Copies only a file's data blocks (a clone where the filesystem can). */
+export async function sparseCopy(from: string, to: string): Promise<void> {
+  const proc = spawn("cp", ["--sparse=always", "--reflink=auto", from, to], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  proc.stderr!.on("data", (d) => (err += d));
+  const code = await new Promise<number>((r) => proc.on("close", (c) => r(c ?? 1)));
+  if (code !== 0) throw new BangerError("internal", `could not copy ${from} to ${to}: ${err.trim()}`, { hint: "Check free space where the VM directory lives (df -h)." });
 }
 
 /** Maps QMP's RunState to the driver contract's states. */

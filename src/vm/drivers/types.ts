@@ -87,6 +87,11 @@ export interface Driver {
   pause(handle: VmmHandle): Promise<void>;
   /** Lets paused vCPUs run again. */
   resume(handle: VmmHandle): Promise<void>;
+  /**
+   * Pauses and writes device state and a copy of guest memory to `files` (`liveMemory` is the
+   * plan's RAM file, which QEMU maps); the VMM stays, paused, for the caller to resume or end.
+   */
+  snapshot(handle: VmmHandle, files: SavedStateFiles, liveMemory: string): Promise<SavedStateMeta>;
   /** Pauses, writes device state (and memory where the VMM keeps it apart) to `files`, then ends the VMM. */
   suspend(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta>;
   /** Why a state saved as `meta` cannot be restored by this driver on this host, or null when it can. */
