@@ -23,7 +23,7 @@ export const TCP_LIMITS: TcpLimits = {
   maxConnectionsPerSource: 4,
   maxPendingReplies: 16,
   maxUnsentBytes: 64 * 1024,
-  maxMessages: 1000,
+  maxMessages: 500,
   idleMs: 10_000,
 };
 
@@ -51,6 +51,17 @@ export function serveTcpConnection(conn: net.Socket, respond: Responder, limits:
   let working = 0;
   let served = 0;
   let paused = false;
+  let scheduled = false;
+  // Replies resolve in microtasks; going on from the next turn of the event loop keeps one
+  // busy client from starving UDP, RPC and the other connections.
+  const later = () => {
+    if (scheduled) return;
+    scheduled = true;
+    setImmediate(() => {
+      scheduled = false;
+      pump();
+    });
+  };
   const spent = () => served >= limits.maxMessages;
   const busy = () => spent() || working >= limits.maxPendingReplies || conn.writableLength >= limits.maxUnsentBytes;
   const pump = () => {
@@ -64,7 +75,7 @@ export function serveTcpConnection(conn: net.Socket, respond: Responder, limits:
       void respond(msg, source).then((reply) => {
         working--;
         if (reply && !conn.destroyed) conn.write(frame(reply), () => idle.refresh());
-        pump();
+        later();
       });
     }
     if (busy() !== paused) {
