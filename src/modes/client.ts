@@ -17,6 +17,7 @@ import { completionScript } from "./completion.ts";
 import * as host from "./host-cmds.ts";
 import * as vm from "./vm-cmds.ts";
 import * as ws from "./workspace-cmds.ts";
+import { execCommand, type ExecCliOptions } from "./exec-cmds.ts";
 import { runDaemon } from "./daemon.ts";
 import { printJson, processOut, progressRenderer, table, type Out } from "./render.ts";
 
@@ -217,4 +218,11 @@ async function streamCmd(method: Method, params: Record<string, unknown>, o: Opt
     release();
     progress.stop();
   }
+}
+
+/** `vm exec`: streams through the daemon's exec socket to the guest agent. */
+export async function vmExec(ref: string, cmd: string[], o: ExecCliOptions): Promise<number> {
+  const p = paths();
+  await ensureDaemon(p, out.err);
+  return execCommand(p.execSocket, ref, cmd, o);
 }

@@ -17,7 +17,8 @@ import { GUEST_DNS_PORT, hostNetworkPort } from "../vm/network-port.ts";
 import { reconcile, StatsPoller } from "../vm/reconcile.ts";
 import { VmService } from "../vm/service.ts";
 import { AGENT_VERSION } from "../version.ts";
-import { vmHandlers } from "./vm-handlers.ts";
+import { agentOf, vmHandlers } from "./vm-handlers.ts";
+import type { AgentFor } from "./exec-server.ts";
 import { artifactHandlers } from "./artifact-handlers.ts";
 import { pullAndRegister } from "./image-handlers.ts";
 
@@ -34,6 +35,8 @@ export interface Services {
   vmCount(): number;
   /** Where the `.vm` DNS server answers (the configured address, with the real port when 0 was asked). */
   dnsAddress: string;
+  /** A running VM's agent client, for the exec socket. */
+  agentFor: AgentFor;
   close(): Promise<void>;
 }
 
@@ -90,6 +93,7 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
     handlers: { ...vmHandlers(vms, poller), ...artifactHandlers({ paths, config, db: deps.db, log, runner, vms }) },
     vmCount: () => vms.deps.vms.count(),
     dnsAddress: `${servers[0]!.address.host}:${servers[0]!.address.port}`,
+    agentFor: (ref) => agentOf(vms, vms.find(ref)),
     close: async () => {
       poller.stop();
       for (const s of servers) await s.close();

@@ -1,0 +1,125 @@
+/**
+ * The CLI's side of the exec socket: opens one stream, feeds stdin under the agent's credit,
+ * hands stdout and stderr to sinks and grants credit back only once a sink took the bytes,
+ * so a slow reader slows the remote process instead of filling memory anywhere.
+ */
+import { createConnection, type Socket } from "node:net";
+import {
+  CreditGate,
+  F,
+  creditFrame,
+  creditOf,
+  encodeFrame,
+  frameJson,
+  frameSplitter,
+  jsonFrame,
+  sendChunked,
+  type ExecError,
+  type ExecExit,
+  type Frame,
+} from "../agent/frames.ts";
+import { BangerError, ERROR_CODES, type ErrorCode } from "../errors.ts";
+import type { ExecOpenRequest } from "./exec-server.ts";
+
+/** Where an exec's input comes from and its output goes. */
+export interface ExecIo {
+  /** Chunks for the remote stdin; its end closes the remote stdin. Absent: stdin is closed at once. */
+  stdin?: AsyncIterable<Uint8Array> | null;
+  /** Takes a chunk of stdout; resolve once it is written (credit is granted then). */
+  stdout(chunk: Uint8Array): Promise<void> | void;
+  stderr(chunk: Uint8Array): Promise<void> | void;
+}
+
+/** A running exec. */
+export interface ExecHandle {
+  done: Promise<ExecExit>;
+  signal(name: string): void;
+  resize(rows: number, cols: number): void;
+  /** Ends the remote process (SIGKILL) and the stream. */
+  kill(): void;
+}
+
+function connect(path: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = createConnection(path);
+    s.once("connect", () => {
+      s.off("error", reject);
+      resolve(s);
+    });
+    s.once("error", (err) => reject(new BangerError("unavailable", `cannot reach the daemon's exec socket ${path}: ${err.message}`, { hint: "See `banger daemon status`." })));
+  });
+}
+
+function execError(frame: Frame): BangerError {
+  const e = frameJson<ExecError>(frame) ?? { message: "the exec failed" };
+  const code = (ERROR_CODES as readonly string[]).includes(e.code ?? "") ? (e.code as ErrorCode) : "unavailable";
+  return new BangerError(code, e.message, { hint: e.hint });
+}
+
+/** Sends stdin under credit, then STDIN_EOF. */
+async function pumpStdin(stdin: AsyncIterable<Uint8Array> | null | undefined, gate: CreditGate, send: (b: Uint8Array) => void) {
+  if (stdin) {
+    for await (const chunk of stdin) {
+      if (!(await sendChunked(gate, F.STDIN, 1, chunk, send))) return;
+    }
+  }
+  send(encodeFrame(F.STDIN_EOF, 1));
+}
+
+/** Opens an exec on the daemon's exec socket. */
+export async function startExec(socketPath: string, open: ExecOpenRequest, io: ExecIo): Promise<ExecHandle> {
+  const sock = await connect(socketPath);
+  const input = new CreditGate();
+  let output = Promise.resolve();
+  const send = (b: Uint8Array) => {
+    if (!sock.destroyed) sock.write(b);
+  };
+  const done = new Promise<ExecExit>((resolve, reject) => {
+    let settled = false;
+    const settle = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
+      input.close();
+      fn();
+      sock.end();
+    };
+    // A sink that fails (EPIPE: the reader went away) ends the remote process, as a pipe would.
+    const sink = (take: ExecIo["stdout"], f: Frame) => {
+      output = output.then(async () => {
+        if (settled) return;
+        try {
+          await take(f.payload);
+        } catch (err) {
+          send(encodeFrame(F.KILL, 1));
+          return settle(() => reject(err));
+        }
+        send(creditFrame(1, f.payload.length));
+      });
+    };
+    sock.on(
+      "data",
+      frameSplitter(() => {}, (f) => {
+        if (f.type === F.STDOUT) sink(io.stdout, f);
+        else if (f.type === F.STDERR) sink(io.stderr, f);
+        else if (f.type === F.CREDIT) input.add(creditOf(f));
+        else if (f.type === F.EXIT) {
+          const exit = frameJson<ExecExit>(f) ?? { code: 1 };
+          void output.then(() => settle(() => resolve(exit)));
+        } else if (f.type === F.ERROR) void output.finally(() => settle(() => reject(execError(f))));
+      }),
+    );
+    sock.on("error", () => {});
+    sock.on("close", () => settle(() => reject(new BangerError("unavailable", "the exec connection closed before the command finished", { hint: "See `banger daemon logs`." }))));
+  });
+  send(jsonFrame(F.OPEN, 1, open));
+  void pumpStdin(io.stdin, input, send).catch(() => send(encodeFrame(F.STDIN_EOF, 1)));
+  return {
+    done,
+    signal: (name) => send(jsonFrame(F.SIGNAL, 1, { signal: name })),
+    resize: (rows, cols) => send(jsonFrame(F.RESIZE, 1, { rows, cols })),
+    kill: () => {
+      send(encodeFrame(F.KILL, 1));
+      input.close();
+    },
+  };
+}
