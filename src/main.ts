@@ -81,6 +81,9 @@ export function buildCli() {
     .option("--cwd <dir>", "Working directory in the guest (default: the user's home)")
     .option("--user <user>", "Guest user to run as (default root)")
     .action((r, cmd, o) => client.vmExec(String(r), [...cmd, ...(o["--"] ?? [])], o));
+  cli.command("vm cp <...paths>", "Copy files between the host and a VM: SRC... DST, with <vm>:/path for the guest side")
+    .option("-r, --recursive", "Copy directories (modes and symlinks kept)")
+    .action((a, o) => client.vmCp(a.map(String), o));
   cli.command("vm workspace prepare <ref>", "Copy a repo's working tree and history to /root/repo")
     .option("--from <path>", "Repo (default: current directory)")
     .option("--full-copy", "Copy everything, ignored files and submodules included")

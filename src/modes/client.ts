@@ -18,6 +18,7 @@ import * as host from "./host-cmds.ts";
 import * as vm from "./vm-cmds.ts";
 import * as ws from "./workspace-cmds.ts";
 import { execCommand, type ExecCliOptions } from "./exec-cmds.ts";
+import { cpCommand } from "./cp-cmds.ts";
 import { runDaemon } from "./daemon.ts";
 import { printJson, processOut, progressRenderer, table, type Out } from "./render.ts";
 
@@ -225,4 +226,12 @@ export async function vmExec(ref: string, cmd: string[], o: ExecCliOptions): Pro
   const p = paths();
   await ensureDaemon(p, out.err);
   return execCommand(p.execSocket, ref, cmd, o);
+}
+
+/** `vm cp`: tar over the exec socket. */
+export async function vmCp(args: string[], o: { recursive?: boolean }): Promise<number> {
+  const p = paths();
+  await ensureDaemon(p, out.err);
+  await cpCommand(p.execSocket, args, Boolean(o.recursive));
+  return 0;
 }
