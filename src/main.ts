@@ -96,6 +96,8 @@ export function buildCli() {
     .option("--force", "Overwrite an existing branch")
     .action((r, o) => client.workspaceExport(String(r), o));
 
+  cli.command("mcp", "Serve the Model Context Protocol on stdio (register it in your coding agent; see README)").action(() => client.mcp());
+
   cli.command("ssh-config install", "Add `Host *.vm` to ~/.ssh/config (marked Include)").action(() => client.sshConfig("install"));
   cli.command("ssh-config uninstall", "Remove banger's Include from ~/.ssh/config").action(() => client.sshConfig("uninstall"));
   cli.command("ssh-config show", "Print banger's ssh config").action(() => client.sshConfig("show"));

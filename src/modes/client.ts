@@ -19,6 +19,7 @@ import * as vm from "./vm-cmds.ts";
 import * as ws from "./workspace-cmds.ts";
 import { execCommand, type ExecCliOptions } from "./exec-cmds.ts";
 import { cpCommand } from "./cp-cmds.ts";
+import { serveMcp } from "./mcp.ts";
 import { runDaemon } from "./daemon.ts";
 import { printJson, processOut, progressRenderer, table, type Out } from "./render.ts";
 
@@ -234,4 +235,9 @@ export async function vmCp(args: string[], o: { recursive?: boolean }): Promise<
   await ensureDaemon(p, out.err);
   await cpCommand(p.execSocket, args, Boolean(o.recursive));
   return 0;
+}
+
+/** `banger mcp`: the MCP server on stdio; the daemon starts on the first tool call. */
+export function mcp(): Promise<number> {
+  return serveMcp({ rpc: (method, params) => rpc(method, params), execSocket: paths().execSocket, ensureDaemon: () => ensureDaemon(paths(), out.err).then(() => {}) });
 }

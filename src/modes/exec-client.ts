@@ -19,6 +19,7 @@ import {
   type Frame,
 } from "../agent/frames.ts";
 import { BangerError, ERROR_CODES, type ErrorCode } from "../errors.ts";
+import type { GuestShell } from "../vm/workspace/shell.ts";
 import type { ExecOpenRequest } from "./exec-server.ts";
 
 /** Where an exec's input comes from and its output goes. */
@@ -122,4 +123,58 @@ export async function startExec(socketPath: string, open: ExecOpenRequest, io: E
       input.close();
     },
   };
+}
+
+/** Collects a stream up to `max` bytes; what is past the cap is counted, not kept. */
+export function capped(max: number) {
+  const parts: Uint8Array[] = [];
+  let kept = 0;
+  let total = 0;
+  return {
+    take: (chunk: Uint8Array) => {
+      total += chunk.length;
+      if (kept < max) {
+        const part = chunk.subarray(0, max - kept);
+        parts.push(part.slice());
+        kept += part.length;
+      }
+    },
+    bytes: () => Buffer.concat(parts),
+    text: () => Buffer.concat(parts).toString("utf8"),
+    truncated: () => total > kept,
+    total: () => total,
+  };
+}
+
+async function* once(data: Uint8Array) {
+  yield data;
+}
+
+/** The workspace's GuestShell over the agent: `sh -c cmd` as root in /root, like the SSH one. */
+export function agentShell(execSocket: string, vm: string): GuestShell {
+  return {
+    async exec(cmd, io = {}) {
+      const out = capped(64 * 1024 * 1024);
+      const err = capped(16 * 1024 * 1024);
+      const stdin = io.stdin === undefined ? null : io.stdin instanceof Uint8Array ? once(io.stdin) : io.stdin;
+      const handle = await startExec(execSocket, { vm, argv: ["sh", "-c", cmd] }, { stdin, stdout: io.onStdout ?? out.take, stderr: io.onStderr ?? err.take });
+      const exit = await handle.done;
+      return { code: exit.code, stdout: out.text(), stderr: err.text() };
+    },
+  };
+}
+
+/**
+ * Whether commands for `vm` should go through the agent: not when BANGER_GUEST_TRANSPORT=ssh,
+ * nor when a `true` through it fails to start (an agent too old for exec, or none answering).
+ */
+export async function agentUsable(execSocket: string, vm: string, env: Record<string, string | undefined> = process.env): Promise<boolean> {
+  if (env.BANGER_GUEST_TRANSPORT === "ssh") return false;
+  try {
+    const handle = await startExec(execSocket, { vm, argv: ["true"] }, { stdout: () => {}, stderr: () => {} });
+    return (await handle.done).code === 0;
+  } catch (err) {
+    if (err instanceof BangerError && (err.code === "failed_precondition" || err.code === "unavailable" || err.code === "timeout")) return false;
+    throw err;
+  }
 }

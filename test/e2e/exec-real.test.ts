@@ -99,4 +99,30 @@ describe("vm exec on a real guest (needs qemu, root, built dist/)", () => {
     const many = await Promise.all(Array.from({ length: 20 }, (_, i) => h.run(["vm", "exec", "r1", "--", "sh", "-c", `echo out-${i}; echo err-${i} >&2`])));
     expect(many.map((m) => [m.code, m.stdout, m.stderr])).toEqual(Array.from({ length: 20 }, (_, i) => [0, `out-${i}\n`, `err-${i}\n`]));
   }, T);
+
+  testNeeds("vm cp -r of a directory with modes, a symlink and a 200 MB file, in and back out: identical", needs, async () => {
+    const made = await sh(`mkdir -p src/sub && echo hi > src/a.txt && chmod 640 src/a.txt && printf '#!/bin/sh\n' > src/run.sh && chmod 755 src/run.sh && chmod 700 src/sub && echo deep > src/sub/d.txt && ln -s a.txt src/link && head -c 200M /dev/urandom > src/big.bin`);
+    expect(made.code).toBe(0);
+    const LIST = `find . -printf '%p %m %y %l %s\n' | sort && sha256sum big.bin`;
+    const host = (await sh(`cd src && ${LIST}`)).stdout;
+
+    const refused = await h.run(["vm", "cp", join(tmp, "src"), "r1:/root/"]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain("-r");
+
+    const [cin, inMs] = await timed(() => h.run(["vm", "cp", "-r", join(tmp, "src"), "r1:/root/"]));
+    expect(cin).toMatchObject({ code: 0, stderr: "" });
+    const guest = await h.run(["vm", "exec", "r1", "--cwd", "/root/src", "--", "sh", "-c", LIST]);
+    expect(guest.stdout).toBe(host);
+
+    const [cout, outMs] = await timed(() => h.run(["vm", "cp", "-r", "r1:/root/src", join(tmp, "back")]));
+    expect(cout.code).toBe(0);
+    expect((await sh(`cd back && ${LIST}`)).stdout).toBe(host);
+
+    const [viaSsh, sshInMs] = await timed(() => sh(`tar -C src -cf - . | "$B" vm ssh r1 -- 'mkdir -p /root/viassh && tar -xf - -C /root/viassh'`));
+    expect(viaSsh.code).toBe(0);
+    const [sshOut, sshOutMs] = await timed(() => sh(`mkdir -p viassh && "$B" vm ssh r1 -- tar -C /root/src -cf - . | tar -xf - -C viassh`));
+    expect(sshOut.code).toBe(0);
+    console.log(`200 MB vm cp in ${(inMs / 1000).toFixed(1)} s vs tar|ssh ${(sshInMs / 1000).toFixed(1)} s (${(inMs / sshInMs).toFixed(2)}x); out ${(outMs / 1000).toFixed(1)} s vs ${(sshOutMs / 1000).toFixed(1)} s (${(outMs / sshOutMs).toFixed(2)}x)`);
+  }, T);
 });
