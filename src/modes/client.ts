@@ -3,7 +3,7 @@ import { existsSync, readFileSync, statSync, watch } from "node:fs";
 import { basename, resolve } from "node:path";
 import { loadConfig, renderConfig } from "../config.ts";
 import { BangerError } from "../errors.ts";
-import { hostDoctorDeps, runDoctor } from "../host/doctor.ts";
+import { DNS_FIX } from "../host/dns-hint.ts";
 import { resolvePaths } from "../host/paths.ts";
 import { hostRunner } from "../host/runner.ts";
 import { call, DaemonUnreachable } from "../rpc/client.ts";
@@ -14,14 +14,18 @@ import { formatSize, parseSize } from "../units.ts";
 import { BUILD_ID, VERSION } from "../version.ts";
 import { ensureDaemon, tryStatus, waitForExit } from "./autostart.ts";
 import { completionScript } from "./completion.ts";
-import * as host from "./host-cmds.ts";
 import * as vm from "./vm-cmds.ts";
-import * as ws from "./workspace-cmds.ts";
-import { execCommand, type ExecCliOptions } from "./exec-cmds.ts";
-import { cpCommand } from "./cp-cmds.ts";
-import { serveMcp } from "./mcp.ts";
-import { runDaemon } from "./daemon.ts";
 import { printJson, processOut, progressRenderer, table, type Out } from "./render.ts";
+import { lazy } from "../lazy.ts";
+import type { ExecCliOptions } from "./exec-cmds.ts";
+
+// What only some commands need loads when they run: `version`, `vm list` and `vm show` never
+// load the daemon, ssh2, the drivers or the store (the import check in scripts/ enforces it).
+const host = lazy(() => import("./host-cmds.ts"));
+const ws = lazy(() => import("./workspace-cmds.ts"));
+const execCmds = lazy(() => import("./exec-cmds.ts"));
+const cpCmds = lazy(() => import("./cp-cmds.ts"));
+const mcpServer = lazy(() => import("./mcp.ts"));
 
 type Opts = Record<string, unknown> & { json?: boolean };
 
@@ -47,13 +51,9 @@ export async function rpc<T>(method: Method, params: Record<string, unknown> = {
   }
 }
 
-export function version(o: Opts) {
-  if (o.json) return printJson(out, { version: VERSION, buildId: BUILD_ID });
-  out.out(`banger ${VERSION} (build ${BUILD_ID})`);
-}
-
 export async function doctor(o: Opts) {
   const p = paths();
+  const { hostDoctorDeps, runDoctor } = await import("../host/doctor.ts");
   const report = await runDoctor(hostDoctorDeps(p, hostRunner, () => tryStatus(p)));
   if (o.json) printJson(out, report);
   else {
@@ -93,6 +93,7 @@ export async function daemonStatus(o: Opts) {
   const s = await ensureDaemon(paths(), out.err);
   if (o.json) return printJson(out, s);
   out.out(`running: pid ${s.pid}, version ${s.version}, build ${s.buildId}, up ${s.uptimeS}s, ${s.vms} VMs\nsocket: ${s.socket}\nlog: ${s.log}`);
+  out.out(s.dnsProblem ? `dns: not listening: ${s.dnsProblem.message}\n  fix: ${DNS_FIX}` : `dns: ${s.dns}`);
 }
 
 export async function daemonStop() {
@@ -129,6 +130,7 @@ export async function tailFile(file: string, n: number, follow: boolean) {
 }
 
 export async function daemonRun() {
+  const { runDaemon } = await import("./daemon.ts");
   return runDaemon();
 }
 
@@ -226,18 +228,18 @@ async function streamCmd(method: Method, params: Record<string, unknown>, o: Opt
 export async function vmExec(ref: string, cmd: string[], o: ExecCliOptions): Promise<number> {
   const p = paths();
   await ensureDaemon(p, out.err);
-  return execCommand(p.execSocket, ref, cmd, o);
+  return execCmds.execCommand(p.execSocket, ref, cmd, o);
 }
 
 /** `vm cp`: tar over the exec socket. */
 export async function vmCp(args: string[], o: { recursive?: boolean }): Promise<number> {
   const p = paths();
   await ensureDaemon(p, out.err);
-  await cpCommand(p.execSocket, args, Boolean(o.recursive));
+  await cpCmds.cpCommand(p.execSocket, args, Boolean(o.recursive));
   return 0;
 }
 
 /** `banger mcp`: the MCP server on stdio; the daemon starts on the first tool call. */
 export function mcp(): Promise<number> {
-  return serveMcp({ rpc: (method, params) => rpc(method, params), execSocket: paths().execSocket, ensureDaemon: () => ensureDaemon(paths(), out.err).then(() => {}) });
+  return mcpServer.serveMcp({ rpc: (method, params) => rpc(method, params), execSocket: paths().execSocket, ensureDaemon: () => ensureDaemon(paths(), out.err).then(() => {}) });
 }

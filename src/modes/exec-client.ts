@@ -19,6 +19,7 @@ import {
   type Frame,
 } from "../agent/frames.ts";
 import { BangerError, ERROR_CODES, type ErrorCode } from "../errors.ts";
+import { assertTrustedSocket } from "../rpc/socket-trust.ts";
 import type { GuestShell } from "../vm/workspace/shell.ts";
 import type { ExecOpenRequest } from "./exec-server.ts";
 
@@ -40,7 +41,9 @@ export interface ExecHandle {
   kill(): void;
 }
 
+/** Connects to the exec socket after the same ownership check as the RPC socket's. */
 function connect(path: string): Promise<Socket> {
+  assertTrustedSocket(path);
   return new Promise((resolve, reject) => {
     const s = createConnection(path);
     s.once("connect", () => {

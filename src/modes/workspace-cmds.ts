@@ -12,7 +12,7 @@ import { resolvePaths } from "../host/paths.ts";
 import { agentShell, agentUsable } from "./exec-client.ts";
 import { execCommand } from "./exec-cmds.ts";
 import type { Out } from "./render.ts";
-import { create, systemSsh, type SshInfo } from "./vm-cmds.ts";
+import { checkedSshInfo, create, systemSsh, type SshInfo } from "./vm-cmds.ts";
 
 type Rpc = <T>(method: Method, params?: Record<string, unknown>, onEvent?: (e: never) => void, signal?: AbortSignal) => Promise<T>;
 
@@ -22,7 +22,7 @@ type Rpc = <T>(method: Method, params?: Record<string, unknown>, onEvent?: (e: n
  * BANGER_GUEST_TRANSPORT=ssh forces SSH.
  */
 async function connect(rpc: Rpc, ref: string): Promise<{ info: SshInfo; shell: GuestShell; end(): void }> {
-  const info = await rpc<SshInfo>("vm.ssh-info", { ref });
+  const info = await checkedSshInfo(rpc, ref);
   if (info.state !== "running") throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
   const execSocket = resolvePaths().execSocket;
   if (await agentUsable(execSocket, info.name)) return { info, shell: agentShell(execSocket, info.name), end: () => {} };
