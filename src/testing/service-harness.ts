@@ -13,7 +13,6 @@ import { join } from "node:path";
 import { createHandler, lineServer } from "../agent/server.ts";
 import { unixConnector } from "../agent/client.ts";
 import { DEFAULTS, type Config } from "../config.ts";
-import { BangerError } from "../errors.ts";
 import { resolvePaths, type Paths } from "../host/paths.ts";
 import { hostRunner } from "../host/runner.ts";
 import { ArtifactStore } from "../store/artifacts.ts";
@@ -110,26 +109,6 @@ export class RecordingDriver implements Driver {
   }
 
   /** Ends every VMM this driver started (test teardown). */
-  async pause(handle: VmmHandle): Promise<void> {
-    this.calls.push(`pause ${handle.pid}`);
-  }
-
-  async resume(handle: VmmHandle): Promise<void> {
-    this.calls.push(`resume ${handle.pid}`);
-  }
-
-  async suspend(): Promise<never> {
-    throw new BangerError("not_available", "the recording driver cannot suspend");
-  }
-
-  async restoreProblem(): Promise<string | null> {
-    return "the recording driver cannot restore";
-  }
-
-  async restore(): Promise<never> {
-    throw new BangerError("not_available", "the recording driver cannot restore");
-  }
-
   async killAll(): Promise<void> {
     for (const pid of [...this.agents.keys()]) await this.kill({ pid } as VmmHandle);
   }
