@@ -33,7 +33,9 @@ const socket = v.object({
 
 const ports = v.object({ sockets: v.array(socket) });
 
-const SCHEMAS = { health, ports } satisfies Record<AgentMethod, v.GenericSchema>;
+const hello = v.object({ version: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(1000)), agent: text(200) });
+
+const SCHEMAS = { health, ports, hello } satisfies Record<AgentMethod, v.GenericSchema>;
 
 /** Where a validation issue is, as `sockets[3].port`. */
 function where(issue: v.BaseIssue<unknown>): string {
