@@ -59,7 +59,14 @@ export function buildCli() {
     .option("--from <path>", "Repo to prepare (default: current directory)")
     .option("--full-copy", "Copy everything, ignored files and submodules included")
     .action((cmd, o) => client.vmRun([...cmd, ...(o["--"] ?? [])], o));
-  cli.command("vm start <...refs>", "Start VMs").action((r) => client.vmFanout("vm.start", r));
+  cli.command("vm start <...refs>", "Start VMs (a suspended VM resumes from its saved state)")
+    .option("--cold", "Boot a suspended VM instead of restoring it (its saved memory is discarded)")
+    .action((r, o) => client.vmFanout("vm.start", r, o.cold ? { cold: true } : {}));
+  cli.command("vm pause <...refs>", "Freeze VMs' vCPUs (RAM stays held)").action((r) => client.vmFanout("vm.pause", r));
+  cli.command("vm resume <...refs>", "Resume paused or suspended VMs, every process as it was")
+    .option("--cold", "When the saved state cannot be restored here, boot cold instead")
+    .action((r, o) => client.vmFanout("vm.resume", r, o.cold ? { cold: true } : {}));
+  cli.command("vm suspend <...refs>", "Save VMs' memory and device state to disk and end their VMM").action((r) => client.vmFanout("vm.suspend", r));
   cli.command("vm stop <...refs>", "Stop VMs (graceful, then forced)").action((r) => client.vmFanout("vm.stop", r));
   cli.command("vm restart <...refs>", "Restart VMs").action((r) => client.vmFanout("vm.restart", r));
   cli.command("vm kill <...refs>", "Kill VMs").action((r) => client.vmFanout("vm.kill", r));

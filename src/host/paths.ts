@@ -72,6 +72,12 @@ export function vmPaths(paths: Paths, vmId: string) {
     apiSocket: join(dir, "fc.sock"),
     qmpSocket: join(dir, "qmp.sock"),
     agentSocket: join(dir, "agent.sock"),
+    /** Guest RAM (QEMU maps it shared; Firecracker writes snapshot memory here). */
+    memory: join(dir, "ram"),
+    /** Device state of a suspended VM and what it was saved with. */
+    savedState: join(dir, "vmstate"),
+    savedMeta: join(dir, "vmstate.json"),
+    snapshotsDir: join(dir, "snapshots"),
   };
 }
 

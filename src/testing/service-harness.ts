@@ -20,7 +20,7 @@ import { openStore } from "../store/db.ts";
 import { VmStore } from "../store/vms.ts";
 import type { NetworkPort, VmServiceDeps } from "../vm/deps.ts";
 import { isAlive } from "../vm/drivers/process.ts";
-import type { AgentStream, BootPlan, Driver, VmmHandle, VmmState } from "../vm/drivers/types.ts";
+import type { AgentStream, BootPlan, Driver, VmmHandle, VmmState, SavedStateFiles, SavedStateMeta } from "../vm/drivers/types.ts";
 import { VmService } from "../vm/service.ts";
 
 /** Records every call; `failStart` makes the next start throw after spawning (as a VMM crash would). */
@@ -72,6 +72,32 @@ export class RecordingDriver implements Driver {
 
   async rediscover(): Promise<VmmHandle | null> {
     return null;
+  }
+
+  async pause(handle: VmmHandle): Promise<void> {
+    this.calls.push(`pause ${handle.pid}`);
+  }
+
+  async resume(handle: VmmHandle): Promise<void> {
+    this.calls.push(`resume ${handle.pid}`);
+  }
+
+  /** Writes stand-in state and memory files, then ends the process. */
+  async suspend(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta> {
+    this.calls.push(`suspend ${handle.pid}`);
+    writeFileSync(files.state, "state");
+    writeFileSync(files.memory, "memory");
+    await this.kill(handle);
+    return { vmm: "firecracker", version: "harness", accel: "kvm", savedAt: new Date(0).toISOString() };
+  }
+
+  async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
+    return meta.version === "harness" ? null : `the saved state was written by Firecracker ${meta.version}`;
+  }
+
+  async restore(plan: BootPlan): Promise<VmmHandle> {
+    this.calls.push(`restore ${plan.vmId}`);
+    return this.start(plan);
   }
 
   connectAgent(handle: VmmHandle): Promise<AgentStream> {
