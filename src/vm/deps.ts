@@ -19,6 +19,11 @@ export interface NetworkPort {
   gateway(): { ip: string; mask: string; prefix: number };
   /** Nameservers to give guests. */
   nameservers(): string[];
+  /**
+   * Opens a VM's egress to addresses its resolver returned for a name its `allow:` policy
+   * lists, for `ttlSeconds`; private, link-local and host addresses are never added.
+   */
+  allowResolved(vmId: string, addrs: string[], ttlSeconds: number): Promise<void>;
 }
 
 /** `<name>.vm` records the DNS server answers. */

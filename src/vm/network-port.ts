@@ -40,5 +40,7 @@ export function hostNetworkPort(config: Config, net: NetDeps): NetworkPort {
     natRemove: async (ip) => void (await (await firewall()).natRemove(ip)),
     gateway: () => ({ ip: subnet.gateway, prefix: subnet.prefix, mask: subnetHosts(config.subnet).mask }),
     nameservers: () => [subnet.gateway],
+    // Filled by the per-VM firewall sets; until a VM has an `allow:` set this opens nothing.
+    allowResolved: async () => {},
   };
 }
