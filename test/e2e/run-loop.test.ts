@@ -44,6 +44,12 @@ async function inGuest(script: string): Promise<string> {
   return r.stdout.replace(/\n$/, "");
 }
 
+/** `git status` of the host repository as it prints it (leading spaces kept), without refreshing the index. */
+function hostStatus(): string {
+  const r = Bun.spawnSync(["git", "status", "--porcelain=v1", "--untracked-files=all"], { cwd: repo, env: { ...process.env, GIT_OPTIONAL_LOCKS: "0" } });
+  return r.stdout.toString();
+}
+
 describe("vm run as the everyday loop on a real guest (needs qemu, root, built dist/)", () => {
   testNeeds("from repo/sub the command runs in /root/repo/sub; /root has no lost+found", needs, async () => {
     const [r, s] = await timed(() => run(join(repo, "sub"), "--", "pwd"));
@@ -69,7 +75,7 @@ describe("vm run as the everyday loop on a real guest (needs qemu, root, built d
     expect(r.stdout).toBe("v2 from the host\nuntracked\ngone\n");
     expect(r.stderr).toContain("synced");
     expect(repoState(repo)).toEqual(before);
-    expect(await inGuest("cd /root/repo && git status --porcelain=v1 --untracked-files=all")).toBe(before.status);
+    expect(`${await inGuest("cd /root/repo && git status --porcelain=v1 --untracked-files=all")}\n`).toBe(hostStatus());
   }, T);
 
   testNeeds("guest and host both changed: refused with the three choices, both trees unchanged; --keep, then --replace", needs, async () => {
@@ -91,7 +97,7 @@ describe("vm run as the everyday loop on a real guest (needs qemu, root, built d
 
     const replaced = await run(repo, "--replace", "--", "sh", "-c", "cat edit.txt other.txt; git status --porcelain=v1 --untracked-files=all");
     expect(replaced.code).toBe(0);
-    expect(replaced.stdout).toBe(`v3 from the host\nother v1\n${host.status}\n`);
+    expect(replaced.stdout).toBe(`v3 from the host\nother v1\n${hostStatus()}`);
     expect(repoState(repo)).toEqual(host);
   }, T);
 
@@ -102,7 +108,9 @@ describe("vm run as the everyday loop on a real guest (needs qemu, root, built d
     writeFileSync(join(plain, "notes.txt"), "notes\n");
     // The guest's /root/repo holds the git checkout; this directory gets a fresh start there.
     await inGuest("rm -rf /root/repo");
-    const first = await run(join(plain, "src"), "--", "sh", "-c", "pwd; cat app.txt ../notes.txt");
+    // Outside a repository the directory it starts in is the workspace; --cwd picks a directory in it.
+    const first = await run(plain, "--cwd", "src", "--", "sh", "-c", "pwd; cat app.txt ../notes.txt");
+    expect(first.stderr).toContain("lp:/root/repo: prepared");
     expect(first.code).toBe(0);
     expect(first.stdout).toBe("/root/repo/src\napp v1\nnotes\n");
     writeFileSync(join(plain, "src", "app.txt"), "app v2\n");
