@@ -25,7 +25,7 @@ export function buildCli() {
   cli.command("daemon run", "Run the daemon in the foreground (started automatically)").action(() => client.daemonRun());
 
   cli.command("host setup", "Create the bridge, NAT rules and TAP pool (needs root)")
-    .option("--systemd", "Also install a systemd unit so setup survives reboot")
+    .option("--systemd", "Also install a systemd unit so setup survives reboot (it runs a root-owned copy of banger and of your config)")
     .option("--owner <uid:gid>", "Who owns the TAPs (default: the user who ran sudo, else you)")
     .action((o) => client.hostSetup(o));
   cli.command("host teardown", "Remove everything host setup made (needs root)").action(() => client.hostTeardown());
@@ -63,7 +63,14 @@ export function buildCli() {
     .option("--keep", "Run on the guest's tree as it is, without bringing the host's changes")
     .option("--no-workspace", "Copy nothing; run in /root")
     .action((cmd, o) => client.vmRun([...cmd, ...(o["--"] ?? [])], o));
-  cli.command("vm start <...refs>", "Start VMs").action((r) => client.vmFanout("vm.start", r));
+  cli.command("vm start <...refs>", "Start VMs (a suspended VM resumes from its saved state)")
+    .option("--cold", "Boot a suspended VM instead of restoring it (its saved memory is discarded)")
+    .action((r, o) => client.vmFanout("vm.start", r, o.cold ? { cold: true } : {}));
+  cli.command("vm pause <...refs>", "Freeze VMs' vCPUs (RAM stays held)").action((r) => client.vmFanout("vm.pause", r));
+  cli.command("vm resume <...refs>", "Resume paused or suspended VMs, every process as it was")
+    .option("--cold", "When the saved state cannot be restored here, boot cold instead")
+    .action((r, o) => client.vmFanout("vm.resume", r, o.cold ? { cold: true } : {}));
+  cli.command("vm suspend <...refs>", "Save VMs' memory and device state to disk and end their VMM").action((r) => client.vmFanout("vm.suspend", r));
   cli.command("vm stop <...refs>", "Stop VMs (graceful, then forced)").action((r) => client.vmFanout("vm.stop", r));
   cli.command("vm restart <...refs>", "Restart VMs").action((r) => client.vmFanout("vm.restart", r));
   cli.command("vm kill <...refs>", "Kill VMs").action((r) => client.vmFanout("vm.kill", r));
@@ -148,6 +155,8 @@ async function groupOnly(cli: ReturnType<typeof buildCli>, argv: string[], group
 }
 
 async function main(argv: string[]): Promise<number> {
+  // A hidden mode: the daemon runs heavy image imports in a child process of this program.
+  if (argv[0] === "__import-worker") return (await import("./modes/import-worker.ts")).runImportWorker();
   const cli = buildCli();
   const names = new Set(cli.commands.flatMap((c) => [c.name, ...c.aliasNames]));
   const args = joinCommandWords(argv, names);

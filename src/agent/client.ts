@@ -122,6 +122,7 @@ export class AgentClient {
 /** Options for waitForAgent; `now` and `sleep` are seams for tests. */
 export interface WaitOptions {
   timeoutMs: number;
+  /** The longest pause between attempts; the first ones come sooner (5 ms, doubling), so an agent that is up early is found early. */
   intervalMs: number;
   /** The VM's console log, named in the timeout error so the user knows where to look. */
   logPath: string;
@@ -158,7 +159,7 @@ export async function waitForAgent(connect: AgentConnect, opts: WaitOptions): Pr
       last = err instanceof Error ? err.message : String(err);
     }
     const left = deadline - now();
-    if (left > 0) await sleep(Math.min(opts.intervalMs, left));
+    if (left > 0) await sleep(Math.min(5 * 2 ** Math.min(attempts - 1, 16), opts.intervalMs, left));
   }
   client.close();
   throw new BangerError(

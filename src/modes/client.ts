@@ -3,6 +3,7 @@ import { existsSync, readFileSync, statSync, watch } from "node:fs";
 import { basename, resolve } from "node:path";
 import { loadConfig, renderConfig } from "../config.ts";
 import { BangerError } from "../errors.ts";
+import { DNS_FIX } from "../host/dns-hint.ts";
 import { resolvePaths } from "../host/paths.ts";
 import { hostRunner } from "../host/runner.ts";
 import { call, DaemonUnreachable } from "../rpc/client.ts";
@@ -88,6 +89,7 @@ export async function daemonStatus(o: Opts) {
   const s = await ensureDaemon(paths(), out.err);
   if (o.json) return printJson(out, s);
   out.out(`running: pid ${s.pid}, version ${s.version}, build ${s.buildId}, up ${s.uptimeS}s, ${s.vms} VMs\nsocket: ${s.socket}\nlog: ${s.log}`);
+  out.out(s.dnsProblem ? `dns: not listening: ${s.dnsProblem.message}\n  fix: ${DNS_FIX}` : `dns: ${s.dns}`);
 }
 
 export async function daemonStop() {

@@ -58,6 +58,7 @@ export async function runDaemon(paths: Paths = resolvePaths()): Promise<number> 
       log: paths.daemonLog,
       vms: services.vmCount(),
       dns: services.dnsAddress,
+      ...(services.dnsProblem ? { dnsProblem: services.dnsProblem } : {}),
     }),
     "daemon.stop": async () => {
       setTimeout(() => void shutdown("daemon stop"), 20);

@@ -11,20 +11,19 @@ import type { VmView } from "../vm/model.ts";
 import type { VmStats } from "../vm/reconcile.ts";
 import { renderPortsTable, type PortsView } from "../vm/ports-view.ts";
 import { selfArgv } from "./autostart.ts";
+import { checkSshInfo, systemSshArgv, type SshInfo } from "./ssh-info.ts";
 import { shq } from "../vm/workspace/shell.ts";
 import { printJson, progressRenderer, type Out } from "./render.ts";
 import { renderFanout, renderStats, renderVm, renderVmList } from "./vm-render.ts";
 
 type Rpc = <T>(method: Method, params?: Record<string, unknown>, onEvent?: (e: never) => void, signal?: AbortSignal) => Promise<T>;
 
-/** What `vm.ssh-info` answers. */
-export interface SshInfo {
-  name: string;
-  state: string;
-  ip: string;
-  user: string;
-  key: string;
-  host_key: string;
+export type { SshInfo } from "./ssh-info.ts";
+
+/** The daemon's ssh details for a VM, checked before any of it is used (see checkSshInfo). */
+export async function checkedSshInfo(rpc: Rpc, ref: string): Promise<SshInfo> {
+  const info = await rpc<SshInfo>("vm.ssh-info", { ref });
+  return checkSshInfo(info, loadConfig(resolvePaths()).subnet);
 }
 
 /** Asks on a TTY whether Ctrl-C should cancel; piped, Ctrl-C cancels at once. */
@@ -102,9 +101,9 @@ export async function ports(out: Out, rpc: Rpc, ref: string, json: boolean) {
 
 /** Runs the system ssh into a VM with banger's key and known_hosts (host keys checked); resolves its exit code. */
 export async function systemSsh(rpc: Rpc, ref: string, remote: string | null, tty: boolean): Promise<number> {
-  const info = await rpc<SshInfo>("vm.ssh-info", { ref });
+  const info = await checkedSshInfo(rpc, ref);
   if (info.state !== "running") throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
-  const argv = ["-i", info.key, "-o", "IdentitiesOnly=yes", "-o", `UserKnownHostsFile=${resolvePaths().knownHosts}`, "-o", "StrictHostKeyChecking=yes", "-o", `HostKeyAlias=${info.name}.vm`, "-o", "LogLevel=ERROR", ...(tty && process.stdin.isTTY ? ["-t"] : []), `${info.user}@${info.ip}`, ...(remote ? ["--", remote] : [])];
+  const argv = systemSshArgv(info, resolvePaths().knownHosts, remote, tty && Boolean(process.stdin.isTTY));
   return new Promise<number>((resolve) => {
     const child = spawn("ssh", argv, { stdio: "inherit" });
     child.on("exit", (c, sig) => resolve(c ?? (sig ? 128 : 1)));
@@ -141,7 +140,7 @@ export async function sshConfig(out: Out, rpc: Rpc, verb: string, args: string[]
 
 /** ProxyCommand helper: finds `<name>.vm` through the daemon and pipes stdin/stdout to its port. */
 async function proxy(rpc: Rpc, host: string, port: number): Promise<number> {
-  const info = await rpc<SshInfo>("vm.ssh-info", { ref: host.replace(/\.vm\.?$/, "") });
+  const info = await checkedSshInfo(rpc, host.replace(/\.vm\.?$/, ""));
   return new Promise((resolve) => {
     const { connect } = require("node:net") as typeof import("node:net");
     const sock = connect(port, info.ip);

@@ -33,7 +33,10 @@ export function vmHandlers(svc: VmService, poller: StatsPoller): Handlers {
   const one = <T>(ref: string, fn: (vm: VmRow) => Promise<T>) => svc.withVm(svc.find(ref).id, fn);
   return {
     "vm.create": (p, ctx) => svc.create(p, ctx),
-    "vm.start": (p, ctx) => svc.fan(p.refs, (vm) => svc.start(vm, ctx)),
+    "vm.start": (p, ctx) => svc.fan(p.refs, (vm) => svc.start(vm, ctx, { cold: p.cold })),
+    "vm.pause": (p) => svc.fan(p.refs, (vm) => svc.pause(vm)),
+    "vm.resume": (p, ctx) => svc.fan(p.refs, (vm) => svc.resume(vm, ctx, { cold: p.cold })),
+    "vm.suspend": (p) => svc.fan(p.refs, (vm) => svc.suspend(vm)),
     "vm.stop": (p) => svc.fan(p.refs, (vm) => svc.stop(vm)),
     "vm.restart": (p, ctx) => svc.fan(p.refs, async (vm) => `${await svc.stop(vm)}; ${await svc.start(svc.deps.vms.get(vm.id)!, ctx)}`),
     "vm.kill": (p) => svc.fan(p.refs, (vm) => svc.kill(vm)),

@@ -8,13 +8,13 @@ import type { VmView } from "../vm/model.ts";
 import type { FanoutResult } from "../vm/refs.ts";
 import { DEFAULT_GUEST_DIR, exportWorkspace, prepareWorkspace, shq, syncWorkspace } from "../vm/workspace.ts";
 import type { Out } from "./render.ts";
-import { create, systemSsh, type SshInfo } from "./vm-cmds.ts";
+import { checkedSshInfo, create, systemSsh } from "./vm-cmds.ts";
 
 type Rpc = <T>(method: Method, params?: Record<string, unknown>, onEvent?: (e: never) => void, signal?: AbortSignal) => Promise<T>;
 
 /** An SSH session to the VM with banger's key, accepting only the VM's own host key. */
 async function connect(rpc: Rpc, ref: string) {
-  const info = await rpc<SshInfo>("vm.ssh-info", { ref });
+  const info = await checkedSshInfo(rpc, ref);
   if (info.state !== "running") throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
   const conn = await sshConnect({ host: info.ip, user: info.user, privateKey: readFileSync(info.key), knownHostKey: info.host_key, timeoutMs: 15_000 });
   return { info, conn, shell: sshShell(conn) };
