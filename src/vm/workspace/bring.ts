@@ -3,8 +3,8 @@ import { hostRunner, type Runner } from "../../host/runner.ts";
 import { hostHas, type HostSnapshot, snapshotHost, spawnPack } from "./hostsnap.ts";
 import { hostManifest, manifestDiff, PLAIN_WARN_BYTES, plainApplyScript, plainTransfer, readPlainState } from "./plain.ts";
 import { DEFAULT_GUEST_DIR, lastLines, prepareWorkspace } from "./prepare.ts";
-import type { GuestResult, GuestShell } from "./shell.ts";
-import { spawnTar, inspectSource, type TarStream } from "./source.ts";
+import type { GuestShell } from "./shell.ts";
+import { inspectSource, spawnTar, streamInto } from "./source.ts";
 import { applyScript, type GuestState, planSync, readGuestState, type SyncMode } from "./sync.ts";
 
 export interface SyncOptions {
@@ -106,23 +106,6 @@ export function ownWorkRefusal(guestDir: string, what: string[], vmName = "VM"):
   return new BangerError("failed_precondition", `${guestDir} in ${vmName} has work of its own (${what.join("; ") || "changes"}); bringing the host's changes in would overwrite it`, {
     hint: `Choose one: \`banger vm workspace export ${vmName}\` first to keep it as a branch, then run again; --replace to discard the guest's work; --keep to run on the guest's tree as it is.`,
   });
-}
-
-/** Streams a host process's stdout into a guest script's stdin, counting bytes; the host's failure wins. */
-export async function streamInto(shell: GuestShell, script: string, src: TarStream): Promise<{ r: GuestResult; bytes: number }> {
-  let bytes = 0;
-  const counted = src.stdout.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, ctl) {
-        bytes += chunk.byteLength;
-        ctl.enqueue(chunk);
-      },
-    }),
-  );
-  const [sent, got] = await Promise.allSettled([src.done, shell.exec(script, { stdin: counted }).finally(() => src.kill())]);
-  if (sent.status === "rejected") throw sent.reason;
-  if (got.status === "rejected") throw got.reason;
-  return { r: got.value, bytes };
 }
 
 async function syncPlain(opts: SyncOptions, guestDir: string): Promise<Partial> {

@@ -2,7 +2,7 @@ import { BangerError } from "../../errors.ts";
 import { hostRunner, type Runner } from "../../host/runner.ts";
 import { type GuestShell, shq, workspaceLock } from "./shell.ts";
 import { type HostSnapshot, snapshotHost } from "./hostsnap.ts";
-import { inspectSource, spawnTar, type SourceRepo, workingTreeList } from "./source.ts";
+import { inspectSource, spawnTar, type SourceRepo, streamInto, workingTreeList } from "./source.ts";
 
 /** The ref in the guest checkout that remembers which host commit the workspace started from. */
 export const BASE_REF = "refs/banger/base";
@@ -58,26 +58,9 @@ export async function prepareWorkspace(opts: PrepareOptions, deps: PrepareDeps =
   // Before the file list: the snapshot's new objects travel in the copied .git.
   const snap = await snapshotHost(runner, src.top);
   const list = opts.fullCopy ? null : await workingTreeList(runner, src.top);
-  const tar = spawnTar(src.top, list);
-  let bytes = 0;
-  const counted = tar.stdout.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, ctl) {
-        bytes += chunk.byteLength;
-        ctl.enqueue(chunk);
-      },
-    }),
-  );
-  const [packed, unpacked] = await Promise.allSettled([
-    tar.done,
-    opts.shell.exec(unpackScript(guestDir, src, snap, replace), { stdin: counted }).finally(() => tar.kill()),
-  ]);
-  // Another prepare got there first: the guest stopped reading, so the host tar's complaint is beside the point.
-  if (unpacked.status === "fulfilled" && unpacked.value.code === EXIT_TAKEN) throw notEmpty(guestDir);
-  // Otherwise the host side's failure explains a truncated archive better than the guest's complaint about it.
-  if (packed.status === "rejected") throw packed.reason;
-  if (unpacked.status === "rejected") throw unpacked.reason;
-  const r = unpacked.value;
+  const { r, bytes } = await streamInto(opts.shell, unpackScript(guestDir, src, snap, replace), spawnTar(src.top, list), (g) => g.code === EXIT_TAKEN);
+  // Another prepare got there first: the guest stopped reading.
+  if (r.code === EXIT_TAKEN) throw notEmpty(guestDir);
   if (r.code !== 0) {
     throw new BangerError("internal", `unpacking the workspace into ${guestDir} failed (exit ${r.code}): ${lastLines(r.stderr)}`, {
       hint: "Check free space on the guest's work disk (df -h /root), then run prepare again with --replace.",
