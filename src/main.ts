@@ -89,6 +89,15 @@ export function buildCli() {
   cli.command("vm health <ref>", "Ask the guest agent").option(json, "JSON output").action((r, o) => client.vmHealth(String(r), o));
   cli.command("vm ports <ref>", "Listening ports in the guest, as URLs where they speak HTTP(S)").option(json, "JSON output").action((r, o) => client.vmPorts(String(r), o));
   cli.command("vm ssh <ref> [...cmd]", "Shell in the VM, or run a command and exit with its code").action((r, cmd, o) => client.vmSsh(String(r), [...cmd, ...(o["--"] ?? [])]));
+  cli.command("vm exec <ref> [...cmd]", "Run a command through the guest agent (no ssh): stdin, stdout, stderr and the exit code")
+    .option("-t, --tty", "Give the command a terminal (size and resizes follow this one)")
+    .option("-e, --env <NAME=VALUE>", "Set an environment variable (repeatable)")
+    .option("--cwd <dir>", "Working directory in the guest (default: the user's home)")
+    .option("--user <user>", "Guest user to run as (default root)")
+    .action((r, cmd, o) => client.vmExec(String(r), [...cmd, ...(o["--"] ?? [])], o));
+  cli.command("vm cp <...paths>", "Copy files between the host and a VM: SRC... DST, with <vm>:/path for the guest side")
+    .option("-r, --recursive", "Copy directories (modes and symlinks kept)")
+    .action((a, o) => client.vmCp(a.map(String), o));
   cli.command("vm workspace prepare <ref>", "Copy a repo's working tree and history to /root/repo")
     .option("--from <path>", "Repo (default: current directory)")
     .option("--full-copy", "Copy everything, ignored files and submodules included")
@@ -104,6 +113,8 @@ export function buildCli() {
     .option("--patch <file>", "Write a patch file instead of a branch")
     .option("--force", "Overwrite an existing branch")
     .action((r, o) => client.workspaceExport(String(r), o));
+
+  cli.command("mcp", "Serve the Model Context Protocol on stdio (register it in your coding agent; see README)").action(() => client.mcp());
 
   cli.command("ssh-config install", "Add `Host *.vm` to ~/.ssh/config (marked Include)").action(() => client.sshConfig("install"));
   cli.command("ssh-config uninstall", "Remove banger's Include from ~/.ssh/config").action(() => client.sshConfig("uninstall"));

@@ -17,11 +17,15 @@ import { completionScript } from "./completion.ts";
 import * as vm from "./vm-cmds.ts";
 import { printJson, processOut, progressRenderer, table, type Out } from "./render.ts";
 import { lazy } from "../lazy.ts";
+import type { ExecCliOptions } from "./exec-cmds.ts";
 
 // What only some commands need loads when they run: `version`, `vm list` and `vm show` never
 // load the daemon, ssh2, the drivers or the store (the import check in scripts/ enforces it).
 const host = lazy(() => import("./host-cmds.ts"));
 const ws = lazy(() => import("./workspace-cmds.ts"));
+const execCmds = lazy(() => import("./exec-cmds.ts"));
+const cpCmds = lazy(() => import("./cp-cmds.ts"));
+const mcpServer = lazy(() => import("./mcp.ts"));
 
 type Opts = Record<string, unknown> & { json?: boolean };
 
@@ -219,4 +223,24 @@ async function streamCmd(method: Method, params: Record<string, unknown>, o: Opt
     release();
     progress.stop();
   }
+}
+
+/** `vm exec`: streams through the daemon's exec socket to the guest agent. */
+export async function vmExec(ref: string, cmd: string[], o: ExecCliOptions): Promise<number> {
+  const p = paths();
+  await ensureDaemon(p, out.err);
+  return execCmds.execCommand(p.execSocket, ref, cmd, o);
+}
+
+/** `vm cp`: tar over the exec socket. */
+export async function vmCp(args: string[], o: { recursive?: boolean }): Promise<number> {
+  const p = paths();
+  await ensureDaemon(p, out.err);
+  await cpCmds.cpCommand(p.execSocket, args, Boolean(o.recursive));
+  return 0;
+}
+
+/** `banger mcp`: the MCP server on stdio; the daemon starts on the first tool call. */
+export function mcp(): Promise<number> {
+  return mcpServer.serveMcp({ rpc: (method, params) => rpc(method, params), execSocket: paths().execSocket, ensureDaemon: () => ensureDaemon(paths(), out.err).then(() => {}) });
 }

@@ -18,7 +18,8 @@ import { GUEST_DNS_PORT, hostNetworkPort } from "../vm/network-port.ts";
 import { reconcile, StatsPoller } from "../vm/reconcile.ts";
 import { VmService } from "../vm/service.ts";
 import { AGENT_VERSION } from "../version.ts";
-import { vmHandlers } from "./vm-handlers.ts";
+import { agentOf, vmHandlers } from "./vm-handlers.ts";
+import type { AgentFor } from "./exec-server.ts";
 import { artifactHandlers } from "./artifact-handlers.ts";
 import { pullAndRegister } from "./image-handlers.ts";
 
@@ -35,6 +36,8 @@ export interface Services {
   vmCount(): number;
   /** Where the `.vm` DNS server answers (the configured address, with the real port when 0 was asked); "" when it could not listen. */
   dnsAddress: string;
+  /** A running VM's agent client, for the exec socket. */
+  agentFor: AgentFor;
   /** Why the `.vm` DNS server is not listening (its address was taken), with the fix; absent when it listens. */
   dnsProblem?: { message: string; hint?: string };
   close(): Promise<void>;
@@ -94,6 +97,7 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   return {
     handlers: { ...vmHandlers(vms, poller), ...artifactHandlers({ paths, config, db: deps.db, log, runner, vms }) },
     vmCount: () => vms.deps.vms.count(),
+    agentFor: (ref) => agentOf(vms, vms.find(ref)),
     dnsAddress: "server" in dns ? `${dns.server.address.host}:${dns.server.address.port}` : "",
     dnsProblem: "problem" in dns ? dns.problem : undefined,
     close: async () => {

@@ -15,7 +15,7 @@ function tail(path: string, lines: number): string {
 }
 
 /** The agent client of a running VM (kept open: virtio-serial allows one host connection). */
-function agentOf(svc: VmService, vm: VmRow): AgentClient {
+export function agentOf(svc: VmService, vm: VmRow): AgentClient {
   if (vm.state !== "running") throw new BangerError("failed_precondition", `VM ${vm.name} is ${vm.state}`, { hint: `Start it: banger vm start ${vm.name}` });
   let client = svc.rt.agents.get(vm.id);
   if (!client) {
