@@ -1,6 +1,7 @@
 #!/usr/bin/env bun
 import { cac } from "cac";
 import { BangerError, exitCodeFor, toBangerError } from "./errors.ts";
+import { printable } from "./printable.ts";
 import { lazy } from "./lazy.ts";
 import { BUILD_ID, VERSION } from "./version.ts";
 
@@ -198,8 +199,9 @@ if (import.meta.main) {
     (code) => process.exit(code),
     (err) => {
       const e = toBangerError(err);
-      process.stderr.write(`banger: ${e.message}\n`);
-      if (e.hint) process.stderr.write(`hint: ${e.hint}\n`);
+      // Messages can carry guest or image text (agent errors, entry names): never raw escapes.
+      process.stderr.write(`banger: ${printable(e.message, { lines: true })}\n`);
+      if (e.hint) process.stderr.write(`hint: ${printable(e.hint, { lines: true })}\n`);
       if (e.code === "internal" && process.env.BANGER_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
       process.exit(exitCodeFor(e.code));
     },

@@ -5,6 +5,8 @@
  */
 import { createConnection, type Socket } from "node:net";
 import { BangerError } from "../errors.ts";
+import { printable } from "../printable.ts";
+import { checkAnswer } from "./answers.ts";
 import { frameSplitter, PROTOCOL_VERSION, type Frame } from "./frames.ts";
 import { encodeLine, parseResponse, type AgentMethod, type AgentMethods } from "./protocol.ts";
 
@@ -67,7 +69,14 @@ export class AgentClient {
         this.pending.delete(id);
         reject(new BangerError("timeout", `the guest agent did not answer "${method}" within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.pending.set(id, { method, resolve: resolve as (v: unknown) => void, reject, timer });
+      const check = (answer: unknown) => {
+        try {
+          resolve(checkAnswer(method, answer));
+        } catch (err) {
+          reject(err as Error);
+        }
+      };
+      this.pending.set(id, { method, resolve: check, reject, timer });
       socket.write(encodeLine({ id, method }));
     });
   }
@@ -159,7 +168,7 @@ export class AgentClient {
     this.pending.delete(res.id);
     clearTimeout(p.timer);
     if (res.ok) p.resolve(res.result);
-    else p.reject(new BangerError("unavailable", `the guest agent failed "${p.method}": ${res.error.message}`));
+    else p.reject(new BangerError("unavailable", `the guest agent failed "${p.method}": ${printable(res.error.message).slice(0, 500)}`));
   }
 
   private dropConnection(why: string) {

@@ -40,6 +40,8 @@ export interface ListeningSocket {
 /** What `ports` answers. */
 export interface AgentPorts {
   sockets: ListeningSocket[];
+  /** Set by the host when the answer listed more sockets than it takes: how many it dropped. */
+  dropped?: number;
 }
 
 /** What `hello` answers: the protocol version (2 carries exec frames) and the agent's build. */

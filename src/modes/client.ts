@@ -6,6 +6,8 @@ import { BangerError } from "../errors.ts";
 import { DNS_FIX } from "../host/dns-hint.ts";
 import { resolvePaths } from "../host/paths.ts";
 import { hostRunner } from "../host/runner.ts";
+import { MAX_TAIL_BYTES, tailLines } from "../host/tail.ts";
+import { printable } from "../printable.ts";
 import { call, DaemonUnreachable } from "../rpc/client.ts";
 import * as v from "valibot";
 import { METHODS, type Method, type ProgressEvent } from "../rpc/contract.ts";
@@ -113,18 +115,19 @@ export async function daemonLogs(o: Opts) {
 
 /** Prints the last n lines of a file, then follows it when asked. */
 export async function tailFile(file: string, n: number, follow: boolean) {
-  const text = readFileSync(file, "utf8");
-  const lines = text.split("\n");
-  process.stdout.write(lines.slice(-n - 1).join("\n"));
+  process.stdout.write(printable(tailLines(file, n), { lines: true }));
   if (!follow) return;
   let pos = statSync(file).size;
   await new Promise<void>(() => {
     watch(file, () => {
       const size = statSync(file).size;
-      if (size <= pos) return;
-      const fd = Bun.file(file).slice(pos, size);
+      if (size < pos) pos = 0; // rotated or truncated: start over at the new beginning
+      if (size === pos) return;
+      // A burst larger than the tail limit is skipped to its end rather than read whole.
+      const from = Math.max(pos, size - MAX_TAIL_BYTES);
+      const slice = Bun.file(file).slice(from, size);
       pos = size;
-      void fd.text().then((t) => process.stdout.write(t));
+      void slice.text().then((t) => process.stdout.write(printable(t, { lines: true })));
     });
   });
 }
