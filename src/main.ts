@@ -83,6 +83,11 @@ export function buildCli() {
     .option("--nat", "Enable NAT")
     .option("--no-nat", "Disable NAT")
     .action((r, o) => client.vmSet(r, o));
+  cli.command("vm fork <ref>", "Running copies of a running VM as it is now, each with its own address, name and keys")
+    .option("--name <name>", "Name of the one copy")
+    .option("--count <k>", "How many copies (named <ref>-f1, -f2, ...)")
+    .option(json, "JSON output")
+    .action((r, o) => client.vmFork(String(r), o));
   cli.command("vm snapshot create <ref> [name]", "Snapshot a VM's disks (and with --memory its memory and device state)")
     .option("--memory", "Also save memory and device state: a restore continues from this very moment")
     .option(json, "JSON output")

@@ -181,3 +181,20 @@ export async function snapshot(out: Out, rpc: Rpc, verb: string, ref: string, na
     progress.stop();
   }
 }
+
+/** `vm fork <ref> [--name N | --count K]`: one line per copy; exit 1 when any copy failed. */
+export async function fork(out: Out, rpc: Rpc, ref: string, o: { name?: string; count?: number; json?: boolean }): Promise<number> {
+  const progress = progressRenderer(out, Boolean(o.json));
+  try {
+    const r = await rpc<{ copies: VmView[]; errors: string[]; ms: number }>("vm.fork", { ref, name: o.name, count: o.count }, progress.onEvent as never);
+    if (o.json) printJson(out, r);
+    else {
+      for (const c of r.copies) out.out(`${c.name} is ready: ${c.ip} (${c.dns})`);
+      for (const e of r.errors) out.err(`banger: ${e}`);
+      out.out(`${r.copies.length} cop${r.copies.length === 1 ? "y" : "ies"} of ${ref} in ${r.ms} ms`);
+    }
+    return r.errors.length ? 1 : 0;
+  } finally {
+    progress.stop();
+  }
+}

@@ -38,6 +38,7 @@ export function vmHandlers(svc: VmService, poller: StatsPoller): Handlers {
     "vm.pause": (p) => svc.fan(p.refs, (vm) => svc.pause(vm)),
     "vm.resume": (p, ctx) => svc.fan(p.refs, (vm) => svc.resume(vm, ctx, { cold: p.cold })),
     "vm.suspend": (p) => svc.fan(p.refs, (vm) => svc.suspend(vm)),
+    "vm.fork": (p, ctx) => one(p.ref, (vm) => svc.fork(vm, { name: p.name, count: p.count }, ctx)),
     "vm.snapshot.create": (p) => one(p.ref, async (vm) => ({ name: vm.name, message: await svc.snapshotCreate(vm, p.name, Boolean(p.memory)) })),
     "vm.snapshot.list": async (p) => svc.snapshotList(svc.find(p.ref)),
     "vm.snapshot.restore": (p, ctx) => one(p.ref, async (vm) => ({ name: vm.name, message: await svc.snapshotRestore(vm, p.name, ctx) })),

@@ -95,3 +95,19 @@ test("snapshots: disk-only and --memory are listed, restored (memory resumes, di
   await h.svc.snapshotDelete(row("s1"), "d1");
   expect((await h.svc.snapshotList(row("s1"))).map((s) => s.name)).toEqual(["m1"]);
 });
+
+test("fork --count 2: copies are created with their own IP, MAC, TAP and name, re-identified with the link down, the source runs on", async () => {
+  const src = await create("src");
+  const r = await h.svc.fork(row("src"), { count: 2 }, callCtx());
+  expect(r.errors).toEqual([]);
+  expect(r.copies.map((c) => c.name)).toEqual(["src-f1", "src-f2"]);
+  const all = [src, ...r.copies];
+  for (const key of ["ip", "mac", "tap", "cid"] as const) expect(new Set(all.map((v) => v[key])).size).toBe(3);
+  expect(r.copies.every((c) => c.state === "running")).toBe(true);
+  expect(row("src").state).toBe("running");
+  expect(h.records.get("src-f1")).toBe(r.copies[0]!.ip);
+  expect(h.driver.calls.filter((c) => c.startsWith("link")).map((c) => c.split(" ")[2])).toEqual(["up", "up"]);
+  await expect(h.svc.fork(row("src"), { name: "src-f1" }, callCtx())).rejects.toThrow('a VM named "src-f1" already exists');
+  await h.svc.stop(row("src"));
+  await expect(h.svc.fork(row("src"), {}, callCtx())).rejects.toThrow("only a running VM can be forked");
+});

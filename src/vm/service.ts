@@ -17,6 +17,7 @@ import { dirOf, knownHandle, startSteps, stopVmm, type StartCtx } from "./runtim
 import { runSteps } from "./steps.ts";
 import { isSameProcess } from "./drivers/process.ts";
 import { discardSavedState, pauseVm, resumeVm, suspendVm } from "./instant.ts";
+import { forkVm } from "./fork.ts";
 import { createSnapshot, defaultSnapshotName, deleteSnapshot, listSnapshots, restoreSnapshotFiles, type SnapshotInfo } from "./snapshots.ts";
 
 /** The VM use cases behind the `vm` RPC methods. */
@@ -125,6 +126,15 @@ export class VmService {
 
   async resume(vm: VmRow, call: CallContext, opts: { cold?: boolean } = {}): Promise<string> {
     return (await resumeVm(this.deps, this.rt, vm, call, opts)) ?? this.start(this.deps.vms.get(vm.id)!, call, { cold: true });
+  }
+
+  /** Running copies of a running VM; errors of single copies are reported, the others kept. */
+  async fork(vm: VmRow, opts: { name?: string; count?: number }, call: CallContext) {
+    try {
+      return await forkVm(this.deps, this.rt, this.allocLock, vm, opts, call);
+    } finally {
+      this.syncKnownHosts();
+    }
   }
 
   snapshotCreate(vm: VmRow, name: string | undefined, memory: boolean): Promise<string> {

@@ -17,12 +17,12 @@ const T = 300_000;
 
 beforeAll(async () => {
   if (needs.some(([ok]) => !ok)) return;
-  h = await realHome({ taps: 4, config: `boot_timeout = "300s"\n` });
+  h = await realHome({ taps: 6, config: `boot_timeout = "300s"\n` });
 }, 900_000);
 
 afterAll(async () => {
   if (!h) return;
-  await h.run(["vm", "delete", "--force", "i1"]);
+  await h.run(["vm", "delete", "--force", "i1", "i1-f1", "i1-f2", "i1-f3"]);
   await h.teardownNet();
   await h.cleanup();
 });
@@ -124,6 +124,27 @@ describe("instant VMs on a real guest under QEMU (needs qemu, mmdebstrap, root)"
     const list = JSON.parse((await h.run(["vm", "snapshot", "list", "i1", "--json"])).stdout) as Array<{ name: string; memory: boolean; size_bytes: number }>;
     expect(list.map((x) => [x.name, x.memory])).toEqual([["m1", true]]);
     console.log(`snapshot --memory ${s.ms} ms (${Math.round(list[0]!.size_bytes / 1024 / 1024)} MiB on disk), restore ${r.ms} ms (CLI end to end)`);
+  }, T);
+
+  testNeeds("fork --count 3: four VMs answer ssh, each with its own IP, MAC, hostname, machine-id, host key and RNG; the process lives in each", needs, async () => {
+    const pid = await ssh("cat /root/sleep.pid");
+    const f = await timed(["vm", "fork", "i1", "--count", "3", "--json"]);
+    expect({ code: f.code, stderr: f.stderr.slice(-2000) }).toMatchObject({ code: 0 });
+    const names = ["i1", "i1-f1", "i1-f2", "i1-f3"];
+    const ident = await Promise.all(names.map(async (n) => {
+      const r = await h.run(["vm", "ssh", n, "--", "sh", "-c", `hostname; cat /sys/class/net/eth0/address; ip -4 -o addr show eth0 | awk '{print $4}'; cat /etc/machine-id; cut -d' ' -f2 /etc/ssh/ssh_host_ed25519_key.pub; head -c32 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; kill -0 ${pid} && echo alive`]);
+      expect({ vm: n, code: r.code, stderr: r.stderr }).toMatchObject({ code: 0 });
+      return r.stdout.trim().split("\n");
+    }));
+    expect(ident.map((i) => i[0])).toEqual(names);
+    for (let field = 0; field < 6; field++) expect(new Set(ident.map((i) => i[field])).size).toBe(4);
+    expect(ident.every((i) => i[6] === "alive")).toBe(true);
+    const shown = await Promise.all(names.map(async (n) => JSON.parse((await h.run(["vm", "show", n, "--json"])).stdout) as { ip: string; mac: string }));
+    expect(ident.map((i) => i[1])).toEqual(shown.map((v) => v.mac));
+    expect(ident.map((i) => i[2])).toEqual(shown.map((v) => `${v.ip}/24`));
+    expect(await ssh("cat /root/keep")).toBe("root");
+    console.log(`fork --count 3: ${f.ms} ms to three copies ready`);
+    expect((await h.run(["vm", "delete", "--force", "i1-f1", "i1-f2", "i1-f3"])).code).toBe(0);
   }, T);
 
   testNeeds("disk-only snapshot: write A, snapshot, write B, restore (the VM boots again): A is there, B is not; delete frees it", needs, async () => {

@@ -9,7 +9,7 @@ import { type AccelChoice, type AccelDeps, type Accel, chooseAccel, hostAccelDep
 import { cmdline, findByArgs, isAlive, isSameProcess, signal, startTime, startedAt, systemClock, waitForExit, type Clock } from "./process";
 import { QmpClient, qmpCall } from "./qmp";
 import { qemuBinaryVersion, qemuLoadState, qemuRestoreProblem, qemuSaveState } from "./qemu-state";
-import type { BootPlan, Driver, VmmHandle, VmmState, AgentStream, SavedStateFiles, SavedStateMeta } from "./types";
+import type { BootPlan, Driver, VmmHandle, VmmState, AgentStream, RestoreOptions, SavedStateFiles, SavedStateMeta } from "./types";
 
 /** The virtio-serial port name the guest agent opens as /dev/virtio-ports/<name>. */
 export const AGENT_PORT_NAME = "org.banger.agent";
@@ -202,10 +202,19 @@ export class QemuDriver implements Driver {
   }
 
   /** Starts QEMU waiting for incoming state, loads files.state over the plan's RAM file, and runs the guest. */
-  async restore(plan: BootPlan, files: SavedStateFiles, opts: { privateMemory?: boolean } = {}): Promise<VmmHandle> {
+  async restore(plan: BootPlan, files: SavedStateFiles, opts: RestoreOptions = {}): Promise<VmmHandle> {
     if (!existsSync(files.memory)) throw new BangerError("not_found", `the saved RAM file ${files.memory} is missing`, { hint: "Start the VM cold instead (banger vm start --cold)." });
     const restorePlan = { ...plan, memoryFile: files.memory };
-    return this.launch(restorePlan, { incoming: true, privateMemory: opts.privateMemory }, (qmp) => qemuLoadState(qmp, files, this.clock));
+    const nic = opts.linkDown && plan.nic ? "n0" : undefined;
+    return this.launch(restorePlan, { incoming: true, privateMemory: opts.privateMemory }, (qmp) => qemuLoadState(qmp, files, this.clock, nic));
+  }
+
+  forkProblem(): string | null {
+    return null;
+  }
+
+  async setLink(handle: VmmHandle, up: boolean): Promise<void> {
+    await qmpCall(handle.controlSocket, "set_link", QMP_TIMEOUT_MS, { name: "n0", up });
   }
 
   /** Starts QEMU in its own session with output to the vmm log, so it outlives the daemon. */

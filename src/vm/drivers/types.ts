@@ -43,6 +43,11 @@ export interface SavedStateFiles {
   memory: string;
 }
 
+export interface RestoreOptions {
+  privateMemory?: boolean;
+  linkDown?: boolean;
+}
+
 /** What was recorded with a saved state, so a restore on another VMM build is refused, not attempted. */
 export interface SavedStateMeta {
   vmm: VmmKind;
@@ -96,8 +101,16 @@ export interface Driver {
   suspend(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta>;
   /** Why a state saved as `meta` cannot be restored by this driver on this host, or null when it can. */
   restoreProblem(meta: SavedStateMeta): Promise<string | null>;
-  /** Starts a VMM for `plan` from the saved state (TAP and sockets from the plan); the guest runs on return. */
-  restore(plan: BootPlan, files: SavedStateFiles): Promise<VmmHandle>;
+  /**
+   * Starts a VMM for `plan` from the saved state (TAP and sockets from the plan); the guest runs on return.
+   * `privateMemory` maps files.memory copy-on-write (forks sharing one frozen file); `linkDown` starts
+   * with the NIC's link down, so a copy never speaks with its source's addresses before it is re-identified.
+   */
+  restore(plan: BootPlan, files: SavedStateFiles, opts?: RestoreOptions): Promise<VmmHandle>;
+  /** Why running copies of a VM cannot be made with this VMM, or null when they can. */
+  forkProblem(): string | null;
+  /** Sets the NIC's link up or down (a fork's link goes up once it has its own identity). */
+  setLink(handle: VmmHandle, up: boolean): Promise<void>;
   /** Removes sockets and other per-run files once the VMM is gone. */
   cleanup(handle: VmmHandle | null, dir: string): Promise<void>;
 }
