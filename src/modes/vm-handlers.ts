@@ -31,7 +31,8 @@ export function agentOf(svc: VmService, vm: VmRow): AgentClient {
 
 /** RPC handlers for the `vm` commands. */
 export function vmHandlers(svc: VmService, poller: StatsPoller): Handlers {
-  const one = <T>(ref: string, fn: (vm: VmRow) => Promise<T>) => svc.withVm(svc.find(ref).id, fn);
+  // async: a bad ref rejects (a streaming answer reports it) instead of throwing before the stream starts.
+  const one = async <T>(ref: string, fn: (vm: VmRow) => Promise<T>) => svc.withVm(svc.find(ref).id, fn);
   return {
     "vm.create": (p, ctx) => svc.create(p, ctx),
     "vm.start": (p, ctx) => svc.fan(p.refs, (vm) => svc.start(vm, ctx, { cold: p.cold })),

@@ -94,4 +94,12 @@ describe("pause, resume and suspend against the fake Firecracker", () => {
     for (const n of ["m1", "d1"]) expect((await h.run(["vm", "snapshot", "delete", "f1", n])).code).toBe(0);
     expect(JSON.parse((await h.run(["vm", "snapshot", "list", "f1", "--json"])).stdout)).toEqual([]);
   }, T);
+
+  testNeeds("fork is refused under Firecracker with the reason, leaving no row or directory behind", needs, async () => {
+    const before = (await h.run(["vm", "list", "--json"])).stdout;
+    const r = await h.run(["vm", "fork", "f1", "--count", "2"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("keep the source VM's disk paths");
+    expect((await h.run(["vm", "list", "--json"])).stdout).toBe(before);
+  }, T);
 });

@@ -29,7 +29,7 @@ afterAll(async () => {
 
 const ssh = async (script: string) => {
   const r = await h.run(["vm", "ssh", "i1", "--", "sh", "-c", script]);
-  if (r.code !== 0) throw new Error(`ssh ${script}: ${r.stderr}`);
+  if (r.code !== 0) throw new Error(`ssh ${script}: exit ${r.code}: ${r.stderr}${r.stdout}`);
   return r.stdout.trim();
 };
 const state = async () => (JSON.parse((await h.run(["vm", "show", "i1", "--json"])).stdout) as { state: string }).state;
