@@ -13,7 +13,7 @@ import { qmpArg } from "../../src/vm/drivers/qemu.ts";
 const needs = realGuestChecks();
 let h: RealHome;
 let dir = "";
-const T = 300_000;
+const T = 900_000;
 
 beforeAll(async () => {
   if (needs.some(([ok]) => !ok)) return;
