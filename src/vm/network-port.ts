@@ -36,8 +36,13 @@ export function hostNetworkPort(config: Config, net: NetDeps): NetworkPort {
       }
       if (master !== config.bridge) throw new BangerError("failed_precondition", `TAP device ${tap} is attached to ${master}, not ${config.bridge}`, { hint: "Run `sudo banger host setup`." });
     },
-    natAdd: async (ip, tap) => void (await (await firewall()).natAdd(ip, tap)),
-    natRemove: async (ip) => void (await (await firewall()).natRemove(ip)),
+    async applyVm(vm) {
+      const fw = await firewall();
+      if (vm.policy.mode === "nat") await fw.natAdd(vm.ip, vm.tap);
+      else await fw.natRemove(vm.ip);
+    },
+    removeVm: async (vm) => void (await (await firewall()).natRemove(vm.ip)),
+    setGroups: async () => {},
     gateway: () => ({ ip: subnet.gateway, prefix: subnet.prefix, mask: subnetHosts(config.subnet).mask }),
     nameservers: () => [subnet.gateway],
     // Filled by the per-VM firewall sets; until a VM has an `allow:` set this opens nothing.
