@@ -37,6 +37,9 @@ for (const [entry, name] of [["src/main.ts", "banger"], ["src/guest-agent.ts", "
     entrypoints: [join(root, entry)],
     compile: { outfile: join(outdir, name) },
     minify: true,
+    // Precompiled bytecode starts the CLI several times faster; the agent uses top-level await,
+    // which bytecode output does not support.
+    bytecode: name === "banger",
     define,
   } as Parameters<typeof Bun.build>[0]);
   if (!result.success) {

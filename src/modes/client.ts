@@ -3,7 +3,6 @@ import { existsSync, readFileSync, statSync, watch } from "node:fs";
 import { basename, resolve } from "node:path";
 import { loadConfig, renderConfig } from "../config.ts";
 import { BangerError } from "../errors.ts";
-import { hostDoctorDeps, runDoctor } from "../host/doctor.ts";
 import { resolvePaths } from "../host/paths.ts";
 import { hostRunner } from "../host/runner.ts";
 import { call, DaemonUnreachable } from "../rpc/client.ts";
@@ -14,11 +13,14 @@ import { formatSize, parseSize } from "../units.ts";
 import { BUILD_ID, VERSION } from "../version.ts";
 import { ensureDaemon, tryStatus, waitForExit } from "./autostart.ts";
 import { completionScript } from "./completion.ts";
-import * as host from "./host-cmds.ts";
 import * as vm from "./vm-cmds.ts";
-import * as ws from "./workspace-cmds.ts";
-import { runDaemon } from "./daemon.ts";
 import { printJson, processOut, progressRenderer, table, type Out } from "./render.ts";
+import { lazy } from "../lazy.ts";
+
+// What only some commands need loads when they run: `version`, `vm list` and `vm show` never
+// load the daemon, ssh2, the drivers or the store (the import check in scripts/ enforces it).
+const host = lazy(() => import("./host-cmds.ts"));
+const ws = lazy(() => import("./workspace-cmds.ts"));
 
 type Opts = Record<string, unknown> & { json?: boolean };
 
@@ -44,13 +46,9 @@ export async function rpc<T>(method: Method, params: Record<string, unknown> = {
   }
 }
 
-export function version(o: Opts) {
-  if (o.json) return printJson(out, { version: VERSION, buildId: BUILD_ID });
-  out.out(`banger ${VERSION} (build ${BUILD_ID})`);
-}
-
 export async function doctor(o: Opts) {
   const p = paths();
+  const { hostDoctorDeps, runDoctor } = await import("../host/doctor.ts");
   const report = await runDoctor(hostDoctorDeps(p, hostRunner, () => tryStatus(p)));
   if (o.json) printJson(out, report);
   else {
@@ -126,6 +124,7 @@ export async function tailFile(file: string, n: number, follow: boolean) {
 }
 
 export async function daemonRun() {
+  const { runDaemon } = await import("./daemon.ts");
   return runDaemon();
 }
 

@@ -23,6 +23,8 @@ async function asExtraEntries(entries: GlueEntry[]): Promise<ExtraEntry[]> {
 /** Imports an OCI image (layout dir, docker save or oci-archive tarball) as a managed image with banger's glue and agent. */
 export async function importImage(o: { source: string; name: string; kernel: string | null; imagesDir: string; agentBinary: string; runner: Runner; progress(line: string): void }): Promise<ImageRow> {
   const dir = join(o.imagesDir, o.name);
+  // the first import on a fresh state directory: nothing has made imagesDir yet
+  mkdirSync(o.imagesDir, { recursive: true });
   const work = mkdtempSync(join(o.imagesDir, `.import-${o.name}-`));
   mkdirSync(dir, { recursive: true });
   try {

@@ -11,7 +11,7 @@ import type { VmView } from "../vm/model.ts";
 import type { VmStats } from "../vm/reconcile.ts";
 import { renderPortsTable, type PortsView } from "../vm/ports-view.ts";
 import { selfArgv } from "./autostart.ts";
-import { shq } from "../vm/workspace.ts";
+import { shq } from "../vm/workspace/shell.ts";
 import { printJson, progressRenderer, type Out } from "./render.ts";
 import { renderFanout, renderStats, renderVm, renderVmList } from "./vm-render.ts";
 

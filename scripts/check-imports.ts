@@ -1,0 +1,100 @@
+#!/usr/bin/env bun
+/**
+ * The import check: fails on an import that goes the wrong way between the rooms of src/
+ * (see ARCHITECTURE.md). Run by scripts/test.sh; `bun scripts/check-imports.ts [root]`.
+ * Only static imports count for the start-up rules: a dynamic import() is how the CLI
+ * defers what a command may not need.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+
+export interface Edge {
+  from: string;
+  to: string;
+  dynamic: boolean;
+}
+
+/** Files that are test code wherever they live: fakes, fixtures, contract suites. */
+export function isTestCode(file: string): boolean {
+  return file.startsWith("src/testing/") || /\.test\.ts$|\.contract\.ts$|^src\/vm\/drivers\/contract[^/]*\.ts$|fixtures?\.ts$|\/fake-[^/]*\.ts$|\/testrepo\.ts$/.test(file);
+}
+
+/** What `version`, `--help`, `vm list` and `vm show` may load before running: no daemon, no drivers, no store, no ssh2. */
+const CLI_ENTRIES = ["src/main.ts", "src/modes/client.ts"];
+const CLI_FORBIDDEN = [/^src\/modes\/(daemon|services|[a-z-]+-handlers|image-import)\.ts$/, /^src\/store\//, /^src\/vm\/drivers\/(?!process\.ts)/, /^src\/vm\/(service|create|runtime|reconcile|steps)\.ts$/, /^ssh2$/, /^dns-packet$/, /^bun:sqlite$/];
+
+/** Room rules: a file matching `from` may not import a file matching `to`. */
+const RULES: Array<{ from: RegExp; to: RegExp; why: string }> = [
+  { from: /^src\/(?!modes\/|main\.ts)/, to: /^src\/modes\//, why: "only the two modes wire things up; nothing below them imports from src/modes/" },
+  { from: /^src\/(agent|guest-agent\.ts)/, to: /^src\/(host|store|vm|images|modes|rpc)\//, why: "the guest agent is its own small program: it imports only src/agent/ and shared leaves" },
+  { from: /^src\/(store|rpc)\//, to: /^src\/(vm|images|host)\/(?!model\.ts)/, why: "store/ and rpc/ are leaves below the domain" },
+];
+
+function sourceFiles(root: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir)) {
+      const p = join(dir, e);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (p.endsWith(".ts")) out.push(relative(root, p));
+    }
+  };
+  walk(join(root, "src"));
+  return out.sort();
+}
+
+/** Every import of every file under root/src, relative imports resolved to root-relative paths. */
+export function importEdges(root: string): Edge[] {
+  const t = new Bun.Transpiler({ loader: "ts" });
+  const edges: Edge[] = [];
+  for (const file of sourceFiles(root)) {
+    const text = readFileSync(join(root, file), "utf8").replace(/^#!.*/, "");
+    for (const imp of t.scanImports(text)) {
+      let to = imp.path;
+      if (to.startsWith(".")) {
+        to = relative(root, resolve(root, dirname(file), to));
+        if (!to.endsWith(".ts") && existsSync(join(root, `${to}.ts`))) to = `${to}.ts`;
+      }
+      edges.push({ from: file, to, dynamic: imp.kind === "dynamic-import" });
+    }
+  }
+  return edges;
+}
+
+/** Files reachable from entry through static imports only. */
+export function staticClosure(edges: Edge[], entry: string): Set<string> {
+  const seen = new Set<string>();
+  const stack = [entry];
+  while (stack.length) {
+    const f = stack.pop()!;
+    if (seen.has(f)) continue;
+    seen.add(f);
+    for (const e of edges) if (e.from === f && !e.dynamic) stack.push(e.to);
+  }
+  return seen;
+}
+
+/** Every wrong-way import, as a line naming the file, the import and the rule. */
+export function checkImports(root: string): string[] {
+  const edges = importEdges(root);
+  const problems: string[] = [];
+  for (const e of edges) {
+    if (isTestCode(e.from)) continue;
+    if (isTestCode(e.to)) problems.push(`${e.from} imports ${e.to}: production code never imports test code (fakes, fixtures, contract suites)`);
+    for (const r of RULES) if (r.from.test(e.from) && r.to.test(e.to)) problems.push(`${e.from} imports ${e.to}: ${r.why}`);
+  }
+  for (const entry of CLI_ENTRIES) {
+    for (const f of staticClosure(edges, entry)) {
+      if (CLI_FORBIDDEN.some((re) => re.test(f))) problems.push(`${entry} loads ${f} at start-up: import it with a dynamic import() where the command needs it`);
+    }
+  }
+  return problems;
+}
+
+if (import.meta.main) {
+  const root = resolve(process.argv[2] ?? join(import.meta.dir, ".."));
+  const problems = checkImports(root);
+  for (const p of problems) console.error(`import check: ${p}`);
+  console.log(`import check: ${problems.length ? `${problems.length} wrong-way import(s)` : "ok"}`);
+  process.exit(problems.length ? 1 : 0);
+}
