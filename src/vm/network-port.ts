@@ -7,6 +7,9 @@ import { firewallFor, type Firewall } from "../host/network/firewall.ts";
 import type { NetDeps } from "../host/network/priv.ts";
 import { subnetHosts } from "./allocate.ts";
 import type { NetworkPort } from "./deps.ts";
+import type { VmNet } from "./net-apply.ts";
+import { resolvedAddrsToAllow } from "./net-policy.ts";
+import { groupsScript, resolvedScript, vmApplyScript, vmRemoveScript } from "../host/network/nft-vm.ts";
 
 /**
  * Where the daemon answers guests' DNS on the bridge address. Guests ask <gateway>:53; host
@@ -25,6 +28,9 @@ export function hostNetworkPort(config: Config, net: NetDeps): NetworkPort {
   const subnet = parseSubnet(config.subnet);
   let fw: Promise<Firewall> | null = null;
   const firewall = () => (fw ??= firewallFor(net, cfg));
+  // The VMs whose rules this daemon put in place (their resolved sets exist), by id.
+  const applied = new Map<string, VmNet>();
+  let lastGroups: string | null = null;
   return {
     poolTaps: () => tapNames(cfg),
     async checkTap(tap) {
@@ -37,15 +43,30 @@ export function hostNetworkPort(config: Config, net: NetDeps): NetworkPort {
       if (master !== config.bridge) throw new BangerError("failed_precondition", `TAP device ${tap} is attached to ${master}, not ${config.bridge}`, { hint: "Run `sudo banger host setup`." });
     },
     async applyVm(vm) {
-      const fw = await firewall();
-      if (vm.policy.mode === "nat") await fw.natAdd(vm.ip, vm.tap);
-      else await fw.natRemove(vm.ip);
+      await (await firewall()).run(vmApplyScript(config.bridge, vm));
+      applied.set(vm.id, vm);
     },
-    removeVm: async (vm) => void (await (await firewall()).natRemove(vm.ip)),
-    setGroups: async () => {},
+    async removeVm(vm) {
+      applied.delete(vm.id);
+      const fw = await firewall();
+      await fw.run(vmRemoveScript(config.bridge, vm)).catch(async (err) => {
+        // After `host teardown` there is nothing left to remove.
+        if (await fw.tablePresent()) throw err;
+      });
+    },
+    async setGroups(members) {
+      const key = JSON.stringify(members);
+      if (key === lastGroups) return;
+      await (await firewall()).run(groupsScript(config.bridge, members));
+      lastGroups = key;
+    },
+    async allowResolved(vmId, addrs, ttlSeconds) {
+      const vm = applied.get(vmId);
+      if (vm?.policy.mode !== "allow") return;
+      const open = resolvedAddrsToAllow(addrs, [subnet.gateway]);
+      if (open.length) await (await firewall()).run(resolvedScript(config.bridge, vm.ip, vm.tap, open, ttlSeconds));
+    },
     gateway: () => ({ ip: subnet.gateway, prefix: subnet.prefix, mask: subnetHosts(config.subnet).mask }),
     nameservers: () => [subnet.gateway],
-    // Filled by the per-VM firewall sets; until a VM has an `allow:` set this opens nothing.
-    allowResolved: async () => {},
   };
 }
