@@ -144,6 +144,8 @@ async function groupOnly(cli: ReturnType<typeof buildCli>, argv: string[], group
 }
 
 async function main(argv: string[]): Promise<number> {
+  // The root entry point sudo allows (see host setup); not a user command, so not in --help.
+  if (argv[0] === "net-apply" && argv.length === 2) return (await import("./modes/host-cmds.ts")).netApply(argv[1]!);
   const cli = buildCli();
   const names = new Set(cli.commands.flatMap((c) => [c.name, ...c.aliasNames]));
   const args = joinCommandWords(argv, names);

@@ -5,6 +5,7 @@ import { dirname } from "node:path";
 import { BangerError } from "../errors.ts";
 import { type Paths, resolvePaths } from "../host/paths.ts";
 import { hostRunner } from "../host/runner.ts";
+import { installHelper, netApplyMain, removeHelper } from "../host/network/net-helper.ts";
 import { hostNetConfig } from "../vm/network-port.ts";
 import { selfArgv } from "./autostart.ts";
 import { printJson, table, type Out } from "./render.ts";
@@ -64,6 +65,8 @@ export async function hostSetup(out: Out, o: { systemd?: boolean; owner?: string
   const cfg = netConfigFor(who);
   if (o.systemd) cfg.systemdUnit = bootUnit(who);
   const actions = await setup(net(), cfg);
+  // A non-root owner changes per-VM rules through one root-owned helper and one sudoers line.
+  if (process.getuid?.() === 0) actions.push(...(await installHelper(net(), { bridge: cfg.bridge, uid: who.uid, self: compiledSelf() })));
   out.out(actions.length ? actions.map((a) => `+ ${a}`).join("\n") : "host already set up; nothing changed");
 }
 
@@ -73,7 +76,21 @@ export async function hostTeardown(out: Out) {
   const cfg = netConfigFor(who);
   cfg.systemdUnit = bootUnit(who);
   const actions = await teardown(net(), cfg);
+  if (process.getuid?.() === 0) actions.push(...(await removeHelper(cfg.bridge)));
   out.out(actions.length ? actions.map((a) => `- ${a}`).join("\n") : "nothing to remove");
+}
+
+/** The compiled banger executable, or null when running from sources. */
+function compiledSelf(): string | null {
+  const argv = selfArgv();
+  return argv.length === 1 ? argv[0]! : null;
+}
+
+/** `banger net-apply <bridge>` (hidden; root, through sudo): one per-VM firewall request from stdin. */
+export async function netApply(bridge: string): Promise<number> {
+  const stdin = await new Response(Bun.stdin.stream()).text();
+  await netApplyMain({ runner: hostRunner, sudo: false }, bridge, stdin, process.env);
+  return 0;
 }
 
 /** `banger host status [--json]`. */

@@ -3,13 +3,12 @@ import { basename } from "node:path";
 import type { Config } from "../config.ts";
 import { BangerError } from "../errors.ts";
 import { parseSubnet, tapNames, type HostNetConfig } from "../host/network/config.ts";
-import { firewallFor, type Firewall } from "../host/network/firewall.ts";
 import type { NetDeps } from "../host/network/priv.ts";
 import { subnetHosts } from "./allocate.ts";
 import type { NetworkPort } from "./deps.ts";
 import type { VmNet } from "./net-apply.ts";
-import { resolvedAddrsToAllow } from "./net-policy.ts";
-import { groupsScript, resolvedScript, vmApplyScript, vmRemoveScript } from "../host/network/nft-vm.ts";
+import { formatNetPolicy, resolvedAddrsToAllow } from "./net-policy.ts";
+import { runNetRequest } from "../host/network/net-helper.ts";
 
 /**
  * Where the daemon answers guests' DNS on the bridge address. Guests ask <gateway>:53; host
@@ -26,8 +25,6 @@ export function hostNetConfig(config: Config, owner = { uid: process.getuid?.() 
 export function hostNetworkPort(config: Config, net: NetDeps): NetworkPort {
   const cfg = hostNetConfig(config);
   const subnet = parseSubnet(config.subnet);
-  let fw: Promise<Firewall> | null = null;
-  const firewall = () => (fw ??= firewallFor(net, cfg));
   // The VMs whose rules this daemon put in place (their resolved sets exist), by id.
   const applied = new Map<string, VmNet>();
   let lastGroups: string | null = null;
@@ -43,28 +40,24 @@ export function hostNetworkPort(config: Config, net: NetDeps): NetworkPort {
       if (master !== config.bridge) throw new BangerError("failed_precondition", `TAP device ${tap} is attached to ${master}, not ${config.bridge}`, { hint: "Run `sudo banger host setup`." });
     },
     async applyVm(vm) {
-      await (await firewall()).run(vmApplyScript(config.bridge, vm));
+      await runNetRequest(net, config.bridge, { op: "apply", ip: vm.ip, mac: vm.mac, tap: vm.tap, net: formatNetPolicy(vm.policy) });
       applied.set(vm.id, vm);
     },
     async removeVm(vm) {
       applied.delete(vm.id);
-      const fw = await firewall();
-      await fw.run(vmRemoveScript(config.bridge, vm)).catch(async (err) => {
-        // After `host teardown` there is nothing left to remove.
-        if (await fw.tablePresent()) throw err;
-      });
+      await runNetRequest(net, config.bridge, { op: "remove", ip: vm.ip, tap: vm.tap });
     },
     async setGroups(members) {
       const key = JSON.stringify(members);
       if (key === lastGroups) return;
-      await (await firewall()).run(groupsScript(config.bridge, members));
+      await runNetRequest(net, config.bridge, { op: "groups", members });
       lastGroups = key;
     },
     async allowResolved(vmId, addrs, ttlSeconds) {
       const vm = applied.get(vmId);
       if (vm?.policy.mode !== "allow") return;
-      const open = resolvedAddrsToAllow(addrs, [subnet.gateway]);
-      if (open.length) await (await firewall()).run(resolvedScript(config.bridge, vm.ip, vm.tap, open, ttlSeconds));
+      const open = resolvedAddrsToAllow(addrs, [subnet.gateway]).slice(0, 64);
+      if (open.length) await runNetRequest(net, config.bridge, { op: "resolved", ip: vm.ip, tap: vm.tap, addrs: open, ttl: ttlSeconds });
     },
     gateway: () => ({ ip: subnet.gateway, prefix: subnet.prefix, mask: subnetHosts(config.subnet).mask }),
     nameservers: () => [subnet.gateway],

@@ -16,10 +16,6 @@ export interface Firewall {
   /** A no-op when the entry (or the whole setup) is already gone. */
   natRemove(guestIp: string): Promise<string[]>;
   natList(): Promise<NatEntry[]>;
-  /** Runs one nft script (per-VM rules, see nft-vm.ts) as a single transaction. */
-  run(script: string): Promise<void>;
-  /** True when banger's inet table exists (per-VM removal has nothing to do without it). */
-  tablePresent(): Promise<boolean>;
 }
 
 /**

@@ -219,11 +219,5 @@ export function nftFirewall(deps: NetDeps, cfg: HostNetConfig): Firewall {
     async natList() {
       return (await view())?.nat ?? [];
     },
-    async run(script) {
-      await priv(deps, ["nft", "-f", "-"], { stdin: script });
-    },
-    async tablePresent() {
-      return (await priv(deps, ["nft", "list", "table", "inet", table], { allowFailure: true })).code === 0;
-    },
   };
 }
