@@ -4,9 +4,9 @@ import * as v from "valibot";
 import { BangerError } from "../../errors.ts";
 import { parseNetPolicy } from "../../vm/net-policy.ts";
 import { checkGuestIp, checkIfName, nftTable, parseSubnet, type Subnet } from "./config.ts";
-import { ALIAS_PREFIX } from "./links.ts";
+import { ALIAS_PREFIX, readAddrs } from "./links.ts";
 import { groupsScript, resolvedScript, vmApplyScript, vmRemoveScript } from "./nft-vm.ts";
-import { type NetDeps, priv, read } from "./priv.ts";
+import { type NetDeps, priv } from "./priv.ts";
 
 // The one root entry point for per-VM firewall changes. A daemon that is not root runs
 // `sudo -n <helper> net-apply <bridge>` (the only command its sudoers line allows) with one
@@ -45,16 +45,16 @@ export const NET_REQUEST = v.variant("op", [
 
 export type NetRequest = v.InferOutput<typeof NET_REQUEST>;
 
-/** The bridge as the host has it: banger's mark and its subnet (read, never taken from the request). */
+/** The bridge as the host has it: banger's mark and its subnet (read from the kernel, never taken from the request). */
 async function bridgeSubnet(deps: NetDeps, bridge: string): Promise<Subnet> {
   checkIfName(bridge);
-  const links = JSON.parse((await read(deps, ["ip", "-j", "-d", "link", "show", "dev", bridge]).catch(() => ({ stdout: "[]" }))).stdout || "[]") as any[];
-  const addrs = JSON.parse((await read(deps, ["ip", "-j", "-4", "addr", "show", "dev", bridge]).catch(() => ({ stdout: "[]" }))).stdout || "[]") as any[];
-  const addr = addrs[0]?.addr_info?.[0];
-  if (!links[0]?.ifalias?.startsWith(ALIAS_PREFIX) || !addr) {
-    throw new BangerError("failed_precondition", `${bridge} is not a bridge banger set up`, { hint: "Run `sudo banger host setup`." });
-  }
-  return parseSubnet(`${addr.local}/${addr.prefixlen}`);
+  let alias = "";
+  try {
+    alias = readFileSync(`/sys/class/net/${bridge}/ifalias`, "utf8").trim();
+  } catch {}
+  const addr = alias.startsWith(ALIAS_PREFIX) ? (await readAddrs(deps, bridge).catch(() => []))[0] : undefined;
+  if (!addr) throw new BangerError("failed_precondition", `${bridge} is not a bridge banger set up`, { hint: "Run `sudo banger host setup`." });
+  return parseSubnet(addr);
 }
 
 /** A TAP must be a port of this bridge (and, when a user asks through sudo, that user's). */
