@@ -3,7 +3,8 @@ import { readFileSync, rmSync } from "node:fs";
 import { allocatedBytes } from "../images/disks.ts";
 import type { VmRow } from "../store/vms.ts";
 import { isSameProcess } from "./drivers/process.ts";
-import { dirOf, knownHandle, stopVmm } from "./runtime.ts";
+import { dirOf, knownHandle, releaseRunning, stopVmm } from "./runtime.ts";
+import { readSavedMeta, reconcileSaved } from "./instant.ts";
 import type { VmService } from "./service.ts";
 
 /**
@@ -32,10 +33,21 @@ export async function reconcile(svc: VmService): Promise<{ kept: string[]; stopp
         const found = await deps.drivers(row.vmm).rediscover(row.id, dir.dir).catch(() => null);
         const known = knownHandle(rt, row, dir);
         const handle = found ?? (known && isSameProcess(known.pid, known.pidStartTime) ? known : null);
+        const saved = await reconcileSaved(deps, rt, row, handle);
+        if (saved) return void report[saved].push(row.name);
         if (handle && row.state !== "stopped") {
+          const vmmState = await deps.drivers(row.vmm).state(handle).catch(() => "running" as const);
+          if (vmmState === "not-started") {
+            // A restore the crash interrupted: the saved state is still there to try again.
+            await deps.drivers(row.vmm).kill(handle).catch(() => {});
+            await releaseRunning(deps, rt, row, dir, handle);
+            const back = readSavedMeta(dir) ? "suspended" : "stopped";
+            deps.vms.update(row.id, { state: back, teardown: {} });
+            return void report.stopped.push(row.name);
+          }
           rt.handles.set(row.id, handle);
           deps.dns.set(row.name, row.ip);
-          deps.vms.update(row.id, { state: "running", teardown: { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket } });
+          deps.vms.update(row.id, { state: vmmState === "paused" ? "paused" : "running", teardown: { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket } });
           await applyNet(deps, deps.vms.get(row.id)!).catch((err) => deps.log(`network rules of ${row.name}: ${(err as Error).message}`));
           report.kept.push(row.name);
           return;
