@@ -25,7 +25,7 @@ const id = rand(0x10000).toString(16).padStart(4, "0");
 /** A TCP server in the "outside" netns that tells each client the address it saw. */
 const SERVER = `Bun.listen({ hostname: process.argv[1], port: 8080, socket: { open(s) { s.end(s.remoteAddress + "\\n"); }, data() {} } }); console.log("ready");`;
 /** A client in the "guest" netns: prints what the server said, or FAILED after a bounded wait. */
-const CLIENT = `const t = setTimeout(() => { console.log("FAILED timeout"); process.exit(0); }, 1500);
+const CLIENT = `const t = setTimeout(() => { console.log("FAILED timeout"); process.exit(0); }, 3000);
 Bun.connect({ hostname: process.argv[1], port: 8080, socket: { data(s, d) { console.log(String(d).trim()); clearTimeout(t); process.exit(0); }, connectError(s, e) { console.log("FAILED " + e.message); process.exit(0); } } });`;
 
 function suite(kind: "nftables", letter: string) {
@@ -126,6 +126,11 @@ function suite(kind: "nftables", letter: string) {
       expect(await natAdd(deps, cfg, { guestIp, tap: `${bridge}vg` })).toHaveLength(1);
       expect(await natAdd(deps, cfg, { guestIp, tap: `${bridge}vg` })).toEqual([]);
       // The server sees the host's outside address: the guest was masqueraded.
+      expect(await guestFetch()).toBe(outHost);
+      // Another MAC on the same port gets nothing through; its own again, and it does.
+      await ip("-n", nsGuest, "link", "set", `${bridge}gp`, "address", "02:00:00:00:00:99");
+      expect(await guestFetch()).toStartWith("FAILED");
+      await ip("-n", nsGuest, "link", "set", `${bridge}gp`, "address", mac);
       expect(await guestFetch()).toBe(outHost);
       expect((await hostStatus(deps, cfg)).nat).toEqual([{ guestIp, tap: `${bridge}vg` }]);
       expect(await natRemove(deps, cfg, { guestIp })).toHaveLength(1);
