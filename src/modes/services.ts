@@ -1,7 +1,7 @@
 import type { Database } from "bun:sqlite";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { configDurations, type Config } from "../config.ts";
+import { configDurations, configSizes, type Config } from "../config.ts";
 import { BangerError } from "../errors.ts";
 import { startDnsServer, type DnsServer } from "../host/dns-server.ts";
 import type { Paths } from "../host/paths.ts";
@@ -15,6 +15,7 @@ import { FirecrackerDriver } from "../vm/drivers/firecracker.ts";
 import { QemuDriver } from "../vm/drivers/qemu.ts";
 import type { Driver, VmmKind } from "../vm/drivers/types.ts";
 import { GUEST_DNS_PORT, hostNetworkPort } from "../vm/network-port.ts";
+import { ConsoleCap } from "../vm/console-log.ts";
 import { reconcile, StatsPoller } from "../vm/reconcile.ts";
 import { VmService } from "../vm/service.ts";
 import { AGENT_VERSION } from "../version.ts";
@@ -92,7 +93,9 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   const guestDns = await startGuestDns(network.gateway().ip, records, log);
   if (guestDns) servers.push(guestDns);
   await reconcile(vms);
-  const poller = new StatsPoller(vms);
+  const consoles = new ConsoleCap(configSizes(config).consoleLogMaxBytes, log);
+  const poller = new StatsPoller(vms, consoles);
+  poller.trackConsoles();
   poller.start(durations.statsPollMs);
   return {
     handlers: { ...vmHandlers(vms, poller), ...artifactHandlers({ paths, config, db: deps.db, log, runner, vms }) },
@@ -102,6 +105,7 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
     dnsProblem: "problem" in dns ? dns.problem : undefined,
     close: async () => {
       poller.stop();
+      consoles.close();
       for (const s of servers) await s.close();
       for (const a of vms.rt.agents.values()) a.close();
     },
