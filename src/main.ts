@@ -58,9 +58,13 @@ export function buildCli() {
       .option("--nat", "Same as --net nat")
       .option("--group <name>", "Guests reach each other only within one group");
   createOpts(cli.command("vm create", "Create and start a VM")).option(json, "JSON events").action((o) => client.vmCreate(o));
-  createOpts(cli.command("vm run [...cmd]", "Create (or start) a VM with this repo at /root/repo and run a command or print next steps"))
-    .option("--from <path>", "Repo to prepare (default: current directory)")
-    .option("--full-copy", "Copy everything, ignored files and submodules included")
+  createOpts(cli.command("vm run [...cmd]", "Create (or start) a VM, bring this directory's current tree to /root/repo, run a command in the matching directory there (or print next steps)"))
+    .option("--from <path>", "Directory or repo to bring (default: current directory)")
+    .option("--full-copy", "First copy: everything, ignored files and submodules included")
+    .option("--cwd <dir>", "Where the command runs in the guest: relative to /root/repo, or absolute")
+    .option("--replace", "Discard the guest's own changes in /root/repo and bring the host's tree")
+    .option("--keep", "Run on the guest's tree as it is, without bringing the host's changes")
+    .option("--no-workspace", "Copy nothing; run in /root")
     .action((cmd, o) => client.vmRun([...cmd, ...(o["--"] ?? [])], o));
   cli.command("vm start <...refs>", "Start VMs (a suspended VM resumes from its saved state)")
     .option("--cold", "Boot a suspended VM instead of restoring it (its saved memory is discarded)")
@@ -104,6 +108,10 @@ export function buildCli() {
     .option("--full-copy", "Copy everything, ignored files and submodules included")
     .option("--replace", "Discard what is in /root/repo already")
     .action((r, o) => client.workspacePrepare(String(r), o));
+  cli.command("vm workspace sync <ref>", "Bring the host's current tree into /root/repo (only what changed; refuses to overwrite the guest's own work)")
+    .option("--from <path>", "Directory or repo (default: current directory)")
+    .option("--replace", "Discard the guest's own changes")
+    .action((r, o) => client.workspaceSync(String(r), o));
   cli.command("vm workspace export <ref>", "Bring the guest's work back as a branch (or a patch)")
     .option("--to <path>", "Host repo (default: current directory)")
     .option("--branch <name>", "Branch name (default banger/<vm>)")

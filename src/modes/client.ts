@@ -175,6 +175,7 @@ export const vmPorts = (ref: string, o: Opts) => vm.ports(out, rpc as never, ref
 export const vmSsh = (ref: string, cmd: string[]) => vm.ssh(out, rpc as never, ref, cmd);
 export const sshConfig = (verb: string, args: string[] = []) => vm.sshConfig(out, rpc as never, verb, args);
 export const workspacePrepare = (ref: string, o: Opts) => ws.prepare(out, rpc as never, ref, { from: str(o.from), fullCopy: Boolean(o.fullCopy), replace: Boolean(o.replace) }).then(() => 0);
+export const workspaceSync = (ref: string, o: Opts) => ws.syncCmd(out, rpc as never, ref, { from: str(o.from), replace: Boolean(o.replace) }).then(() => 0);
 export const workspaceExport = (ref: string, o: Opts) => ws.exportCmd(out, rpc as never, ref, { to: str(o.to), branch: str(o.branch), patch: str(o.patch), force: Boolean(o.force) }).then(() => 0);
 
 function str(x: unknown): string | undefined {
