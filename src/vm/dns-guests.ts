@@ -1,0 +1,40 @@
+import type { DnsGuest, DnsGuests } from "../host/dns-policy.ts";
+import type { VmRow, VmStore } from "../store/vms.ts";
+import type { NetworkPort } from "./deps.ts";
+import { policyFromRow } from "./net-policy.ts";
+
+/** What the guest resolver's view of the VMs is built from. */
+export interface DnsGuestsDeps {
+  vms: Pick<VmStore, "list">;
+  /** The running VMs' `.vm` records (name → address), as the DNS server answers them. */
+  records: () => ReadonlyMap<string, string>;
+  network: Pick<NetworkPort, "allowResolved">;
+}
+
+/** The group a row belongs to ("" for none). */
+function groupOf(row: VmRow): string {
+  return (row as VmRow & { net_group?: string }).net_group ?? "";
+}
+
+function toGuest(row: VmRow): DnsGuest {
+  const group = groupOf(row);
+  return { id: row.id, name: row.name, policy: policyFromRow(row), groups: group ? [group] : [] };
+}
+
+/**
+ * The VMs as the guest resolver sees them: a query's source address names a running VM (one
+ * with a `.vm` record at that address); its policy and group are read from the store on each
+ * query, so `vm set --net` and `--group` apply at once.
+ */
+export function vmDnsGuests(deps: DnsGuestsDeps): DnsGuests {
+  const find = (match: (row: VmRow, records: ReadonlyMap<string, string>) => boolean): DnsGuest | null => {
+    const records = deps.records();
+    const row = deps.vms.list().find((v) => records.get(v.name) === v.ip && match(v, records));
+    return row ? toGuest(row) : null;
+  };
+  return {
+    at: (ip) => find((v) => v.ip === ip),
+    named: (key) => find((v) => v.name.toLowerCase() === key),
+    allowResolved: (vmId, addrs, ttl) => deps.network.allowResolved(vmId, addrs, ttl),
+  };
+}
