@@ -6,7 +6,12 @@ const row = (name: string, ip: string, extra: Partial<VmRow> & { net?: string; n
   ({ id: `id-${name}`, name, ip, nat: false, ...extra }) as VmRow;
 
 describe("vmDnsGuests", () => {
-  const rows = [row("web", "172.30.0.2", { nat: true, net_group: "dev" }), row("db", "172.30.0.3", { net: "allow:svc.test" }), row("off", "172.30.0.4")];
+  const rows = [
+    row("web", "172.30.0.2", { state: "running", nat: true, net_group: "dev" }),
+    row("db", "172.30.0.3", { state: "running", net: "allow:svc.test" }),
+    row("off", "172.30.0.4", { state: "stopped" }),
+    row("boot", "172.30.0.5", { state: "creating" }),
+  ];
   const records = new Map([
     ["web", "172.30.0.2"],
     ["db", "172.30.0.3"],
@@ -24,6 +29,11 @@ describe("vmDnsGuests", () => {
     expect(guests.at("172.30.0.4")).toBeNull();
     expect(guests.at("172.30.0.1")).toBeNull();
     expect(guests.named("off")).toBeNull();
+  });
+
+  test("a VM still booting may ask (its policy applies) but has no .vm name yet", () => {
+    expect(guests.at("172.30.0.5")?.name).toBe("boot");
+    expect(guests.named("boot")).toBeNull();
   });
 
   test("named finds running VMs by record key; allowResolved goes to the network", async () => {
