@@ -18,6 +18,8 @@ export interface Paths {
   cacheDir: string;
   runtimeDir: string;
   socket: string;
+  /** Where the daemon streams `vm exec` (frames, not JSON RPC). */
+  execSocket: string;
   daemonLock: string;
   spawnLock: string;
   daemonPidFile: string;
@@ -49,6 +51,7 @@ export function resolvePaths(env: Record<string, string | undefined> = process.e
     cacheDir,
     runtimeDir,
     socket: join(runtimeDir, "banger.sock"),
+    execSocket: join(runtimeDir, "exec.sock"),
     daemonLock: join(runtimeDir, "daemon.lock"),
     spawnLock: join(runtimeDir, "spawn.lock"),
     daemonPidFile: join(runtimeDir, "daemon.pid"),

@@ -1,7 +1,7 @@
 import type { Database } from "bun:sqlite";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { configDurations, type Config } from "../config.ts";
+import { configDurations, configSizes, type Config } from "../config.ts";
 import { BangerError } from "../errors.ts";
 import type { DnsGuests } from "../host/dns-policy.ts";
 import { startDnsServer, type DnsServer } from "../host/dns-server.ts";
@@ -16,11 +16,13 @@ import { FirecrackerDriver } from "../vm/drivers/firecracker.ts";
 import { QemuDriver } from "../vm/drivers/qemu.ts";
 import type { Driver, VmmKind } from "../vm/drivers/types.ts";
 import { GUEST_DNS_PORT, hostNetworkPort } from "../vm/network-port.ts";
+import { ConsoleCap } from "../vm/console-log.ts";
 import { vmDnsGuests } from "../vm/dns-guests.ts";
 import { reconcile, StatsPoller } from "../vm/reconcile.ts";
 import { VmService } from "../vm/service.ts";
 import { AGENT_VERSION } from "../version.ts";
-import { vmHandlers } from "./vm-handlers.ts";
+import { agentOf, vmHandlers } from "./vm-handlers.ts";
+import type { AgentFor } from "./exec-server.ts";
 import { artifactHandlers } from "./artifact-handlers.ts";
 import { pullAndRegister } from "./image-handlers.ts";
 
@@ -37,6 +39,8 @@ export interface Services {
   vmCount(): number;
   /** Where the `.vm` DNS server answers (the configured address, with the real port when 0 was asked); "" when it could not listen. */
   dnsAddress: string;
+  /** A running VM's agent client, for the exec socket. */
+  agentFor: AgentFor;
   /** Why the `.vm` DNS server is not listening (its address was taken), with the fix; absent when it listens. */
   dnsProblem?: { message: string; hint?: string };
   close(): Promise<void>;
@@ -92,15 +96,19 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   const guestDns = await startGuestDns(network.gateway().ip, records, guests, log);
   if (guestDns) servers.push(guestDns);
   await reconcile(vms);
-  const poller = new StatsPoller(vms);
+  const consoles = new ConsoleCap(configSizes(config).consoleLogMaxBytes, log);
+  const poller = new StatsPoller(vms, consoles);
+  poller.trackConsoles();
   poller.start(durations.statsPollMs);
   return {
     handlers: { ...vmHandlers(vms, poller), ...artifactHandlers({ paths, config, db: deps.db, log, runner, vms }) },
     vmCount: () => vms.deps.vms.count(),
+    agentFor: (ref) => agentOf(vms, vms.find(ref)),
     dnsAddress: "server" in dns ? `${dns.server.address.host}:${dns.server.address.port}` : "",
     dnsProblem: "problem" in dns ? dns.problem : undefined,
     close: async () => {
       poller.stop();
+      consoles.close();
       for (const s of servers) await s.close();
       for (const a of vms.rt.agents.values()) a.close();
     },

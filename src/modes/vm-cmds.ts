@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { BangerError } from "../errors.ts";
+import { printable } from "../printable.ts";
 import { installInclude, uninstallInclude, writeSshConfig, sshConfigText } from "../host/ssh-config.ts";
 import { resolvePaths } from "../host/paths.ts";
 import { loadConfig } from "../config.ts";
@@ -91,7 +92,8 @@ export async function stats(out: Out, rpc: Rpc, ref: string | undefined, json: b
 
 export async function health(out: Out, rpc: Rpc, ref: string, json: boolean) {
   const h = await rpc<{ name: string; version: string; uptime_s: number; boot_id: string; hostname: string }>("vm.health", { ref });
-  json ? printJson(out, h) : out.out(`${h.name}: agent ${h.version} healthy, guest up ${Math.round(h.uptime_s)}s, boot id ${h.boot_id}`);
+  const show = (x: string) => printable(x).slice(0, 256);
+  json ? printJson(out, h) : out.out(`${show(h.name)}: agent ${show(h.version)} healthy, guest up ${Math.round(h.uptime_s)}s, boot id ${show(h.boot_id)}`);
 }
 
 export async function ports(out: Out, rpc: Rpc, ref: string, json: boolean) {
@@ -155,6 +157,6 @@ async function proxy(rpc: Rpc, host: string, port: number): Promise<number> {
 export async function logs(out: Out, rpc: Rpc, ref: string, lines: number, follow: boolean, tailFile: (f: string, n: number, follow: boolean) => Promise<void>) {
   const l = await rpc<{ name: string; console_log: string; vmm_log: string; console: string; vmm: string }>("vm.logs", { ref, lines });
   if (follow && existsSync(l.console_log)) return tailFile(l.console_log, lines, true);
-  out.out(`==> ${l.console_log} <==\n${l.console}`);
-  if (l.vmm) out.out(`==> ${l.vmm_log} <==\n${l.vmm}`);
+  out.out(`==> ${l.console_log} <==\n${printable(l.console, { lines: true })}`);
+  if (l.vmm) out.out(`==> ${l.vmm_log} <==\n${printable(l.vmm, { lines: true })}`);
 }

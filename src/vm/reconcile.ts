@@ -5,6 +5,7 @@ import { isSameProcess } from "./drivers/process.ts";
 import { dirOf, knownHandle, releaseRunning, stopVmm } from "./runtime.ts";
 import { readSavedMeta, reconcileSaved } from "./instant.ts";
 import type { VmService } from "./service.ts";
+import type { ConsoleCap } from "./console-log.ts";
 
 /**
  * Brings the daemon's view in line with the host after a (re)start: live VMMs are kept
@@ -105,7 +106,10 @@ export class StatsPoller {
   private timer: ReturnType<typeof setInterval> | null = null;
   private polling = false;
 
-  constructor(private readonly svc: VmService) {}
+  constructor(
+    private readonly svc: VmService,
+    private readonly consoles?: ConsoleCap,
+  ) {}
 
   start(intervalMs: number) {
     this.timer = setInterval(() => void this.poll(), intervalMs);
@@ -120,6 +124,7 @@ export class StatsPoller {
     if (this.polling) return;
     this.polling = true;
     try {
+      this.trackConsoles();
       for (const vm of this.svc.deps.vms.list()) {
         if (vm.state !== "running") continue;
         if (!this.svc.vmmAlive(vm)) await this.reapDead(vm);
@@ -128,6 +133,13 @@ export class StatsPoller {
     } finally {
       this.polling = false;
     }
+  }
+
+  /** Keeps the console logs of running VMs under their cap (watched between polls). */
+  trackConsoles(): void {
+    if (!this.consoles) return;
+    const running = this.svc.deps.vms.list().filter((vm) => vm.state === "running");
+    this.consoles.track(new Map(running.map((vm) => [vm.id, dirOf(this.svc.deps, vm.id).consoleLog])));
   }
 
   private async reapDead(vm: VmRow) {

@@ -2,6 +2,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { dirname } from "node:path";
 import { knownHostsText } from "../host/ssh-config.ts";
 import { BangerError } from "../errors.ts";
+import { tailLines } from "../host/tail.ts";
+import { printable } from "../printable.ts";
 import { growWorkDisk } from "../images/disks.ts";
 import type { CallContext } from "../rpc/handle.ts";
 import type { Params } from "../rpc/contract.ts";
@@ -182,7 +184,7 @@ export class VmService {
   /** A failed create removes the VM dir; its console tail goes to the daemon log first, for diagnosis. */
   private keepConsoleTail(ctx: { vm?: VmRow; dir?: { consoleLog: string } }) {
     if (!ctx.vm || !ctx.dir || !existsSync(ctx.dir.consoleLog)) return;
-    const tail = readFileSync(ctx.dir.consoleLog, "utf8").split("\n").slice(-40).join("\n  | ");
+    const tail = printable(tailLines(ctx.dir.consoleLog, 40, 256 * 1024), { lines: true }).split("\n").join("\n  | ");
     this.deps.log(`console of ${ctx.vm.name} before undo:\n  | ${tail}`);
   }
 

@@ -2,11 +2,11 @@
 // someone else's or a symlink without connecting to the socket in it, and refuses ssh details
 // from a daemon that would put an option on ssh's command line. No guest is booted.
 import { afterAll, describe, expect } from "bun:test";
-import { chownSync, existsSync, mkdirSync, statSync, symlinkSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { bangerBin, daemonPids, TestHome } from "../../src/testing/cli.ts";
-import { isRoot, testNeeds } from "../../src/testing/skip.ts";
+import { hasBin, isRoot, testNeeds } from "../../src/testing/skip.ts";
 import { isAlive } from "../../src/vm/drivers/process.ts";
 
 const built: Array<[boolean, string]> = [[existsSync(bangerBin), "dist/banger not built (bun run build)"]];
@@ -133,3 +133,35 @@ describe("a daemon's answers are checked before they reach a command line", () =
     }
   }, 60_000);
 });
+
+describe("a second user on the same host", () => {
+  testNeeds("gets a working daemon when the first one holds dns_listen (real second user: nobody); status says DNS is not served", [...built, [isRoot && hasBin("setpriv"), "needs root and setpriv"]], async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const first = home();
+    writeFileSync(first.paths.configFile, `dns_listen = "127.0.0.1:${port}"\n`);
+    const second = home({ XDG_RUNTIME_DIR: "" });
+    writeFileSync(second.paths.configFile, `dns_listen = "127.0.0.1:${port}"\n`);
+    chownRecursive(second.root, NOBODY);
+    const a = await first.run(["daemon", "status", "--json"]);
+    expect(JSON.parse(a.stdout).dns).toBe(`127.0.0.1:${port}`);
+    const asNobody = (args: string[]) => runAs(NOBODY, second, args);
+    const b = await asNobody(["daemon", "status"]);
+    expect(b.code).toBe(0);
+    expect(b.stdout).toContain(`socket: ${join(second.paths.stateDir, "run", "banger.sock")}`);
+    expect(b.stdout).toContain(`dns: not listening: DNS address 127.0.0.1:${port} is already in use`);
+    expect((await asNobody(["vm", "list"])).code).toBe(0);
+    expect((await asNobody(["daemon", "stop"])).code).toBe(0);
+    expect((await first.run(["daemon", "stop"])).code).toBe(0);
+  }, 60_000);
+});
+
+/** `banger args…` with that home, as another user. */
+async function runAs(uid: number, h: TestHome, args: string[]) {
+  const p = Bun.spawn(["setpriv", `--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", bangerBin, ...args], { env: h.env, cwd: h.root, stdout: "pipe", stderr: "pipe" });
+  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { code, stdout, stderr };
+}
+
+function chownRecursive(dir: string, uid: number) {
+  Bun.spawnSync(["chown", "-R", `${uid}:${uid}`, dir]);
+}

@@ -2,6 +2,8 @@ import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { BangerError } from "../../errors.ts";
+import { tailLines } from "../../host/tail.ts";
+import { printable } from "../../printable.ts";
 import { UnixSocketApi, type FirecrackerApi } from "./firecracker-api.ts";
 import { dialHybridVsock } from "./hybrid-vsock.ts";
 import {
@@ -288,7 +290,7 @@ function touch(path: string): void {
 
 function tail(path: string): string {
   try {
-    return readFileSync(path, "utf8").trim().split("\n").slice(-3).join(" | ") || "(no output)";
+    return printable(tailLines(path, 3, 64 * 1024), { lines: true }).trim().split("\n").join(" | ") || "(no output)";
   } catch {
     return "(no output)";
   }

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { hasBin, testNeeds } from "../../testing/skip.ts";
-import { cmdline, findByArgs, isOwnDaemon, isOwnProcess, signal } from "./process.ts";
+import { cmdline, findByArgs, isAlive, isOwnDaemon, isOwnProcess, isSameProcess, signal } from "./process.ts";
 
 const started: number[] = [];
 afterAll(() => {
@@ -25,6 +25,7 @@ describe("process lookups count only this user's processes", () => {
     const pid = decoy(value);
     await until(() => findByArgs("-qmp", value).length > 0);
     expect(findByArgs("-qmp", value)).toEqual([pid]);
+    expect(isSameProcess(pid)).toBe(true);
     expect(isOwnProcess(pid)).toBe(true);
     expect(isOwnDaemon(pid)).toBe(false);
   });
@@ -37,5 +38,8 @@ describe("process lookups count only this user's processes", () => {
     expect(cmdline(pid)).toContain("-qmp");
     expect(isOwnProcess(pid)).toBe(false);
     expect(findByArgs("-qmp", value)).toEqual([]);
+    // Nor does "is the recorded VMM alive" count it, whatever pid a handle names.
+    expect(isAlive(pid)).toBe(true);
+    expect(isSameProcess(pid)).toBe(false);
   });
 });

@@ -34,9 +34,9 @@ export function startTime(pid: number): string | undefined {
   return statFields(pid)?.[19];
 }
 
-/** True when the pid is alive and, if known, started at the recorded time. */
+/** True when the pid is alive, this user's, and, if known, started at the recorded time. */
 export function isSameProcess(pid: number, recordedStart?: string): boolean {
-  if (!isAlive(pid)) return false;
+  if (!isAlive(pid) || !isOwnProcess(pid)) return false;
   return recordedStart === undefined || startTime(pid) === recordedStart;
 }
 

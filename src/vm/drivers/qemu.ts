@@ -3,6 +3,8 @@ import { existsSync, openSync, closeSync, readFileSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { BangerError } from "../../errors";
+import { tailLines } from "../../host/tail.ts";
+import { printable } from "../../printable.ts";
 import { type AccelChoice, type AccelDeps, type Accel, chooseAccel, hostAccelDeps, hostTscKhz } from "./accel";
 import { cmdline, findByArgs, isAlive, isSameProcess, signal, startTime, startedAt, systemClock, waitForExit, type Clock } from "./process";
 import { QmpClient, qmpCall } from "./qmp";
@@ -335,7 +337,7 @@ function connectUnix(path: string, timeoutMs: number): Promise<AgentStream> {
 /** The last lines of a log file, for error messages. */
 function tail(path: string): string {
   try {
-    return readFileSync(path, "utf8").trim().split("\n").slice(-3).join(" | ") || "(no output)";
+    return printable(tailLines(path, 3, 64 * 1024), { lines: true }).trim().split("\n").join(" | ") || "(no output)";
   } catch {
     return "(no output)";
   }
