@@ -95,9 +95,13 @@ export function buildCli() {
     .option("-e, --env <NAME=VALUE>", "Set an environment variable (repeatable)")
     .option("--cwd <dir>", "Working directory in the guest (default: the user's home)")
     .option("--user <user>", "Guest user to run as (default root)")
+    .example("banger vm exec web -- sh -c 'make test'")
+    .example("banger vm exec web --tty -- bash")
     .action((r, cmd, o) => client.vmExec(String(r), [...cmd, ...(o["--"] ?? [])], o));
   cli.command("vm cp <...paths>", "Copy files between the host and a VM: SRC... DST, with <vm>:/path for the guest side")
     .option("-r, --recursive", "Copy directories (modes and symlinks kept)")
+    .example("banger vm cp -r ./site web:/srv/")
+    .example("banger vm cp web:/var/log/syslog ./")
     .action((a, o) => client.vmCp(a.map(String), o));
   cli.command("vm workspace prepare <ref>", "Copy a repo's working tree and history to /root/repo")
     .option("--from <path>", "Repo (default: current directory)")

@@ -231,15 +231,13 @@ async function streamCmd(method: Method, params: Record<string, unknown>, o: Opt
 /** `vm exec`: streams through the daemon's exec socket to the guest agent. */
 export async function vmExec(ref: string, cmd: string[], o: ExecCliOptions): Promise<number> {
   const p = paths();
-  await ensureDaemon(p, out.err);
-  return execCmds.execCommand(p.execSocket, ref, cmd, o);
+  return execCmds.execCommand(p.execSocket, ref, cmd, o, () => ensureDaemon(p, out.err).then(() => {}));
 }
 
 /** `vm cp`: tar over the exec socket. */
 export async function vmCp(args: string[], o: { recursive?: boolean }): Promise<number> {
   const p = paths();
-  await ensureDaemon(p, out.err);
-  await cpCmds.cpCommand(p.execSocket, args, Boolean(o.recursive));
+  await cpCmds.cpCommand(p.execSocket, args, Boolean(o.recursive), () => ensureDaemon(p, out.err).then(() => {}));
   return 0;
 }
 
