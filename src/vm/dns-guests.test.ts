@@ -2,8 +2,7 @@ import { describe, expect, test } from "bun:test";
 import type { VmRow } from "../store/vms.ts";
 import { vmDnsGuests } from "./dns-guests.ts";
 
-const row = (name: string, ip: string, extra: Partial<VmRow> & { net?: string; net_group?: string } = {}): VmRow =>
-  ({ id: `id-${name}`, name, ip, nat: false, ...extra }) as VmRow;
+const row = (name: string, ip: string, extra: Partial<VmRow> = {}): VmRow => ({ id: `id-${name}`, name, ip, nat: false, net: "", net_group: "", ...extra }) as VmRow;
 
 describe("vmDnsGuests", () => {
   const rows = [

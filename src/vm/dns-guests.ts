@@ -11,14 +11,8 @@ export interface DnsGuestsDeps {
   network: Pick<NetworkPort, "allowResolved">;
 }
 
-/** The group a row belongs to ("" for none). */
-function groupOf(row: VmRow): string {
-  return (row as VmRow & { net_group?: string }).net_group ?? "";
-}
-
 function toGuest(row: VmRow): DnsGuest {
-  const group = groupOf(row);
-  return { id: row.id, name: row.name, policy: policyFromRow(row), groups: group ? [group] : [] };
+  return { id: row.id, name: row.name, policy: policyFromRow(row), groups: row.net_group ? [row.net_group] : [] };
 }
 
 /** States in which a VM's guest may be up and asking (booting ones too: they resolve before `ready`). */
