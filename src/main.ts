@@ -54,11 +54,17 @@ export function buildCli() {
       .option("--cpus <n>", "vCPUs")
       .option("--memory <mib>", "Memory in MiB")
       .option("--disk <size>", "Work disk size, e.g. 8G")
-      .option("--nat", "Let the VM reach the outside world");
+      .option("--net <policy>", "Network policy: none (default), nat, or allow:<domains,*.domains,CIDR[:port]>")
+      .option("--nat", "Same as --net nat")
+      .option("--group <name>", "Guests reach each other only within one group");
   createOpts(cli.command("vm create", "Create and start a VM")).option(json, "JSON events").action((o) => client.vmCreate(o));
-  createOpts(cli.command("vm run [...cmd]", "Create (or start) a VM with this repo at /root/repo and run a command or print next steps"))
-    .option("--from <path>", "Repo to prepare (default: current directory)")
-    .option("--full-copy", "Copy everything, ignored files and submodules included")
+  createOpts(cli.command("vm run [...cmd]", "Create (or start) a VM, bring this directory's current tree to /root/repo, run a command in the matching directory there (or print next steps)"))
+    .option("--from <path>", "Directory or repo to bring (default: current directory)")
+    .option("--full-copy", "First copy: everything, ignored files and submodules included")
+    .option("--cwd <dir>", "Where the command runs in the guest: relative to /root/repo, or absolute")
+    .option("--replace", "Discard the guest's own changes in /root/repo and bring the host's tree")
+    .option("--keep", "Run on the guest's tree as it is, without bringing the host's changes")
+    .option("--no-workspace", "Copy nothing; run in /root")
     .action((cmd, o) => client.vmRun([...cmd, ...(o["--"] ?? [])], o));
   cli.command("vm start <...refs>", "Start VMs (a suspended VM resumes from its saved state)")
     .option("--cold", "Boot a suspended VM instead of restoring it (its saved memory is discarded)")
@@ -72,12 +78,14 @@ export function buildCli() {
   cli.command("vm restart <...refs>", "Restart VMs").action((r) => client.vmFanout("vm.restart", r));
   cli.command("vm kill <...refs>", "Kill VMs").action((r) => client.vmFanout("vm.kill", r));
   cli.command("vm delete <...refs>", "Delete VMs and everything they own").option("--force", "Stop running VMs first").action((r, o) => client.vmFanout("vm.delete", r, { force: Boolean(o.force) }));
-  cli.command("vm set <...refs>", "Change cpus/memory (next start), grow the disk, toggle NAT")
+  cli.command("vm set <...refs>", "Change cpus/memory (next start), grow the disk, change the network policy or group (at once)")
     .option("--cpus <n>", "vCPUs")
     .option("--memory <mib>", "Memory in MiB")
     .option("--disk <size>", "Grow the work disk to this size")
-    .option("--nat", "Enable NAT")
-    .option("--no-nat", "Disable NAT")
+    .option("--net <policy>", "Network policy: none, nat, or allow:<domains,*.domains,CIDR[:port]>")
+    .option("--nat", "Same as --net nat")
+    .option("--no-nat", "Same as --net none")
+    .option("--group <name>", "Join a group (\"\" leaves it); guests reach each other only within one group")
     .action((r, o) => client.vmSet(r, o));
   cli.command("vm list", "List VMs").alias("vm ls").option(json, "JSON output").action((o) => client.vmList(o));
   cli.command("vm show <ref>", "Show a VM").option(json, "JSON output").action((r, o) => client.vmShow(String(r), o));
@@ -91,15 +99,23 @@ export function buildCli() {
     .option("-e, --env <NAME=VALUE>", "Set an environment variable (repeatable)")
     .option("--cwd <dir>", "Working directory in the guest (default: the user's home)")
     .option("--user <user>", "Guest user to run as (default root)")
+    .example("banger vm exec web -- sh -c 'make test'")
+    .example("banger vm exec web --tty -- bash")
     .action((r, cmd, o) => client.vmExec(String(r), [...cmd, ...(o["--"] ?? [])], o));
   cli.command("vm cp <...paths>", "Copy files between the host and a VM: SRC... DST, with <vm>:/path for the guest side")
     .option("-r, --recursive", "Copy directories (modes and symlinks kept)")
+    .example("banger vm cp -r ./site web:/srv/")
+    .example("banger vm cp web:/var/log/syslog ./")
     .action((a, o) => client.vmCp(a.map(String), o));
   cli.command("vm workspace prepare <ref>", "Copy a repo's working tree and history to /root/repo")
     .option("--from <path>", "Repo (default: current directory)")
     .option("--full-copy", "Copy everything, ignored files and submodules included")
     .option("--replace", "Discard what is in /root/repo already")
     .action((r, o) => client.workspacePrepare(String(r), o));
+  cli.command("vm workspace sync <ref>", "Bring the host's current tree into /root/repo (only what changed; refuses to overwrite the guest's own work)")
+    .option("--from <path>", "Directory or repo (default: current directory)")
+    .option("--replace", "Discard the guest's own changes")
+    .action((r, o) => client.workspaceSync(String(r), o));
   cli.command("vm workspace export <ref>", "Bring the guest's work back as a branch (or a patch)")
     .option("--to <path>", "Host repo (default: current directory)")
     .option("--branch <name>", "Branch name (default banger/<vm>)")
@@ -159,6 +175,8 @@ async function groupOnly(cli: ReturnType<typeof buildCli>, argv: string[], group
 }
 
 async function main(argv: string[]): Promise<number> {
+  // The root entry point sudo allows (see host setup); not a user command, so not in --help.
+  if (argv[0] === "net-apply" && argv.length === 2) return (await import("./modes/host-cmds.ts")).netApply(argv[1]!);
   // A hidden mode: the daemon runs heavy image imports in a child process of this program.
   if (argv[0] === "__import-worker") return (await import("./modes/import-worker.ts")).runImportWorker();
   const cli = buildCli();

@@ -158,7 +158,7 @@ export const imageDelete = (name: string) => showCmd("image.delete", { name }, {
 export const vmCreate = (o: Opts) => vm.create(out, rpc as never, createParams(o), { json: Boolean(o.json) });
 export const vmRun = (cmd: string[], o: Opts) => ws.run(out, rpc as never, cmd.map(String), o, createParams(o));
 export const vmFanout = (method: Method, refs: string[], extra: Record<string, unknown> = {}) => vm.fan(out, rpc as never, method, { refs: refs.map(String), ...extra });
-export const vmSet = (refs: string[], o: Opts) => vm.fan(out, rpc as never, "vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: natFlag() });
+export const vmSet = (refs: string[], o: Opts) => vm.fan(out, rpc as never, "vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: natFlag(), net: str(o.net), group: groupOpt(o.group) });
 
 /** --nat / --no-nat as given (cac's negation would turn "absent" into true). */
 function natFlag(): boolean | undefined {
@@ -175,10 +175,16 @@ export const vmPorts = (ref: string, o: Opts) => vm.ports(out, rpc as never, ref
 export const vmSsh = (ref: string, cmd: string[]) => vm.ssh(out, rpc as never, ref, cmd);
 export const sshConfig = (verb: string, args: string[] = []) => vm.sshConfig(out, rpc as never, verb, args);
 export const workspacePrepare = (ref: string, o: Opts) => ws.prepare(out, rpc as never, ref, { from: str(o.from), fullCopy: Boolean(o.fullCopy), replace: Boolean(o.replace) }).then(() => 0);
+export const workspaceSync = (ref: string, o: Opts) => ws.syncCmd(out, rpc as never, ref, { from: str(o.from), replace: Boolean(o.replace) }).then(() => 0);
 export const workspaceExport = (ref: string, o: Opts) => ws.exportCmd(out, rpc as never, ref, { to: str(o.to), branch: str(o.branch), patch: str(o.patch), force: Boolean(o.force) }).then(() => 0);
 
 function str(x: unknown): string | undefined {
   return x === undefined || x === true ? undefined : String(x);
+}
+/** --group NAME; `--group ""` (cac gives "" or true) means no group. */
+function groupOpt(x: unknown): string | undefined {
+  if (x === undefined) return undefined;
+  return x === true ? "" : String(x);
 }
 function num(x: unknown): number | undefined {
   return x === undefined ? undefined : Number(x);
@@ -193,7 +199,7 @@ export function sizeOpt(flag: string, x: unknown): number | undefined {
 }
 
 function createParams(o: Opts) {
-  return { name: str(o.name), image: str(o.image), kernel: str(o.kernel), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat ? true : undefined };
+  return { name: str(o.name), image: str(o.image), kernel: str(o.kernel), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat ? true : undefined, net: str(o.net), group: groupOpt(o.group) };
 }
 
 async function listCmd(method: Method, o: Opts) {
@@ -230,15 +236,13 @@ async function streamCmd(method: Method, params: Record<string, unknown>, o: Opt
 /** `vm exec`: streams through the daemon's exec socket to the guest agent. */
 export async function vmExec(ref: string, cmd: string[], o: ExecCliOptions): Promise<number> {
   const p = paths();
-  await ensureDaemon(p, out.err);
-  return execCmds.execCommand(p.execSocket, ref, cmd, o);
+  return execCmds.execCommand(p.execSocket, ref, cmd, o, () => ensureDaemon(p, out.err).then(() => {}));
 }
 
 /** `vm cp`: tar over the exec socket. */
 export async function vmCp(args: string[], o: { recursive?: boolean }): Promise<number> {
   const p = paths();
-  await ensureDaemon(p, out.err);
-  await cpCmds.cpCommand(p.execSocket, args, Boolean(o.recursive));
+  await cpCmds.cpCommand(p.execSocket, args, Boolean(o.recursive), () => ensureDaemon(p, out.err).then(() => {}));
   return 0;
 }
 

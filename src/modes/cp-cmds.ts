@@ -189,8 +189,9 @@ async function copyOut(execSocket: string, plan: CpPlan, recursive: boolean) {
 }
 
 /** Runs `vm cp`. */
-export async function cpCommand(execSocket: string, args: string[], recursive: boolean): Promise<void> {
+export async function cpCommand(execSocket: string, args: string[], recursive: boolean, ready: () => Promise<void> = async () => {}): Promise<void> {
   const plan = planCopy(args);
+  await ready();
   if (plan.direction === "in") await copyIn(execSocket, plan, recursive);
   else await copyOut(execSocket, plan, recursive);
 }

@@ -131,10 +131,27 @@ export function createExclusive(path: string): { file: string; fd: number } {
   return { file, fd };
 }
 
+/** Most bytes an export takes from the guest (a bundle or a patch); a guest streaming without end is stopped there. */
+export const MAX_EXPORT_BYTES = 4 * 1024 ** 3;
+
+/** Wraps a sink so that more than `max` bytes throws a clear error (which ends the guest command). */
+export function cappedSink(take: (c: Uint8Array) => void, what: string, max = MAX_EXPORT_BYTES): (c: Uint8Array) => void {
+  let size = 0;
+  return (c) => {
+    size += c.length;
+    if (size > max) {
+      throw new BangerError("failed_precondition", `${what} passed ${Math.round(max / 1024 ** 2)} MiB, the most banger takes from a guest; it was stopped and nothing was written`, {
+        hint: "Commit large files outside the workspace (or with git-lfs), or copy them out with `banger vm cp`.",
+      });
+    }
+    take(c);
+  };
+}
+
 async function writePatch(shell: GuestShell, guestDir: string, snap: GuestSnapshot, path: string): Promise<void> {
   const { file: tmp, fd } = createExclusive(path);
   try {
-    const r = await shell.exec(patchScript(guestDir, snap), { onStdout: (c) => void writeSync(fd, c) });
+    const r = await shell.exec(patchScript(guestDir, snap), { onStdout: cappedSink((c) => void writeSync(fd, c), "the patch") });
     if (r.code !== 0) throw new BangerError("internal", `writing the patch in the guest failed (exit ${r.code}): ${lastLines(r.stderr)}`);
     closeSync(fd);
     // Renamed into place only when complete, so a failure never leaves half a patch under the
@@ -152,7 +169,7 @@ async function streamToFile(shell: GuestShell, script: string, file: string, wha
   const sink = Bun.file(file).writer();
   let r;
   try {
-    r = await shell.exec(script, { onStdout: (c) => void sink.write(c) });
+    r = await shell.exec(script, { onStdout: cappedSink((c) => void sink.write(c), "the guest's bundle") });
   } finally {
     await sink.end();
   }
