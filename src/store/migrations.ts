@@ -70,4 +70,11 @@ export const MIGRATIONS: Migration[] = [
       )`);
     },
   },
+  {
+    id: 5,
+    name: "kernel_initrd",
+    up(db) {
+      db.run(`ALTER TABLE kernels ADD COLUMN initrd_path TEXT`);
+    },
+  },
 ];
