@@ -13,7 +13,7 @@ import { SSHD, startTestSshd } from "../src/host/sshd-fixture.ts";
 import { bangerBin } from "../src/testing/cli.ts";
 import { realGuestChecks, realHome } from "../src/testing/real-env.ts";
 import { hasFile, isRoot, missing } from "../src/testing/skip.ts";
-import { type GuestShell, localShell, prepareWorkspace } from "../src/vm/workspace.ts";
+import { type GuestShell, localShell, prepareWorkspace, syncWorkspace } from "../src/vm/workspace.ts";
 import { makeBulkRepo } from "../src/vm/workspace/testrepo.ts";
 
 const args = process.argv.slice(2);
@@ -39,6 +39,10 @@ async function runSuite(name: string, shell: GuestShell, root: string, repo: str
   await timed(`${name}: baseline tar -c . | tar -x`, async () => sh(baseline.replaceAll("DEST", dest)));
   rmSync(dest, { recursive: true, force: true });
   await timed(`${name}: prepare (working tree)`, async () => (await prepareWorkspace({ shell, from: repo, guestDir: dest })).bytes);
+  await timed(`${name}: re-run sync, no change`, async () => void (await syncWorkspace({ shell, from: repo, guestDir: dest })));
+  writeFileSync(join(repo, "edited.txt"), `one small change ${Date.now()}\n`);
+  await timed(`${name}: re-run sync, one-file change`, async () => void (await syncWorkspace({ shell, from: repo, guestDir: dest })));
+  rmSync(join(repo, "edited.txt"));
   rmSync(dest, { recursive: true, force: true });
   await timed(`${name}: prepare --full-copy`, async () => (await prepareWorkspace({ shell, from: repo, guestDir: dest, fullCopy: true })).bytes);
   rmSync(dest, { recursive: true, force: true });
@@ -64,6 +68,11 @@ async function realSuite(repo: string): Promise<void> {
     });
     await cli("vm", "ssh", "bench", "--", "sh", "-c", "rm -rf /root/b && sync");
     await timed("real guest: prepare (working tree)", async () => mibOf(await cli("vm", "workspace", "prepare", "bench", "--from", repo)));
+    // What a second `vm run` adds before its command: nothing new, then one edited file.
+    await timed("real guest: re-run sync, no change", async () => void (await cli("vm", "workspace", "sync", "bench", "--from", repo)));
+    writeFileSync(join(repo, "edited.txt"), `one small change ${Date.now()}\n`);
+    await timed("real guest: re-run sync, one-file change", async () => void (await cli("vm", "workspace", "sync", "bench", "--from", repo)));
+    rmSync(join(repo, "edited.txt"));
     await timed("real guest: prepare --full-copy", async () => mibOf(await cli("vm", "workspace", "prepare", "bench", "--from", repo, "--full-copy", "--replace")));
     await cli("vm", "ssh", "bench", "--", "sh", "-c", "cd /root/repo && head -c 1048576 /dev/urandom > guest.bin && git add -A && git -c user.name=Bench -c user.email=bench@example.com commit -qm guest && echo x > dirty.txt");
     await timed("real guest: export (1 commit + uncommitted)", async () => void (await cli("vm", "workspace", "export", "bench", "--to", repo)));

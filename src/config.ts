@@ -34,6 +34,9 @@ export interface Config {
   kernel_catalog: string;
   image_catalog: string;
   file_sync: FileSync[];
+  import_max_size: string;
+  import_max_entries: number;
+  console_log_max: string;
 }
 
 /** Defaults; the README's config reference is checked against this object by a test. */
@@ -58,6 +61,9 @@ export const DEFAULTS: Config = {
   kernel_catalog: "",
   image_catalog: "",
   file_sync: [],
+  import_max_size: "16G",
+  import_max_entries: 1_000_000,
+  console_log_max: "4M",
 };
 
 const MODE_RE = /^0?[0-7]{3,4}$/;
@@ -67,6 +73,10 @@ const duration = v.pipe(
   v.string("expected a duration such as \"10s\" or \"500ms\""),
   v.check((s) => parseDuration(s) !== null, "expected a duration such as \"10s\" or \"500ms\""),
 );
+
+function sizeAtLeast(min: number, shown: string, example: string) {
+  return v.pipe(v.string(`expected a size such as ${example}`), v.check((s) => (parseSize(s) ?? 0) >= min, `expected a size of at least ${shown}, such as ${example}`));
+}
 
 const fileSync = v.strictObject({
   host: v.pipe(
@@ -107,6 +117,9 @@ const schema = v.strictObject({
   kernel_catalog: v.optional(v.string()),
   image_catalog: v.optional(v.string()),
   file_sync: v.optional(v.array(fileSync, "expected a list of [[file_sync]] tables")),
+  import_max_size: v.optional(sizeAtLeast(1024 ** 2, "1M", "\"16G\"")),
+  import_max_entries: v.optional(v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(1, "must be at least 1"))),
+  console_log_max: v.optional(sizeAtLeast(64 * 1024, "64K", "\"4M\"")),
 });
 
 /** The smallest work disk banger accepts. */
@@ -162,5 +175,13 @@ export function configDurations(config: Config) {
   return {
     stopGraceMs: parseDuration(config.stop_grace) ?? 10_000,
     statsPollMs: parseDuration(config.stats_poll_interval) ?? 5_000,
+  };
+}
+
+/** Parsed size settings in bytes. */
+export function configSizes(config: Config) {
+  return {
+    importMaxBytes: parseSize(config.import_max_size) ?? 16 * 1024 ** 3,
+    consoleLogMaxBytes: parseSize(config.console_log_max) ?? 4 * 1024 ** 2,
   };
 }

@@ -1,6 +1,6 @@
 /**
  * banger-agent: the small program inside every guest that answers the host's health and
- * ports calls. It serves the line protocol of src/agent/protocol.ts on vsock, a
+ * ports calls and runs `vm exec` streams. It serves the line protocol of src/agent/protocol.ts on vsock, a
  * virtio-serial port or (for tests and the fake Firecracker) a unix socket.
  * It imports only src/agent/* so it stays tiny and compiles on its own.
  */
@@ -8,7 +8,7 @@ import { existsSync, rmSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { AGENT_SERIAL_PATH, AGENT_VSOCK_PORT, encodeLine } from "./agent/protocol.ts";
 import { findSerialPort, openSerialPort, serveSerial } from "./agent/serial.ts";
-import { createHandler, lineServer, procDeps, type Handler } from "./agent/server.ts";
+import { createHandler, procDeps, serveConnection, type Handler } from "./agent/server.ts";
 import { serveVsock, vsockRoundTrip } from "./agent/vsock.ts";
 
 declare const BANGER_AGENT_VERSION: string;
@@ -23,7 +23,9 @@ function log(line: string) {
 
 function onConnection(handler: Handler) {
   return (conn: Socket) => {
-    conn.on("data", lineServer(handler, (line) => conn.write(line)));
+    const served = serveConnection(handler, (data) => void conn.write(data));
+    conn.on("data", (chunk: Uint8Array) => served.feed(chunk));
+    conn.on("close", () => served.close());
     conn.on("error", () => conn.destroy());
   };
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bun
 import { cac } from "cac";
 import { BangerError, exitCodeFor, toBangerError } from "./errors.ts";
+import { printable } from "./printable.ts";
 import { lazy } from "./lazy.ts";
 import { BUILD_ID, VERSION } from "./version.ts";
 
@@ -25,7 +26,7 @@ export function buildCli() {
   cli.command("daemon run", "Run the daemon in the foreground (started automatically)").action(() => client.daemonRun());
 
   cli.command("host setup", "Create the bridge, NAT rules and TAP pool (needs root)")
-    .option("--systemd", "Also install a systemd unit so setup survives reboot")
+    .option("--systemd", "Also install a systemd unit so setup survives reboot (it runs a root-owned copy of banger and of your config)")
     .option("--owner <uid:gid>", "Who owns the TAPs (default: the user who ran sudo, else you)")
     .action((o) => client.hostSetup(o));
   cli.command("host teardown", "Remove everything host setup made (needs root)").action(() => client.hostTeardown());
@@ -60,11 +61,22 @@ export function buildCli() {
       .option("--disk <size>", "Work disk size, e.g. 8G")
       .option("--nat", "Let the VM reach the outside world");
   createOpts(cli.command("vm create", "Create and start a VM")).option(json, "JSON events").action((o) => client.vmCreate(o));
-  createOpts(cli.command("vm run [...cmd]", "Create (or start) a VM with this repo at /root/repo and run a command or print next steps"))
-    .option("--from <path>", "Repo to prepare (default: current directory)")
-    .option("--full-copy", "Copy everything, ignored files and submodules included")
+  createOpts(cli.command("vm run [...cmd]", "Create (or start) a VM, bring this directory's current tree to /root/repo, run a command in the matching directory there (or print next steps)"))
+    .option("--from <path>", "Directory or repo to bring (default: current directory)")
+    .option("--full-copy", "First copy: everything, ignored files and submodules included")
+    .option("--cwd <dir>", "Where the command runs in the guest: relative to /root/repo, or absolute")
+    .option("--replace", "Discard the guest's own changes in /root/repo and bring the host's tree")
+    .option("--keep", "Run on the guest's tree as it is, without bringing the host's changes")
+    .option("--no-workspace", "Copy nothing; run in /root")
     .action((cmd, o) => client.vmRun([...cmd, ...(o["--"] ?? [])], o));
-  cli.command("vm start <...refs>", "Start VMs").action((r) => client.vmFanout("vm.start", r));
+  cli.command("vm start <...refs>", "Start VMs (a suspended VM resumes from its saved state)")
+    .option("--cold", "Boot a suspended VM instead of restoring it (its saved memory is discarded)")
+    .action((r, o) => client.vmFanout("vm.start", r, o.cold ? { cold: true } : {}));
+  cli.command("vm pause <...refs>", "Freeze VMs' vCPUs (RAM stays held)").action((r) => client.vmFanout("vm.pause", r));
+  cli.command("vm resume <...refs>", "Resume paused or suspended VMs, every process as it was")
+    .option("--cold", "When the saved state cannot be restored here, boot cold instead")
+    .action((r, o) => client.vmFanout("vm.resume", r, o.cold ? { cold: true } : {}));
+  cli.command("vm suspend <...refs>", "Save VMs' memory and device state to disk and end their VMM").action((r) => client.vmFanout("vm.suspend", r));
   cli.command("vm stop <...refs>", "Stop VMs (graceful, then forced)").action((r) => client.vmFanout("vm.stop", r));
   cli.command("vm restart <...refs>", "Restart VMs").action((r) => client.vmFanout("vm.restart", r));
   cli.command("vm kill <...refs>", "Kill VMs").action((r) => client.vmFanout("vm.kill", r));
@@ -83,17 +95,36 @@ export function buildCli() {
   cli.command("vm health <ref>", "Ask the guest agent").option(json, "JSON output").action((r, o) => client.vmHealth(String(r), o));
   cli.command("vm ports <ref>", "Listening ports in the guest, as URLs where they speak HTTP(S)").option(json, "JSON output").action((r, o) => client.vmPorts(String(r), o));
   cli.command("vm ssh <ref> [...cmd]", "Shell in the VM, or run a command and exit with its code").action((r, cmd, o) => client.vmSsh(String(r), [...cmd, ...(o["--"] ?? [])]));
+  cli.command("vm exec <ref> [...cmd]", "Run a command through the guest agent (no ssh): stdin, stdout, stderr and the exit code")
+    .option("-t, --tty", "Give the command a terminal (size and resizes follow this one)")
+    .option("-e, --env <NAME=VALUE>", "Set an environment variable (repeatable)")
+    .option("--cwd <dir>", "Working directory in the guest (default: the user's home)")
+    .option("--user <user>", "Guest user to run as (default root)")
+    .example("banger vm exec web -- sh -c 'make test'")
+    .example("banger vm exec web --tty -- bash")
+    .action((r, cmd, o) => client.vmExec(String(r), [...cmd, ...(o["--"] ?? [])], o));
+  cli.command("vm cp <...paths>", "Copy files between the host and a VM: SRC... DST, with <vm>:/path for the guest side")
+    .option("-r, --recursive", "Copy directories (modes and symlinks kept)")
+    .example("banger vm cp -r ./site web:/srv/")
+    .example("banger vm cp web:/var/log/syslog ./")
+    .action((a, o) => client.vmCp(a.map(String), o));
   cli.command("vm workspace prepare <ref>", "Copy a repo's working tree and history to /root/repo")
     .option("--from <path>", "Repo (default: current directory)")
     .option("--full-copy", "Copy everything, ignored files and submodules included")
     .option("--replace", "Discard what is in /root/repo already")
     .action((r, o) => client.workspacePrepare(String(r), o));
+  cli.command("vm workspace sync <ref>", "Bring the host's current tree into /root/repo (only what changed; refuses to overwrite the guest's own work)")
+    .option("--from <path>", "Directory or repo (default: current directory)")
+    .option("--replace", "Discard the guest's own changes")
+    .action((r, o) => client.workspaceSync(String(r), o));
   cli.command("vm workspace export <ref>", "Bring the guest's work back as a branch (or a patch)")
     .option("--to <path>", "Host repo (default: current directory)")
     .option("--branch <name>", "Branch name (default banger/<vm>)")
     .option("--patch <file>", "Write a patch file instead of a branch")
     .option("--force", "Overwrite an existing branch")
     .action((r, o) => client.workspaceExport(String(r), o));
+
+  cli.command("mcp", "Serve the Model Context Protocol on stdio (register it in your coding agent; see README)").action(() => client.mcp());
 
   cli.command("ssh-config install", "Add `Host *.vm` to ~/.ssh/config (marked Include)").action(() => client.sshConfig("install"));
   cli.command("ssh-config uninstall", "Remove banger's Include from ~/.ssh/config").action(() => client.sshConfig("uninstall"));
@@ -145,6 +176,8 @@ async function groupOnly(cli: ReturnType<typeof buildCli>, argv: string[], group
 }
 
 async function main(argv: string[]): Promise<number> {
+  // A hidden mode: the daemon runs heavy image imports in a child process of this program.
+  if (argv[0] === "__import-worker") return (await import("./modes/import-worker.ts")).runImportWorker();
   const cli = buildCli();
   const names = new Set(cli.commands.flatMap((c) => [c.name, ...c.aliasNames]));
   const args = joinCommandWords(argv, names);
@@ -179,8 +212,9 @@ if (import.meta.main) {
     (code) => process.exit(code),
     (err) => {
       const e = toBangerError(err);
-      process.stderr.write(`banger: ${e.message}\n`);
-      if (e.hint) process.stderr.write(`hint: ${e.hint}\n`);
+      // Messages can carry guest or image text (agent errors, entry names): never raw escapes.
+      process.stderr.write(`banger: ${printable(e.message, { lines: true })}\n`);
+      if (e.hint) process.stderr.write(`hint: ${printable(e.hint, { lines: true })}\n`);
       if (e.code === "internal" && process.env.BANGER_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
       process.exit(exitCodeFor(e.code));
     },

@@ -114,12 +114,14 @@ describe("AgentClient edge cases", () => {
     expect(err.hint).toContain("/var/vms/t1/console.log");
   });
 
+  const health = (version: string) => ({ version, uptime_s: 1.5, boot_id: "b", hostname: "h" });
+
   test("a silent agent times out per call; the connection stays usable", async () => {
     const path = sockPath();
     let answer = false;
     await fakeAgent(path, (line) => {
       const { id } = JSON.parse(line);
-      return answer ? `${JSON.stringify({ id, ok: true, result: { version: "v" } })}\n` : null;
+      return answer ? `${JSON.stringify({ id, ok: true, result: health("v") })}\n` : null;
     });
     const client = new AgentClient(unixConnector(path));
     const err = await client.health({ timeoutMs: 100 }).catch((e) => e);
@@ -135,7 +137,7 @@ describe("AgentClient edge cases", () => {
     await fakeAgent(path, (line) => {
       const { id, method } = JSON.parse(line);
       if (method === "ports") return `${JSON.stringify({ id, ok: false, error: { message: "no /proc" } })}\n`;
-      return `\u0000\u0007junk\n${JSON.stringify({ id: id + 1000, ok: true, result: 1 })}\n{"id":${id},"ok":tr` + `ue,"result":{"version":"ok"}}\n`;
+      return `\u0000\u0007junk\n${JSON.stringify({ id: id + 1000, ok: true, result: 1 })}\n{"id":${id},"ok":tr` + `ue,"result":${JSON.stringify(health("ok"))}}\n`;
     });
     const client = new AgentClient(unixConnector(path));
     expect((await client.health()).version).toBe("ok");

@@ -5,7 +5,10 @@
  */
 import { createConnection, type Socket } from "node:net";
 import { BangerError } from "../errors.ts";
-import { encodeLine, lineSplitter, parseResponse, type AgentMethod, type AgentMethods } from "./protocol.ts";
+import { printable } from "../printable.ts";
+import { checkAnswer } from "./answers.ts";
+import { frameSplitter, PROTOCOL_VERSION, type Frame } from "./frames.ts";
+import { encodeLine, parseResponse, type AgentMethod, type AgentMethods } from "./protocol.ts";
 
 /** Opens a new byte stream to the agent. */
 export type AgentConnect = () => Promise<Socket>;
@@ -23,6 +26,19 @@ export interface AgentClientOptions {
   timeoutMs?: number;
 }
 
+/** One exec stream on the agent connection: frames out, and the frames back through `onFrame`. */
+export interface AgentStream {
+  id: number;
+  send(frame: Uint8Array): void;
+  close(): void;
+}
+
+interface StreamHandlers {
+  onFrame(frame: Frame): void;
+  /** The connection went away; the stream is over. */
+  onGone(why: string): void;
+}
+
 /** A multiplexing client for the guest agent; safe to share between concurrent callers. */
 export class AgentClient {
   private socket: Socket | null = null;
@@ -32,6 +48,9 @@ export class AgentClient {
   // serial port delivers late never matches a newer request.
   private nextId = 1 + Math.floor(Math.random() * 0x3fffffff);
   private readonly timeoutMs: number;
+  private readonly streams = new Map<number, StreamHandlers>();
+  private nextStream = 1;
+  private hello: Promise<void> | null = null;
 
   constructor(
     private readonly connect: AgentConnect,
@@ -50,7 +69,14 @@ export class AgentClient {
         this.pending.delete(id);
         reject(new BangerError("timeout", `the guest agent did not answer "${method}" within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.pending.set(id, { method, resolve: resolve as (v: unknown) => void, reject, timer });
+      const check = (answer: unknown) => {
+        try {
+          resolve(checkAnswer(method, answer));
+        } catch (err) {
+          reject(err as Error);
+        }
+      };
+      this.pending.set(id, { method, resolve: check, reject, timer });
       socket.write(encodeLine({ id, method }));
     });
   }
@@ -63,6 +89,42 @@ export class AgentClient {
   /** The guest's listening sockets. */
   ports(opts?: { timeoutMs?: number }) {
     return this.call("ports", opts);
+  }
+
+  /**
+   * Opens an exec stream, after checking once per connection that the agent speaks frames
+   * (protocol 2). An older agent answers `hello` with "unknown method": that becomes a clear
+   * "too old" error instead of frames it would drop.
+   */
+  async openStream(handlers: StreamHandlers): Promise<AgentStream> {
+    this.hello ??= this.checkHello().catch((err) => {
+      this.hello = null;
+      throw err;
+    });
+    await this.hello;
+    const socket = await this.ensure();
+    const id = this.nextStream++;
+    this.streams.set(id, handlers);
+    return {
+      id,
+      send: (frame) => {
+        if (this.streams.has(id)) socket.write(frame);
+      },
+      close: () => void this.streams.delete(id),
+    };
+  }
+
+  private async checkHello() {
+    let version = 0;
+    try {
+      version = (await this.call("hello")).version;
+    } catch (err) {
+      if (!(err instanceof BangerError && /unknown method/.test(err.message))) throw err;
+    }
+    if (version >= PROTOCOL_VERSION) return;
+    throw new BangerError("failed_precondition", "the guest agent is too old for exec; rebuild/upgrade the image", {
+      hint: "Restart the VM (banger vm restart <vm>) so banger installs its current agent, or rebuild the image (banger image build). `banger vm ssh` works meanwhile.",
+    });
   }
 
   /** Closes the connection; pending calls fail. */
@@ -87,7 +149,7 @@ export class AgentClient {
       const why = err instanceof Error ? err.message : String(err);
       throw new BangerError("unavailable", `cannot reach the guest agent: ${why}`, { cause: err });
     }
-    socket.on("data", lineSplitter((line) => this.onLine(line)));
+    socket.on("data", frameSplitter((line) => this.onLine(line), (frame) => this.streams.get(frame.stream)?.onFrame(frame)));
     const gone = (why: string) => () => {
       if (this.socket === socket) this.dropConnection(why);
     };
@@ -106,11 +168,15 @@ export class AgentClient {
     this.pending.delete(res.id);
     clearTimeout(p.timer);
     if (res.ok) p.resolve(res.result);
-    else p.reject(new BangerError("unavailable", `the guest agent failed "${p.method}": ${res.error.message}`));
+    else p.reject(new BangerError("unavailable", `the guest agent failed "${p.method}": ${printable(res.error.message).slice(0, 500)}`));
   }
 
   private dropConnection(why: string) {
     this.socket = null;
+    this.hello = null;
+    const streams = [...this.streams.values()];
+    this.streams.clear();
+    for (const s of streams) s.onGone(why);
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
       this.pending.delete(id);
@@ -122,6 +188,7 @@ export class AgentClient {
 /** Options for waitForAgent; `now` and `sleep` are seams for tests. */
 export interface WaitOptions {
   timeoutMs: number;
+  /** The longest pause between attempts; the first ones come sooner (5 ms, doubling), so an agent that is up early is found early. */
   intervalMs: number;
   /** The VM's console log, named in the timeout error so the user knows where to look. */
   logPath: string;
@@ -158,7 +225,7 @@ export async function waitForAgent(connect: AgentConnect, opts: WaitOptions): Pr
       last = err instanceof Error ? err.message : String(err);
     }
     const left = deadline - now();
-    if (left > 0) await sleep(Math.min(opts.intervalMs, left));
+    if (left > 0) await sleep(Math.min(5 * 2 ** Math.min(attempts - 1, 16), opts.intervalMs, left));
   }
   client.close();
   throw new BangerError(

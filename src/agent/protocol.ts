@@ -40,18 +40,27 @@ export interface ListeningSocket {
 /** What `ports` answers. */
 export interface AgentPorts {
   sockets: ListeningSocket[];
+  /** Set by the host when the answer listed more sockets than it takes: how many it dropped. */
+  dropped?: number;
+}
+
+/** What `hello` answers: the protocol version (2 carries exec frames) and the agent's build. */
+export interface AgentHello {
+  version: number;
+  agent: string;
 }
 
 /** Every method the agent serves and its result type. */
 export interface AgentMethods {
   health: AgentHealth;
   ports: AgentPorts;
+  hello: AgentHello;
 }
 
 export type AgentMethod = keyof AgentMethods;
 
 /** The method names, for validation on the agent side. */
-export const AGENT_METHODS: readonly AgentMethod[] = ["health", "ports"];
+export const AGENT_METHODS: readonly AgentMethod[] = ["health", "ports", "hello"];
 
 /** One request line. */
 export interface AgentRequest {

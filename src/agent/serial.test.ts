@@ -24,7 +24,7 @@ function scriptedPort(chunks: string[]) {
       return c.length;
     },
     write: async (t) => {
-      writes.push(t);
+      writes.push(typeof t === "string" ? t : new TextDecoder().decode(t));
     },
     close: async () => {},
   };

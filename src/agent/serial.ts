@@ -7,7 +7,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { AGENT_SERIAL_NAME, AGENT_SERIAL_PATH } from "./protocol.ts";
-import { lineServer, type Handler } from "./server.ts";
+import { serveConnection, type Handler } from "./server.ts";
 
 /**
  * Where the agent's serial port is: udev's /dev/virtio-ports/<name> link, or, in a guest
@@ -37,7 +37,7 @@ export function findSerialPort(name = AGENT_SERIAL_NAME, sysDir = "/sys/class/vi
 export interface SerialPort {
   /** Reads into buf; 0 means no host is attached right now. */
   read(buf: Uint8Array): Promise<number>;
-  write(text: string): Promise<void>;
+  write(data: string | Uint8Array): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -46,8 +46,10 @@ export async function openSerialPort(path: string): Promise<SerialPort> {
   const fh = await open(path, "r+");
   return {
     read: async (buf) => (await fh.read(buf, 0, buf.length, null)).bytesRead,
-    write: async (text) => {
-      await fh.write(text, null, "utf8");
+    write: async (data) => {
+      // A character device may take part of a write; loop until all of it is out.
+      const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+      for (let at = 0; at < bytes.length; ) at += (await fh.write(bytes, at, bytes.length - at, null)).bytesWritten;
     },
     close: () => fh.close(),
   };
@@ -67,10 +69,10 @@ export async function serveSerial(port: SerialPort, handler: Handler, opts: Seri
   const stopped = opts.stopped ?? (() => false);
   // Writes go one after another; a failed write (host gone) is dropped, the host retries.
   let chain = Promise.resolve();
-  const write = (line: string) => {
-    chain = chain.then(() => port.write(line)).catch(() => {});
+  const write = (data: string | Uint8Array) => {
+    chain = chain.then(() => port.write(data)).catch(() => {});
   };
-  let feed = lineServer(handler, write);
+  let conn = serveConnection(handler, write);
   const buf = new Uint8Array(64 * 1024);
   while (!stopped()) {
     let n: number;
@@ -80,11 +82,12 @@ export async function serveSerial(port: SerialPort, handler: Handler, opts: Seri
       n = 0;
     }
     if (n > 0) {
-      feed(buf.subarray(0, n));
+      conn.feed(buf.subarray(0, n));
       continue;
     }
-    // Host detached: whatever partial line it left behind is garbage now.
-    feed = lineServer(handler, write);
+    // Host detached: whatever partial line it left behind is garbage now, and its execs end.
+    conn.close();
+    conn = serveConnection(handler, write);
     await sleep(idleMs);
   }
   await chain;

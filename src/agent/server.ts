@@ -5,10 +5,11 @@
 import { readFile, readdir, readlink } from "node:fs/promises";
 import { hostname } from "node:os";
 import { commandLine, inodeOwners, joinSockets, parseProcNet, type ProcessInfo } from "./ports.ts";
+import { ExecSessions } from "./exec.ts";
+import { frameSplitter, PROTOCOL_VERSION } from "./frames.ts";
 import {
   AGENT_METHODS,
   encodeLine,
-  lineSplitter,
   parseRequest,
   type AgentHealth,
   type AgentPorts,
@@ -93,7 +94,8 @@ export function createHandler(deps: AgentDeps) {
       if (!(AGENT_METHODS as readonly string[]).includes(req.method)) {
         return { id: req.id, ok: false, error: { message: `unknown method ${JSON.stringify(req.method)}` } };
       }
-      const result = req.method === "health" ? await collectHealth(deps) : await collectPorts(deps);
+      const result =
+        req.method === "hello" ? { version: PROTOCOL_VERSION, agent: deps.version } : req.method === "health" ? await collectHealth(deps) : await collectPorts(deps);
       return { id: req.id, ok: true, result };
     } catch (err) {
       return { id: req.id, ok: false, error: { message: err instanceof Error ? err.message : String(err) } };
@@ -103,14 +105,32 @@ export function createHandler(deps: AgentDeps) {
 
 export type Handler = ReturnType<typeof createHandler>;
 
+/** One host connection as the agent serves it: feed it bytes; close it when the host goes away. */
+export interface AgentConnection {
+  feed(chunk: Uint8Array | string): void;
+  /** Kills the processes this connection's execs started. */
+  close(): void;
+}
+
 /**
- * Serves the line protocol on one duplex stream: each request line gets one response
- * line; lines that are not requests are dropped (garbage on a reattached serial port).
+ * Serves one duplex stream: each request line gets one response line, exec frames go to
+ * the connection's exec sessions; lines that are not requests are dropped (garbage on a
+ * reattached serial port).
  */
+export function serveConnection(handler: Handler, write: (data: string | Uint8Array) => void, passwd?: string): AgentConnection {
+  const exec = new ExecSessions(write, passwd);
+  const feed = frameSplitter(
+    (line) => {
+      const req = parseRequest(line);
+      if (!req) return;
+      void handler(req).then((res) => write(encodeLine(res)));
+    },
+    (frame) => exec.onFrame(frame),
+  );
+  return { feed, close: () => exec.closeAll() };
+}
+
+/** The request/response part of serveConnection, for callers without exec. */
 export function lineServer(handler: Handler, write: (line: string) => void): (chunk: Uint8Array | string) => void {
-  return lineSplitter((line) => {
-    const req = parseRequest(line);
-    if (!req) return;
-    void handler(req).then((res) => write(encodeLine(res)));
-  });
+  return serveConnection(handler, (d) => write(typeof d === "string" ? d : new TextDecoder().decode(d))).feed;
 }

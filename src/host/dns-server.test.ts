@@ -2,8 +2,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import dgram from "node:dgram";
 import net from "node:net";
 import * as dnsPacket from "dns-packet";
-import type { Packet, RecordType } from "dns-packet";
 import { BangerError } from "../errors.ts";
+import { dnsQuery, fakeUpstream as startUpstream, firstAnswer, rcodeOf, tcpAsk, udpAsk } from "../testing/dns-client.ts";
 import { hasBin, testNeeds } from "../testing/skip.ts";
 import { type DnsServer, parseHostPort, startDnsServer } from "./dns-server.ts";
 
@@ -18,43 +18,9 @@ async function start(records: Map<string, string>, extra: { upstream?: string[];
   return s;
 }
 
-function query(name: string, type: RecordType = "A", id = 7): Buffer {
-  return dnsPacket.encode({ type: "query", id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type, class: "IN" }] });
-}
-
-/** One UDP exchange from a fresh socket; null on timeout. */
-function udpAsk(port: number, msg: Buffer, timeoutMs = 2000): Promise<Packet | null> {
-  return new Promise((resolve) => {
-    const sock = dgram.createSocket("udp4");
-    const timer = setTimeout(() => (sock.close(), resolve(null)), timeoutMs);
-    sock.on("message", (m) => {
-      clearTimeout(timer);
-      sock.close();
-      resolve(dnsPacket.decode(m));
-    });
-    sock.send(msg, port, "127.0.0.1");
-  });
-}
-
-/** One TCP exchange with 2-byte length framing. */
-function tcpAsk(port: number, msg: Buffer): Promise<Packet> {
-  return new Promise((resolve, reject) => {
-    const c = net.connect(port, "127.0.0.1", () => c.write(Buffer.concat([Buffer.from([msg.length >> 8, msg.length & 0xff]), msg])));
-    let buf = Buffer.alloc(0);
-    c.on("data", (d) => {
-      buf = Buffer.concat([buf, d]);
-      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-        c.destroy();
-        resolve(dnsPacket.decode(buf.subarray(2, 2 + buf.readUInt16BE(0))));
-      }
-    });
-    c.on("error", reject);
-  });
-}
-
-const rcode = (p: Packet | null) => (p?.flags ?? -1) & 0xf;
-/** The data of the first answer (the A record's address). */
-const first = (p: Packet | null) => (p?.answers?.[0] as { data?: unknown } | undefined)?.data;
+const query = dnsQuery;
+const rcode = rcodeOf;
+const first = firstAnswer;
 
 describe("dns server over real sockets", () => {
   test("A for a record over UDP, NXDOMAIN after removal, REFUSED elsewhere", async () => {
@@ -178,22 +144,9 @@ describe("dns server over real sockets", () => {
 describe("forwarding (the instance that serves guests)", () => {
   /** A fake upstream on loopback that answers every A query with 192.0.2.1, or stays silent. */
   async function fakeUpstream(silent = false): Promise<number> {
-    const u = dgram.createSocket("udp4");
-    u.on("message", (m, rinfo) => {
-      if (silent) return;
-      const q = dnsPacket.decode(m);
-      const r = dnsPacket.encode({
-        type: "response",
-        id: q.id,
-        flags: dnsPacket.RECURSION_AVAILABLE,
-        questions: q.questions,
-        answers: [{ name: q.questions![0]!.name, type: "A", ttl: 60, data: "192.0.2.1" }],
-      });
-      u.send(r, rinfo.port, rinfo.address);
-    });
-    await new Promise<void>((r) => u.bind(0, "127.0.0.1", () => r()));
-    started.push({ close: () => void u.close() });
-    return u.address().port;
+    const u = await startUpstream({ silent });
+    started.push(u);
+    return u.port;
   }
 
   test("non-.vm is relayed from the upstream with the client's id; .vm stays local", async () => {

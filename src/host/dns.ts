@@ -121,6 +121,11 @@ export function answer(query: Packet, records: ReadonlyMap<string, string>, opts
   return reply(query, RCODE.NOERROR, { aa: true, ra, authorities: [soa(ttl)] });
 }
 
+/** A REFUSED reply to any query, `.vm` names included (the asker may not use this server). */
+export function refused(query: Packet, recursion = false): Packet {
+  return reply(query, RCODE.REFUSED, { ra: recursion });
+}
+
 /** A SERVFAIL reply to a query (used when every upstream timed out). */
 export function servFail(query: Packet): Packet {
   return reply(query, RCODE.SERVFAIL, { ra: true });

@@ -10,7 +10,7 @@ const root = mkdtempSync(join(tmpdir(), "banger-doctor-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 /** A host where everything is in place, with per-test overrides of what exists and what opens. */
-function host(o: { cpuFlags?: string; missing?: string[]; unopenable?: string[] } = {}): DoctorDeps {
+function host(o: { cpuFlags?: string; missing?: string[]; unopenable?: string[]; runtimeDirProblem?: string; daemon?: Awaited<ReturnType<DoctorDeps["daemonStatus"]>> } = {}): DoctorDeps {
   const paths = resolvePaths({ HOME: root, XDG_RUNTIME_DIR: join(root, "run") });
   return {
     paths,
@@ -19,9 +19,10 @@ function host(o: { cpuFlags?: string; missing?: string[]; unopenable?: string[] 
     exists: (p) => !(o.missing ?? []).includes(p),
     canOpenRW: (p) => !(o.unopenable ?? []).includes(p),
     which: (b) => `/usr/bin/${b}`,
-    daemonStatus: async () => null,
+    daemonStatus: async () => o.daemon ?? null,
     udpPortFree: async () => true,
     freeBytes: () => 100 * 1024 ** 3,
+    runtimeDirProblem: () => o.runtimeDirProblem ?? null,
   };
 }
 
@@ -49,5 +50,19 @@ describe("doctor checks against a recorded host", () => {
     expect(await check(host({ missing: ["/dev/net/tun"] }), "tun")).toMatchObject({ status: "fail", fix: "sudo modprobe tun" });
     expect(await check(host({ unopenable: ["/dev/net/tun"] }), "tun")).toMatchObject({ status: "fail", fix: expect.stringContaining("chmod 0666 /dev/net/tun") });
     expect((await check(host(), "tun")).status).toBe("pass");
+  });
+
+  test("runtime dir: another user's or a symlink fails naming the dir and the fix", async () => {
+    const c = await check(host({ runtimeDirProblem: "is owned by uid 65534, not by you (uid 1000)" }), "runtime dir");
+    expect(c).toMatchObject({ status: "fail", detail: expect.stringContaining(join(root, "run", "banger")), fix: expect.stringContaining("XDG_RUNTIME_DIR") });
+    expect((await check(host(), "runtime dir")).status).toBe("pass");
+  });
+
+  test("dns port: a daemon running without its .vm listener fails with the dns_listen fix", async () => {
+    const c = await check(host({ daemon: { pid: 1, buildId: "x", dnsProblem: { message: "DNS address 127.0.0.1:42069 is already in use by another program" } } }), "dns port");
+    expect(c.status).toBe("fail");
+    expect(c.detail).toContain("already in use");
+    expect(c.fix).toContain("dns_listen");
+    expect(c.fix).toContain("banger daemon stop");
   });
 });

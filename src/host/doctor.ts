@@ -1,9 +1,11 @@
-import { accessSync, constants, existsSync, readFileSync, statfsSync } from "node:fs";
+import { accessSync, constants, existsSync, lstatSync, readFileSync, statfsSync, type Stats } from "node:fs";
 import { dirname } from "node:path";
 import { createSocket } from "node:dgram";
 import { loadConfig, type Config } from "../config.ts";
 import type { Paths } from "./paths.ts";
 import type { Runner } from "./runner.ts";
+import { currentOwner, runtimeDirProblem } from "../rpc/socket-trust.ts";
+import { DNS_FIX } from "./dns-hint.ts";
 import { openStoreReadOnly } from "../store/db.ts";
 import { hasHardwareVirt } from "../vm/drivers/accel.ts";
 
@@ -30,9 +32,11 @@ export interface DoctorDeps {
   exists(path: string): boolean;
   canOpenRW(path: string): boolean;
   which(bin: string): string | null;
-  daemonStatus(): Promise<{ pid: number; buildId: string } | null>;
+  daemonStatus(): Promise<{ pid: number; buildId: string; dnsProblem?: { message: string } } | null>;
   udpPortFree(host: string, port: number): Promise<boolean>;
   freeBytes(path: string): number;
+  /** Why the runtime directory cannot be trusted (another user's, a symlink, open mode), or null. */
+  runtimeDirProblem(): string | null;
 }
 
 /** Real host probes. */
@@ -58,6 +62,10 @@ export function hostDoctorDeps(paths: Paths, runner: Runner, daemonStatus: Docto
         s.once("error", () => resolve(false));
         s.bind(port, host, () => s.close(() => resolve(true)));
       }),
+    runtimeDirProblem: () => {
+      const st = lstatOrNull(paths.runtimeDir);
+      return st ? runtimeDirProblem(st, currentOwner()) : null;
+    },
     freeBytes: (p) => {
       let dir = p;
       while (!existsSync(dir) && dir !== "/") dir = dirname(dir);
@@ -65,6 +73,14 @@ export function hostDoctorDeps(paths: Paths, runner: Runner, daemonStatus: Docto
       return s.bavail * s.bsize;
     },
   };
+}
+
+function lstatOrNull(path: string): Stats | null {
+  try {
+    return lstatSync(path);
+  } catch {
+    return null;
+  }
 }
 
 /** True when the CPU exposes hardware virtualization (vmx or svm) and /dev/kvm opens. */
@@ -168,12 +184,22 @@ function checkArtifacts(deps: DoctorDeps, config: Config | null, checks: Check[]
   checks.push(hasImage ? { name: "default image", status: "pass", detail: image } : { name: "default image", status: "warn", detail: `not set up yet: image ${image} not present${config?.image_catalog ? " (pulled on first vm create)" : ""}`, fix: config?.image_catalog ? `banger image pull ${image}` : "banger image build" });
 }
 
+/** The socket's directory must be the user's own: otherwise another user could answer as the daemon. */
+function runtimeDirCheck(deps: DoctorDeps): Check {
+  const dir = deps.paths.runtimeDir;
+  const why = deps.runtimeDirProblem();
+  if (!why) return { name: "runtime dir", status: "pass", detail: `${dir} (private to you, or made so on first use)` };
+  return { name: "runtime dir", status: "fail", detail: `${dir} ${why}; banger refuses to use it`, fix: `Remove it (as its owner or root: rm -r ${dir}), or set XDG_RUNTIME_DIR to a directory only you can write (or unset it)` };
+}
+
 async function checkDaemonAndDns(deps: DoctorDeps, config: Config | null, checks: Check[]) {
+  checks.push(runtimeDirCheck(deps));
   const status = await deps.daemonStatus().catch(() => null);
   checks.push(status ? { name: "daemon", status: "pass", detail: `running, pid ${status.pid}, build ${status.buildId}` } : { name: "daemon", status: "pass", detail: "not running; starts automatically on first use" });
   const listen = config?.dns_listen ?? "127.0.0.1:42069";
   const [host, port] = [listen.slice(0, listen.lastIndexOf(":")), Number(listen.slice(listen.lastIndexOf(":") + 1))];
+  if (status?.dnsProblem) return checks.push({ name: "dns port", status: "fail", detail: `the daemon runs without .vm DNS: ${status.dnsProblem.message}`, fix: DNS_FIX });
   if (status) return checks.push({ name: "dns port", status: "pass", detail: `${listen} served by the daemon` });
   const free = await deps.udpPortFree(host, port);
-  checks.push(free ? { name: "dns port", status: "pass", detail: `${listen} free` } : { name: "dns port", status: "fail", detail: `${listen} is taken by another program`, fix: "Set dns_listen in the config to a free address" });
+  checks.push(free ? { name: "dns port", status: "pass", detail: `${listen} free` } : { name: "dns port", status: "fail", detail: `${listen} is taken by another program (another user's banger daemon, perhaps)`, fix: DNS_FIX });
 }

@@ -1,4 +1,4 @@
-import { homedir, userInfo } from "node:os";
+import { homedir } from "node:os";
 import { join } from "node:path";
 
 /** Every path banger uses on disk, derived from the XDG base directories. */
@@ -18,6 +18,8 @@ export interface Paths {
   cacheDir: string;
   runtimeDir: string;
   socket: string;
+  /** Where the daemon streams `vm exec` (frames, not JSON RPC). */
+  execSocket: string;
   daemonLock: string;
   spawnLock: string;
   daemonPidFile: string;
@@ -30,9 +32,8 @@ export function resolvePaths(env: Record<string, string | undefined> = process.e
   const configDir = join(env.XDG_CONFIG_HOME || join(home, ".config"), "banger");
   const stateDir = join(env.XDG_STATE_HOME || join(home, ".local", "state"), "banger");
   const cacheDir = join(env.XDG_CACHE_HOME || join(home, ".cache"), "banger");
-  const runtimeDir = env.XDG_RUNTIME_DIR
-    ? join(env.XDG_RUNTIME_DIR, "banger")
-    : join("/tmp", `banger-${userInfo().uid}`);
+  // Never a shared /tmp name: another user could create it first and answer as the daemon.
+  const runtimeDir = env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, "banger") : join(stateDir, "run");
   const sshDir = join(stateDir, "ssh");
   return {
     home,
@@ -50,6 +51,7 @@ export function resolvePaths(env: Record<string, string | undefined> = process.e
     cacheDir,
     runtimeDir,
     socket: join(runtimeDir, "banger.sock"),
+    execSocket: join(runtimeDir, "exec.sock"),
     daemonLock: join(runtimeDir, "daemon.lock"),
     spawnLock: join(runtimeDir, "spawn.lock"),
     daemonPidFile: join(runtimeDir, "daemon.pid"),
@@ -73,7 +75,28 @@ export function vmPaths(paths: Paths, vmId: string) {
     apiSocket: join(dir, "fc.sock"),
     qmpSocket: join(dir, "qmp.sock"),
     agentSocket: join(dir, "agent.sock"),
+    /** Guest RAM (QEMU maps it shared; Firecracker writes snapshot memory here). */
+    memory: join(dir, "ram"),
+    /** Device state of a suspended VM and what it was saved with. */
+    savedState: join(dir, "vmstate"),
+    savedMeta: join(dir, "vmstate.json"),
+    snapshotsDir: join(dir, "snapshots"),
   };
 }
 
 export type VmPaths = ReturnType<typeof vmPaths>;
+
+/**
+ * Where `host setup --systemd` puts what runs as root at boot: a root-owned copy of the banger
+ * executable and a root-owned snapshot of the user's config (XDG_CONFIG_HOME for that run).
+ */
+export function bootInstallPaths(bridge: string) {
+  const configHome = join("/etc/banger", `host-${bridge}`);
+  return {
+    binDir: "/usr/local/lib/banger",
+    binary: "/usr/local/lib/banger/banger",
+    configHome,
+    configDirs: ["/etc/banger", configHome, join(configHome, "banger")],
+    configFile: join(configHome, "banger", "config.toml"),
+  };
+}

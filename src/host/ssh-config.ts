@@ -1,11 +1,15 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Paths } from "./paths.ts";
+import { SSH_NO_LEAK_OPTIONS } from "./ssh-options.ts";
 
 const BEGIN = "# >>> banger: managed block, remove with `banger ssh-config uninstall` >>>";
 const END = "# <<< banger <<<";
 
-/** banger's own ssh config for `*.vm`: its key, its known_hosts, host keys always checked. */
+/**
+ * banger's own ssh config for `*.vm`: its key, its known_hosts, host keys always checked, and
+ * nothing of the user's (agent, X11, forwards, local commands) handed to the guest.
+ */
 export function sshConfigText(paths: Paths, keyPath: string, proxyArgv: string[]): string {
   return `# Written by banger; \`banger ssh-config show\` prints it.
 Host *.vm
@@ -14,6 +18,7 @@ Host *.vm
   IdentitiesOnly yes
   UserKnownHostsFile ${paths.knownHosts}
   StrictHostKeyChecking yes
+${SSH_NO_LEAK_OPTIONS.map((o) => `  ${o.replace("=", " ")}`).join("\n")}
   ProxyCommand ${proxyArgv.map(quote).join(" ")} ssh-config proxy %h %p
 `;
 }
@@ -32,14 +37,26 @@ function userConfig(paths: Paths): string {
   return join(paths.home, ".ssh", "config");
 }
 
-/** Adds a marked Include of banger's file at the top of ~/.ssh/config; a second call changes nothing. */
-export function installInclude(paths: Paths): "installed" | "already installed" {
+/**
+ * Adds a marked Include of banger's file at the top of ~/.ssh/config. At the top, because ssh
+ * keeps the first value it reads: the `*.vm` block's no-forwarding options then win over the
+ * user's own settings. A block found lower down is moved up; a second call changes nothing.
+ */
+export function installInclude(paths: Paths): "installed" | "already installed" | "moved to the top" {
   const file = userConfig(paths);
   const current = existsSync(file) ? readFileSync(file, "utf8") : "";
-  if (current.includes(BEGIN)) return "already installed";
+  if (current.startsWith(BEGIN)) return "already installed";
+  const had = current.includes(BEGIN);
+  const rest = had ? withoutBlock(current) : current;
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  writeFileSync(file, `${BEGIN}\nInclude ${paths.sshConfigFile}\n${END}\n${current}`, { mode: 0o600 });
-  return "installed";
+  writeFileSync(file, `${BEGIN}\nInclude ${paths.sshConfigFile}\n${END}\n${rest}`, { mode: 0o600 });
+  return had ? "moved to the top" : "installed";
+}
+
+function withoutBlock(text: string): string {
+  const start = text.indexOf(BEGIN);
+  const end = text.indexOf(END, start);
+  return text.slice(0, start) + text.slice(end + END.length + 1);
 }
 
 /** Removes banger's marked block and nothing else. */
@@ -47,10 +64,8 @@ export function uninstallInclude(paths: Paths): "removed" | "not installed" {
   const file = userConfig(paths);
   if (!existsSync(file)) return "not installed";
   const current = readFileSync(file, "utf8");
-  const start = current.indexOf(BEGIN);
-  if (start < 0) return "not installed";
-  const end = current.indexOf(END, start);
-  writeFileSync(file, current.slice(0, start) + current.slice(end + END.length + 1));
+  if (!current.includes(BEGIN)) return "not installed";
+  writeFileSync(file, withoutBlock(current));
   return "removed";
 }
 

@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
 import { BangerError } from "../errors.ts";
 import { hasFile, isRoot, testNeeds } from "../testing/skip.ts";
-import { hostKeyBlob, sshConnect, sshExec, sshShell, waitForSsh } from "./ssh.ts";
+import { cappedSink } from "../vm/workspace/export.ts";
+import { hostKeyBlob, MAX_COLLECTED_BYTES, sshConnect, sshExec, sshShell, waitForSsh } from "./ssh.ts";
 import type { Client } from "ssh2";
 import { guestShellContract } from "../vm/workspace/shell.contract.ts";
 import { SSHD, startTestSshd, type TestSshd } from "./sshd-fixture.ts";
@@ -88,6 +89,21 @@ describe("ssh against a real sshd on loopback (root)", () => {
       const s = await sshShell(conn).exec("head -c 3000000 /dev/zero", { onStdout: (c) => void (streamed += c.byteLength) });
       expect({ code: s.code, stdout: s.stdout, streamed }).toEqual({ code: 0, stdout: "", streamed: 3_000_000 });
       expect((await sshExec(conn, "cat", { stdin: new TextEncoder().encode("buffer in") })).stdout).toBe("buffer in");
+    } finally {
+      conn.end();
+    }
+  });
+
+  testNeeds("endless guest output: collected output stops at its cap, a throwing sink ends the command (needs root, sshd)", canSshd, async () => {
+    const conn = await sshConnect(opts());
+    try {
+      const flood = await rejection(sshExec(conn, "cat /dev/zero"));
+      expect(flood.code).toBe("failed_precondition");
+      expect(flood.message).toContain(`more than ${MAX_COLLECTED_BYTES >> 20} MiB to stdout`);
+      const sink = cappedSink(() => {}, "the guest's bundle", 1 << 20);
+      const capped = await rejection(sshShell(conn).exec("cat /dev/zero", { onStdout: sink }));
+      expect(capped.message).toContain("the guest's bundle passed 1 MiB");
+      expect((await sshExec(conn, "echo still-usable")).stdout).toBe("still-usable\n");
     } finally {
       conn.end();
     }

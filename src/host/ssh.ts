@@ -81,22 +81,57 @@ export interface SshExecIo {
   stderr?: (chunk: Uint8Array) => void;
 }
 
-/** Runs one command over the connection, streaming stdin in with backpressure; resolves with its exit code. */
+/** Most output sshExec collects per stream when no sink is given; more is an error, not memory. */
+export const MAX_COLLECTED_BYTES = 64 * 1024 * 1024;
+
+/** Collects a stream up to MAX_COLLECTED_BYTES; throws a clear error past it. */
+function collector(what: string) {
+  const parts: Buffer[] = [];
+  let size = 0;
+  return {
+    take(c: Buffer) {
+      size += c.length;
+      if (size > MAX_COLLECTED_BYTES) {
+        throw new BangerError("failed_precondition", `the guest command wrote more than ${MAX_COLLECTED_BYTES >> 20} MiB to ${what}, more than banger collects; it was stopped`, {
+          hint: "Redirect the command's output to a file in the guest, or stream it (banger vm ssh).",
+        });
+      }
+      parts.push(c);
+    },
+    text: () => Buffer.concat(parts).toString(),
+  };
+}
+
+/**
+ * Runs one command over the connection, streaming stdin in with backpressure; resolves with its
+ * exit code. A sink that throws (or collected output past its cap) ends the command and rejects.
+ */
 export function sshExec(conn: Client, cmd: string, io: SshExecIo = {}): Promise<GuestResult> {
   return new Promise((resolve, reject) => {
     conn.exec(cmd, (err, ch) => {
       if (err) return reject(new BangerError("unavailable", `could not start a command over SSH: ${err.message}`, { cause: err }));
-      const out: Buffer[] = [];
-      const errs: Buffer[] = [];
+      const out = collector("stdout");
+      const errs = collector("stderr");
       let code = 255;
       let closed = false;
-      ch.on("data", (c: Buffer) => (io.stdout ? io.stdout(c) : out.push(c)));
-      ch.stderr.on("data", (c: Buffer) => (io.stderr ? io.stderr(c) : errs.push(c)));
+      let failed: unknown;
+      const guard = (take: (c: Buffer) => void) => (c: Buffer) => {
+        if (failed !== undefined) return;
+        try {
+          take(c);
+        } catch (e) {
+          failed = e;
+          ch.close();
+        }
+      };
+      ch.on("data", guard((c) => (io.stdout ? io.stdout(c) : out.take(c))));
+      ch.stderr.on("data", guard((c) => (io.stderr ? io.stderr(c) : errs.take(c))));
       // A command killed by a signal has no exit status; 128+n would need the number, so report it as 255.
       ch.on("exit", (c: number | null) => (code = c ?? 255));
       ch.on("close", () => {
         closed = true;
-        resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(errs).toString() });
+        if (failed !== undefined) reject(failed);
+        else resolve({ code, stdout: out.text(), stderr: errs.text() });
       });
       void feed(ch, io.stdin, () => closed);
     });

@@ -63,7 +63,11 @@ describe("disks", () => {
   testNeeds("growWorkDisk grows, refuses to shrink, no-ops on equal size", needs, async () => {
     const p = join(dir, "grow.ext4");
     await createWorkDisk({ seed: await seed(), path: p, sizeBytes: 1 * GiB }, deps);
+    // /root is a home directory: no lost+found, also not after the e2fsck a grow runs.
+    const rootEntries = () => Bun.spawnSync(["debugfs", "-R", "ls -l", p], { stderr: "ignore" }).stdout.toString();
+    expect(rootEntries()).not.toContain("lost+found");
     expect(await growWorkDisk(p, 2 * GiB, deps)).toBe("grown");
+    expect(rootEntries()).not.toContain("lost+found");
     expect(await blockCount(p)).toBe((2 * GiB) / 4096);
     expect(await growWorkDisk(p, 2 * GiB, deps)).toBe("unchanged");
     await expect(growWorkDisk(p, 1 * GiB, deps)).rejects.toMatchObject({ code: "invalid_argument" });

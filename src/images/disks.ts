@@ -80,6 +80,7 @@ export async function createWorkDisk(opts: { seed: string; path: string; sizeByt
     // reflink where the filesystem can (btrfs/xfs), else a sparse copy: both skip the holes.
     await deps.runner.run(["cp", "--reflink=auto", "--sparse=always", opts.seed, opts.path]);
     if (opts.sizeBytes > seedSize) await resizeExt4(opts.path, opts.sizeBytes, false, deps);
+    await dropLostFound(opts.path, deps);
   } catch (err) {
     await rm(opts.path, { force: true });
     throw err;
@@ -114,6 +115,16 @@ async function resizeExt4(path: string, sizeBytes: number, wasMounted: boolean, 
   }
   await truncate(path, sizeBytes);
   await deps.runner.run(["resize2fs", path]);
+  // e2fsck -f makes lost+found again.
+  if (wasMounted) await dropLostFound(path, deps);
+}
+
+/**
+ * The work disk is mounted at /root, a home directory: no lost+found there. debugfs removes
+ * it only while empty (after a repair put files in it, it stays); e2fsck -f makes it again.
+ */
+async function dropLostFound(path: string, deps: DiskDeps): Promise<void> {
+  await deps.runner.run(["debugfs", "-w", "-R", "rmdir lost+found", path], { allowFailure: true });
 }
 
 /** Makes an image's work seed: a small ext4 holding the image's /root (taken from `srcDir`). */

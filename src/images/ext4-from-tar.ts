@@ -2,7 +2,8 @@ import { copyFileSync, existsSync, mkdtempSync, renameSync, rmSync, unlinkSync }
 import { join } from "node:path";
 import { BangerError } from "../errors.ts";
 import type { Runner } from "../host/runner.ts";
-import { applyLayer, decompressLayer, type BlobStore } from "./oci/layer.ts";
+import { applyLayer, type BlobStore } from "./oci/layer.ts";
+import { NO_LIMITS, openLocal, unpackLayer } from "./oci/unpack.ts";
 import { FlatTree, type Dir, type Leaf, type Meta, type Node } from "./oci/tree.ts";
 
 /** What a debugfs script will create: for sizing the filesystem before it is made. */
@@ -165,7 +166,19 @@ export async function ext4FromTar(opts: WriteExt4Options & { tarPath: string }):
   const blobDir = mkdtempSync(join(opts.workDir, "blobs-"));
   try {
     const blobs: BlobStore = { dir: blobDir, next: 0 };
-    await applyLayer(tree, decompressLayer(await Bun.file(opts.tarPath).bytes(), opts.tarPath), opts.tarPath, blobs);
+    const unpacked = join(blobDir, "rootfs.tar");
+    const file = openLocal(opts.tarPath);
+    try {
+      await unpackLayer(file, unpacked, opts.tarPath, NO_LIMITS, { bytes: 0, entries: 0 });
+    } finally {
+      file.close();
+    }
+    const tar = openLocal(unpacked);
+    try {
+      await applyLayer(tree, tar, opts.tarPath, blobs);
+    } finally {
+      tar.close();
+    }
     return await writeExt4(tree, opts);
   } finally {
     rmSync(blobDir, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { BangerError } from "../errors.ts";
-import { bufferReader, tarEntries, writeTar } from "./tar.ts";
+import { bufferReader, fixChecksum, tarEntries, writeTar } from "./tar.ts";
 
 const entries = (buf: Uint8Array) => [...tarEntries(bufferReader(buf), buf.length)];
 
@@ -46,8 +46,48 @@ test("rejects a corrupt header and a truncated archive", () => {
   expect(() => entries(tar.slice(0, 1024))).toThrow(/truncated/);
 });
 
-function fixChecksum(h: Uint8Array) {
-  h.fill(32, 148, 156);
-  const sum = h.reduce((s, x) => s + x, 0);
-  h.set(new TextEncoder().encode(sum.toString(8).padStart(6, "0") + "\0 "), 148);
+
+/** A one-member archive whose size field is replaced by `size` (octal text or raw bytes). */
+function withSize(size: string | number[]): Uint8Array {
+  const tar = writeTar([{ path: "evil", data: "x".repeat(600) }]);
+  const hdr = tar.subarray(0, 512);
+  hdr.fill(0, 124, 136);
+  if (typeof size === "string") hdr.set(new TextEncoder().encode(size), 124);
+  else hdr.set(size, 124);
+  fixChecksum(hdr);
+  return tar;
 }
+
+test("rejects a negative octal size instead of looping on one header", () => {
+  const tar = withSize("-0001000");
+  expect(tar.length).toBeLessThan(3000);
+  expect(() => entries(tar)).toThrow(/size field of the header at byte 0 is "-0001000"/);
+});
+
+test("rejects negative and garbled base-256 and octal sizes", () => {
+  expect(() => entries(withSize([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0x00]))).toThrow(/negative base-256/);
+  expect(() => entries(withSize([0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]))).toThrow(/not a non-negative number/);
+  expect(() => entries(withSize("12x4"))).toThrow(/"12x4"/);
+});
+
+test("rejects negative, fractional and non-numeric PAX sizes", () => {
+  for (const bad of ["-512", "NaN", "Infinity", "1e3", "1.5", ""]) {
+    const pax = `size=${bad}\n`;
+    const record = `${pax.length + 3} ${pax}`;
+    const fixed = `${record.length} ${pax}`;
+    const head = writeTar([{ path: "PaxHeader", data: fixed }]).slice(0, 1024);
+    head[156] = "x".charCodeAt(0);
+    fixChecksum(head.subarray(0, 512));
+    const body = writeTar([{ path: "f", data: "y" }]);
+    const tar = new Uint8Array([...head, ...body]);
+    if (bad === "") expect(entries(tar)).toHaveLength(1); // an empty value means "no override"
+    else expect(() => entries(tar)).toThrow(/PAX size/);
+  }
+});
+
+test("every header advances: a long run of crafted headers ends quickly", () => {
+  const blocks = new Uint8Array(512 * 2000);
+  const one = withSize("0").subarray(0, 512);
+  for (let i = 0; i < 2000; i++) blocks.set(one, i * 512);
+  expect(entries(blocks)).toHaveLength(2000);
+});

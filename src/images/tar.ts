@@ -49,22 +49,47 @@ function cstr(block: Uint8Array, start: number, len: number): Uint8Array {
   return nul < 0 ? field : field.subarray(0, nul);
 }
 
-/** Reads an octal field, or GNU base-256 when the high bit is set (large sizes and ids). */
-function num(block: Uint8Array, start: number, len: number): number {
+function badNumber(what: string, raw: string, at: number): never {
+  throw new BangerError("invalid_argument", `not a valid tar archive: the ${what} field of the header at byte ${at} is ${JSON.stringify(raw)}, not a non-negative number`, {
+    hint: "The archive is corrupt or crafted; rebuild or re-download it.",
+  });
+}
+
+/** Checks a header number: tar numbers are whole, non-negative and exact in a double. */
+function checked(v: number, what: string, raw: string, at: number): number {
+  if (!Number.isSafeInteger(v) || v < 0) badNumber(what, raw, at);
+  return v;
+}
+
+/** Reads an octal field, or GNU base-256 when the high bit is set (large sizes and ids); negative or garbled values are rejected. */
+function num(block: Uint8Array, start: number, len: number, what: string, at: number): number {
   const field = block.subarray(start, start + len);
   if (field[0]! & 0x80) {
+    // 0xff starts a negative base-256 number (two's complement), which no field may hold.
+    if (field[0] === 0xff) badNumber(what, "negative base-256", at);
     let v = field[0]! & 0x7f;
     for (let i = 1; i < len; i++) v = v * 256 + field[i]!;
-    return v;
+    return checked(v, what, "base-256", at);
   }
   const text = lossy.decode(cstr(block, start, len)).trim();
-  return text === "" ? 0 : parseInt(text, 8);
+  if (text === "") return 0;
+  if (!/^[0-7]+$/.test(text)) badNumber(what, text, at);
+  return checked(parseInt(text, 8), what, text, at);
+}
+
+/** Reads a decimal PAX value (size, uid, gid, mtime); an mtime may carry a fraction or predate 1970 (kept as 0). */
+function paxNumber(text: string, what: string, at: number): number {
+  const ok = what === "mtime" ? /^-?\d+(\.\d+)?$/.test(text) : /^\d+$/.test(text);
+  if (!ok) badNumber(`PAX ${what}`, text, at);
+  const v = Math.floor(Number(text));
+  return checked(what === "mtime" ? Math.max(0, v) : v, `PAX ${what}`, text, at);
 }
 
 function checksumOk(block: Uint8Array): boolean {
   let sum = 0;
   for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : block[i]!;
-  return sum === num(block, 148, 8);
+  const text = lossy.decode(cstr(block, 148, 8)).trim();
+  return /^[0-7]+$/.test(text) && sum === parseInt(text, 8);
 }
 
 /** Parses PAX extended-header records ("len key=value\n"); values stay bytes (xattrs are binary). */
@@ -84,62 +109,96 @@ function parsePax(data: Uint8Array): Record<string, Uint8Array> {
   return out;
 }
 
-/** Iterates the members of a tar archive of `total` bytes; stops at the end-of-archive block. */
+/** PAX values that override header fields, already decoded and checked. */
+interface PaxOverrides {
+  path?: string;
+  linkpath?: string;
+  size?: number;
+  uid?: number;
+  gid?: number;
+  mtime?: number;
+}
+
+function overrides(raw: Record<string, Uint8Array>, at: number): PaxOverrides {
+  const ext: PaxOverrides = {};
+  if (raw.path) ext.path = decodeName(raw.path);
+  if (raw.linkpath) ext.linkpath = decodeName(raw.linkpath);
+  for (const k of ["size", "uid", "gid", "mtime"] as const) if (raw[k]?.length) ext[k] = paxNumber(lossy.decode(raw[k]), k, at);
+  return ext;
+}
+
+function xattrsOf(raw: Record<string, Uint8Array>): Record<string, Uint8Array> {
+  return Object.fromEntries(Object.entries(raw).filter(([k]) => k.startsWith(XATTR)).map(([k, v]) => [k.slice(XATTR.length), v]));
+}
+
+/** The state a tar walk carries between headers: pending PAX records and GNU long names. */
+interface Pending {
+  pax: Record<string, Uint8Array>;
+  globalPax: Record<string, Uint8Array>;
+  longName?: string;
+  longLink?: string;
+}
+
+function entryOf(block: Uint8Array, at: number, size: number, ext: PaxOverrides, raw: Record<string, Uint8Array>, p: Pending): TarEntry {
+  const typeflag = String.fromCharCode(block[156]!);
+  const magic = lossy.decode(block.subarray(257, 262));
+  const prefix = magic === "ustar" ? decodeName(cstr(block, 345, 155)) : "";
+  const name = decodeName(cstr(block, 0, 100));
+  return {
+    path: ext.path ?? p.longName ?? (prefix ? `${prefix}/${name}` : name),
+    type: TYPES[typeflag] ?? "other",
+    typeflag,
+    mode: num(block, 100, 8, "mode", at) & 0o7777,
+    uid: ext.uid ?? num(block, 108, 8, "uid", at),
+    gid: ext.gid ?? num(block, 116, 8, "gid", at),
+    mtime: ext.mtime ?? num(block, 136, 12, "mtime", at),
+    size: TYPES[typeflag] === "file" ? size : 0,
+    linkname: ext.linkpath ?? p.longLink ?? decodeName(cstr(block, 157, 100)),
+    dataOffset: at + 512,
+    xattrs: xattrsOf(raw),
+  };
+}
+
+/** Records a PAX or GNU long-name header into `p`; false when the header is an ordinary member. */
+function absorbMeta(typeflag: string, data: () => Uint8Array, size: number, p: Pending): boolean {
+  if (typeflag === "x") p.pax = { ...p.pax, ...parsePax(data()) };
+  else if (typeflag === "g") p.globalPax = { ...p.globalPax, ...parsePax(data()) };
+  else if (typeflag === "L") p.longName = decodeName(cstr(data(), 0, size));
+  else if (typeflag === "K") p.longLink = decodeName(cstr(data(), 0, size));
+  else return false;
+  return true;
+}
+
+/** Most a PAX or GNU long-name header may hold; real ones are a few KiB at most. */
+const MAX_META_BYTES = 1 << 20;
+
+/**
+ * Iterates the members of a tar archive of `total` bytes; stops at the end-of-archive block.
+ * Every header moves the position forward by at least one block, so no input can loop.
+ */
 export function* tarEntries(readAt: ReadAt, total: number): Generator<TarEntry> {
   let pos = 0;
-  let pax: Record<string, Uint8Array> = {};
-  let globalPax: Record<string, Uint8Array> = {};
-  let longName: string | undefined;
-  let longLink: string | undefined;
+  const p: Pending = { pax: {}, globalPax: {} };
   while (pos + 512 <= total) {
     const block = readAt(pos, 512);
     if (block.every((b) => b === 0)) return;
-    if (!checksumOk(block)) {
-      throw new BangerError("invalid_argument", `not a tar archive: bad header checksum at byte ${pos}`);
-    }
+    if (!checksumOk(block)) throw new BangerError("invalid_argument", `not a tar archive: bad header checksum at byte ${pos}`);
+    const at = pos;
     const typeflag = String.fromCharCode(block[156]!);
-    const size = num(block, 124, 12);
-    const dataOffset = pos + 512;
-    const raw = { ...globalPax, ...pax };
-    const ext: Record<string, string> = {};
-    for (const k of ["path", "linkpath"]) if (raw[k]) ext[k] = decodeName(raw[k]);
-    for (const k of ["size", "uid", "gid", "mtime"]) if (raw[k]) ext[k] = lossy.decode(raw[k]);
-    const entrySize = ext.size !== undefined && !"xgLK".includes(typeflag) ? Number(ext.size) : size;
-    pos = dataOffset + Math.ceil(entrySize / 512) * 512;
-    if (pos > total) throw new BangerError("invalid_argument", `tar archive is truncated at byte ${total}`);
-    if (typeflag === "x" || typeflag === "g") {
-      const records = parsePax(readAt(dataOffset, size));
-      if (typeflag === "x") pax = { ...pax, ...records };
-      else globalPax = { ...globalPax, ...records };
-      continue;
+    const size = num(block, 124, 12, "size", at);
+    const raw = { ...p.globalPax, ...p.pax };
+    const ext = overrides(raw, at);
+    const entrySize = ext.size !== undefined && !"xgLK".includes(typeflag) ? ext.size : size;
+    pos = at + 512 + Math.ceil(entrySize / 512) * 512;
+    if (!(pos > at) || pos > total) throw new BangerError("invalid_argument", `tar archive is truncated at byte ${total} (the header at byte ${at} claims ${entrySize} bytes of data)`);
+    if ("xgLK".includes(typeflag) && size > MAX_META_BYTES) {
+      throw new BangerError("invalid_argument", `tar header at byte ${at} carries ${size} bytes of extended attributes or names; the limit is ${MAX_META_BYTES}`);
     }
-    if (typeflag === "L" || typeflag === "K") {
-      const value = decodeName(cstr(readAt(dataOffset, size), 0, size));
-      if (typeflag === "L") longName = value;
-      else longLink = value;
-      continue;
-    }
-    const magic = lossy.decode(block.subarray(257, 262));
-    const prefix = magic === "ustar" ? decodeName(cstr(block, 345, 155)) : "";
-    const name = decodeName(cstr(block, 0, 100));
-    yield {
-      path: ext.path ?? longName ?? (prefix ? `${prefix}/${name}` : name),
-      type: TYPES[typeflag] ?? "other",
-      typeflag,
-      mode: num(block, 100, 8) & 0o7777,
-      uid: ext.uid !== undefined ? Number(ext.uid) : num(block, 108, 8),
-      gid: ext.gid !== undefined ? Number(ext.gid) : num(block, 116, 8),
-      mtime: Math.floor(ext.mtime !== undefined ? Number(ext.mtime) : num(block, 136, 12)),
-      size: TYPES[typeflag] === "file" ? entrySize : 0,
-      linkname: ext.linkpath ?? longLink ?? decodeName(cstr(block, 157, 100)),
-      dataOffset,
-      xattrs: Object.fromEntries(
-        Object.entries(raw).filter(([k]) => k.startsWith(XATTR)).map(([k, v]) => [k.slice(XATTR.length), v]),
-      ),
-    };
-    pax = {};
-    longName = undefined;
-    longLink = undefined;
+    if (absorbMeta(typeflag, () => readAt(at + 512, size), size, p)) continue;
+    yield entryOf(block, at, entrySize, ext, raw, p);
+    p.pax = {};
+    p.longName = undefined;
+    p.longLink = undefined;
   }
 }
 
@@ -210,6 +269,11 @@ export function writeTar(entries: TarInput[]): Uint8Array {
     if (size) parts.push(...padded(data));
   }
   parts.push(new Uint8Array(1024));
+  return concatBytes(parts);
+}
+
+/** Joins byte arrays into one. */
+export function concatBytes(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) {
@@ -217,6 +281,13 @@ export function writeTar(entries: TarInput[]): Uint8Array {
     at += p.length;
   }
   return out;
+}
+
+/** Writes a header's checksum after its fields were edited (tests craft broken headers this way). */
+export function fixChecksum(h: Uint8Array): void {
+  h.fill(32, 148, 156);
+  const sum = h.reduce((s, x) => s + x, 0);
+  h.set(enc.encode(sum.toString(8).padStart(6, "0") + "\0 "), 148);
 }
 
 /** A ReadAt over a buffer already in memory. */

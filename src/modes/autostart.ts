@@ -1,10 +1,11 @@
 import { spawn } from "node:child_process";
-import { chmodSync, closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { BangerError } from "../errors.ts";
 import { FileLock } from "../host/flock.ts";
 import type { Paths } from "../host/paths.ts";
-import { isAlive as pidAlive } from "../vm/drivers/process.ts";
+import { assertSocketPathFits, prepareTrustedDir } from "../rpc/socket-trust.ts";
+import { isAlive as pidAlive, isOwnDaemon } from "../vm/drivers/process.ts";
 import { call, DaemonUnreachable } from "../rpc/client.ts";
 import { BUILD_ID } from "../version.ts";
 
@@ -19,7 +20,10 @@ export interface DaemonStatus {
   socket: string;
   log: string;
   vms: number;
+  /** Where the `.vm` DNS server listens; "" when it could not (see dnsProblem). */
   dns: string;
+  /** Why `.vm` DNS is not served on the host, and the fix. */
+  dnsProblem?: { message: string; hint?: string };
 }
 
 const READY_TIMEOUT_MS = 15_000;
@@ -53,7 +57,7 @@ export async function ensureDaemon(paths: Paths, warn: (msg: string) => void): P
 
 /** Asks the daemon for its status; null when nothing answers. */
 export async function tryStatus(paths: Paths): Promise<DaemonStatus | null> {
-  if (!existsSync(paths.socket)) return null;
+  if (!socketPresent(paths.socket)) return null;
   try {
     return await call<DaemonStatus>(paths.socket, "daemon.status", {}, { buildId: BUILD_ID, signal: AbortSignal.timeout(5000) });
   } catch (err) {
@@ -68,24 +72,36 @@ async function replaceDaemon(paths: Paths, old: DaemonStatus, warn: (msg: string
   await waitForExit(old.pid, 10_000);
 }
 
-/** Waits until a pid is gone, then kills it if it is still there. */
+/** True when something (even a dangling symlink) sits at the socket path; the trust check comes at connect. */
+function socketPresent(socket: string): boolean {
+  try {
+    lstatSync(socket);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Waits until a pid is gone, then kills it if it is still there and is really this user's daemon. */
 export async function waitForExit(pid: number, timeoutMs: number) {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (!pidAlive(pid)) return;
     await Bun.sleep(20);
   }
+  if (!isOwnDaemon(pid)) return;
   try {
     process.kill(pid, "SIGKILL");
   } catch {}
 }
 
-
-
-/** Runtime dir 0700 even if something made it with a wider mode. */
+/**
+ * The runtime dir, made 0700 and checked: refused (with the fix) when it is a symlink or
+ * another user's, and when the socket path inside would be too long for a Unix socket.
+ */
 export function prepareRuntimeDir(paths: Paths) {
-  mkdirSync(paths.runtimeDir, { recursive: true, mode: 0o700 });
-  chmodSync(paths.runtimeDir, 0o700);
+  assertSocketPathFits(paths.socket);
+  prepareTrustedDir(paths.runtimeDir);
 }
 
 async function spawnDaemon(paths: Paths): Promise<DaemonStatus> {

@@ -3,8 +3,11 @@ import { existsSync, readFileSync, statSync, watch } from "node:fs";
 import { basename, resolve } from "node:path";
 import { loadConfig, renderConfig } from "../config.ts";
 import { BangerError } from "../errors.ts";
+import { DNS_FIX } from "../host/dns-hint.ts";
 import { resolvePaths } from "../host/paths.ts";
 import { hostRunner } from "../host/runner.ts";
+import { MAX_TAIL_BYTES, tailLines } from "../host/tail.ts";
+import { printable } from "../printable.ts";
 import { call, DaemonUnreachable } from "../rpc/client.ts";
 import * as v from "valibot";
 import { METHODS, type Method, type ProgressEvent } from "../rpc/contract.ts";
@@ -16,11 +19,15 @@ import { completionScript } from "./completion.ts";
 import * as vm from "./vm-cmds.ts";
 import { printJson, processOut, progressRenderer, table, type Out } from "./render.ts";
 import { lazy } from "../lazy.ts";
+import type { ExecCliOptions } from "./exec-cmds.ts";
 
 // What only some commands need loads when they run: `version`, `vm list` and `vm show` never
 // load the daemon, ssh2, the drivers or the store (the import check in scripts/ enforces it).
 const host = lazy(() => import("./host-cmds.ts"));
 const ws = lazy(() => import("./workspace-cmds.ts"));
+const execCmds = lazy(() => import("./exec-cmds.ts"));
+const cpCmds = lazy(() => import("./cp-cmds.ts"));
+const mcpServer = lazy(() => import("./mcp.ts"));
 
 type Opts = Record<string, unknown> & { json?: boolean };
 
@@ -88,6 +95,7 @@ export async function daemonStatus(o: Opts) {
   const s = await ensureDaemon(paths(), out.err);
   if (o.json) return printJson(out, s);
   out.out(`running: pid ${s.pid}, version ${s.version}, build ${s.buildId}, up ${s.uptimeS}s, ${s.vms} VMs\nsocket: ${s.socket}\nlog: ${s.log}`);
+  out.out(s.dnsProblem ? `dns: not listening: ${s.dnsProblem.message}\n  fix: ${DNS_FIX}` : `dns: ${s.dns}`);
 }
 
 export async function daemonStop() {
@@ -107,18 +115,19 @@ export async function daemonLogs(o: Opts) {
 
 /** Prints the last n lines of a file, then follows it when asked. */
 export async function tailFile(file: string, n: number, follow: boolean) {
-  const text = readFileSync(file, "utf8");
-  const lines = text.split("\n");
-  process.stdout.write(lines.slice(-n - 1).join("\n"));
+  process.stdout.write(printable(tailLines(file, n), { lines: true }));
   if (!follow) return;
   let pos = statSync(file).size;
   await new Promise<void>(() => {
     watch(file, () => {
       const size = statSync(file).size;
-      if (size <= pos) return;
-      const fd = Bun.file(file).slice(pos, size);
+      if (size < pos) pos = 0; // rotated or truncated: start over at the new beginning
+      if (size === pos) return;
+      // A burst larger than the tail limit is skipped to its end rather than read whole.
+      const from = Math.max(pos, size - MAX_TAIL_BYTES);
+      const slice = Bun.file(file).slice(from, size);
       pos = size;
-      void fd.text().then((t) => process.stdout.write(t));
+      void slice.text().then((t) => process.stdout.write(printable(t, { lines: true })));
     });
   });
 }
@@ -171,6 +180,7 @@ export const vmPorts = (ref: string, o: Opts) => vm.ports(out, rpc as never, ref
 export const vmSsh = (ref: string, cmd: string[]) => vm.ssh(out, rpc as never, ref, cmd);
 export const sshConfig = (verb: string, args: string[] = []) => vm.sshConfig(out, rpc as never, verb, args);
 export const workspacePrepare = (ref: string, o: Opts) => ws.prepare(out, rpc as never, ref, { from: str(o.from), fullCopy: Boolean(o.fullCopy), replace: Boolean(o.replace) }).then(() => 0);
+export const workspaceSync = (ref: string, o: Opts) => ws.syncCmd(out, rpc as never, ref, { from: str(o.from), replace: Boolean(o.replace) }).then(() => 0);
 export const workspaceExport = (ref: string, o: Opts) => ws.exportCmd(out, rpc as never, ref, { to: str(o.to), branch: str(o.branch), patch: str(o.patch), force: Boolean(o.force) }).then(() => 0);
 
 function str(x: unknown): string | undefined {
@@ -221,4 +231,22 @@ async function streamCmd(method: Method, params: Record<string, unknown>, o: Opt
     release();
     progress.stop();
   }
+}
+
+/** `vm exec`: streams through the daemon's exec socket to the guest agent. */
+export async function vmExec(ref: string, cmd: string[], o: ExecCliOptions): Promise<number> {
+  const p = paths();
+  return execCmds.execCommand(p.execSocket, ref, cmd, o, () => ensureDaemon(p, out.err).then(() => {}));
+}
+
+/** `vm cp`: tar over the exec socket. */
+export async function vmCp(args: string[], o: { recursive?: boolean }): Promise<number> {
+  const p = paths();
+  await cpCmds.cpCommand(p.execSocket, args, Boolean(o.recursive), () => ensureDaemon(p, out.err).then(() => {}));
+  return 0;
+}
+
+/** `banger mcp`: the MCP server on stdio; the daemon starts on the first tool call. */
+export function mcp(): Promise<number> {
+  return mcpServer.serveMcp({ rpc: (method, params) => rpc(method, params), execSocket: paths().execSocket, ensureDaemon: () => ensureDaemon(paths(), out.err).then(() => {}) });
 }

@@ -9,6 +9,7 @@ import { openStore } from "../store/db.ts";
 import { BUILD_ID, VERSION } from "../version.ts";
 import { prepareRuntimeDir, type DaemonStatus } from "./autostart.ts";
 import { buildServices } from "./services.ts";
+import { startExecServer } from "./exec-server.ts";
 
 /** A timestamped line in the daemon log (stdout is the log file). */
 export function log(msg: string) {
@@ -37,6 +38,8 @@ export async function runDaemon(paths: Paths = resolvePaths()): Promise<number> 
     stopping = true;
     log(`shutting down (${why})`);
     server.stop(true);
+    execServer.close();
+    rmSync(paths.execSocket, { force: true });
     await services.close().catch((err) => log(`close: ${(err as Error).message}`));
     db.close();
     rmSync(paths.socket, { force: true });
@@ -58,6 +61,7 @@ export async function runDaemon(paths: Paths = resolvePaths()): Promise<number> 
       log: paths.daemonLog,
       vms: services.vmCount(),
       dns: services.dnsAddress,
+      ...(services.dnsProblem ? { dnsProblem: services.dnsProblem } : {}),
     }),
     "daemon.stop": async () => {
       setTimeout(() => void shutdown("daemon stop"), 20);
@@ -82,6 +86,7 @@ export async function runDaemon(paths: Paths = resolvePaths()): Promise<number> 
     },
   });
   chmodSync(paths.socket, 0o600);
+  const execServer = await startExecServer(paths.execSocket, services.agentFor, log);
   writeFileSync(paths.daemonPidFile, `${process.pid}\n`, { mode: 0o600 });
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));

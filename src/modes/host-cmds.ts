@@ -1,9 +1,9 @@
 import { loadConfig } from "../config.ts";
 import { hostSetup as setup, hostStatus as status, hostTeardown as teardown } from "../host/network.ts";
-import { readFileSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
 import { BangerError } from "../errors.ts";
-import { type Paths, resolvePaths } from "../host/paths.ts";
+import { bootInstallPaths, type Paths, resolvePaths } from "../host/paths.ts";
+import type { RootCopy, SystemdUnitSpec } from "../host/network/config.ts";
 import { hostRunner } from "../host/runner.ts";
 import { hostNetConfig } from "../vm/network-port.ts";
 import { selfArgv } from "./autostart.ts";
@@ -54,15 +54,34 @@ function netConfigFor(who: Invoker) {
 }
 
 /** The unit that repeats this setup at boot, as root, for the same user and config. */
-function bootUnit(who: Invoker) {
-  return { exec: [...selfArgv(), "host", "setup", "--owner", `${who.uid}:${who.gid}`], env: { XDG_CONFIG_HOME: dirname(who.paths.configDir) } };
+/**
+ * The boot-time unit runs as root, so it runs nothing the user can change later: a root-owned
+ * copy of this executable and a root-owned snapshot of the user's config, both made now.
+ */
+export function bootUnit(who: Invoker, bridge: string, self: string[] = selfArgv(), configExists = existsSync(who.paths.configFile)): SystemdUnitSpec {
+  const at = bootInstallPaths(bridge);
+  const copies: RootCopy[] = [
+    { from: self[0]!, to: at.binary, mode: "0755", dirs: [at.binDir] },
+    // No config file: the snapshot is empty, so the boot-time run uses the defaults, as the user does.
+    { from: configExists ? who.paths.configFile : "/dev/null", to: at.configFile, mode: "0644", dirs: at.configDirs },
+  ];
+  return { exec: [at.binary, "host", "setup", "--owner", `${who.uid}:${who.gid}`], env: { XDG_CONFIG_HOME: at.configHome }, copies };
+}
+
+/** The compiled executable is what gets copied; `bun src/main.ts` is a runtime plus a source tree. */
+function compiledSelf(): string[] {
+  const self = selfArgv();
+  if (self.length === 1) return self;
+  throw new BangerError("failed_precondition", "host setup --systemd installs a root-owned copy of the banger executable, and this is banger run from source", {
+    hint: "Build it (bun run build) and run dist/banger host setup --systemd.",
+  });
 }
 
 /** `banger host setup`: bridge, forwarding, NAT rules, TAP pool; prints what changed. */
 export async function hostSetup(out: Out, o: { systemd?: boolean; owner?: string }) {
   const who = invoker(process.env, o.owner);
   const cfg = netConfigFor(who);
-  if (o.systemd) cfg.systemdUnit = bootUnit(who);
+  if (o.systemd) cfg.systemdUnit = bootUnit(who, cfg.bridge, compiledSelf());
   const actions = await setup(net(), cfg);
   out.out(actions.length ? actions.map((a) => `+ ${a}`).join("\n") : "host already set up; nothing changed");
 }
@@ -71,7 +90,7 @@ export async function hostSetup(out: Out, o: { systemd?: boolean; owner?: string
 export async function hostTeardown(out: Out) {
   const who = invoker();
   const cfg = netConfigFor(who);
-  cfg.systemdUnit = bootUnit(who);
+  cfg.systemdUnit = bootUnit(who, cfg.bridge);
   const actions = await teardown(net(), cfg);
   out.out(actions.length ? actions.map((a) => `- ${a}`).join("\n") : "nothing to remove");
 }

@@ -1,5 +1,6 @@
 import { rmSync } from "node:fs";
 import { dirname } from "node:path";
+import { configSizes } from "../config.ts";
 import { BangerError } from "../errors.ts";
 import type { Handlers } from "../rpc/handle.ts";
 import { join } from "node:path";
@@ -89,7 +90,9 @@ export function imageHandlers(deps: ArtifactDeps & { store: ArtifactStore }): Ha
       const kernel = pairKernel(p.kernel);
       const agentBinary = agentBinaryPath();
       if (!agentBinary) throw new BangerError("failed_precondition", "the guest agent executable (banger-agent) is not beside banger", { hint: "Build with `bun run build`." });
-      const row = await importImage({ source: p.source, name: p.name, kernel, imagesDir: deps.paths.imagesDir, agentBinary, runner: cancellableRunner(deps.runner, ctx.signal), progress: (line) => ctx.progress({ stage: "import", status: "info", message: line }) });
+      const limits = { maxBytes: configSizes(deps.config).importMaxBytes, maxEntries: deps.config.import_max_entries };
+      const progress = (line: string) => ctx.progress({ stage: "import", status: "info", message: line });
+      const row = await importImage({ source: p.source, name: p.name, kernel, imagesDir: deps.paths.imagesDir, agentBinary, runner: cancellableRunner(deps.runner, ctx.signal), limits, progress, signal: ctx.signal });
       store.putImage(row);
       return row;
     },

@@ -1,4 +1,5 @@
 import type { ProgressEvent } from "../rpc/contract.ts";
+import { printable } from "../printable.ts";
 import { formatMs } from "../units.ts";
 
 /** Where command output goes; tests pass a recording sink. */
@@ -62,7 +63,7 @@ export function progressRenderer(out: Out, json: boolean) {
       clear();
       const el = event.elapsedMs === undefined ? "" : ` ${formatMs(event.elapsedMs)}`;
       const mark = event.status === "done" ? "✓" : event.status === "failed" ? "✗" : "·";
-      out.err(`${mark} ${event.stage}${el}${event.message ? `: ${event.message}` : ""}`);
+      out.err(`${mark} ${event.stage}${el}${event.message ? `: ${printable(event.message)}` : ""}`);
     },
     stop: clear,
   };

@@ -1,7 +1,8 @@
 import type { Database } from "bun:sqlite";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { configDurations, type Config } from "../config.ts";
+import { configDurations, configSizes, type Config } from "../config.ts";
+import { BangerError } from "../errors.ts";
 import { startDnsServer, type DnsServer } from "../host/dns-server.ts";
 import type { Paths } from "../host/paths.ts";
 import { hostUpstreams } from "../host/resolv.ts";
@@ -14,10 +15,12 @@ import { FirecrackerDriver } from "../vm/drivers/firecracker.ts";
 import { QemuDriver } from "../vm/drivers/qemu.ts";
 import type { Driver, VmmKind } from "../vm/drivers/types.ts";
 import { GUEST_DNS_PORT, hostNetworkPort } from "../vm/network-port.ts";
+import { ConsoleCap } from "../vm/console-log.ts";
 import { reconcile, StatsPoller } from "../vm/reconcile.ts";
 import { VmService } from "../vm/service.ts";
 import { AGENT_VERSION } from "../version.ts";
-import { vmHandlers } from "./vm-handlers.ts";
+import { agentOf, vmHandlers } from "./vm-handlers.ts";
+import type { AgentFor } from "./exec-server.ts";
 import { artifactHandlers } from "./artifact-handlers.ts";
 import { pullAndRegister } from "./image-handlers.ts";
 
@@ -32,8 +35,12 @@ export interface ServiceDeps {
 export interface Services {
   handlers: Handlers;
   vmCount(): number;
-  /** Where the `.vm` DNS server answers (the configured address, with the real port when 0 was asked). */
+  /** Where the `.vm` DNS server answers (the configured address, with the real port when 0 was asked); "" when it could not listen. */
   dnsAddress: string;
+  /** A running VM's agent client, for the exec socket. */
+  agentFor: AgentFor;
+  /** Why the `.vm` DNS server is not listening (its address was taken), with the fix; absent when it listens. */
+  dnsProblem?: { message: string; hint?: string };
   close(): Promise<void>;
 }
 
@@ -80,22 +87,43 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
     pauseAt: () => process.env.BANGER_PAUSE_AT_STEP || undefined,
   });
   await ensureSshKey(keyPath, runner);
-  const servers: DnsServer[] = [await startDnsServer({ listen: config.dns_listen, records: () => records, log })];
+  const servers: DnsServer[] = [];
+  const dns = await startHostDns(config.dns_listen, records, log);
+  if ("server" in dns) servers.push(dns.server);
   const guestDns = await startGuestDns(network.gateway().ip, records, log);
   if (guestDns) servers.push(guestDns);
   await reconcile(vms);
-  const poller = new StatsPoller(vms);
+  const consoles = new ConsoleCap(configSizes(config).consoleLogMaxBytes, log);
+  const poller = new StatsPoller(vms, consoles);
+  poller.trackConsoles();
   poller.start(durations.statsPollMs);
   return {
     handlers: { ...vmHandlers(vms, poller), ...artifactHandlers({ paths, config, db: deps.db, log, runner, vms }) },
     vmCount: () => vms.deps.vms.count(),
-    dnsAddress: `${servers[0]!.address.host}:${servers[0]!.address.port}`,
+    agentFor: (ref) => agentOf(vms, vms.find(ref)),
+    dnsAddress: "server" in dns ? `${dns.server.address.host}:${dns.server.address.port}` : "",
+    dnsProblem: "problem" in dns ? dns.problem : undefined,
     close: async () => {
       poller.stop();
+      consoles.close();
       for (const s of servers) await s.close();
       for (const a of vms.rt.agents.values()) a.close();
     },
   };
+}
+
+/**
+ * The host's `.vm` resolver at dns_listen. A taken address (another user's daemon on the same
+ * host, say) does not stop the daemon: it runs without that listener and says why.
+ */
+async function startHostDns(listen: string, records: Map<string, string>, log: (m: string) => void): Promise<{ server: DnsServer } | { problem: { message: string; hint?: string } }> {
+  try {
+    return { server: await startDnsServer({ listen, records: () => records, log }) };
+  } catch (err) {
+    if (!(err instanceof BangerError) || err.code !== "unavailable") throw err;
+    log(`warning: .vm DNS not listening: ${err.message}`);
+    return { problem: { message: err.message, hint: err.hint } };
+  }
 }
 
 /** The resolver guests use: `.vm` names from banger, everything else forwarded to the host's upstreams. */

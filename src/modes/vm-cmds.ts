@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { BangerError } from "../errors.ts";
+import { printable } from "../printable.ts";
 import { installInclude, uninstallInclude, writeSshConfig, sshConfigText } from "../host/ssh-config.ts";
 import { resolvePaths } from "../host/paths.ts";
 import { loadConfig } from "../config.ts";
@@ -11,20 +12,19 @@ import type { VmView } from "../vm/model.ts";
 import type { VmStats } from "../vm/reconcile.ts";
 import { renderPortsTable, type PortsView } from "../vm/ports-view.ts";
 import { selfArgv } from "./autostart.ts";
+import { checkSshInfo, systemSshArgv, type SshInfo } from "./ssh-info.ts";
 import { shq } from "../vm/workspace/shell.ts";
 import { printJson, progressRenderer, type Out } from "./render.ts";
 import { renderFanout, renderStats, renderVm, renderVmList } from "./vm-render.ts";
 
 type Rpc = <T>(method: Method, params?: Record<string, unknown>, onEvent?: (e: never) => void, signal?: AbortSignal) => Promise<T>;
 
-/** What `vm.ssh-info` answers. */
-export interface SshInfo {
-  name: string;
-  state: string;
-  ip: string;
-  user: string;
-  key: string;
-  host_key: string;
+export type { SshInfo } from "./ssh-info.ts";
+
+/** The daemon's ssh details for a VM, checked before any of it is used (see checkSshInfo). */
+export async function checkedSshInfo(rpc: Rpc, ref: string): Promise<SshInfo> {
+  const info = await rpc<SshInfo>("vm.ssh-info", { ref });
+  return checkSshInfo(info, loadConfig(resolvePaths()).subnet);
 }
 
 /** Asks on a TTY whether Ctrl-C should cancel; piped, Ctrl-C cancels at once. */
@@ -92,7 +92,8 @@ export async function stats(out: Out, rpc: Rpc, ref: string | undefined, json: b
 
 export async function health(out: Out, rpc: Rpc, ref: string, json: boolean) {
   const h = await rpc<{ name: string; version: string; uptime_s: number; boot_id: string; hostname: string }>("vm.health", { ref });
-  json ? printJson(out, h) : out.out(`${h.name}: agent ${h.version} healthy, guest up ${Math.round(h.uptime_s)}s, boot id ${h.boot_id}`);
+  const show = (x: string) => printable(x).slice(0, 256);
+  json ? printJson(out, h) : out.out(`${show(h.name)}: agent ${show(h.version)} healthy, guest up ${Math.round(h.uptime_s)}s, boot id ${show(h.boot_id)}`);
 }
 
 export async function ports(out: Out, rpc: Rpc, ref: string, json: boolean) {
@@ -102,9 +103,9 @@ export async function ports(out: Out, rpc: Rpc, ref: string, json: boolean) {
 
 /** Runs the system ssh into a VM with banger's key and known_hosts (host keys checked); resolves its exit code. */
 export async function systemSsh(rpc: Rpc, ref: string, remote: string | null, tty: boolean): Promise<number> {
-  const info = await rpc<SshInfo>("vm.ssh-info", { ref });
+  const info = await checkedSshInfo(rpc, ref);
   if (info.state !== "running") throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
-  const argv = ["-i", info.key, "-o", "IdentitiesOnly=yes", "-o", `UserKnownHostsFile=${resolvePaths().knownHosts}`, "-o", "StrictHostKeyChecking=yes", "-o", `HostKeyAlias=${info.name}.vm`, "-o", "LogLevel=ERROR", ...(tty && process.stdin.isTTY ? ["-t"] : []), `${info.user}@${info.ip}`, ...(remote ? ["--", remote] : [])];
+  const argv = systemSshArgv(info, resolvePaths().knownHosts, remote, tty && Boolean(process.stdin.isTTY));
   return new Promise<number>((resolve) => {
     const child = spawn("ssh", argv, { stdio: "inherit" });
     child.on("exit", (c, sig) => resolve(c ?? (sig ? 128 : 1)));
@@ -141,7 +142,7 @@ export async function sshConfig(out: Out, rpc: Rpc, verb: string, args: string[]
 
 /** ProxyCommand helper: finds `<name>.vm` through the daemon and pipes stdin/stdout to its port. */
 async function proxy(rpc: Rpc, host: string, port: number): Promise<number> {
-  const info = await rpc<SshInfo>("vm.ssh-info", { ref: host.replace(/\.vm\.?$/, "") });
+  const info = await checkedSshInfo(rpc, host.replace(/\.vm\.?$/, ""));
   return new Promise((resolve) => {
     const { connect } = require("node:net") as typeof import("node:net");
     const sock = connect(port, info.ip);
@@ -156,6 +157,6 @@ async function proxy(rpc: Rpc, host: string, port: number): Promise<number> {
 export async function logs(out: Out, rpc: Rpc, ref: string, lines: number, follow: boolean, tailFile: (f: string, n: number, follow: boolean) => Promise<void>) {
   const l = await rpc<{ name: string; console_log: string; vmm_log: string; console: string; vmm: string }>("vm.logs", { ref, lines });
   if (follow && existsSync(l.console_log)) return tailFile(l.console_log, lines, true);
-  out.out(`==> ${l.console_log} <==\n${l.console}`);
-  if (l.vmm) out.out(`==> ${l.vmm_log} <==\n${l.vmm}`);
+  out.out(`==> ${l.console_log} <==\n${printable(l.console, { lines: true })}`);
+  if (l.vmm) out.out(`==> ${l.vmm_log} <==\n${printable(l.vmm, { lines: true })}`);
 }

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { AgentClient } from "../agent/client.ts";
 import { BangerError } from "../errors.ts";
+import { tailLines } from "../host/tail.ts";
 import type { Handlers } from "../rpc/handle.ts";
 import type { VmRow } from "../store/vms.ts";
 import { dirOf, knownHandle, AGENT_PORT } from "../vm/runtime.ts";
@@ -9,13 +10,13 @@ import { webProbe } from "../vm/port-probe.ts";
 import type { StatsPoller } from "../vm/reconcile.ts";
 import type { VmService } from "../vm/service.ts";
 
+/** The end of a log, read backwards; `--lines` beyond 100,000 or 4 MiB is cut there. */
 function tail(path: string, lines: number): string {
-  if (!existsSync(path)) return "";
-  return readFileSync(path, "utf8").split("\n").slice(-lines - 1).join("\n");
+  return tailLines(path, Math.min(lines, 100_000));
 }
 
 /** The agent client of a running VM (kept open: virtio-serial allows one host connection). */
-function agentOf(svc: VmService, vm: VmRow): AgentClient {
+export function agentOf(svc: VmService, vm: VmRow): AgentClient {
   if (vm.state !== "running") throw new BangerError("failed_precondition", `VM ${vm.name} is ${vm.state}`, { hint: `Start it: banger vm start ${vm.name}` });
   let client = svc.rt.agents.get(vm.id);
   if (!client) {
@@ -33,7 +34,10 @@ export function vmHandlers(svc: VmService, poller: StatsPoller): Handlers {
   const one = <T>(ref: string, fn: (vm: VmRow) => Promise<T>) => svc.withVm(svc.find(ref).id, fn);
   return {
     "vm.create": (p, ctx) => svc.create(p, ctx),
-    "vm.start": (p, ctx) => svc.fan(p.refs, (vm) => svc.start(vm, ctx)),
+    "vm.start": (p, ctx) => svc.fan(p.refs, (vm) => svc.start(vm, ctx, { cold: p.cold })),
+    "vm.pause": (p) => svc.fan(p.refs, (vm) => svc.pause(vm)),
+    "vm.resume": (p, ctx) => svc.fan(p.refs, (vm) => svc.resume(vm, ctx, { cold: p.cold })),
+    "vm.suspend": (p) => svc.fan(p.refs, (vm) => svc.suspend(vm)),
     "vm.stop": (p) => svc.fan(p.refs, (vm) => svc.stop(vm)),
     "vm.restart": (p, ctx) => svc.fan(p.refs, async (vm) => `${await svc.stop(vm)}; ${await svc.start(svc.deps.vms.get(vm.id)!, ctx)}`),
     "vm.kill": (p) => svc.fan(p.refs, (vm) => svc.kill(vm)),
@@ -50,11 +54,12 @@ export function vmHandlers(svc: VmService, poller: StatsPoller): Handlers {
       const vms = p.ref ? [svc.find(p.ref)] : svc.deps.vms.list();
       return Promise.all(vms.map(async (vm) => (vm.state === "running" ? (poller.latest.get(vm.id) ?? (await poller.sample(vm))) : { name: vm.name, state: vm.state, pid: null, cpu_percent: null, rss_bytes: null, disk_used_bytes: null, disk_bytes: vm.disk_bytes, uptime_s: null, sampled_at: new Date().toISOString() })));
     },
-    "vm.health": (p) => one(p.ref, async (vm) => ({ name: vm.name, ...(await agentOf(svc, vm).health({ timeoutMs: 5000 })) })),
+    // banger's name for the VM comes last: nothing in an agent's answer can rename it.
+    "vm.health": (p) => one(p.ref, async (vm) => ({ ...(await agentOf(svc, vm).health({ timeoutMs: 5000 })), name: vm.name })),
     "vm.ports": (p) =>
       one(p.ref, async (vm) => {
-        const { sockets } = await agentOf(svc, vm).ports({ timeoutMs: 5000 });
-        return buildPortsView(sockets, { vmName: vm.name, probeHost: vm.ip, probe: webProbe() });
+        const { sockets, dropped } = await agentOf(svc, vm).ports({ timeoutMs: 5000 });
+        return buildPortsView(sockets, { vmName: vm.name, probeHost: vm.ip, probe: webProbe(), dropped });
       }),
     "vm.ssh-info": async (p) => {
       const vm = svc.find(p.ref);

@@ -1,6 +1,7 @@
 import type { FanoutResult } from "../vm/refs.ts";
 import type { VmView } from "../vm/model.ts";
 import type { VmStats } from "../vm/reconcile.ts";
+import { printable } from "../printable.ts";
 import { formatSize } from "../units.ts";
 import { table, type Out } from "./render.ts";
 
@@ -38,8 +39,8 @@ export function renderVm(out: Out, v: VmView) {
 /** One line per ref in first-seen order; returns the exit code (1 if any failed). */
 export function renderFanout(out: Out, results: FanoutResult[]): number {
   for (const r of results) {
-    if (r.ok) out.out(`${r.name}: ${r.message}`);
-    else out.err(`${r.ref}: ${r.message}${r.error?.hint ? `\n  hint: ${r.error.hint}` : ""}`);
+    if (r.ok) out.out(`${r.name}: ${printable(r.message)}`);
+    else out.err(`${printable(r.ref)}: ${printable(r.message)}${r.error?.hint ? `\n  hint: ${printable(r.error.hint)}` : ""}`);
   }
   return results.every((r) => r.ok) ? 0 : 1;
 }

@@ -1,4 +1,5 @@
 import { BangerError, isErrorCode } from "../errors.ts";
+import { assertTrustedSocket } from "./socket-trust.ts";
 import { BUILD_HEADER, type Envelope, type Method, type Params, type ProgressEvent } from "./contract.ts";
 
 export interface CallOptions {
@@ -10,8 +11,19 @@ export interface CallOptions {
 /** Thrown when nothing answers on the socket, so callers can start a daemon. */
 export class DaemonUnreachable extends Error {}
 
-/** Makes one RPC call over the daemon's Unix socket and unwraps the envelope. */
+/** Refuses a socket another user could have planted, before any byte goes to it. */
+function checkSocket(socket: string) {
+  try {
+    assertTrustedSocket(socket);
+  } catch (err) {
+    if (err instanceof BangerError && err.code === "not_found") throw new DaemonUnreachable(`daemon not reachable at ${socket}: ${err.message}`);
+    throw err;
+  }
+}
+
+/** Makes one RPC call over the daemon's Unix socket (after checking who owns it) and unwraps the envelope. */
 export async function call<T = unknown>(socket: string, method: Method, params: Params<Method> | Record<string, unknown> = {}, opts: CallOptions = {}): Promise<T> {
+  checkSocket(socket);
   let res: Response;
   try {
     res = await fetch("http://banger/rpc", {

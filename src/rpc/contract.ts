@@ -32,7 +32,10 @@ export const METHODS = {
     nat: v.optional(v.boolean("expected true or false")),
     start: v.optional(v.boolean("expected true or false")),
   }),
-  "vm.start": v.strictObject({ refs }),
+  "vm.start": v.strictObject({ refs, cold: v.optional(v.boolean("expected true or false")) }),
+  "vm.pause": v.strictObject({ refs }),
+  "vm.resume": v.strictObject({ refs, cold: v.optional(v.boolean("expected true or false")) }),
+  "vm.suspend": v.strictObject({ refs }),
   "vm.stop": v.strictObject({ refs }),
   "vm.restart": v.strictObject({ refs }),
   "vm.kill": v.strictObject({ refs }),
@@ -69,7 +72,7 @@ export type Method = keyof typeof METHODS;
 export type Params<M extends Method> = v.InferOutput<(typeof METHODS)[M]>;
 
 /** Methods whose response streams progress events before the final envelope. */
-export const STREAMING = new Set<Method>(["vm.create", "vm.start", "vm.restart", "image.build", "kernel.build", "image.pull", "kernel.pull", "image.import"]);
+export const STREAMING = new Set<Method>(["vm.create", "vm.start", "vm.resume", "vm.restart", "image.build", "kernel.build", "image.pull", "kernel.pull", "image.import"]);
 
 /** The one envelope every answer travels in. */
 export type Envelope<T = unknown> = { ok: true; result: T } | { ok: false; error: WireError };

@@ -9,7 +9,8 @@ export interface Teardown {
   natIp?: string;
 }
 
-export type VmState = "creating" | "starting" | "running" | "stopping" | "stopped" | "error";
+/** paused: vCPUs frozen, RAM held; suspending/suspended: state being written / saved to the VM directory, no VMM. */
+export type VmState = "creating" | "starting" | "running" | "paused" | "suspending" | "suspended" | "stopping" | "stopped" | "error";
 
 /** A VM as stored: intent, identity, derived paths come from the id, allocation. */
 export interface VmRow {

@@ -17,11 +17,12 @@ export function privateNet(): { bridge: string; subnet: string } {
  * A TestHome whose banger uses the fake Firecracker, a private bridge with a TAP pool made by
  * the real `host setup`, and a tiny image (real ext4 files) registered in the store.
  */
-export async function fakeFirecrackerHome(opts: { taps?: number; env?: Record<string, string>; config?: string } = {}): Promise<TestHome & { teardownNet(): Promise<void> }> {
+export async function fakeFirecrackerHome(opts: { taps?: number; env?: Record<string, string>; config?: string; firecrackerBin?: string } = {}): Promise<TestHome & { teardownNet(): Promise<void> }> {
   const { bridge, subnet } = privateNet();
   const home = new TestHome({ BANGER_SKIP_SSH_WAIT: "1", ...opts.env }) as TestHome & { teardownNet(): Promise<void> };
   const wrapper = join(home.root, "firecracker");
-  writeFileSync(wrapper, `#!/bin/sh\nexec ${process.execPath} ${join(projectRoot, "src/testing/fake-firecracker.ts")} "$@"\n`);
+  const fake = opts.firecrackerBin ?? `${process.execPath} ${join(projectRoot, "src/testing/fake-firecracker.ts")}`;
+  writeFileSync(wrapper, `#!/bin/sh\nexec ${fake} "$@"\n`);
   chmodSync(wrapper, 0o755);
   mkdirSync(join(home.env.XDG_CONFIG_HOME!, "banger"), { recursive: true });
   writeFileSync(

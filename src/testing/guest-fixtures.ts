@@ -231,6 +231,7 @@ export async function bootTestGuest(opts: {
     cid: 3,
     consoleLog: join(dir, "console.log"),
     vmmLog: join(dir, "vmm.log"),
+    memoryFile: join(dir, "ram"),
   };
   let handle: VmmHandle;
   try {

@@ -58,8 +58,11 @@ export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex):
       name: "rootfs",
       run: async (ctx) => {
         mkdirSync(ctx.dir.dir, { recursive: true, mode: 0o700 });
-        await onFullDisk("host key", ctx.dir.hostKey, deps.paths.vmsDir, () => makeHostKey(deps, ctx.dir, ctx.vm.name));
-        await onFullDisk("overlay disk", ctx.dir.overlay, deps.paths.vmsDir, () => createOverlayDisk(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES, { runner: deps.runner }));
+        // Independent processes (ssh-keygen, mkfs): run side by side.
+        await Promise.all([
+          onFullDisk("host key", ctx.dir.hostKey, deps.paths.vmsDir, () => makeHostKey(deps, ctx.dir, ctx.vm.name)),
+          onFullDisk("overlay disk", ctx.dir.overlay, deps.paths.vmsDir, () => createOverlayDisk(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES, { runner: deps.runner })),
+        ]);
       },
       undo: async (ctx) => {
         if (ctx.dir?.dir) rmSync(ctx.dir.dir, { recursive: true, force: true });

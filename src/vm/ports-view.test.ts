@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import type { ListeningSocket } from "../agent/protocol.ts";
-import { buildPortsView, collapseSockets, isReachable, renderPortsTable, type Probe } from "./ports-view.ts";
+import { buildPortsView, collapseSockets, isReachable, MAX_PROBED_PORTS, PROBE_CONCURRENCY, renderPortsTable, type Probe } from "./ports-view.ts";
 
 const web = { pid: 410, process: "python3", command: "python3 -m http.server 8080" };
 const sockets: ListeningSocket[] = [
@@ -88,4 +88,27 @@ test("table: aligned columns, dashes for unknown process, flattened command line
     ].join("\n"),
   );
   expect(renderPortsTable({ vm: "t1", ports: [] })).toBe("no listening ports in t1");
+});
+
+test("a guest listing a thousand ports gets at most MAX_PROBED_PORTS probes, PROBE_CONCURRENCY at a time; guest text is printable", async () => {
+  let inFlight = 0;
+  let most = 0;
+  let calls = 0;
+  const probe = async () => {
+    calls++;
+    most = Math.max(most, ++inFlight);
+    await Bun.sleep(1);
+    inFlight--;
+    return "http" as const;
+  };
+  const sockets = Array.from({ length: 1000 }, (_, i) => ({ proto: "tcp" as const, address: "0.0.0.0", port: i + 1, process: "\x1b]52;c;eA==\x07evil", command: "a\x1b[2Jb" }));
+  const view = await buildPortsView(sockets, { vmName: "t1", probeHost: "10.0.0.2", probe, dropped: 5 });
+  expect(calls).toBe(MAX_PROBED_PORTS);
+  expect(most).toBeLessThanOrEqual(PROBE_CONCURRENCY);
+  expect(view.ports).toHaveLength(1000);
+  expect(view.dropped).toBe(5);
+  const table = renderPortsTable(view);
+  expect(table).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/);
+  expect(table).toContain("5 more listeners not shown");
+  expect(view.ports[0]!.process).toBe("\x1b]52;c;eA==\x07evil"); // --json keeps the exact string
 });

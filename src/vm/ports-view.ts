@@ -8,6 +8,7 @@
  * are hidden unless `all` is asked for, and then shown with their literal address.
  */
 import type { ListeningSocket } from "../agent/protocol.ts";
+import { printable } from "../printable.ts";
 
 /** What a web probe found on a TCP port. */
 export type WebScheme = "https" | "http";
@@ -34,6 +35,8 @@ export interface PortRow {
 export interface PortsView {
   vm: string;
   ports: PortRow[];
+  /** Listeners the agent reported beyond the most banger takes (see MAX_PORTS); absent when none. */
+  dropped?: number;
 }
 
 /** Options for buildPortsView. */
@@ -44,6 +47,31 @@ export interface PortsViewOptions {
   probe: Probe;
   /** Also list loopback-only and IPv6-only listeners. */
   all?: boolean;
+  /** How many listeners the agent client dropped from an over-long answer. */
+  dropped?: number;
+}
+
+/** Most web probes in flight at once, so a guest listing many ports cannot make the daemon open hundreds of connections. */
+export const PROBE_CONCURRENCY = 16;
+/** Most ports probed per `vm ports`; the rest are listed without a scheme. */
+export const MAX_PROBED_PORTS = 64;
+/** No new probe starts after this long; the rest are listed without a scheme. */
+export const PROBE_BUDGET_MS = 5000;
+
+/** Probes each port once, at most PROBE_CONCURRENCY at a time, the first MAX_PROBED_PORTS, within PROBE_BUDGET_MS. */
+async function probeAll(all: number[], opts: PortsViewOptions): Promise<Map<number, WebScheme | null>> {
+  const found = new Map<number, WebScheme | null>();
+  const ports = all.slice(0, MAX_PROBED_PORTS);
+  const deadline = performance.now() + PROBE_BUDGET_MS;
+  let next = 0;
+  const worker = async () => {
+    while (next < ports.length && performance.now() < deadline) {
+      const port = ports[next++]!;
+      found.set(port, await opts.probe(opts.probeHost, port).catch(() => null));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PROBE_CONCURRENCY, ports.length) }, worker));
+  return found;
 }
 
 /** True for binds every interface answers: 0.0.0.0, :: and ss's `*` (dual-stack). */
@@ -87,34 +115,32 @@ export function collapseSockets(vmName: string, sockets: ListeningSocket[], all 
 /** Builds the `vm ports` rows: collapse, then probe reachable TCP ports (concurrently) for HTTPS/HTTP. */
 export async function buildPortsView(sockets: ListeningSocket[], opts: PortsViewOptions): Promise<PortsView> {
   const rows = collapseSockets(opts.vmName, sockets, opts.all);
-  const probed = new Map<number, Promise<WebScheme | null>>();
+  const probed = await probeAll([...new Set(rows.filter((r) => r.proto === "tcp" && r.reachable).map((r) => r.port))], opts);
   for (const r of rows) {
-    if (r.proto === "tcp" && r.reachable && !probed.has(r.port)) {
-      probed.set(r.port, opts.probe(opts.probeHost, r.port).catch(() => null));
-    }
-  }
-  for (const r of rows) {
-    const scheme = r.proto === "tcp" && r.reachable ? await probed.get(r.port) : null;
+    const scheme = r.proto === "tcp" && r.reachable ? probed.get(r.port) : null;
     if (!scheme) continue;
     r.scheme = scheme;
     r.endpoint = `${scheme}://${r.endpoint}`;
   }
-  return { vm: opts.vmName, ports: rows.map((r) => JSON.parse(JSON.stringify(r)) as PortRow) };
+  const view: PortsView = { vm: opts.vmName, ports: rows.map((r) => JSON.parse(JSON.stringify(r)) as PortRow) };
+  if (opts.dropped) view.dropped = opts.dropped;
+  return view;
 }
 
 /** One line of text for a command line that may hold newlines or runs of spaces. */
 function oneLine(text: string | undefined, max: number): string {
   if (!text) return "-";
-  const flat = text.replace(/\s+/g, " ").trim();
+  const flat = printable(text).replace(/\s+/g, " ").trim();
   return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
 }
 
 /** The human table: `PROTO ENDPOINT PROCESS COMMAND`, aligned, no trailing spaces. */
 export function renderPortsTable(view: PortsView, opts: { commandWidth?: number } = {}): string {
   const headers = ["PROTO", "ENDPOINT", "PROCESS", "COMMAND"];
-  if (!view.ports.length) return `no listening ports in ${view.vm}`;
-  const cells = view.ports.map((r) => [r.proto, r.endpoint, oneLine(r.process, 32), oneLine(r.command, opts.commandWidth ?? 120)]);
+  const more = view.dropped ? `\n(${view.dropped} more listeners not shown: the agent reported more than banger takes)` : "";
+  if (!view.ports.length) return `no listening ports in ${view.vm}${more}`;
+  const cells = view.ports.map((r) => [r.proto, oneLine(r.endpoint, 120), oneLine(r.process, 32), oneLine(r.command, opts.commandWidth ?? 120)]);
   const all = [headers, ...cells];
   const widths = headers.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
-  return all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd()).join("\n");
+  return all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd()).join("\n") + more;
 }

@@ -2,8 +2,10 @@ import { readFileSync, rmSync } from "node:fs";
 import { allocatedBytes } from "../images/disks.ts";
 import type { VmRow } from "../store/vms.ts";
 import { isSameProcess } from "./drivers/process.ts";
-import { dirOf, knownHandle, stopVmm } from "./runtime.ts";
+import { dirOf, knownHandle, releaseRunning, stopVmm } from "./runtime.ts";
+import { readSavedMeta, reconcileSaved } from "./instant.ts";
 import type { VmService } from "./service.ts";
+import type { ConsoleCap } from "./console-log.ts";
 
 /**
  * Brings the daemon's view in line with the host after a (re)start: live VMMs are kept
@@ -31,11 +33,22 @@ export async function reconcile(svc: VmService): Promise<{ kept: string[]; stopp
         const found = await deps.drivers(row.vmm).rediscover(row.id, dir.dir).catch(() => null);
         const known = knownHandle(rt, row, dir);
         const handle = found ?? (known && isSameProcess(known.pid, known.pidStartTime) ? known : null);
+        const saved = await reconcileSaved(deps, rt, row, handle);
+        if (saved) return void report[saved].push(row.name);
         if (handle && row.state !== "stopped") {
+          const vmmState = await deps.drivers(row.vmm).state(handle).catch(() => "running" as const);
+          if (vmmState === "not-started") {
+            // A restore the crash interrupted: the saved state is still there to try again.
+            await deps.drivers(row.vmm).kill(handle).catch(() => {});
+            await releaseRunning(deps, rt, row, dir, handle);
+            const back = readSavedMeta(dir) ? "suspended" : "stopped";
+            deps.vms.update(row.id, { state: back, teardown: {} });
+            return void report.stopped.push(row.name);
+          }
           rt.handles.set(row.id, handle);
           deps.dns.set(row.name, row.ip);
           if (row.nat) await deps.network.natAdd(row.ip, row.tap).catch((err) => deps.log(`nat ${row.name}: ${(err as Error).message}`));
-          deps.vms.update(row.id, { state: "running", teardown: { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket, natIp: row.nat ? row.ip : undefined } });
+          deps.vms.update(row.id, { state: vmmState === "paused" ? "paused" : "running", teardown: { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket, natIp: row.nat ? row.ip : undefined } });
           report.kept.push(row.name);
           return;
         }
@@ -93,7 +106,10 @@ export class StatsPoller {
   private timer: ReturnType<typeof setInterval> | null = null;
   private polling = false;
 
-  constructor(private readonly svc: VmService) {}
+  constructor(
+    private readonly svc: VmService,
+    private readonly consoles?: ConsoleCap,
+  ) {}
 
   start(intervalMs: number) {
     this.timer = setInterval(() => void this.poll(), intervalMs);
@@ -108,6 +124,7 @@ export class StatsPoller {
     if (this.polling) return;
     this.polling = true;
     try {
+      this.trackConsoles();
       for (const vm of this.svc.deps.vms.list()) {
         if (vm.state !== "running") continue;
         if (!this.svc.vmmAlive(vm)) await this.reapDead(vm);
@@ -116,6 +133,13 @@ export class StatsPoller {
     } finally {
       this.polling = false;
     }
+  }
+
+  /** Keeps the console logs of running VMs under their cap (watched between polls). */
+  trackConsoles(): void {
+    if (!this.consoles) return;
+    const running = this.svc.deps.vms.list().filter((vm) => vm.state === "running");
+    this.consoles.track(new Map(running.map((vm) => [vm.id, dirOf(this.svc.deps, vm.id).consoleLog])));
   }
 
   private async reapDead(vm: VmRow) {

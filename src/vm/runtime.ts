@@ -73,6 +73,7 @@ export function bootPlan(deps: VmServiceDeps, ctx: StartCtx): BootPlan {
     cid: vm.cid,
     consoleLog: dir.consoleLog,
     vmmLog: dir.vmmLog,
+    memoryFile: dir.memory,
   };
 }
 
@@ -98,14 +99,7 @@ export function startSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
         const spec = await provisionSpec({ name: ctx.vm.name, config: deps.config, home: deps.paths.home, runner: deps.runner, publicKey: key.publicKey, hostKeyPath: ctx.dir.hostKey, nameservers: deps.network.nameservers(), agent: pushAgent, warn: (m) => ctx.warnings.push(m) });
         await onFullDisk("config drive", ctx.dir.configDrive, deps.paths.vmsDir, () => buildConfigDrive(ctx.dir.configDrive, spec, { runner: deps.runner }));
         rmSync(ctx.dir.consoleLog, { force: true });
-        const handle = await deps.drivers(ctx.vm.vmm).start(bootPlan(deps, ctx));
-        ctx.handle = handle;
-        rt.handles.set(ctx.vm.id, handle);
-        writeFileSync(ctx.dir.handles, JSON.stringify(handle, null, 2));
-        const row = deps.vms.get(ctx.vm.id)!;
-        const teardown: Teardown = { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket };
-        // A create stays "creating" until ready, so a daemon crash before then is undone, never kept half-made.
-        deps.vms.update(ctx.vm.id, { teardown, started_at: handle.startedAt, state: row.state === "creating" ? "creating" : "starting" });
+        recordHandle(deps, rt, ctx, await deps.drivers(ctx.vm.vmm).start(bootPlan(deps, ctx)));
       },
       undo: async (ctx) => void (await stopVmm(deps, rt, ctx.vm, ctx.dir, 0)),
     },
@@ -138,7 +132,18 @@ export function startSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
   ];
 }
 
-function closeAgent(rt: Runtime, id: string) {
+/** Remembers a freshly started VMM in memory, handles.json and the row (for teardown after a crash). */
+export function recordHandle(deps: VmServiceDeps, rt: Runtime, ctx: StartCtx, handle: VmmHandle) {
+  ctx.handle = handle;
+  rt.handles.set(ctx.vm.id, handle);
+  writeFileSync(ctx.dir.handles, JSON.stringify(handle, null, 2));
+  const row = deps.vms.get(ctx.vm.id)!;
+  const teardown: Teardown = { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket };
+  // A create stays "creating" until ready, so a daemon crash before then is undone, never kept half-made.
+  deps.vms.update(ctx.vm.id, { teardown, started_at: handle.startedAt, state: row.state === "creating" ? "creating" : "starting" });
+}
+
+export function closeAgent(rt: Runtime, id: string) {
   rt.agents.get(id)?.close();
   rt.agents.delete(id);
 }
@@ -163,14 +168,21 @@ export async function stopVmm(deps: VmServiceDeps, rt: Runtime, given: VmRow, di
       how = "killed";
     }
   }
-  await driver.cleanup(handle, dir.dir).catch((err) => deps.log(`cleanup ${vm.name}: ${(err as Error).message}`));
+  await releaseRunning(deps, rt, vm, dir, handle);
+  // A stopped guest's RAM is garbage; the next boot starts from an empty file.
+  rmSync(dir.memory, { force: true });
+  if (deps.vms.get(vm.id)) deps.vms.update(vm.id, { teardown: {}, state: "stopped" });
+  return how;
+}
+
+/** Releases what exists only while a VMM runs (sockets, NAT, DNS, handles); the VMM is already gone. */
+export async function releaseRunning(deps: VmServiceDeps, rt: Runtime, vm: VmRow, dir: VmPaths, handle: VmmHandle | null) {
+  await deps.drivers(vm.vmm).cleanup(handle, dir.dir).catch((err) => deps.log(`cleanup ${vm.name}: ${(err as Error).message}`));
   const natIp = vm.teardown.natIp;
   if (natIp) await deps.network.natRemove(natIp, vm.teardown.tap ?? vm.tap).catch((err) => deps.log(`nat remove ${vm.name}: ${(err as Error).message}`));
   deps.dns.delete(vm.name);
   rt.handles.delete(vm.id);
   rmSync(dir.handles, { force: true });
-  if (deps.vms.get(vm.id)) deps.vms.update(vm.id, { teardown: {}, state: "stopped" });
-  return how;
 }
 
 /** Paths of one VM. */

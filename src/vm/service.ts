@@ -2,6 +2,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { dirname } from "node:path";
 import { knownHostsText } from "../host/ssh-config.ts";
 import { BangerError } from "../errors.ts";
+import { tailLines } from "../host/tail.ts";
+import { printable } from "../printable.ts";
 import { growWorkDisk } from "../images/disks.ts";
 import type { CallContext } from "../rpc/handle.ts";
 import type { Params } from "../rpc/contract.ts";
@@ -14,6 +16,7 @@ import { fanout, resolveRef, type FanoutResult } from "./refs.ts";
 import { dirOf, knownHandle, startSteps, stopVmm, type StartCtx } from "./runtime.ts";
 import { runSteps } from "./steps.ts";
 import { isSameProcess } from "./drivers/process.ts";
+import { discardSavedState, pauseVm, resumeVm, suspendVm } from "./instant.ts";
 
 /** The VM use cases behind the `vm` RPC methods. */
 export class VmService {
@@ -63,9 +66,18 @@ export class VmService {
     return { ...this.view(this.deps.vms.get(ctx.vm.id)!), warnings: ctx.warnings };
   }
 
-  /** Boots a stopped VM; on failure it is left stopped with the error recorded. */
-  async start(vm: VmRow, call: CallContext): Promise<string> {
+  /** Boots a stopped VM (a suspended one is restored unless `cold`); on failure it is left stopped with the error recorded. */
+  async start(vm: VmRow, call: CallContext, opts: { cold?: boolean } = {}): Promise<string> {
     if (vm.state === "running") return "already running";
+    if (vm.state === "paused" || (vm.state === "suspended" && !opts.cold)) {
+      const restored = await resumeVm(this.deps, this.rt, vm, call, opts);
+      if (restored !== null) return restored;
+    }
+    if (vm.state === "suspended") {
+      discardSavedState(dirOf(this.deps, vm.id));
+      this.deps.vms.update(vm.id, { state: "stopped" });
+      call.progress({ stage: "warning", status: "info", message: `${vm.name}: saved state discarded; booting cold` });
+    }
     const { image, kernel } = resolveArtifacts(this.deps, vm.image, vm.kernel);
     const dir = dirOf(this.deps, vm.id);
     if (existsSync(dir.workDisk)) await growWorkDisk(dir.workDisk, vm.disk_bytes, { runner: this.deps.runner });
@@ -80,15 +92,38 @@ export class VmService {
   }
 
   async stop(vm: VmRow): Promise<string> {
+    if (vm.state === "suspended") return this.discard(vm);
     if (vm.state === "stopped" && !knownHandle(this.rt, vm, dirOf(this.deps, vm.id))) return "already stopped";
+    // A paused guest cannot hear the power button; let it run so it can shut down cleanly.
+    if (vm.state === "paused") await resumeVm(this.deps, this.rt, vm, { progress: () => {}, signal: new AbortController().signal } as unknown as CallContext).catch(() => {});
     this.deps.vms.update(vm.id, { state: "stopping", desired_state: "stopped" });
     const how = await stopVmm(this.deps, this.rt, vm, dirOf(this.deps, vm.id), this.graceMs());
     return `stopped (${how})`;
   }
 
   async kill(vm: VmRow): Promise<string> {
+    if (vm.state === "suspended") return this.discard(vm);
     this.deps.vms.update(vm.id, { desired_state: "stopped" });
     return `killed (${await stopVmm(this.deps, this.rt, vm, dirOf(this.deps, vm.id), 0)})`;
+  }
+
+  /** A suspended VM stops by dropping its saved state (its disks stay). */
+  private discard(vm: VmRow): string {
+    discardSavedState(dirOf(this.deps, vm.id));
+    this.deps.vms.update(vm.id, { state: "stopped", desired_state: "stopped", teardown: {} });
+    return "stopped (saved state discarded)";
+  }
+
+  async pause(vm: VmRow): Promise<string> {
+    return pauseVm(this.deps, this.rt, vm);
+  }
+
+  async suspend(vm: VmRow): Promise<string> {
+    return suspendVm(this.deps, this.rt, vm);
+  }
+
+  async resume(vm: VmRow, call: CallContext, opts: { cold?: boolean } = {}): Promise<string> {
+    return (await resumeVm(this.deps, this.rt, vm, call, opts)) ?? this.start(this.deps.vms.get(vm.id)!, call, { cold: true });
   }
 
   async delete(vm: VmRow, force: boolean): Promise<string> {
@@ -149,7 +184,7 @@ export class VmService {
   /** A failed create removes the VM dir; its console tail goes to the daemon log first, for diagnosis. */
   private keepConsoleTail(ctx: { vm?: VmRow; dir?: { consoleLog: string } }) {
     if (!ctx.vm || !ctx.dir || !existsSync(ctx.dir.consoleLog)) return;
-    const tail = readFileSync(ctx.dir.consoleLog, "utf8").split("\n").slice(-40).join("\n  | ");
+    const tail = printable(tailLines(ctx.dir.consoleLog, 40, 256 * 1024), { lines: true }).split("\n").join("\n  | ");
     this.deps.log(`console of ${ctx.vm.name} before undo:\n  | ${tail}`);
   }
 

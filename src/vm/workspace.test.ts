@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BASE_REF, exportWorkspace, localShell, prepareWorkspace } from "./workspace.ts";
@@ -184,6 +184,26 @@ describe("exportWorkspace", () => {
     expect(readFileSync(join(clone, "a.txt"), "utf8")).toBe("patched again in the guest\n");
     const e = await rejection(exportWorkspace({ shell: g.shell, to: repo, vmName: "web", patch: file, guestDir: g.dir }));
     expect(e.code).toBe("already_exists");
+  });
+
+  test("--patch never writes through a symlink planted at its name (or beside it)", async () => {
+    const g = guest();
+    await prepareWorkspace({ shell: g.shell, from: repo, guestDir: g.dir });
+    writeFileSync(join(g.dir, "a.txt"), "guest change\n");
+    const dir = mkdtempSync(join(tmp, "shared-"));
+    const victim = join(tmp, "victim.txt");
+    writeFileSync(victim, "precious\n");
+    const file = join(dir, "out.patch");
+    symlinkSync(victim, file);
+    // The old fixed temp name, planted too: the temp file now has a random name made with O_EXCL.
+    symlinkSync(victim, `${file}.banger-partial`);
+    const e = await rejection(exportWorkspace({ shell: g.shell, to: repo, vmName: "web", patch: file, guestDir: g.dir }));
+    expect(e.code).toBe("already_exists");
+    await exportWorkspace({ shell: g.shell, to: repo, vmName: "web", patch: file, guestDir: g.dir, force: true });
+    expect(readFileSync(victim, "utf8")).toBe("precious\n");
+    expect(lstatSync(file).isSymbolicLink()).toBe(false);
+    expect(readFileSync(file, "utf8")).toContain("guest change");
+    expect(readdirSync(dir).sort()).toEqual(["out.patch", "out.patch.banger-partial"]);
   });
 
   test("a guest without changes says so and creates nothing", async () => {

@@ -6,3 +6,5 @@
 export { prepareWorkspace, BASE_REF, DEFAULT_GUEST_DIR, type PrepareOptions, type PrepareResult, type PrepareDeps } from "./workspace/prepare.ts";
 export { exportWorkspace, type ExportOptions, type ExportResult } from "./workspace/export.ts";
 export { localShell, shq, type GuestShell, type GuestIo, type GuestResult } from "./workspace/shell.ts";
+export { syncWorkspace, type SyncOptions, type SyncResult } from "./workspace/bring.ts";
+export { SYNCED_REF } from "./workspace/prepare.ts";

@@ -154,7 +154,7 @@ describe("QEMU microvm driver with a real guest under TCG (needs qemu, mmdebstra
 
   testNeeds("QEMU outlives a daemon killed with SIGKILL and the next one rediscovers it (real guest)", checks, async () => {
     const dir = mkdtempSync(join(tmpdir(), "banger-orphan-"));
-    const plan = { ...guests[0]!.plan, vmId: "orphan-vm", dir, consoleLog: join(dir, "console.log"), vmmLog: join(dir, "vmm.log") };
+    const plan = { ...guests[0]!.plan, vmId: "orphan-vm", dir, consoleLog: join(dir, "console.log"), vmmLog: join(dir, "vmm.log"), memoryFile: join(dir, "ram") };
     // A separate process plays the daemon: it starts QEMU, prints the handle and dies hard.
     const code = `import { QemuDriver } from ${JSON.stringify(join(projectRoot, "src/vm/drivers/qemu.ts"))};
 const h = await new QemuDriver({ accel: "auto", warn: () => {} }).start(JSON.parse(process.env.PLAN));

@@ -144,7 +144,7 @@ describe("workspace on a real guest (needs qemu, root, built dist/)", () => {
     expect(next.code).toBe(0);
     expect(next.stdout).toContain("banger vm ssh r1");
     expect(next.stdout).toContain("banger vm workspace export r1");
-    expect(next.stderr).toContain("keeping it");
+    expect(next.stderr).toContain("r1:/root/repo: unchanged");
   }, T);
 
   testNeeds("a 200 MB repository: prepare against plain tar | ssh | tar of the same tree", needs, async () => {

@@ -39,6 +39,20 @@ export interface SystemdUnitSpec {
   env?: Record<string, string>;
   /** Run `systemctl enable` (default true). */
   enable?: boolean;
+  /**
+   * Files copied into root-owned places before the unit is written (the banger executable, a
+   * config snapshot), so what runs as root at boot is nothing the user can change afterwards.
+   */
+  copies?: RootCopy[];
+}
+
+/** One file installed root-owned: its root-owned directories (made 0755) and its mode. */
+export interface RootCopy {
+  from: string;
+  to: string;
+  mode: "0755" | "0644";
+  /** Directories to own and make 0755, outermost first (to's own directory last). */
+  dirs: string[];
 }
 
 /** The parsed gateway: `172.30.0.1/24` → gateway, prefix length and network. */

@@ -1,5 +1,5 @@
 import { basename } from "node:path";
-import type { HostNetConfig, SystemdUnitSpec } from "./config.ts";
+import type { HostNetConfig, RootCopy, SystemdUnitSpec } from "./config.ts";
 import { type NetDeps, priv } from "./priv.ts";
 
 /** Where the unit goes unless the caller says otherwise. */
@@ -36,6 +36,7 @@ export async function ensureSystemdUnit(deps: NetDeps, cfg: HostNetConfig, spec:
   const path = systemdUnitPath(cfg, spec);
   const text = systemdUnitText(cfg, spec);
   const actions: string[] = [];
+  for (const copy of spec.copies ?? []) actions.push(...(await ensureRootCopy(deps, copy)));
   const current = await priv(deps, ["cat", path], { allowFailure: true });
   if (current.code !== 0 || current.stdout !== text) {
     await priv(deps, ["tee", path], { stdin: text });
@@ -59,5 +60,25 @@ export async function removeSystemdUnit(deps: NetDeps, cfg: HostNetConfig, spec:
   if ((await priv(deps, ["test", "-e", path], { allowFailure: true })).code !== 0) return [];
   if (spec.enable !== false) await priv(deps, ["systemctl", "disable", basename(path)], { allowFailure: true });
   await priv(deps, ["rm", "-f", path]);
-  return [`removed ${path}`];
+  const actions = [`removed ${path}`];
+  for (const copy of spec.copies ?? []) {
+    if ((await priv(deps, ["test", "-e", copy.to], { allowFailure: true })).code !== 0) continue;
+    await priv(deps, ["rm", "-f", copy.to]);
+    actions.push(`removed ${copy.to}`);
+  }
+  return actions;
+}
+
+/**
+ * Installs one root-owned copy (directories root:root 0755, the file root:root at its mode)
+ * unless an identical one is already in place; returns what it did.
+ */
+export async function ensureRootCopy(deps: NetDeps, copy: RootCopy): Promise<string[]> {
+  const same = await priv(deps, ["cmp", "-s", copy.from, copy.to], { allowFailure: true });
+  const meta = await priv(deps, ["stat", "-c", "%u:%g:%a", copy.to, ...copy.dirs], { allowFailure: true });
+  const want = [`0:0:${Number(copy.mode).toString()}`, ...copy.dirs.map(() => "0:0:755")].join("\n");
+  if (same.code === 0 && meta.code === 0 && meta.stdout.trim() === want) return [];
+  await priv(deps, ["install", "-d", "-o", "root", "-g", "root", "-m", "0755", ...copy.dirs]);
+  await priv(deps, ["install", "-o", "root", "-g", "root", "-m", copy.mode, copy.from, copy.to]);
+  return [`installed root-owned ${copy.to} (from ${copy.from})`];
 }

@@ -1,6 +1,6 @@
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import { writeTar, type TarInput } from "../tar.ts";
+import { concatBytes, fixChecksum, writeTar, type TarInput } from "../tar.ts";
 import { sha256Digest } from "./manifest.ts";
 
 /** Test fixtures: OCI layouts, oci-archives and docker-save tarballs written from TarInput layers. */
@@ -80,4 +80,43 @@ export function dockerSaveTar(images: FixtureImage[]): Uint8Array {
   });
   entries.push({ path: "manifest.json", data: JSON.stringify(manifest) });
   return writeTar(entries);
+}
+
+/** Writes an OCI layout of one image whose layer blobs are given as stored bytes (crafted layers). */
+export function writeRawLayout(dir: string, blobs: Uint8Array[]): void {
+  mkdirSync(join(dir, "blobs/sha256"), { recursive: true });
+  const put = (bytes: Uint8Array) => {
+    const digest = sha256Digest(bytes);
+    writeFileSync(join(dir, "blobs/sha256", digest.slice(7)), bytes);
+    return { digest, size: bytes.length };
+  };
+  // diff_ids are the blobs' own digests: right for plain tars; a compressed layer fails its cap first.
+  const layers = blobs.map((b) => ({ mediaType: "application/vnd.oci.image.layer.v1.tar", ...put(b) }));
+  const config = { mediaType: "application/vnd.oci.image.config.v1+json", ...put(configFor({ layers: [] }, blobs.map(sha256Digest))) };
+  const manifest = put(enc.encode(JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", config, layers })));
+  writeFileSync(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
+  writeFileSync(join(dir, "index.json"), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", ...manifest }] }));
+}
+
+/** A tar of one member whose size field reads as a negative octal number (-512): about 1.5 KB. */
+export function negativeSizeTar(): Uint8Array {
+  const tar = writeTar([{ path: "evil", data: "" }]);
+  const hdr = tar.subarray(0, 512);
+  hdr.fill(0, 124, 136);
+  hdr.set(enc.encode("-0001000"), 124);
+  fixChecksum(hdr);
+  return tar;
+}
+
+/**
+ * A gzip bomb layer: one file of `mib` MiB of zeros, stored as concatenated gzip members
+ * (each MiB of zeros is ~1 KiB), so a GiB costs about a MiB and is made in milliseconds.
+ */
+export function gzipBombLayer(mib: number): Uint8Array {
+  const header = writeTar([{ path: "zeros", data: "" }]).subarray(0, 512).slice();
+  header.fill(0, 124, 136);
+  header.set(enc.encode((mib * 1024 * 1024).toString(8).padStart(11, "0")), 124);
+  fixChecksum(header);
+  const zeros = Bun.gzipSync(new Uint8Array(1 << 20), { level: 9 });
+  return concatBytes([Bun.gzipSync(header), ...Array.from({ length: mib }, () => zeros)]);
 }

@@ -3,8 +3,9 @@ import { join } from "node:path";
 import { BangerError } from "../../errors.ts";
 import type { Runner } from "../../host/runner.ts";
 import { writeExt4 } from "../ext4-from-tar.ts";
-import { applyLayer, decompressLayer, type BlobStore } from "./layer.ts";
-import { selectImage, sha256Digest, type OciImageConfig, type SelectedImage } from "./manifest.ts";
+import { applyLayer, type BlobStore } from "./layer.ts";
+import { selectImage, type LayerRef, type OciImageConfig, type SelectedImage } from "./manifest.ts";
+import { NO_LIMITS, openLocal, unpackLayer, type ImportLimits, type ImportUsage } from "./unpack.ts";
 import { pullToLayout } from "./registry.ts";
 import { openImageSource, type ImageSource } from "./source.ts";
 import { FlatTree } from "./tree.ts";
@@ -42,6 +43,8 @@ export interface ImportOciOptions {
   fetch?: (url: string, init?: RequestInit) => Promise<Response>;
   /** Called with a short line per stage, for live progress. */
   onProgress?: (line: string) => void;
+  /** Caps on unpacked bytes and entries; none when absent (trusted inputs). */
+  limits?: ImportLimits;
 }
 
 /** What `importOci` made. */
@@ -54,14 +57,34 @@ export interface ImportOciResult {
   sizeBytes: number;
 }
 
-async function layerTar(src: ImageSource, layer: SelectedImage["layers"][number], label: string): Promise<Uint8Array> {
-  const blob = await src.read(layer.path);
-  if (layer.digest && sha256Digest(blob) !== layer.digest) throw new BangerError("invalid_argument", `${label} is corrupt: it does not hash to its digest`);
-  const tar = decompressLayer(blob, label);
-  if (layer.diffId && sha256Digest(tar) !== layer.diffId) {
-    throw new BangerError("invalid_argument", `${label} does not match the diff_id ${layer.diffId} in the image config`);
+/** Unpacks a layer to `dest` (streaming, capped) and checks both of its digests. */
+async function layerTar(src: ImageSource, layer: SelectedImage["layers"][number], label: string, dest: string, limits: ImportLimits, used: ImportUsage): Promise<void> {
+  const file = src.open(layer.path);
+  try {
+    const got = await unpackLayer(file, dest, label, limits, used);
+    if (layer.digest && got.blobDigest !== layer.digest) throw new BangerError("invalid_argument", `${label} is corrupt: it does not hash to its digest`);
+    if (layer.diffId && got.tarDigest !== layer.diffId) {
+      throw new BangerError("invalid_argument", `${label} does not match the diff_id ${layer.diffId} in the image config`);
+    }
+  } finally {
+    file.close();
   }
-  return tar;
+}
+
+/** Unpacks and applies one layer; the unpacked tar is deleted again at once. */
+async function importLayer(src: ImageSource, layer: LayerRef, label: string, ctx: { tree: FlatTree; blobs: BlobStore; scratch: string; limits: ImportLimits; used: ImportUsage }): Promise<void> {
+  const dest = join(ctx.scratch, "layer.tar");
+  try {
+    await layerTar(src, layer, label, dest, ctx.limits, ctx.used);
+    const tar = openLocal(dest);
+    try {
+      await applyLayer(ctx.tree, tar, label, ctx.blobs, ctx.limits, ctx.used);
+    } finally {
+      tar.close();
+    }
+  } finally {
+    rmSync(dest, { force: true });
+  }
 }
 
 /** Adds banger's own files after the image layers, through the same safety checks. */
@@ -104,10 +127,11 @@ export async function importOci(opts: ImportOciOptions): Promise<ImportOciResult
     say(`image ${image.digest}: ${image.layers.length} layers (${src.kind})`);
     const tree = new FlatTree();
     const blobs: BlobStore = { dir: mkdtempSync(join(scratch, "files-")), next: 0 };
+    const ctx = { tree, blobs, scratch, limits: opts.limits ?? NO_LIMITS, used: { bytes: 0, entries: 0 } };
     for (const [i, layer] of image.layers.entries()) {
       const label = `layer ${i + 1}/${image.layers.length} (${layer.digest ?? layer.path})`;
       const started = performance.now();
-      await applyLayer(tree, await layerTar(src, layer, label), label, blobs);
+      await importLayer(src, layer, label, ctx);
       say(`${label} applied in ${Math.round(performance.now() - started)} ms`);
     }
     await applyExtras(tree, opts.extraEntries ?? [], blobs);

@@ -1,7 +1,10 @@
+import { closeSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { BangerError } from "../../errors.ts";
-import { bufferReader, tarEntries, type TarEntry } from "../tar.ts";
+import { tarEntries, type TarEntry } from "../tar.ts";
+import type { SourceFile } from "./source.ts";
 import type { FlatTree, Meta } from "./tree.ts";
+import { NO_LIMITS, type ImportLimits, type ImportUsage } from "./unpack.ts";
 
 /** Where regular-file contents go while the tree is built: numbered files in one private directory. */
 export interface BlobStore {
@@ -9,15 +12,31 @@ export interface BlobStore {
   next: number;
 }
 
-/** Gunzips or un-zstds a layer by its magic bytes; a plain tar passes through. */
-export function decompressLayer(blob: Uint8Array, label: string): Uint8Array {
+const COPY_CHUNK = 4 << 20;
+
+/** Copies a member's data from the unpacked layer to a blob file; small files in one write (much faster for many files). */
+async function copyOut(tar: SourceFile, e: TarEntry, blob: string): Promise<void> {
+  if (e.size <= COPY_CHUNK) return void (await Bun.write(blob, tar.readAt(e.dataOffset, e.size)));
+  const fd = openSync(blob, "w", 0o600);
   try {
-    if (blob[0] === 0x1f && blob[1] === 0x8b) return Bun.gunzipSync(blob as Uint8Array<ArrayBuffer>);
-    if (blob[0] === 0x28 && blob[1] === 0xb5 && blob[2] === 0x2f && blob[3] === 0xfd) return Bun.zstdDecompressSync(blob);
-  } catch (err) {
-    throw new BangerError("invalid_argument", `${label} could not be decompressed: ${(err as Error).message}`, { cause: err });
+    for (let at = 0; at < e.size; at += COPY_CHUNK) writeSync(fd, tar.readAt(e.dataOffset + at, Math.min(COPY_CHUNK, e.size - at)));
+  } finally {
+    closeSync(fd);
   }
-  return blob;
+}
+
+/** Lists a layer's members, refusing once the import's entry cap is passed. */
+function listEntries(tar: SourceFile, limits: ImportLimits, used: ImportUsage): TarEntry[] {
+  const entries: TarEntry[] = [];
+  for (const e of tarEntries((o, n) => tar.readAt(o, n), tar.size)) {
+    if (++used.entries > limits.maxEntries) {
+      throw new BangerError("invalid_argument", `entry ${JSON.stringify(e.path)} is past the import cap of ${limits.maxEntries} entries (all layers together)`, {
+        hint: "The image is crafted or very large; raise import_max_entries in the config if it is genuine.",
+      });
+    }
+    entries.push(e);
+  }
+  return entries;
 }
 
 const WHITEOUT = ".wh.";
@@ -59,7 +78,7 @@ function applyWhiteouts(tree: FlatTree, entries: TarEntry[]): void {
   }
 }
 
-async function applyEntry(tree: FlatTree, e: TarEntry, data: Uint8Array, blobs: BlobStore): Promise<void> {
+async function applyEntry(tree: FlatTree, e: TarEntry, tar: SourceFile, blobs: BlobStore): Promise<void> {
   const shown = JSON.stringify(e.path);
   switch (e.type) {
     case "dir":
@@ -67,8 +86,7 @@ async function applyEntry(tree: FlatTree, e: TarEntry, data: Uint8Array, blobs: 
     case "file": {
       tree.lookup(e.path.replace(/\/+$/, "") || "."); // validates the name before anything is written
       const blob = join(blobs.dir, String(blobs.next++));
-      // Bun.write is ~20x faster than writeFileSync for many small files here; the blob dir is private (0700).
-      await Bun.write(blob, data.subarray(e.dataOffset, e.dataOffset + e.size));
+      await copyOut(tar, e, blob); // the blob dir is private (0700)
       return tree.putLeaf(e.path, { kind: "file", meta: await metaOf(e, blobs), blob, size: e.size });
     }
     case "symlink":
@@ -87,10 +105,10 @@ async function applyEntry(tree: FlatTree, e: TarEntry, data: Uint8Array, blobs: 
   }
 }
 
-/** Applies one decompressed layer tar to the tree; errors name the entry and the layer. */
-export async function applyLayer(tree: FlatTree, tar: Uint8Array, label: string, blobs: BlobStore): Promise<void> {
+/** Applies one unpacked layer tar to the tree; errors name the entry and the layer. */
+export async function applyLayer(tree: FlatTree, tar: SourceFile, label: string, blobs: BlobStore, limits: ImportLimits = NO_LIMITS, used: ImportUsage = { bytes: 0, entries: 0 }): Promise<void> {
   try {
-    const entries = [...tarEntries(bufferReader(tar), tar.length)];
+    const entries = listEntries(tar, limits, used);
     applyWhiteouts(tree, entries);
     for (const e of entries) {
       const base = splitName(e.path)[1];

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, openSync, readSync, realpathSync, statSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync, readSync, realpathSync, statSync } from "node:fs";
 import { join, sep } from "node:path";
 import { BangerError } from "../../errors.ts";
 import { tarEntries, type ReadAt } from "../tar.ts";
@@ -7,11 +7,23 @@ import { safeParts } from "./tree.ts";
 /** The three on-disk forms of an image that `image import` accepts. */
 export type SourceKind = "oci-layout" | "oci-archive" | "docker-archive";
 
+/** One file of an image source, read at offsets so layers never have to sit in memory whole. */
+export interface SourceFile {
+  size: number;
+  readAt(offset: number, length: number): Uint8Array;
+  close(): void;
+}
+
+/** Most bytes `read` loads whole: indexes, manifests and configs are a few KiB. */
+export const MAX_METADATA_BYTES = 16 * 1024 * 1024;
+
 /** Read access to the files of an image source, whether a directory or a tarball. */
 export interface ImageSource {
   kind: SourceKind;
-  /** Reads the file at a slash path relative to the source root; paths are checked to stay inside. */
+  /** Reads a small file (index, manifest, config) whole; paths are checked to stay inside. */
   read(rel: string): Promise<Uint8Array>;
+  /** Opens a file of any size (a layer) for reading at offsets. */
+  open(rel: string): SourceFile;
   has(rel: string): boolean;
   close(): void;
 }
@@ -27,6 +39,24 @@ function kindOf(has: (rel: string) => boolean): "oci" | "docker" | undefined {
   return undefined;
 }
 
+function tooBig(rel: string, size: number): never {
+  throw new BangerError("invalid_argument", `image file ${rel} is ${size} bytes; metadata files (index, manifest, config) may be at most ${MAX_METADATA_BYTES}`, {
+    hint: "The image is malformed or crafted; re-export it with skopeo, docker or podman.",
+  });
+}
+
+/** Reads `length` bytes at `offset` of an open file, looping over short reads. */
+export function readFd(fd: number, offset: number, length: number): Uint8Array {
+  const buf = new Uint8Array(length);
+  let at = 0;
+  while (at < length) {
+    const n = readSync(fd, buf, at, length - at, offset + at);
+    if (n === 0) break;
+    at += n;
+  }
+  return at === length ? buf : buf.subarray(0, at);
+}
+
 function notAnImage(path: string): never {
   throw new BangerError("invalid_argument", `${path} is not an OCI layout, oci-archive or docker-save tarball (no index.json + oci-layout, no manifest.json)`, {
     hint: "Pass a directory made by `skopeo copy … oci:DIR`, or a tarball from `docker save` or `podman save --format oci-archive`.",
@@ -39,15 +69,25 @@ function dirSource(root: string): ImageSource {
   const resolve = (rel: string) => join(realRoot, insidePath(rel));
   const has = (rel: string) => existsSync(resolve(rel));
   const kind = kindOf(has) ?? notAnImage(root);
+  const inside = (rel: string): string => {
+    const path = resolve(rel);
+    if (!existsSync(path)) throw new BangerError("not_found", `${root} has no file ${rel}`);
+    const real = realpathSync(path);
+    if (!real.startsWith(realRoot + sep)) throw new BangerError("invalid_argument", `${root}: ${rel} is a symlink that leads outside the image directory`);
+    return real;
+  };
   return {
     kind: kind === "oci" ? "oci-layout" : "docker-archive",
     has,
     async read(rel) {
-      const path = resolve(rel);
-      if (!existsSync(path)) throw new BangerError("not_found", `${root} has no file ${rel}`);
-      const real = realpathSync(path);
-      if (!real.startsWith(realRoot + sep)) throw new BangerError("invalid_argument", `${root}: ${rel} is a symlink that leads outside the image directory`);
+      const real = inside(rel);
+      const size = statSync(real).size;
+      if (size > MAX_METADATA_BYTES) tooBig(rel, size);
       return Bun.file(real).bytes();
+    },
+    open(rel) {
+      const fd = openSync(inside(rel), "r");
+      return { size: fstatSync(fd).size, readAt: (offset, length) => readFd(fd, offset, length), close: () => closeSync(fd) };
     },
     close() {},
   };
@@ -62,11 +102,7 @@ interface Member {
 /** Indexes a tarball's members by path without reading their data, so large archives stay on disk. */
 function indexTar(path: string, fd: number): Map<string, Member> {
   const total = statSync(path).size;
-  const readAt: ReadAt = (offset, length) => {
-    const buf = new Uint8Array(length);
-    readSync(fd, buf, 0, length, offset);
-    return buf;
-  };
+  const readAt: ReadAt = (offset, length) => readFd(fd, offset, length);
   const members = new Map<string, Member>();
   for (const e of tarEntries(readAt, total)) {
     const key = e.path.split("/").filter((p) => p !== "" && p !== ".").join("/");
@@ -88,6 +124,10 @@ function resolveRelative(from: string, target: string): string {
   return out.join("/");
 }
 
+function notFound(path: string, rel: string): never {
+  throw new BangerError("not_found", `${path} has no member ${rel}`);
+}
+
 /** Reads files out of an oci-archive or docker-save tarball by offset. */
 function tarSource(path: string): ImageSource {
   const fd = openSync(path, "r");
@@ -104,17 +144,19 @@ function tarSource(path: string): ImageSource {
     return m?.link === undefined ? m : undefined;
   };
   const has = (rel: string) => find(rel) !== undefined;
+  const member = (rel: string): Member => find(rel) ?? notFound(path, rel);
   const kind = kindOf(has) ?? (closeSync(fd), notAnImage(path));
   return {
     kind: kind === "oci" ? "oci-archive" : "docker-archive",
     has,
     async read(rel) {
-      const m = find(rel);
-      if (!m) throw new BangerError("not_found", `${path} has no member ${rel}`);
-      const buf = new Uint8Array(m.size);
-      let at = 0;
-      while (at < m.size) at += readSync(fd, buf, at, m.size - at, m.offset + at);
-      return buf;
+      const m = member(rel);
+      if (m.size > MAX_METADATA_BYTES) tooBig(rel, m.size);
+      return readFd(fd, m.offset, m.size);
+    },
+    open(rel) {
+      const m = member(rel);
+      return { size: m.size, readAt: (offset, length) => readFd(fd, m.offset + offset, Math.max(0, Math.min(length, m.size - offset))), close() {} };
     },
     close: () => closeSync(fd),
   };

@@ -45,11 +45,25 @@ export function defaultAgentArgv(env: Record<string, string | undefined> = proce
   return [process.execPath, existsSync(real) ? real : join(import.meta.dir, "echo-agent.ts")];
 }
 
+/** What a snapshot keeps of the pretend guest (its "RAM"). */
+export interface GuestState {
+  cmdline: string;
+  vcpus: number;
+  memMib: number;
+  bootId: string;
+  bootedAt: number;
+  /** Milliseconds the guest had run when frozen (its clock does not move while paused). */
+  ranMs: number;
+}
+
 /** The guest side of a booted fake VM: console output and the agent process. */
 export class PretendGuest {
   private agent: ReturnType<typeof Bun.spawn> | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private stopped = false;
+  private frozen = false;
+  private current: GuestState | null = null;
+  private runningSince = 0;
 
   constructor(private readonly opts: GuestOptions) {}
 
@@ -61,7 +75,38 @@ export class PretendGuest {
     w(`[    0.010000] smpboot: Allowing ${vcpus} CPUs, Memory: ${memMib}MiB\n`);
     w("[    0.200000] virtio_blk virtio0: [vda] attached\n");
     w("[    0.300000] Run /sbin/init as init process\n");
+    this.current = { cmdline, vcpus, memMib, bootId: crypto.randomUUID(), bootedAt: Date.now(), ranMs: 0 };
+    this.runningSince = Date.now();
     this.timer = setTimeout(() => this.startAgent(), this.opts.agentDelayMs);
+  }
+
+  /** Pause: the agent process is stopped (SIGSTOP) as vCPUs would be; nothing answers. */
+  freeze(): void {
+    if (this.frozen || !this.current) return;
+    this.frozen = true;
+    this.current.ranMs += Date.now() - this.runningSince;
+    if (this.agent && this.agent.exitCode === null) this.agent.kill("SIGSTOP");
+  }
+
+  thaw(): void {
+    if (!this.frozen) return;
+    this.frozen = false;
+    this.runningSince = Date.now();
+    if (this.agent && this.agent.exitCode === null) this.agent.kill("SIGCONT");
+  }
+
+  /** The state a snapshot saves (only while frozen, as Firecracker only snapshots a paused VM). */
+  state(): GuestState {
+    return { ...this.current! };
+  }
+
+  /** Continues a saved guest: same boot id and run time, the agent up at once (no boot). */
+  restore(saved: GuestState, paused: boolean): void {
+    this.current = { ...saved };
+    this.runningSince = Date.now();
+    this.opts.write(`[ ${(saved.ranMs / 1000).toFixed(6)}] fake guest ${saved.bootId} restored from snapshot\n`);
+    this.startAgent();
+    if (paused) this.freeze();
   }
 
   /** The socket a vsock CONNECT to `port` reaches, or null when nothing listens there yet. */

@@ -5,6 +5,7 @@ import {
   FaultError, defaultConfig, exportConfig, ioDisplay, probeOpen, setBootSource, setDrive, setMachineConfig, setNic, type VmConfig,
 } from "./devices.ts";
 import { HybridVsockBridge } from "./vsock.ts";
+import { bootResourcesConfigured, createSnapshot, readSnapshotForLoad, restoreConfig } from "./snapshot.ts";
 import type { PretendGuest } from "./guest.ts";
 
 /** What the VMM needs from the process around it. */
@@ -44,6 +45,7 @@ export class FakeVmm {
   readonly cfg: VmConfig = defaultConfig();
   private bridge: HybridVsockBridge | null = null;
   private ctrlAltDels = 0;
+  private machineTouched = false;
 
   constructor(
     private readonly spec: ApiSpec,
@@ -89,6 +91,7 @@ export class FakeVmm {
         return { status: 200, body: exportConfig(this.cfg) };
       case "PUT /machine-config":
       case "PATCH /machine-config":
+        this.machineTouched = true;
         return setMachineConfig(this.cfg, body, op.startsWith("PATCH")), ok;
       case "PUT /boot-source":
         return setBootSource(this.cfg, body), ok;
@@ -104,6 +107,8 @@ export class FakeVmm {
         return await this.setVsock(body), ok;
       case "PATCH /vm":
         this.state = body.state === "Paused" ? "Paused" : "Running";
+        if (this.state === "Paused") this.opts.guest.freeze();
+        else this.opts.guest.thaw();
         return ok;
       case "PUT /actions":
         return this.action(body.action_type as string);
@@ -111,8 +116,11 @@ export class FakeVmm {
       case "PATCH /network-interfaces/{iface_id}":
         return ok;
       case "PUT /snapshot/create":
+        createSnapshot(this.cfg, this.state, this.opts.version, this.opts.guest.state(), body);
+        this.log("Snapshot created");
+        return ok;
       case "PUT /snapshot/load":
-        return fault("fake-firecracker does not implement snapshots.");
+        return await this.loadSnapshot(body), ok;
       default:
         if (op.startsWith("PUT ")) this.cfg.other.set(op.slice(5), body);
         return ok;
@@ -154,6 +162,20 @@ export class FakeVmm {
     }
     this.bridge = await HybridVsockBridge.listen(uds, (port) => this.opts.guest.listener(port));
     this.cfg.vsock = { guest_cid: body.guest_cid as number, uds_path: uds };
+  }
+
+  /** A fresh process only (logger and metrics aside); the guest continues from the snapshot. */
+  private async loadSnapshot(body: Record<string, unknown>): Promise<void> {
+    if (bootResourcesConfigured(this.cfg, this.machineTouched)) {
+      throw new FaultError("Load snapshot error: Loading a microVM snapshot not allowed after configuring boot-specific resources.");
+    }
+    const { snap, memGuest } = readSnapshotForLoad(body);
+    if (snap.vsock) await this.setVsock({ ...snap.vsock });
+    restoreConfig(this.cfg, snap);
+    const resume = body.resume_vm === true;
+    this.state = resume ? "Running" : "Paused";
+    this.opts.guest.restore(memGuest, !resume);
+    this.log("Snapshot loaded");
   }
 
   private action(type: string): ApiReply {

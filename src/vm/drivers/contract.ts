@@ -10,6 +10,7 @@ import { BangerError } from "../../errors.ts";
 import { firecrackerFiles } from "./firecracker.ts";
 import { findByArgs, isAlive } from "./process.ts";
 import { apiRulesContract } from "./contract-api.ts";
+import { instantContract } from "./contract-instant.ts";
 import type { BootPlan, Driver, VmmHandle } from "./types.ts";
 
 /** What the suite needs to know about the VMM under test. */
@@ -52,6 +53,7 @@ export function driverContract(name: string, makeDriver: () => Driver, opts: Con
         cid: 3,
         consoleLog: join(dir, "console.log"),
         vmmLog: join(dir, "vmm.log"),
+        memoryFile: join(dir, "memory"),
       };
     }
 
@@ -167,6 +169,24 @@ export function driverContract(name: string, makeDriver: () => Driver, opts: Con
     });
 
     apiRulesContract(opts);
+
+    instantContract(opts, {
+      boot: () => boot(),
+      adopt: (driver, handle, dir) => {
+        const entry = live.find((e) => e.dir === dir);
+        if (entry) entry.handle = handle;
+        else live.push({ driver, handle, dir });
+      },
+      health: async (driver, handle, ms = 5000) => {
+        const sock = await driver.connectAgent(handle, AGENT_PORT);
+        try {
+          sock.write(JSON.stringify({ id: 1, method: "health" }) + "\n");
+          return JSON.parse(await readLine(sock, ms));
+        } finally {
+          sock.destroy();
+        }
+      },
+    });
   });
 }
 

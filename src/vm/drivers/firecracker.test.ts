@@ -65,7 +65,7 @@ function plan(dir: string, over: Partial<BootPlan> = {}): BootPlan {
   return {
     vmId: "unit", dir, kernelPath: "/k", extraBootArgs: "ip=dhcp", cpus: 2, memoryMib: 512, cid: 7,
     drives: [{ id: "rootfs", path: "/r", readOnly: true }, { id: "work", path: "/w", readOnly: false }],
-    nic: { tap: "tap0", mac: "06:00:ac:10:00:02" }, consoleLog: join(dir, "c.log"), vmmLog: join(dir, "v.log"), ...over,
+    nic: { tap: "tap0", mac: "06:00:ac:10:00:02" }, consoleLog: join(dir, "c.log"), vmmLog: join(dir, "v.log"), memoryFile: join(dir, "memory"), ...over,
   };
 }
 

@@ -2,12 +2,18 @@ import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { BangerError } from "../../errors.ts";
+import { tailLines } from "../../host/tail.ts";
+import { printable } from "../../printable.ts";
 import { UnixSocketApi, type FirecrackerApi } from "./firecracker-api.ts";
 import { dialHybridVsock } from "./hybrid-vsock.ts";
 import {
   findByArgs, isAlive, isSameProcess, signalGroup, startTime, startedAt, systemClock, waitForExit, type Clock,
 } from "./process.ts";
-import type { AgentStream, BootPlan, Driver, VmmHandle, VmmState } from "./types.ts";
+import { firecrackerBinaryVersion, firecrackerLoadState, firecrackerRestoreProblem, firecrackerSaveState } from "./firecracker-state.ts";
+import type { AgentStream, BootPlan, Driver, SavedStateFiles, SavedStateMeta, VmmHandle, VmmState } from "./types.ts";
+
+/** Bound on snapshot create/load requests (memory is written or mapped). */
+const SNAPSHOT_TIMEOUT_MS = 60_000;
 
 /** What the Firecracker driver needs from the outside world. */
 export interface FirecrackerDeps {
@@ -36,17 +42,23 @@ export const BASE_BOOT_ARGS = "console=ttyS0 reboot=k panic=1 pci=off";
 export class FirecrackerDriver implements Driver {
   readonly kind = "firecracker" as const;
   private readonly clock: Clock;
+  private version: string | null = null;
 
   constructor(private readonly deps: FirecrackerDeps) {
     this.clock = deps.clock ?? systemClock;
   }
 
-  private api(socket: string): FirecrackerApi {
-    return this.deps.api ? this.deps.api(socket) : new UnixSocketApi(socket);
+  private api(socket: string, timeoutMs?: number): FirecrackerApi {
+    return this.deps.api ? this.deps.api(socket) : new UnixSocketApi(socket, timeoutMs);
   }
 
   /** Spawns Firecracker, configures it step by step, starts the instance; on any failure leaves nothing behind. */
   async start(plan: BootPlan): Promise<VmmHandle> {
+    return this.launch(plan, (api) => this.configure(plan, api));
+  }
+
+  /** Spawns a fresh Firecracker, runs `setup` against its API; on any failure leaves nothing behind. */
+  private async launch(plan: BootPlan, setup: (api: FirecrackerApi) => Promise<void>, timeoutMs?: number): Promise<VmmHandle> {
     const files = firecrackerFiles(plan.dir);
     const live = findByArgs("--api-sock", files.apiSocket).filter(isAlive);
     if (live.length) {
@@ -67,13 +79,39 @@ export class FirecrackerDriver implements Driver {
     };
     try {
       await this.waitForSocket(pid, files.apiSocket, plan.consoleLog);
-      await this.configure(plan, this.api(files.apiSocket));
+      await setup(this.api(files.apiSocket, timeoutMs));
       return handle;
     } catch (err) {
       await this.kill(handle);
       await this.cleanup(handle, plan.dir);
       throw err;
     }
+  }
+
+  async pause(handle: VmmHandle): Promise<void> {
+    await this.api(handle.controlSocket).request("PATCH", "/vm", { state: "Paused" });
+  }
+
+  async resume(handle: VmmHandle): Promise<void> {
+    await this.api(handle.controlSocket).request("PATCH", "/vm", { state: "Resumed" });
+  }
+
+  /** Pauses, writes a full snapshot (state + memory) and ends the process. */
+  async suspend(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta> {
+    for (const f of [files.state, files.memory]) rmSync(f, { force: true });
+    const meta = await firecrackerSaveState(this.api(handle.controlSocket, SNAPSHOT_TIMEOUT_MS), files, () => this.clock.now());
+    await this.kill(handle);
+    return meta;
+  }
+
+  async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
+    this.version ??= firecrackerBinaryVersion(typeof this.deps.bin === "string" ? [this.deps.bin] : this.deps.bin);
+    return firecrackerRestoreProblem(meta, this.version);
+  }
+
+  /** A fresh Firecracker that loads the snapshot with this plan's TAP and agent socket, resumed. */
+  async restore(plan: BootPlan, files: SavedStateFiles): Promise<VmmHandle> {
+    return this.launch(plan, (api) => firecrackerLoadState(api, plan, files, firecrackerFiles(plan.dir).agentSocket), SNAPSHOT_TIMEOUT_MS);
   }
 
   private spawnVmm(plan: BootPlan, apiSocket: string): number {
@@ -252,7 +290,7 @@ function touch(path: string): void {
 
 function tail(path: string): string {
   try {
-    return readFileSync(path, "utf8").trim().split("\n").slice(-3).join(" | ") || "(no output)";
+    return printable(tailLines(path, 3, 64 * 1024), { lines: true }).trim().split("\n").join(" | ") || "(no output)";
   } catch {
     return "(no output)";
   }

@@ -1,4 +1,4 @@
-import { readFileSync, readdirSync } from "node:fs";
+import { readFileSync, readdirSync, statSync } from "node:fs";
 
 /** A clock seam so waits can be tested without real time. */
 export interface Clock {
@@ -34,9 +34,9 @@ export function startTime(pid: number): string | undefined {
   return statFields(pid)?.[19];
 }
 
-/** True when the pid is alive and, if known, started at the recorded time. */
+/** True when the pid is alive, this user's, and, if known, started at the recorded time. */
 export function isSameProcess(pid: number, recordedStart?: string): boolean {
-  if (!isAlive(pid)) return false;
+  if (!isAlive(pid) || !isOwnProcess(pid)) return false;
   return recordedStart === undefined || startTime(pid) === recordedStart;
 }
 
@@ -50,11 +50,37 @@ export function cmdline(pid: number): string[] | null {
   }
 }
 
-/** Every pid whose argv contains `flag value` as consecutive arguments. */
+/** The uid that owns the process (its effective uid), or null when it is gone. */
+export function processUid(pid: number): number | null {
+  try {
+    return statSync(`/proc/${pid}`).uid;
+  } catch {
+    return null;
+  }
+}
+
+/** True when the process belongs to this user: only those may count as our VMMs or daemon. */
+export function isOwnProcess(pid: number, uid = process.getuid?.() ?? 0): boolean {
+  return processUid(pid) === uid;
+}
+
+/** True when the pid is this user's banger daemon (`… daemon run`), so signalling it is safe. */
+export function isOwnDaemon(pid: number): boolean {
+  if (!isAlive(pid) || !isOwnProcess(pid)) return false;
+  const argv = cmdline(pid);
+  return argv !== null && argv.length >= 2 && argv.at(-2) === "daemon" && argv.at(-1) === "run";
+}
+
+/**
+ * Every pid of this user whose argv contains `flag value` as consecutive arguments. Another
+ * user's process with the same argv (a decoy) does not count.
+ */
 export function findByArgs(flag: string, value: string): number[] {
   const found: number[] = [];
+  const uid = process.getuid?.() ?? 0;
   for (const name of readdirSync("/proc")) {
     if (!/^\d+$/.test(name)) continue;
+    if (!isOwnProcess(Number(name), uid)) continue;
     const argv = cmdline(Number(name));
     if (!argv) continue;
     const at = argv.indexOf(flag);

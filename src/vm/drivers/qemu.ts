@@ -3,10 +3,13 @@ import { existsSync, openSync, closeSync, readFileSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { BangerError } from "../../errors";
+import { tailLines } from "../../host/tail.ts";
+import { printable } from "../../printable.ts";
 import { type AccelChoice, type AccelDeps, type Accel, chooseAccel, hostAccelDeps, hostTscKhz } from "./accel";
 import { cmdline, findByArgs, isAlive, isSameProcess, signal, startTime, startedAt, systemClock, waitForExit, type Clock } from "./process";
 import { QmpClient, qmpCall } from "./qmp";
-import type { BootPlan, Driver, VmmHandle, VmmState, AgentStream } from "./types";
+import { qemuBinaryVersion, qemuLoadState, qemuRestoreProblem, qemuSaveState } from "./qemu-state";
+import type { BootPlan, Driver, VmmHandle, VmmState, AgentStream, SavedStateFiles, SavedStateMeta } from "./types";
 
 /** The virtio-serial port name the guest agent opens as /dev/virtio-ports/<name>. */
 export const AGENT_PORT_NAME = "org.banger.agent";
@@ -34,6 +37,10 @@ export interface QemuArgvOptions {
   vhostVsock: boolean;
   /** Host TSC rate for TCG guests (tsc_early_khz), so a busy host cannot hang their boot. */
   tscKhz?: number | null;
+  /** Map the RAM file copy-on-write (a fork reading a frozen copy); default shared. */
+  privateMemory?: boolean;
+  /** Wait for `migrate-incoming` instead of booting the kernel (a restore). */
+  incoming?: boolean;
 }
 
 /**
@@ -51,11 +58,13 @@ export function buildQemuArgv(plan: BootPlan, opts: QemuArgvOptions): string[] {
     opts.bin,
     "-name", plan.vmId,
     // acpi=on gives the guest the ACPI power button that system_powerdown presses.
-    "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=on",
+    "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=on,memory-backend=mem",
     "-accel", opts.accel,
     "-cpu", opts.accel === "kvm" ? "host" : "max",
     "-smp", String(plan.cpus),
     "-m", String(plan.memoryMib),
+    // RAM lives in a shared file in the VM directory: suspend then saves only device state (x-ignore-shared).
+    "-object", `memory-backend-file,id=mem,mem-path=${qemuEscape(plan.memoryFile)},size=${plan.memoryMib}M,share=${opts.privateMemory ? "off" : "on"}`,
     // -display none rather than -nographic: QEMU runs detached with no terminal.
     "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
     "-kernel", plan.kernelPath,
@@ -81,6 +90,7 @@ export function buildQemuArgv(plan: BootPlan, opts: QemuArgvOptions): string[] {
   // append=on keeps earlier boots' console output across stop/start.
   argv.push("-chardev", `file,id=con,path=${qemuEscape(plan.consoleLog)},append=on`, "-serial", "chardev:con");
   argv.push("-qmp", qmpArg(plan.dir), "-pidfile", files.pidfile);
+  if (opts.incoming) argv.push("-incoming", "defer");
   return argv;
 }
 
@@ -107,6 +117,7 @@ export class QemuDriver implements Driver {
   private readonly bin: string;
   private readonly clock: Clock;
   private accel: Accel | null = null;
+  private version: string | null = null;
 
   constructor(private readonly deps: QemuDriverDeps) {
     this.bin = deps.bin ?? "qemu-system-x86_64";
@@ -124,9 +135,16 @@ export class QemuDriver implements Driver {
   }
 
   async start(plan: BootPlan): Promise<VmmHandle> {
+    // A cold boot never reads old RAM; dropping the file frees its disk space.
+    rmSync(plan.memoryFile, { force: true });
+    return this.launch(plan, {});
+  }
+
+  /** Spawns QEMU for the plan and waits for QMP; on failure nothing it started is left behind. */
+  private async launch(plan: BootPlan, extra: { incoming?: boolean; privateMemory?: boolean }, ready?: (qmp: string) => Promise<void>): Promise<VmmHandle> {
     const vhostVsock = (this.deps.hasVhostVsock ?? (() => existsSync("/dev/vhost-vsock")))();
     const tscKhz = hostTscKhz((this.deps.readFile ?? hostAccelDeps.readFile)("/proc/cpuinfo") ?? "");
-    const argv = buildQemuArgv(plan, { bin: this.bin, accel: this.resolveAccel(), vhostVsock, tscKhz });
+    const argv = buildQemuArgv(plan, { bin: this.bin, accel: this.resolveAccel(), vhostVsock, tscKhz, ...extra });
     if (findByArgs("-qmp", qmpArg(plan.dir)).some(isAlive)) {
       throw new BangerError("already_exists", `a QEMU process for VM ${plan.vmId} is already running`, {
         hint: `Stop it first (banger vm stop ${plan.vmId}) or kill it (banger vm kill ${plan.vmId}).`,
@@ -137,10 +155,12 @@ export class QemuDriver implements Driver {
     const files = qemuFiles(plan.dir);
     try {
       await this.waitForQmp(pid, files.qmp, plan.vmmLog);
+      await ready?.(files.qmp);
     } catch (err) {
       signal(pid, "SIGKILL");
       await waitForExit(pid, 3000, this.clock);
       await this.cleanup(null, plan.dir);
+      if (err instanceof BangerError && !isAlive(pid)) throw new BangerError(err.code, `${err.message} (QEMU: ${tail(plan.vmmLog)})`, { hint: err.hint, cause: err });
       throw err;
     }
     return {
@@ -151,6 +171,34 @@ export class QemuDriver implements Driver {
       agent: vhostVsock ? { kind: "vhost-vsock", path: "", cid: plan.cid } : { kind: "virtio-serial", path: files.agent },
       startedAt: new Date(this.clock.now()).toISOString(),
     };
+  }
+
+  async pause(handle: VmmHandle): Promise<void> {
+    await qmpCall(handle.controlSocket, "stop", QMP_TIMEOUT_MS);
+  }
+
+  async resume(handle: VmmHandle): Promise<void> {
+    await qmpCall(handle.controlSocket, "cont", QMP_TIMEOUT_MS);
+  }
+
+  /** Saves device state (RAM is already in the shared file), then quits QEMU. */
+  async suspend(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta> {
+    rmSync(files.state, { force: true });
+    const meta = await qemuSaveState(handle.controlSocket, files, this.resolveAccel(), this.clock);
+    await this.kill(handle);
+    return meta;
+  }
+
+  async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
+    this.version ??= qemuBinaryVersion(this.bin);
+    return qemuRestoreProblem(meta, this.version, this.resolveAccel());
+  }
+
+  /** Starts QEMU waiting for incoming state, loads files.state over the plan's RAM file, and runs the guest. */
+  async restore(plan: BootPlan, files: SavedStateFiles, opts: { privateMemory?: boolean } = {}): Promise<VmmHandle> {
+    if (!existsSync(files.memory)) throw new BangerError("not_found", `the saved RAM file ${files.memory} is missing`, { hint: "Start the VM cold instead (banger vm start --cold)." });
+    const restorePlan = { ...plan, memoryFile: files.memory };
+    return this.launch(restorePlan, { incoming: true, privateMemory: opts.privateMemory }, (qmp) => qemuLoadState(qmp, files, this.clock));
   }
 
   /** Starts QEMU in its own session with output to the vmm log, so it outlives the daemon. */
@@ -290,7 +338,7 @@ function connectUnix(path: string, timeoutMs: number): Promise<AgentStream> {
 /** The last lines of a log file, for error messages. */
 function tail(path: string): string {
   try {
-    return readFileSync(path, "utf8").trim().split("\n").slice(-3).join(" | ") || "(no output)";
+    return printable(tailLines(path, 3, 64 * 1024), { lines: true }).trim().split("\n").join(" | ") || "(no output)";
   } catch {
     return "(no output)";
   }

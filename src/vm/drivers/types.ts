@@ -30,6 +30,29 @@ export interface BootPlan {
   cid: number;
   consoleLog: string;
   vmmLog: string;
+  /**
+   * The guest RAM file. QEMU always maps guest RAM from this file (shared), so a suspend only has
+   * to save device state; Firecracker writes its snapshot memory here.
+   */
+  memoryFile: string;
+}
+
+/** Where a suspended VM's device state lives, next to its RAM file. */
+export interface SavedStateFiles {
+  /** Device (and CPU) state written by the VMM. */
+  state: string;
+  /** The guest RAM the state belongs to. */
+  memory: string;
+}
+
+/** What was recorded with a saved state, so a restore on another VMM build is refused, not attempted. */
+export interface SavedStateMeta {
+  vmm: VmmKind;
+  /** The VMM's version when the state was saved. */
+  version: string;
+  /** kvm or tcg for QEMU; kvm for Firecracker. */
+  accel: string;
+  savedAt: string;
 }
 
 /** What is true about a running VMM right now; persisted to handles.json. */
@@ -62,6 +85,16 @@ export interface Driver {
   rediscover(vmId: string, dir: string): Promise<VmmHandle | null>;
   /** Opens the host side of the agent channel to the given vsock port. */
   connectAgent(handle: VmmHandle, port: number): Promise<AgentStream>;
+  /** Freezes the vCPUs; RAM stays where it is. */
+  pause(handle: VmmHandle): Promise<void>;
+  /** Lets paused vCPUs run again. */
+  resume(handle: VmmHandle): Promise<void>;
+  /** Pauses, writes device state (and memory where the VMM keeps it apart) to `files`, then ends the VMM. */
+  suspend(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta>;
+  /** Why a state saved as `meta` cannot be restored by this driver on this host, or null when it can. */
+  restoreProblem(meta: SavedStateMeta): Promise<string | null>;
+  /** Starts a VMM for `plan` from the saved state (TAP and sockets from the plan); the guest runs on return. */
+  restore(plan: BootPlan, files: SavedStateFiles): Promise<VmmHandle>;
   /** Removes sockets and other per-run files once the VMM is gone. */
   cleanup(handle: VmmHandle | null, dir: string): Promise<void>;
 }

@@ -1,4 +1,5 @@
-import { existsSync, mkdtempSync, renameSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { closeSync, constants, lstatSync, mkdtempSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BangerError } from "../../errors.ts";
@@ -46,7 +47,7 @@ export async function exportWorkspace(opts: ExportOptions, deps: { runner?: Runn
   const top = await hostTop(runner, opts.to);
   const branch = opts.patch ? null : opts.branch ?? `banger/${opts.vmName}`;
   if (branch !== null) await checkBranch(runner, top, branch, opts.force ?? false);
-  if (opts.patch && existsSync(opts.patch) && !opts.force) {
+  if (opts.patch && pathTaken(opts.patch) && !opts.force) {
     throw new BangerError("already_exists", `${opts.patch} already exists`, { hint: "Use --force to overwrite it, or --patch with another file name." });
   }
   const snap = await snapshotGuest(opts.shell, guestDir);
@@ -110,13 +111,56 @@ function fetchError(stderr: string, top: string, branch: string, snap: GuestSnap
   return new BangerError("internal", `git fetch of the guest's work into ${top} failed: ${lastLines(stderr)}`);
 }
 
-async function writePatch(shell: GuestShell, guestDir: string, snap: GuestSnapshot, path: string): Promise<void> {
-  const tmp = `${path}.banger-partial`;
+/** True when anything, even a dangling symlink, has the name. */
+function pathTaken(path: string): boolean {
   try {
-    await streamToFile(shell, patchScript(guestDir, snap), tmp, "writing the patch");
-    // Renamed into place only when complete, so a failure never leaves half a patch under the real name.
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A new file of our own beside `path`: a random name, created exclusively and never through a
+ * symlink, so nothing another user planted in a shared directory is written to.
+ */
+export function createExclusive(path: string): { file: string; fd: number } {
+  const file = `${path}.banger-partial-${randomBytes(6).toString("hex")}`;
+  const fd = openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666);
+  return { file, fd };
+}
+
+/** Most bytes an export takes from the guest (a bundle or a patch); a guest streaming without end is stopped there. */
+export const MAX_EXPORT_BYTES = 4 * 1024 ** 3;
+
+/** Wraps a sink so that more than `max` bytes throws a clear error (which ends the guest command). */
+export function cappedSink(take: (c: Uint8Array) => void, what: string, max = MAX_EXPORT_BYTES): (c: Uint8Array) => void {
+  let size = 0;
+  return (c) => {
+    size += c.length;
+    if (size > max) {
+      throw new BangerError("failed_precondition", `${what} passed ${Math.round(max / 1024 ** 2)} MiB, the most banger takes from a guest; it was stopped and nothing was written`, {
+        hint: "Commit large files outside the workspace (or with git-lfs), or copy them out with `banger vm cp`.",
+      });
+    }
+    take(c);
+  };
+}
+
+async function writePatch(shell: GuestShell, guestDir: string, snap: GuestSnapshot, path: string): Promise<void> {
+  const { file: tmp, fd } = createExclusive(path);
+  try {
+    const r = await shell.exec(patchScript(guestDir, snap), { onStdout: cappedSink((c) => void writeSync(fd, c), "the patch") });
+    if (r.code !== 0) throw new BangerError("internal", `writing the patch in the guest failed (exit ${r.code}): ${lastLines(r.stderr)}`);
+    closeSync(fd);
+    // Renamed into place only when complete, so a failure never leaves half a patch under the
+    // real name; rename replaces a symlink at that name rather than writing through it.
     renameSync(tmp, path);
   } finally {
+    try {
+      closeSync(fd);
+    } catch {}
     rmSync(tmp, { force: true });
   }
 }
@@ -125,7 +169,7 @@ async function streamToFile(shell: GuestShell, script: string, file: string, wha
   const sink = Bun.file(file).writer();
   let r;
   try {
-    r = await shell.exec(script, { onStdout: (c) => void sink.write(c) });
+    r = await shell.exec(script, { onStdout: cappedSink((c) => void sink.write(c), "the guest's bundle") });
   } finally {
     await sink.end();
   }

@@ -1,10 +1,14 @@
 import { BangerError } from "../../errors.ts";
 import { hostRunner, type Runner } from "../../host/runner.ts";
 import { type GuestShell, shq, workspaceLock } from "./shell.ts";
-import { inspectSource, spawnTar, type SourceRepo, workingTreeList } from "./source.ts";
+import { type HostSnapshot, snapshotHost } from "./hostsnap.ts";
+import { inspectSource, spawnTar, type SourceRepo, streamInto, workingTreeList } from "./source.ts";
 
 /** The ref in the guest checkout that remembers which host commit the workspace started from. */
 export const BASE_REF = "refs/banger/base";
+
+/** The ref in the guest that holds the host snapshot (working tree as a commit) the checkout last matched. */
+export const SYNCED_REF = "refs/banger/synced";
 
 /** Where the workspace lands in the guest unless told otherwise. */
 export const DEFAULT_GUEST_DIR = "/root/repo";
@@ -51,27 +55,12 @@ export async function prepareWorkspace(opts: PrepareOptions, deps: PrepareDeps =
   const replace = opts.replace ?? false;
   // Refuse early, before any bytes move; the unpack checks again under the lock (and replaces there).
   if (!replace) await refuseNonEmpty(opts.shell, guestDir);
+  // Before the file list: the snapshot's new objects travel in the copied .git.
+  const snap = await snapshotHost(runner, src.top);
   const list = opts.fullCopy ? null : await workingTreeList(runner, src.top);
-  const tar = spawnTar(src.top, list);
-  let bytes = 0;
-  const counted = tar.stdout.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, ctl) {
-        bytes += chunk.byteLength;
-        ctl.enqueue(chunk);
-      },
-    }),
-  );
-  const [packed, unpacked] = await Promise.allSettled([
-    tar.done,
-    opts.shell.exec(unpackScript(guestDir, src, replace), { stdin: counted }).finally(() => tar.kill()),
-  ]);
-  // Another prepare got there first: the guest stopped reading, so the host tar's complaint is beside the point.
-  if (unpacked.status === "fulfilled" && unpacked.value.code === EXIT_TAKEN) throw notEmpty(guestDir);
-  // Otherwise the host side's failure explains a truncated archive better than the guest's complaint about it.
-  if (packed.status === "rejected") throw packed.reason;
-  if (unpacked.status === "rejected") throw unpacked.reason;
-  const r = unpacked.value;
+  const { r, bytes } = await streamInto(opts.shell, unpackScript(guestDir, src, snap, replace), spawnTar(src.top, list), (g) => g.code === EXIT_TAKEN);
+  // Another prepare got there first: the guest stopped reading.
+  if (r.code === EXIT_TAKEN) throw notEmpty(guestDir);
   if (r.code !== 0) {
     throw new BangerError("internal", `unpacking the workspace into ${guestDir} failed (exit ${r.code}): ${lastLines(r.stderr)}`, {
       hint: "Check free space on the guest's work disk (df -h /root), then run prepare again with --replace.",
@@ -104,12 +93,13 @@ async function refuseNonEmpty(shell: GuestShell, dir: string): Promise<void> {
  * The guest side, under the workspace lock: take the directory (again: another prepare may
  * have filled it meanwhile), unpack the archive, then identity, base ref and a stat refresh.
  */
-export function unpackScript(guestDir: string, src: SourceRepo, replace = false): string {
+export function unpackScript(guestDir: string, src: SourceRepo, snap: HostSnapshot, replace = false): string {
   const d = shq(guestDir);
   const lines = ["set -e", workspaceLock(guestDir), takeDir(d, replace), `tar -x --no-same-owner -C ${d}`, `cd ${d}`];
   if (src.userName !== null) lines.push(`git config user.name ${shq(src.userName)}`);
   if (src.userEmail !== null) lines.push(`git config user.email ${shq(src.userEmail)}`);
   lines.push(src.head ? `git update-ref ${BASE_REF} ${src.head}` : `git update-ref -d ${BASE_REF} 2>/dev/null || true`);
+  lines.push(`git update-ref ${SYNCED_REF} ${snap.commit}`);
   // The copied index holds the host's stat data; refreshing it once makes the first `git status` fast.
   lines.push("git update-index -q --refresh >/dev/null 2>&1 || true");
   return lines.join("\n");

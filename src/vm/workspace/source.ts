@@ -2,6 +2,7 @@ import { lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { BangerError } from "../../errors.ts";
 import type { Runner } from "../../host/runner.ts";
+import type { GuestResult, GuestShell } from "./shell.ts";
 
 /** What prepare needs to know about the host repository; every probe here is read-only. */
 export interface SourceRepo {
@@ -94,4 +95,26 @@ export function spawnTar(top: string, list: string | null): TarStream {
     }
   })();
   return { stdout: proc.stdout, done, kill: () => proc.kill() };
+}
+
+/**
+ * Streams a host process's stdout into a guest script's stdin, counting bytes. The host's
+ * failure explains a truncated stream better than the guest's complaint, unless `guestFirst`
+ * says the guest stopped reading on purpose (then the host's complaint is beside the point).
+ */
+export async function streamInto(shell: GuestShell, script: string, src: TarStream, guestFirst?: (r: GuestResult) => boolean): Promise<{ r: GuestResult; bytes: number }> {
+  let bytes = 0;
+  const counted = src.stdout.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, ctl) {
+        bytes += chunk.byteLength;
+        ctl.enqueue(chunk);
+      },
+    }),
+  );
+  const [sent, got] = await Promise.allSettled([src.done, shell.exec(script, { stdin: counted }).finally(() => src.kill())]);
+  if (got.status === "fulfilled" && guestFirst?.(got.value)) return { r: got.value, bytes };
+  if (sent.status === "rejected") throw sent.reason;
+  if (got.status === "rejected") throw got.reason;
+  return { r: got.value, bytes };
 }

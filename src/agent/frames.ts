@@ -1,0 +1,259 @@
+/**
+ * Binary frames for exec streams, carried on the same connection as the agent's JSON lines.
+ * A frame starts with a NUL byte, which no JSON line ever does, so one reader tells them
+ * apart: `[0x00][type u8][stream u32 BE][length u32 BE][payload]`. The same frames run
+ * between the CLI and the daemon's exec socket, where the daemon only renumbers streams.
+ *
+ * Flow control is by credit: a sender may have at most EXEC_WINDOW data bytes of a stream
+ * unacknowledged; the receiver returns CREDIT as it hands bytes on. So neither the agent
+ * nor the daemon holds more than a window per stream, however fast a producer is.
+ * It imports nothing so it can be compiled into the agent.
+ */
+
+/** The agent protocol version that carries exec frames (answered by `hello`). */
+export const PROTOCOL_VERSION = 2;
+
+/** Unacknowledged data bytes one stream may have in flight, each way. */
+export const EXEC_WINDOW = 512 * 1024;
+
+/** Largest data payload in one frame. */
+export const MAX_CHUNK = 64 * 1024;
+
+/** Largest payload accepted at all; a longer frame is garbage. */
+export const MAX_FRAME = 1024 * 1024;
+
+export const FRAME_MAGIC = 0;
+const HEADER = 10;
+
+/** Frame types: host to agent, then agent to host (CREDIT goes both ways). */
+export const F = {
+  OPEN: 1,
+  STDIN: 2,
+  STDIN_EOF: 3,
+  SIGNAL: 4,
+  RESIZE: 5,
+  CREDIT: 6,
+  KILL: 7,
+  STDOUT: 16,
+  STDERR: 17,
+  EXIT: 18,
+  ERROR: 19,
+} as const;
+
+export type FrameType = (typeof F)[keyof typeof F];
+const KNOWN = new Set<number>(Object.values(F));
+
+/** One decoded frame. */
+export interface Frame {
+  type: FrameType;
+  stream: number;
+  payload: Uint8Array;
+}
+
+/** What OPEN carries to the agent. */
+export interface ExecOpen {
+  argv: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  user?: string;
+  tty?: boolean;
+  rows?: number;
+  cols?: number;
+}
+
+/** What EXIT carries: the exit code, or the signal that ended the process (code 128+n). */
+export interface ExecExit {
+  code: number;
+  signal?: string;
+}
+
+/** What ERROR carries: the exec could not run or went away. */
+export interface ExecError {
+  message: string;
+  hint?: string;
+  code?: string;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Encodes one frame. */
+export function encodeFrame(type: FrameType, stream: number, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const out = new Uint8Array(HEADER + payload.length);
+  const view = new DataView(out.buffer);
+  out[0] = FRAME_MAGIC;
+  out[1] = type;
+  view.setUint32(2, stream >>> 0);
+  view.setUint32(6, payload.length);
+  out.set(payload, HEADER);
+  return out;
+}
+
+/** Encodes a frame whose payload is JSON. */
+export function jsonFrame(type: FrameType, stream: number, value: unknown): Uint8Array {
+  return encodeFrame(type, stream, enc.encode(JSON.stringify(value)));
+}
+
+/** Encodes a CREDIT frame granting `bytes`. */
+export function creditFrame(stream: number, bytes: number): Uint8Array {
+  const p = new Uint8Array(4);
+  new DataView(p.buffer).setUint32(0, bytes);
+  return encodeFrame(F.CREDIT, stream, p);
+}
+
+/** The bytes a CREDIT frame grants. */
+export function creditOf(frame: Frame): number {
+  return frame.payload.length >= 4 ? new DataView(frame.payload.buffer, frame.payload.byteOffset, 4).getUint32(0) : 0;
+}
+
+/** A frame's JSON payload, or null when it does not parse. */
+export function frameJson<T>(frame: Frame): T | null {
+  try {
+    return JSON.parse(dec.decode(frame.payload)) as T;
+  } catch {
+    return null;
+  }
+}
+
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/**
+ * Splits a byte stream into JSON lines and frames. Lines longer than `maxLine` and frames
+ * with an unknown type or a huge length are dropped (up to the next newline), so garbage
+ * cannot grow memory without bound. Payloads are copies: callers may reuse their buffers.
+ */
+export function frameSplitter(onLine: (line: string) => void, onFrame: (frame: Frame) => void, maxLine = 4 * 1024 * 1024) {
+  let mode: "idle" | "line" | "skip" | "header" | "payload" = "idle";
+  let line: Uint8Array[] = [];
+  let lineLen = 0;
+  const header = new Uint8Array(HEADER);
+  let headerLen = 0;
+  let parts: Uint8Array[] = [];
+  let need = 0;
+  let current = { type: 0, stream: 0, len: 0 };
+
+  const endLine = () => {
+    const text = dec.decode(concat(line, lineLen)).replace(/\r$/, "");
+    line = [];
+    lineLen = 0;
+    if (text.trim()) onLine(text);
+  };
+  const startPayload = () => {
+    const view = new DataView(header.buffer);
+    current = { type: header[1]!, stream: view.getUint32(2), len: view.getUint32(6) };
+    if (!KNOWN.has(current.type) || current.len > MAX_FRAME) return void (mode = "skip");
+    need = current.len;
+    parts = [];
+    mode = "payload";
+    if (need === 0) finishFrame();
+  };
+  const finishFrame = () => {
+    const payload = concat(parts, current.len);
+    parts = [];
+    mode = "idle";
+    onFrame({ type: current.type as FrameType, stream: current.stream, payload });
+  };
+
+  return (chunk: Uint8Array | string) => {
+    const bytes = typeof chunk === "string" ? enc.encode(chunk) : chunk;
+    let at = 0;
+    while (at < bytes.length) {
+      if (mode === "idle") {
+        if (bytes[at] === FRAME_MAGIC) {
+          mode = "header";
+          headerLen = 0;
+        } else mode = "line";
+      }
+      if (mode === "header") {
+        const take = Math.min(HEADER - headerLen, bytes.length - at);
+        header.set(bytes.subarray(at, at + take), headerLen);
+        headerLen += take;
+        at += take;
+        if (headerLen === HEADER) startPayload();
+      } else if (mode === "payload") {
+        const take = Math.min(need, bytes.length - at);
+        parts.push(bytes.slice(at, at + take));
+        need -= take;
+        at += take;
+        if (need === 0) finishFrame();
+      } else {
+        const nl = bytes.indexOf(10, at);
+        const end = nl < 0 ? bytes.length : nl;
+        if (mode === "line") {
+          if (lineLen + end - at > maxLine) mode = "skip";
+          else {
+            line.push(bytes.slice(at, end));
+            lineLen += end - at;
+          }
+        }
+        at = end;
+        if (nl >= 0) {
+          at = nl + 1;
+          if (mode === "line") endLine();
+          line = [];
+          lineLen = 0;
+          mode = "idle";
+        }
+      }
+    }
+  };
+}
+
+/**
+ * A sender's credit for one stream: `acquire` waits until some is granted and takes at most
+ * what was asked; it returns 0 once the gate is closed (the stream ended).
+ */
+export class CreditGate {
+  private available: number;
+  private waiters: Array<() => void> = [];
+  private closed = false;
+
+  constructor(initial = EXEC_WINDOW) {
+    this.available = initial;
+  }
+
+  add(bytes: number) {
+    this.available += bytes;
+    this.wake();
+  }
+
+  async acquire(max: number): Promise<number> {
+    while (!this.closed && this.available <= 0) await new Promise<void>((r) => this.waiters.push(r));
+    if (this.closed) return 0;
+    const n = Math.min(max, this.available);
+    this.available -= n;
+    return n;
+  }
+
+  close() {
+    this.closed = true;
+    this.wake();
+  }
+
+  private wake() {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const r of w) r();
+  }
+}
+
+/** Sends `data` as frames of `type`, each at most MAX_CHUNK and within the gate's credit; false once it closed. */
+export async function sendChunked(gate: CreditGate, type: FrameType, stream: number, data: Uint8Array, send: (b: Uint8Array) => void): Promise<boolean> {
+  let at = 0;
+  while (at < data.length) {
+    const n = await gate.acquire(Math.min(MAX_CHUNK, data.length - at));
+    if (n === 0) return false;
+    send(encodeFrame(type, stream, data.subarray(at, at + n)));
+    at += n;
+  }
+  return true;
+}

@@ -1,0 +1,35 @@
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { tailLines } from "./tail.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "banger-tail-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+test("returns the last n lines, with or without a final newline; a missing file is empty", () => {
+  const f = join(dir, "a.log");
+  writeFileSync(f, "one\ntwo\nthree\n");
+  expect(tailLines(f, 2)).toBe("two\nthree\n");
+  expect(tailLines(f, 10)).toBe("one\ntwo\nthree\n");
+  writeFileSync(f, "one\ntwo\nthree");
+  expect(tailLines(f, 2)).toBe("two\nthree");
+  expect(tailLines(join(dir, "none"), 5)).toBe("");
+});
+
+test("reads only from the end: a long file costs at most maxBytes, and a cut line is dropped", () => {
+  const f = join(dir, "big.log");
+  const lines = Array.from({ length: 200_000 }, (_, i) => `line ${i}`);
+  writeFileSync(f, lines.join("\n") + "\n");
+  expect(tailLines(f, 3)).toBe("line 199997\nline 199998\nline 199999\n");
+  const capped = tailLines(f, 1_000_000, 1000);
+  expect(capped.length).toBeLessThanOrEqual(1000);
+  expect(capped.startsWith("line ")).toBe(true);
+  expect(capped.endsWith("line 199999\n")).toBe(true);
+});
+
+test("one endless line (no newline) is bounded too", () => {
+  const f = join(dir, "flood.log");
+  writeFileSync(f, "x".repeat(3 << 20));
+  expect(tailLines(f, 10, 1 << 20).length).toBeLessThanOrEqual(1 << 20);
+});

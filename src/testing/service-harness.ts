@@ -1,0 +1,248 @@
+/**
+ * In-process VmService for tests: a recording fake driver whose "VMM" is a real `sleep`
+ * process (so pid checks behave as with a real one) serving the real agent handler on a Unix
+ * socket, a recording network port, an in-memory SQLite store, and real disk tools on a temp
+ * directory. No daemon, no socket, no root.
+ */
+import type { Database } from "bun:sqlite";
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createHandler, lineServer } from "../agent/server.ts";
+import { unixConnector } from "../agent/client.ts";
+import { DEFAULTS, type Config } from "../config.ts";
+import { resolvePaths, type Paths } from "../host/paths.ts";
+import { hostRunner } from "../host/runner.ts";
+import { ArtifactStore } from "../store/artifacts.ts";
+import { openStore } from "../store/db.ts";
+import { VmStore } from "../store/vms.ts";
+import type { NetworkPort, VmServiceDeps } from "../vm/deps.ts";
+import { isAlive } from "../vm/drivers/process.ts";
+import type { AgentStream, BootPlan, Driver, VmmHandle, VmmState, SavedStateFiles, SavedStateMeta } from "../vm/drivers/types.ts";
+import { VmService } from "../vm/service.ts";
+
+/** Records every call; `failStart` makes the next start throw after spawning (as a VMM crash would). */
+export class RecordingDriver implements Driver {
+  readonly kind = "firecracker" as const;
+  readonly calls: string[] = [];
+  failStart: Error | null = null;
+  private readonly agents = new Map<number, Server>();
+
+  async start(plan: BootPlan): Promise<VmmHandle> {
+    this.calls.push(`start ${plan.vmId}`);
+    const child = spawn("sleep", ["3600"], { detached: true, stdio: "ignore" });
+    child.unref();
+    const pid = child.pid!;
+    const agentPath = join(plan.dir, "agent.sock");
+    if (this.failStart) {
+      process.kill(pid, "SIGKILL");
+      throw this.failStart;
+    }
+    const server = createServer((sock) => {
+      sock.on("error", () => {});
+      sock.on("data", lineServer(createHandler(fakeGuest(plan.vmId)), (line) => sock.write(line)));
+    });
+    await new Promise<void>((r) => server.listen(agentPath, r));
+    this.agents.set(pid, server);
+    return { vmm: "firecracker", pid, controlSocket: join(plan.dir, "api.sock"), agent: { kind: "hybrid-vsock", path: agentPath }, startedAt: new Date(0).toISOString() };
+  }
+
+  async stop(handle: VmmHandle): Promise<"graceful" | "killed" | "already-exited"> {
+    this.calls.push(`stop ${handle.pid}`);
+    if (!isAlive(handle.pid)) return "already-exited";
+    await this.kill(handle);
+    return "graceful";
+  }
+
+  async kill(handle: VmmHandle): Promise<void> {
+    this.calls.push(`kill ${handle.pid}`);
+    try {
+      process.kill(handle.pid, "SIGKILL");
+    } catch {}
+    this.agents.get(handle.pid)?.close();
+    this.agents.delete(handle.pid);
+    for (let i = 0; i < 200 && isAlive(handle.pid); i++) await Bun.sleep(5);
+  }
+
+  async state(handle: VmmHandle): Promise<VmmState> {
+    return isAlive(handle.pid) ? "running" : "exited";
+  }
+
+  async rediscover(): Promise<VmmHandle | null> {
+    return null;
+  }
+
+  async pause(handle: VmmHandle): Promise<void> {
+    this.calls.push(`pause ${handle.pid}`);
+  }
+
+  async resume(handle: VmmHandle): Promise<void> {
+    this.calls.push(`resume ${handle.pid}`);
+  }
+
+  /** Writes stand-in state and memory files, then ends the process. */
+  async suspend(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta> {
+    this.calls.push(`suspend ${handle.pid}`);
+    writeFileSync(files.state, "state");
+    writeFileSync(files.memory, "memory");
+    await this.kill(handle);
+    return { vmm: "firecracker", version: "harness", accel: "kvm", savedAt: new Date(0).toISOString() };
+  }
+
+  async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
+    return meta.version === "harness" ? null : `the saved state was written by Firecracker ${meta.version}`;
+  }
+
+  async restore(plan: BootPlan): Promise<VmmHandle> {
+    this.calls.push(`restore ${plan.vmId}`);
+    return this.start(plan);
+  }
+
+  connectAgent(handle: VmmHandle): Promise<AgentStream> {
+    return unixConnector(handle.agent.path)();
+  }
+
+  async cleanup(handle: VmmHandle | null): Promise<void> {
+    this.calls.push(`cleanup ${handle?.pid ?? "-"}`);
+  }
+
+  /** Ends every VMM this driver started (test teardown). */
+  async killAll(): Promise<void> {
+    for (const pid of [...this.agents.keys()]) await this.kill({ pid } as VmmHandle);
+  }
+}
+
+/** The agent's /proc view of a guest that has just booted. */
+function fakeGuest(name: string) {
+  const files: Record<string, string> = { "/proc/uptime": "1.00 0.50\n", "/proc/sys/kernel/random/boot_id": `${crypto.randomUUID()}\n` };
+  return {
+    version: "harness",
+    readText: async (p: string) => files[p] ?? "",
+    list: async () => [],
+    link: async () => "",
+    hostname: () => name,
+  };
+}
+
+/** A network port that records what the service asked of the host network. */
+export class RecordingNetwork implements NetworkPort {
+  readonly calls: string[] = [];
+  readonly missingTaps = new Set<string>();
+  /** Addresses with NAT on right now. */
+  readonly nat = new Set<string>();
+  constructor(private readonly taps: string[]) {}
+  poolTaps() {
+    return this.taps;
+  }
+  async checkTap(tap: string) {
+    this.calls.push(`check ${tap}`);
+    if (this.missingTaps.has(tap)) throw new Error(`TAP ${tap} is missing`);
+  }
+  async natAdd(ip: string) {
+    this.calls.push(`nat+ ${ip}`);
+    this.nat.add(ip);
+  }
+  async natRemove(ip: string) {
+    this.calls.push(`nat- ${ip}`);
+    this.nat.delete(ip);
+  }
+  gateway() {
+    return { ip: "172.31.250.1", mask: "255.255.255.0", prefix: 24 };
+  }
+  nameservers() {
+    return ["172.31.250.1"];
+  }
+  async allowResolved(vmId: string, addrs: string[]) {
+    this.calls.push(`allow ${vmId} ${addrs.join(",")}`);
+  }
+}
+
+export interface Harness {
+  svc: VmService;
+  deps: VmServiceDeps;
+  driver: RecordingDriver;
+  network: RecordingNetwork;
+  db: Database;
+  paths: Paths;
+  records: Map<string, string>;
+  /** Fault injection as a dependency: the step to fail at, or to wait before. */
+  faults: { failAt?: string; pauseAt?: string };
+  /** A second service over the same store and host, as after a daemon restart. */
+  restart(): VmService;
+  close(): Promise<void>;
+}
+
+const noCall = { progress: () => {}, signal: new AbortController().signal };
+export const callCtx = () => ({ ...noCall, signal: new AbortController().signal });
+
+/** Builds the harness; `taps` sets the TAP pool size. Always `close()` it. */
+export async function serviceHarness(opts: { taps?: number } = {}): Promise<Harness> {
+  const root = mkdtempSync(join(tmpdir(), "banger-svc-"));
+  const paths = resolvePaths({ HOME: root, XDG_RUNTIME_DIR: join(root, "run") });
+  mkdirSync(paths.vmsDir, { recursive: true });
+  const db = openStore(":memory:");
+  const artifacts = new ArtifactStore(db);
+  await seedImage(paths, artifacts);
+  const config: Config = { ...DEFAULTS, vmm: "firecracker", subnet: "172.31.250.1/24", default_image: "bookworm" };
+  const driver = new RecordingDriver();
+  const network = new RecordingNetwork(Array.from({ length: opts.taps ?? 4 }, (_, i) => `tap-h${i}`));
+  const records = new Map<string, string>();
+  const faults: Harness["faults"] = {};
+  const keyPath = join(paths.sshDir, "id_ed25519");
+  mkdirSync(paths.sshDir, { recursive: true });
+  await hostRunner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", keyPath]);
+  const publicKey = (await Bun.file(`${keyPath}.pub`).text()).trim();
+  const logs: string[] = [];
+  const deps: VmServiceDeps = {
+    paths,
+    config,
+    vms: new VmStore(db),
+    artifacts,
+    runner: hostRunner,
+    drivers: () => driver,
+    defaultVmm: () => "firecracker",
+    network,
+    dns: { set: (n, ip) => records.set(n, ip), delete: (n) => records.delete(n), clear: () => records.clear() },
+    log: (m) => logs.push(m),
+    agent: { version: "harness", binaryPath: null },
+    sshKey: async () => ({ path: keyPath, publicKey }),
+    readiness: { agentTimeoutMs: 5_000, sshTimeoutMs: 1_000, skipSsh: true, stopGraceMs: 100 },
+    failAt: () => faults.failAt,
+    pauseAt: () => faults.pauseAt,
+  };
+  return {
+    svc: new VmService(deps),
+    deps,
+    driver,
+    network,
+    db,
+    paths,
+    records,
+    faults,
+    restart: () => new VmService(deps),
+    close: async () => {
+      await driver.killAll();
+      db.close();
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A kernel file and an image of small real ext4 files, registered in the store. */
+async function seedImage(paths: Paths, artifacts: ArtifactStore): Promise<void> {
+  const dir = join(paths.imagesDir, "bookworm");
+  mkdirSync(dir, { recursive: true });
+  const rootfs = join(dir, "rootfs.ext4");
+  const seed = join(dir, "work-seed.ext4");
+  for (const f of [rootfs, seed]) {
+    await hostRunner.run(["truncate", "-s", "16M", f]);
+    await hostRunner.run(["mkfs.ext4", "-q", "-F", f]);
+  }
+  const kernel = join(dir, "vmlinux");
+  writeFileSync(kernel, "\x7fELF harness kernel\n");
+  const now = new Date(0).toISOString();
+  artifacts.putKernel({ name: "default", version: "0.0.0-test", path: kernel, sha256: "0".repeat(64), size_bytes: 1, source: "test", created_at: now });
+  artifacts.putImage({ name: "bookworm", rootfs_path: rootfs, work_seed_path: seed, kernel: "default", agent_version: "harness", fingerprint: "test", size_bytes: 16 << 20, source: "test", created_at: now });
+}

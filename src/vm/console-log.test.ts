@@ -1,0 +1,58 @@
+import { afterAll, expect, test } from "bun:test";
+import { appendFileSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync, closeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ConsoleCap, rotateAt, rotateIfOver } from "./console-log.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "banger-console-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+test("rotates past half the cap: .1 keeps the newest bytes, the log starts over", () => {
+  const f = join(dir, "a.log");
+  writeFileSync(f, "x".repeat(500));
+  expect(rotateIfOver(f, 1000)).toBe(false);
+  appendFileSync(f, "y".repeat(800));
+  expect(rotateIfOver(f, 1000)).toBe(true);
+  expect(statSync(f).size).toBe(0);
+  const old = readFileSync(`${f}.1`, "utf8");
+  expect(old).toHaveLength(1000); // the newest cap's worth of 1300 bytes
+  expect(old.endsWith("y".repeat(800))).toBe(true);
+  expect(rotateIfOver(join(dir, "missing"), 1000)).toBe(false);
+});
+
+test("an appending writer continues at the start after a rotation", () => {
+  const f = join(dir, "b.log");
+  const fd = openSync(f, "a");
+  writeSync(fd, "z".repeat(600));
+  rotateIfOver(f, 1000);
+  writeSync(fd, "after\n");
+  closeSync(fd);
+  expect(readFileSync(f, "utf8")).toBe("after\n");
+});
+
+test("a writer flooding a watched console never takes it past the cap", async () => {
+  const f = join(dir, "c.log");
+  writeFileSync(f, "");
+  const cap = new ConsoleCap(256 * 1024);
+  cap.track(new Map([["vm1", f]]));
+  const fd = openSync(f, "a");
+  let most = 0;
+  let written = 0;
+  const chunk = Buffer.alloc(4096, 0x41);
+  try {
+    const end = performance.now() + 1500;
+    while (performance.now() < end) {
+      writeSync(fd, chunk);
+      written += chunk.length;
+      most = Math.max(most, statSync(f).size);
+      await Bun.sleep(1);
+    }
+  } finally {
+    closeSync(fd);
+    cap.close();
+  }
+  expect(written).toBeGreaterThan(1024 * 1024);
+  expect(most).toBeLessThanOrEqual(256 * 1024);
+  expect(existsSync(`${f}.1`)).toBe(true);
+  expect(rotateAt(256 * 1024)).toBe(128 * 1024);
+});

@@ -1,0 +1,75 @@
+/** Pause, resume and suspend through the CLI against the fake Firecracker (snapshot create/load for real). */
+import { afterAll, beforeAll, describe, expect } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { bangerBin, type TestHome } from "../../src/testing/cli.ts";
+import { fakeFirecrackerHome } from "../../src/testing/fake-env.ts";
+import { hasBin, isRoot, testNeeds } from "../../src/testing/skip.ts";
+import { findByArgs, isAlive } from "../../src/vm/drivers/process.ts";
+
+const needs: Array<[boolean, string]> = [
+  [existsSync(bangerBin), "dist/banger not built"],
+  [isRoot, "needs root (bridge and TAPs)"],
+  [hasBin("nft") || hasBin("iptables"), "needs nftables or iptables"],
+];
+let h: TestHome & { teardownNet(): Promise<void> };
+let dir = "";
+const T = 120_000;
+
+beforeAll(async () => {
+  if (needs.every(([ok]) => ok)) h = await fakeFirecrackerHome({ taps: 6 });
+});
+afterAll(async () => {
+  if (!h) return;
+  await h.run(["vm", "delete", "--force", "f1"]);
+  await h.teardownNet();
+  await h.cleanup();
+});
+
+const show = async () => JSON.parse((await h.run(["vm", "show", "f1", "--json"])).stdout) as { state: string; pid: number | null };
+const fcAlive = () => findByArgs("--api-sock", join(dir, "fc.sock")).filter(isAlive);
+
+describe("pause, resume and suspend against the fake Firecracker", () => {
+  testNeeds("pause freezes the guest (the agent is silent), resume lets it answer again", needs, async () => {
+    const r = await h.run(["vm", "create", "--name", "f1", "--json"]);
+    expect(r.code).toBe(0);
+    dir = JSON.parse(r.stdout.trim().split("\n").at(-1)!).dir;
+    expect((await h.run(["vm", "pause", "f1"])).stdout).toContain("paused");
+    expect((await show()).state).toBe("paused");
+    expect((await h.run(["vm", "list"])).stdout).toMatch(/f1\s+paused/);
+    const health = await h.run(["vm", "health", "f1"]);
+    expect(health.code).not.toBe(0);
+    expect(health.stderr).toContain("paused");
+    expect((await h.run(["vm", "resume", "f1"])).stdout).toContain("resumed");
+    expect((await h.run(["vm", "health", "f1"])).code).toBe(0);
+  }, T);
+
+  testNeeds("suspend leaves no VMM and a snapshot in the VM directory; resume loads it (and is timed)", needs, async () => {
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const s = await h.run(["vm", "suspend", "f1"]);
+      expect(s.code).toBe(0);
+      expect((await show()).state).toBe("suspended");
+      expect(fcAlive()).toEqual([]);
+      expect(existsSync(join(dir, "vmstate")) && existsSync(join(dir, "ram")) && existsSync(join(dir, "vmstate.json"))).toBe(true);
+      const t0 = performance.now();
+      const r = await h.run(["vm", "resume", "f1"]);
+      times.push(performance.now() - t0);
+      expect(r.code).toBe(0);
+      expect((await show()).state).toBe("running");
+      expect((await h.run(["vm", "health", "f1"])).code).toBe(0);
+    }
+    expect(readFileSync(join(dir, "console.log"), "utf8")).toContain("restored from snapshot");
+    times.sort((a, b) => a - b);
+    console.log(`fake firecracker: vm resume from suspend, CLI end to end, p50 ${Math.round(times[2]!)} ms (min ${Math.round(times[0]!)}, max ${Math.round(times[4]!)})`);
+  }, T);
+
+  testNeeds("stop of a suspended VM discards the saved state; start boots it cold", needs, async () => {
+    expect((await h.run(["vm", "suspend", "f1"])).code).toBe(0);
+    expect((await h.run(["vm", "stop", "f1"])).stdout).toContain("saved state discarded");
+    expect((await show()).state).toBe("stopped");
+    for (const f of ["vmstate", "vmstate.json", "ram"]) expect(existsSync(join(dir, f))).toBe(false);
+    expect((await h.run(["vm", "start", "f1"])).code).toBe(0);
+    expect((await show()).state).toBe("running");
+  }, T);
+});
