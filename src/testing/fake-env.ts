@@ -59,7 +59,7 @@ export async function seedTinyImage(home: TestHome, name = "bookworm") {
   const db = openStore(home.paths.dbFile);
   const store = new ArtifactStore(db);
   const now = new Date().toISOString();
-  store.putKernel({ name: "default", version: "0.0.0-test", path: kernel, sha256: "0".repeat(64), size_bytes: 1, source: "test", created_at: now, initrd_path: null });
+  store.putKernel({ name: "default", version: "0.0.0-test", path: kernel, sha256: "0".repeat(64), size_bytes: 1, source: "test", created_at: now });
   store.putImage({ name, rootfs_path: rootfs, work_seed_path: seed, kernel: "default", agent_version: "test", fingerprint: "test", size_bytes: 64 << 20, source: "test", created_at: now });
   db.close();
 }
