@@ -59,7 +59,9 @@ export function buildCli() {
       .option("--cpus <n>", "vCPUs")
       .option("--memory <mib>", "Memory in MiB")
       .option("--disk <size>", "Work disk size, e.g. 8G")
-      .option("--nat", "Let the VM reach the outside world");
+      .option("--net <policy>", "Network policy: none (default), nat, or allow:<domains,*.domains,CIDR[:port]>")
+      .option("--nat", "Same as --net nat")
+      .option("--group <name>", "Guests reach each other only within one group");
   createOpts(cli.command("vm create", "Create and start a VM")).option(json, "JSON events").action((o) => client.vmCreate(o));
   createOpts(cli.command("vm run [...cmd]", "Create (or start) a VM, bring this directory's current tree to /root/repo, run a command in the matching directory there (or print next steps)"))
     .option("--from <path>", "Directory or repo to bring (default: current directory)")
@@ -81,12 +83,14 @@ export function buildCli() {
   cli.command("vm restart <...refs>", "Restart VMs").action((r) => client.vmFanout("vm.restart", r));
   cli.command("vm kill <...refs>", "Kill VMs").action((r) => client.vmFanout("vm.kill", r));
   cli.command("vm delete <...refs>", "Delete VMs and everything they own").option("--force", "Stop running VMs first").action((r, o) => client.vmFanout("vm.delete", r, { force: Boolean(o.force) }));
-  cli.command("vm set <...refs>", "Change cpus/memory (next start), grow the disk, toggle NAT")
+  cli.command("vm set <...refs>", "Change cpus/memory (next start), grow the disk, change the network policy or group (at once)")
     .option("--cpus <n>", "vCPUs")
     .option("--memory <mib>", "Memory in MiB")
     .option("--disk <size>", "Grow the work disk to this size")
-    .option("--nat", "Enable NAT")
-    .option("--no-nat", "Disable NAT")
+    .option("--net <policy>", "Network policy: none, nat, or allow:<domains,*.domains,CIDR[:port]>")
+    .option("--nat", "Same as --net nat")
+    .option("--no-nat", "Same as --net none")
+    .option("--group <name>", "Join a group (\"\" leaves it); guests reach each other only within one group")
     .action((r, o) => client.vmSet(r, o));
   cli.command("vm list", "List VMs").alias("vm ls").option(json, "JSON output").action((o) => client.vmList(o));
   cli.command("vm show <ref>", "Show a VM").option(json, "JSON output").action((r, o) => client.vmShow(String(r), o));
@@ -176,6 +180,8 @@ async function groupOnly(cli: ReturnType<typeof buildCli>, argv: string[], group
 }
 
 async function main(argv: string[]): Promise<number> {
+  // The root entry point sudo allows (see host setup); not a user command, so not in --help.
+  if (argv[0] === "net-apply" && argv.length === 2) return (await import("./modes/host-cmds.ts")).netApply(argv[1]!);
   // A hidden mode: the daemon runs heavy image imports in a child process of this program.
   if (argv[0] === "__import-worker") return (await import("./modes/import-worker.ts")).runImportWorker();
   const cli = buildCli();

@@ -62,6 +62,9 @@ describe("vm run as the everyday loop on a real guest (needs qemu, root, built d
     const cwd = await run(join(repo, "sub"), "--cwd", "/tmp", "--", "pwd");
     expect(cwd.stdout.trim()).toBe("/tmp");
     expect(cwd.stderr).toContain("lp:/root/repo: unchanged");
+    const bare = await run(join(repo, "sub"), "--no-workspace", "--", "pwd");
+    expect(bare.stdout.trim()).toBe("/root");
+    expect(bare.stderr).not.toContain("/root/repo");
   }, T);
 
   testNeeds("a re-run brings a tracked edit, an untracked file and a deletion; the host's tree, index and HEAD stay", needs, async () => {

@@ -51,9 +51,16 @@ function splitName(path: string): [string, string] {
 /** Namespaces debugfs writes verbatim; others (e.g. POSIX ACLs, which need format conversion) are dropped. */
 const XATTR_NAME = /^(security|user|trusted)\.[\x21-\x7e]{1,200}$/;
 
+/** Most extended attributes one entry may carry (ext4 keeps them in one 4 KiB block anyway). */
+const MAX_XATTRS = 64;
+
 async function metaOf(e: TarEntry, blobs: BlobStore): Promise<Meta> {
   const meta: Meta = { mode: e.mode & 0o7777, uid: e.uid, gid: e.gid, mtime: e.mtime };
-  for (const [name, value] of Object.entries(e.xattrs)) {
+  const xattrs = Object.entries(e.xattrs);
+  if (xattrs.length > MAX_XATTRS) {
+    throw new BangerError("invalid_argument", `entry ${JSON.stringify(e.path)} has ${xattrs.length} extended attributes; the most an entry may carry is ${MAX_XATTRS}`);
+  }
+  for (const [name, value] of xattrs) {
     if (!XATTR_NAME.test(name)) continue;
     const blob = join(blobs.dir, String(blobs.next++));
     await Bun.write(blob, value);

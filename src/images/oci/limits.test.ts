@@ -42,3 +42,9 @@ test("the entry cap counts all layers and names the first entry past it", async 
   const { run } = await importRaw([layer("a"), layer("b")], { maxBytes: 1 << 30, maxEntries: 10 });
   await expect(run).rejects.toThrow(/layer 2\/2 .*entry "b4" is past the import cap of 10 entries/);
 });
+
+test("an entry with thousands of extended attributes is refused, naming it", async () => {
+  const xattrs = Object.fromEntries(Array.from({ length: 2000 }, (_, i) => [`user.a${i}`, new Uint8Array([1])]));
+  const { run } = await importRaw([writeTar([{ path: "many", data: "x", xattrs }])]);
+  await expect(run).rejects.toThrow(/entry "many" has 2000 extended attributes; the most an entry may carry is 64/);
+});
