@@ -1,15 +1,17 @@
 /**
  * `bun run bench`: every benchmark in turn, each printing its figures and the machine's,
  * then one summary table. `--quick` skips the real-guest (QEMU/TCG) parts and shrinks the
- * runs; `--only NAME[,NAME]` picks suites (boot, cli, control, disks, workspace, exec, instant).
+ * runs; `--only NAME[,NAME]` picks suites (boot, kernel, cli, control, disks, net, workspace, exec, instant).
  */
 import { parseArgs } from "node:util";
 import { benchBoot } from "./boot.ts";
 import { benchCli } from "./cli.ts";
 import { benchControlPlane } from "./control-plane.ts";
 import { benchDisks } from "./disks.ts";
+import { benchNetPolicy } from "./net-policy.ts";
 import { benchExec } from "./exec.ts";
 import { benchInstant } from "./instant.ts";
+import { benchKernel } from "./kernel.ts";
 import { benchWorkspace } from "./workspace-suite.ts";
 import { type BenchCtx, machineInfo, machineLine, Summary } from "./lib.ts";
 
@@ -20,9 +22,11 @@ console.log(machineLine(ctx.machine));
 
 const suites: Array<[string, () => Promise<void>]> = [
   ["boot", async () => (ctx.quick ? console.log("\n== boot: skipped (--quick)") : benchBoot(ctx, Number(values["boot-runs"])))],
+  ["kernel", async () => (ctx.quick ? console.log("\n== kernel: skipped (--quick)") : benchKernel(ctx, Number(values["boot-runs"])))],
   ["cli", () => benchCli(ctx)],
   ["control", () => benchControlPlane(ctx, ctx.quick ? { creates: 20, listRuns: 10, parallel: 10 } : { creates: 50, listRuns: 20, parallel: 20 })],
   ["disks", () => benchDisks(ctx)],
+  ["net", () => benchNetPolicy(ctx, ctx.quick ? 12 : 40)],
   ["workspace", () => benchWorkspace(ctx, ctx.quick ? 50 : 200, !ctx.quick)],
   ["exec", async () => (ctx.quick ? console.log("\n== exec: skipped (--quick)") : benchExec(ctx, 200))],
   ["instant", () => benchInstant(ctx)],

@@ -17,7 +17,7 @@ want ssh-keygen openssh-client
 want sshd openssh-server
 want ip iproute2
 want nft nftables
-want iptables iptables
+want sudo sudo
 want dig dnsutils
 want git git
 want npm npm

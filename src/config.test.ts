@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import TOML from "@iarna/toml";
-import { DEFAULTS, validateConfig } from "./config.ts";
+import { configSizes, DEFAULTS, validateConfig } from "./config.ts";
 import { projectRoot } from "./testing/skip.ts";
 
 describe("config", () => {
@@ -36,6 +36,24 @@ describe("config", () => {
 
   test("errors name the later entry index too", () => {
     expect(() => validateConfig({ file_sync: [{ host: "~/ok", guest: "~/ok" }, { host: "rel", guest: "~/a" }] })).toThrow("file_sync[1].host");
+  });
+
+  test("dns_upstream takes IPv4 addresses with optional ports; anything else names the entry", () => {
+    expect(validateConfig({ dns_upstream: ["192.0.2.53", "198.18.7.2:5353"] }).dns_upstream).toEqual(["192.0.2.53", "198.18.7.2:5353"]);
+    expect(validateConfig({}).dns_upstream).toEqual([]);
+    expect(() => validateConfig({ dns_upstream: ["dns.example.com"] })).toThrow("dns_upstream[0]: expected an IPv4 address");
+    expect(() => validateConfig({ dns_upstream: ["192.0.2.1", "300.0.0.1"] })).toThrow("dns_upstream[1]");
+    expect(() => validateConfig({ dns_upstream: ["192.0.2.1:0"] })).toThrow("dns_upstream[0]");
+    expect(() => validateConfig({ dns_upstream: "192.0.2.1" })).toThrow("dns_upstream: expected a list");
+  });
+
+  test("import and console caps: sizes with a floor, a positive entry count, parsed to bytes", () => {
+    const c = validateConfig({ import_max_size: "2G", import_max_entries: 5000, console_log_max: "1M" });
+    expect(configSizes(c)).toEqual({ importMaxBytes: 2 * 1024 ** 3, consoleLogMaxBytes: 1024 ** 2 });
+    expect(configSizes(validateConfig({}))).toEqual({ importMaxBytes: 16 * 1024 ** 3, consoleLogMaxBytes: 4 * 1024 ** 2 });
+    expect(() => validateConfig({ console_log_max: "1K" })).toThrow("console_log_max: expected a size of at least 64K");
+    expect(() => validateConfig({ import_max_size: "lots" })).toThrow("import_max_size: expected a size of at least 1M");
+    expect(() => validateConfig({ import_max_entries: 0 })).toThrow("import_max_entries: must be at least 1");
   });
 
   test("unknown keys are reported", () => {

@@ -1,3 +1,4 @@
+import { parseNetPolicy } from "./vm/net-policy.ts";
 import TOML from "@iarna/toml";
 import { existsSync, readFileSync } from "node:fs";
 import * as v from "valibot";
@@ -27,7 +28,9 @@ export interface Config {
   subnet: string;
   tap_pool: number;
   nat: boolean;
+  net: string;
   dns_listen: string;
+  dns_upstream: string[];
   ssh_key: string;
   stop_grace: string;
   boot_timeout: string;
@@ -55,7 +58,9 @@ export const DEFAULTS: Config = {
   subnet: "172.30.0.1/24",
   tap_pool: 32,
   nat: false,
+  net: "none",
   dns_listen: "127.0.0.1:42069",
+  dns_upstream: [],
   ssh_key: "",
   stop_grace: "10s",
   boot_timeout: "90s",
@@ -112,7 +117,14 @@ const schema = v.strictObject({
   subnet: v.optional(v.pipe(v.string(), v.regex(/^(\d{1,3}\.){3}\d{1,3}\/(1[6-9]|2[0-8])$/, "expected the bridge address with a /16../28 prefix, such as \"172.30.0.1/24\""))),
   tap_pool: v.optional(v.pipe(v.number(), v.integer("expected an integer"), v.minValue(1, "must be at least 1"), v.maxValue(1000, "must be at most 1000"))),
   nat: v.optional(v.boolean("expected true or false")),
+  net: v.optional(v.pipe(v.string("expected a string"), v.check((s) => netPolicyError(s) === null, "expected none, nat or allow:<rules> such as \"allow:api.example.com,*.example.org,203.0.113.0/24:443\""))),
   dns_listen: v.optional(v.pipe(v.string(), v.regex(/^[0-9.]+:\d{1,5}$/, "expected ADDRESS:PORT such as \"127.0.0.1:42069\""))),
+  dns_upstream: v.optional(
+    v.pipe(
+      v.array(v.pipe(v.string("expected a string"), v.check(isUpstreamAddress, "expected an IPv4 address with an optional port, such as \"192.0.2.53\" or \"192.0.2.53:5353\"")), "expected a list of addresses such as [\"192.0.2.53\"]"),
+      v.maxLength(8, "at most 8 servers"),
+    ),
+  ),
   ssh_key: v.optional(v.string()),
   stop_grace: v.optional(duration),
   boot_timeout: v.optional(duration),
@@ -124,6 +136,12 @@ const schema = v.strictObject({
   import_max_entries: v.optional(v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(1, "must be at least 1"))),
   console_log_max: v.optional(sizeAtLeast(64 * 1024, "64K", "\"4M\"")),
 });
+
+/** `IP` or `IP:PORT` (IPv4): one upstream resolver for guests. */
+function isUpstreamAddress(s: string): boolean {
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(s);
+  return !!m && m[1]!.split(".").every((o) => Number(o) <= 255) && (m[2] === undefined || (Number(m[2]) >= 1 && Number(m[2]) <= 65535));
+}
 
 /** The smallest work disk banger accepts. */
 export const MIN_DISK_BYTES = 1024 ** 3;
@@ -151,7 +169,19 @@ export function validateConfig(raw: unknown, source = "config.toml"): Config {
       hint: "Fix the key in the config file; `banger config show` prints the effective configuration and the README lists every key.",
     });
   }
-  return { ...DEFAULTS, ...result.output } as Config;
+  const config = { ...DEFAULTS, ...result.output } as Config;
+  // `nat = true` predates `net`: it still means NAT by default unless `net` says otherwise.
+  if (result.output.net === undefined && result.output.nat) config.net = "nat";
+  return config;
+}
+
+function netPolicyError(text: string): string | null {
+  try {
+    parseNetPolicy(text);
+    return null;
+  } catch (err) {
+    return (err as Error).message;
+  }
 }
 
 /** Reads and validates the config file; a missing file means all defaults. */

@@ -43,7 +43,12 @@ export function buildCli() {
   cli.command("image show <name>", "Show an image").option(json, "JSON output").action((n, o) => client.imageShow(String(n), o));
   cli.command("image pull <name>", "Download an image from the catalog (sha256 verified)").option(json, "JSON events").action((n, o) => client.imagePull(String(n), o));
   cli.command("image import <source>", "Import an OCI image (layout dir, docker save or oci-archive tarball)").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").option(json, "JSON events").action((s, o) => client.imageImport(String(s), o));
-  cli.command("image build", "Build the default Debian image with mmdebstrap").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").option(json, "JSON events").action((o) => client.imageBuild(o));
+  cli.command("image build", "Build a Debian image with mmdebstrap; it brings its own kernel (Debian's cloud kernel, modules included)")
+    .option("--name <name>", "Image name")
+    .option("--packages <list>", "Extra Debian packages to install, comma-separated (e.g. build-essential,nodejs)")
+    .option("--kernel <kernel>", "Boot this image's VMs with a registered kernel instead of its own")
+    .option(json, "JSON events")
+    .action((o) => client.imageBuild(o));
   cli.command("image delete <name>", "Delete an image (refused while VMs use it)").action((n) => client.imageDelete(String(n)));
 
   const createOpts = (c: ReturnType<typeof cli.command>) =>
@@ -54,7 +59,9 @@ export function buildCli() {
       .option("--cpus <n>", "vCPUs")
       .option("--memory <mib>", "Memory in MiB")
       .option("--disk <size>", "Work disk size, e.g. 8G")
-      .option("--nat", "Let the VM reach the outside world");
+      .option("--net <policy>", "Network policy: none (default), nat, or allow:<domains,*.domains,CIDR[:port]>")
+      .option("--nat", "Same as --net nat")
+      .option("--group <name>", "Guests reach each other only within one group");
   createOpts(cli.command("vm create", "Create and start a VM")).option(json, "JSON events").action((o) => client.vmCreate(o));
   createOpts(cli.command("vm run [...cmd]", "Create (or start) a VM, bring this directory's current tree to /root/repo, run a command in the matching directory there (or print next steps)"))
     .option("--from <path>", "Directory or repo to bring (default: current directory)")
@@ -76,12 +83,14 @@ export function buildCli() {
   cli.command("vm restart <...refs>", "Restart VMs").action((r) => client.vmFanout("vm.restart", r));
   cli.command("vm kill <...refs>", "Kill VMs").action((r) => client.vmFanout("vm.kill", r));
   cli.command("vm delete <...refs>", "Delete VMs and everything they own").option("--force", "Stop running VMs first").action((r, o) => client.vmFanout("vm.delete", r, { force: Boolean(o.force) }));
-  cli.command("vm set <...refs>", "Change cpus/memory (next start), grow the disk, toggle NAT")
+  cli.command("vm set <...refs>", "Change cpus/memory (next start), grow the disk, change the network policy or group (at once)")
     .option("--cpus <n>", "vCPUs")
     .option("--memory <mib>", "Memory in MiB")
     .option("--disk <size>", "Grow the work disk to this size")
-    .option("--nat", "Enable NAT")
-    .option("--no-nat", "Disable NAT")
+    .option("--net <policy>", "Network policy: none, nat, or allow:<domains,*.domains,CIDR[:port]>")
+    .option("--nat", "Same as --net nat")
+    .option("--no-nat", "Same as --net none")
+    .option("--group <name>", "Join a group (\"\" leaves it); guests reach each other only within one group")
     .action((r, o) => client.vmSet(r, o));
   cli.command("vm fork <ref>", "Running copies of a running VM as it is now, each with its own address, name and keys")
     .option("--name <name>", "Name of the one copy")
@@ -183,6 +192,8 @@ async function groupOnly(cli: ReturnType<typeof buildCli>, argv: string[], group
 }
 
 async function main(argv: string[]): Promise<number> {
+  // The root entry point sudo allows (see host setup); not a user command, so not in --help.
+  if (argv[0] === "net-apply" && argv.length === 2) return (await import("./modes/host-cmds.ts")).netApply(argv[1]!);
   // A hidden mode: the daemon runs heavy image imports in a child process of this program.
   if (argv[0] === "__import-worker") return (await import("./modes/import-worker.ts")).runImportWorker();
   const cli = buildCli();

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { dnsQuery, fakeUpstream, firstAnswer, rcodeOf, tcpAsk, tcpFrame, udpAsk } from "../testing/dns-client.ts";
 import { RCODE } from "./dns.ts";
+import { parseNetPolicy } from "../vm/net-policy.ts";
 import type { DnsGuest, DnsGuests } from "./dns-policy.ts";
 import { FORWARD_LIMITS } from "./dns-responder.ts";
 import { type DnsServer, startDnsServer } from "./dns-server.ts";
@@ -16,7 +17,7 @@ const STRANGER = "127.0.0.9";
 const guestsByIp = new Map<string, DnsGuest>([
   [NONE, { id: "id-a", name: "a", policy: { mode: "none" }, groups: ["dev"] }],
   [NAT, { id: "id-b", name: "b", policy: { mode: "nat" }, groups: ["dev"] }],
-  [ALLOW, { id: "id-c", name: "c", policy: { mode: "allow", names: ["svc.test", "*.example.org"] }, groups: [] }],
+  [ALLOW, { id: "id-c", name: "c", policy: parseNetPolicy("allow:svc.test,*.example.org"), groups: [] }],
 ]);
 const records = new Map([...guestsByIp].map(([ip, g]) => [g.name, ip]));
 

@@ -1,15 +1,13 @@
 import * as dnsPacket from "dns-packet";
 import type { Packet } from "dns-packet";
-import { needsForward, normalizeName, recordKey } from "./dns.ts";
-
-/** A VM's network policy as the guest resolver applies it. */
-export type DnsNetPolicy = { mode: "none" } | { mode: "nat" } | { mode: "allow"; names: readonly string[] };
+import { type NetPolicy, policyAllowsName } from "../vm/net-policy.ts";
+import { needsForward, recordKey } from "./dns.ts";
 
 /** The VM that sent a query, as the guest resolver sees it. */
 export interface DnsGuest {
   id: string;
   name: string;
-  policy: DnsNetPolicy;
+  policy: NetPolicy;
   groups: readonly string[];
 }
 
@@ -34,19 +32,6 @@ export type Verdict =
 /** Bounds on how long an address learned from an answer stays allowed. */
 export const LEARNED_TTL = { minSeconds: 30, maxSeconds: 3600 } as const;
 
-/**
- * True when a name matches an allow list: `api.example.com` matches itself only,
- * `*.example.org` matches any name below example.org (not example.org itself).
- */
-export function nameAllowed(patterns: readonly string[], name: string): boolean {
-  const n = normalizeName(name);
-  return patterns.some((raw) => {
-    const p = normalizeName(raw);
-    if (p.startsWith("*.")) return n.endsWith(p.slice(1)) && n.length > p.length - 1;
-    return n === p;
-  });
-}
-
 /** True when `asker` may see `target` in `.vm`: itself, or a VM sharing one of its groups. */
 export function mayResolve(asker: DnsGuest, target: DnsGuest | null): boolean {
   if (!target) return false;
@@ -65,7 +50,7 @@ export function decide(asker: DnsGuest | null, query: Packet, guests: Pick<DnsGu
   if (!hasUpstream) return local; // answer() refuses names outside .vm
   const policy = asker.policy;
   if (policy.mode === "nat") return { kind: "forward", learnFor: null };
-  if (policy.mode === "allow" && nameAllowed(policy.names, query.questions![0]!.name)) return { kind: "forward", learnFor: asker.id };
+  if (policy.mode === "allow" && policyAllowsName(policy, query.questions![0]!.name)) return { kind: "forward", learnFor: asker.id };
   return { kind: "refuse" };
 }
 

@@ -1,3 +1,5 @@
+import { NFT_REQUIRED } from "./network/firewall.ts";
+import { helperPath, sudoersPath } from "./network/net-helper.ts";
 import { accessSync, constants, existsSync, lstatSync, readFileSync, statfsSync, type Stats } from "node:fs";
 import { dirname } from "node:path";
 import { createSocket } from "node:dgram";
@@ -158,6 +160,12 @@ async function checkBridge(deps: DoctorDeps, config: Config | null, checks: Chec
   const bridge = config?.bridge ?? "banger0";
   const up = deps.exists(`/sys/class/net/${bridge}`);
   checks.push(up ? { name: "bridge/NAT", status: "pass", detail: `bridge ${bridge} present` } : { name: "bridge/NAT", status: "warn", detail: `not set up yet: no bridge ${bridge}`, fix: "sudo banger host setup" });
+  checks.push(deps.which("nft") ? { name: "nftables", status: "pass", detail: "nft present" } : { name: "nftables", status: "fail", detail: `no nft: ${NFT_REQUIRED}`, fix: "sudo apt-get install nftables" });
+  // A daemon that is not root changes per-VM rules only through the helper host setup installs.
+  if (up && process.getuid?.() !== 0) {
+    const ok = deps.exists(helperPath(bridge)) && deps.exists(sudoersPath(bridge));
+    checks.push(ok ? { name: "firewall helper", status: "pass", detail: helperPath(bridge) } : { name: "firewall helper", status: "fail", detail: `no ${helperPath(bridge)} or ${sudoersPath(bridge)}: VMs cannot get their firewall rules`, fix: "sudo banger host setup" });
+  }
 }
 
 function checkArtifacts(deps: DoctorDeps, config: Config | null, checks: Check[]) {

@@ -13,6 +13,7 @@ describe("hostSetup", () => {
       "ip link set dev banger0 alias banger ip_forward_was=0",
       "ip addr add 172.30.0.1/24 dev banger0",
       "ip link set dev banger0 up",
+      "sysctl -q -w net.ipv6.conf.banger0.accept_ra=0",
       "sysctl -q -w net.ipv4.ip_forward=1",
       "ip tuntap add dev bgr0t0 mode tap user 1000 group 1000",
       "ip link set dev bgr0t0 master banger0 up",
@@ -21,15 +22,25 @@ describe("hostSetup", () => {
       "nft -f -",
     ]);
     expect(r.stdin.at(-1)).toBe(nftBaseScript(cfg));
-    expect(actions).toHaveLength(10);
+    expect(actions).toHaveLength(11);
   });
 
-  test("the nft script: own table, default drop for the bridge, masquerade only for the NAT set", () => {
+  test("the nft script: default deny from guests to the host, between guests and from outside; per-VM egress", () => {
     const s = nftBaseScript(cfg);
+    const rule = (t: string) => s.split("\n").find((l) => l.endsWith(`comment "${t}"`)) ?? "";
     expect(s).toContain("add table inet banger_banger0");
-    expect(s).toContain('add rule inet banger_banger0 forward iifname "banger0" drop comment "banger:isolate"');
-    expect(s).toContain('add rule inet banger_banger0 postrouting ip saddr @nat_guests oifname != "banger0" masquerade');
-    expect(s.indexOf("banger:nat")).toBeLessThan(s.indexOf("banger:isolate"));
+    expect(s).toContain("add table bridge banger_banger0");
+    expect(rule("banger:host-dns")).toContain('input iifname "banger0" ip daddr 172.30.0.1 meta l4proto { tcp, udp } th dport 53 accept');
+    expect(rule("banger:host-deny")).toContain('input iifname "banger0" drop');
+    expect(rule("banger:inbound")).toContain('forward oifname "banger0" drop');
+    expect(rule("banger:isolate")).toContain('forward iifname "banger0" drop');
+    expect(rule("banger:masq")).toContain('postrouting ip saddr 172.30.0.0/24 oifname != "banger0" masquerade');
+    expect(rule("banger:port")).toContain("bridge banger_banger0 guest_in iifname vmap @ports");
+    expect(rule("banger:no-port")).toContain(`guest_in iifname "bgr0t*" drop`);
+    // The bridge family sees every bridge on the host: no rule may drop what is not ours.
+    for (const l of s.split("\n").filter((x) => x.startsWith("add rule bridge"))) expect(l).toMatch(/iifname/);
+    const order = ["banger:intra", "banger:replies", "banger:inbound", "banger:nat", "banger:egress", "banger:isolate"].map((c) => s.indexOf(`"${c}"`));
+    expect([...order].sort((a, b) => a - b)).toEqual(order);
     expect(s).not.toContain("redirect");
   });
 
@@ -59,46 +70,17 @@ describe("hostSetup", () => {
     const damaged = JSON.parse(nftJson(cfg)) as { nftables: any[] };
     damaged.nftables = damaged.nftables.filter((i) => i.rule?.comment !== "banger:isolate");
     const r = new FakeHost(model({ ...setUpHost, nftTable: JSON.stringify(damaged) }));
-    expect(await hostSetup({ runner: r, sudo: false }, cfg)).toEqual(["repaired nftables table inet banger_banger0"]);
+    expect(await hostSetup({ runner: r, sudo: false }, cfg)).toEqual(["repaired nftables tables banger_banger0"]);
     expect(r.stdin.at(-1)).not.toContain("flush set");
   });
 
-  test("iptables: own chains, comment-tagged rules, jumps at the top", async () => {
+  test("the iptables backend is refused, saying why and how to get nftables", async () => {
     const r = new FakeHost(model({ ...setUpHost, nftTable: null }));
-    await hostSetup({ runner: r, sudo: false }, { ...cfg, firewall: "iptables", guestDnsPort: 5300 });
-    expect(r.mutations()).toEqual([
-      "iptables -w -t filter -N BANGER-FWD-banger0",
-      "iptables -w -t filter -A BANGER-FWD-banger0 -o banger0 -m comment --comment banger -j ACCEPT",
-      "iptables -w -t filter -A BANGER-FWD-banger0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment banger -j ACCEPT",
-      "iptables -w -t filter -A BANGER-FWD-banger0 -m comment --comment banger -j DROP",
-      "iptables -w -t filter -I FORWARD 1 -i banger0 -m comment --comment banger -j BANGER-FWD-banger0",
-      "iptables -w -t nat -N BANGER-NAT-banger0",
-      "iptables -w -t nat -I POSTROUTING 1 -m comment --comment banger -j BANGER-NAT-banger0",
-      "iptables -w -t nat -N BANGER-DNS-banger0",
-      "iptables -w -t nat -A BANGER-DNS-banger0 -d 172.30.0.1/32 -p udp -m udp --dport 53 -m comment --comment banger -j REDIRECT --to-ports 5300",
-      "iptables -w -t nat -A BANGER-DNS-banger0 -d 172.30.0.1/32 -p tcp -m tcp --dport 53 -m comment --comment banger -j REDIRECT --to-ports 5300",
-      "iptables -w -t nat -I PREROUTING 1 -i banger0 -m comment --comment banger -j BANGER-DNS-banger0",
-    ]);
-  });
-
-  test("iptables repair keeps per-VM NAT rules", async () => {
-    const tag = '-m comment --comment "banger-nat tap=bgr0t1 ip=172.30.0.5"';
-    const r = new FakeHost((argv) => {
-      const a = argv.join(" ");
-      if (a === "iptables -w -t filter -S BANGER-FWD-banger0") return { stdout: `-N BANGER-FWD-banger0\n-A BANGER-FWD-banger0 -s 172.30.0.5/32 ${tag} -j ACCEPT\n` };
-      if (a === "iptables -w -t nat -S BANGER-NAT-banger0") return { stdout: `-N BANGER-NAT-banger0\n-A BANGER-NAT-banger0 -s 172.30.0.5/32 ! -o banger0 ${tag} -j MASQUERADE\n` };
-      return model(setUpHost)(argv);
-    });
-    await hostSetup({ runner: r, sudo: false }, { ...cfg, firewall: "iptables" });
-    const m = r.mutations();
-    expect(m.slice(0, 5)).toEqual([
-      "iptables -w -t filter -F BANGER-FWD-banger0",
-      "iptables -w -t filter -A BANGER-FWD-banger0 -o banger0 -m comment --comment banger -j ACCEPT",
-      "iptables -w -t filter -A BANGER-FWD-banger0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment banger -j ACCEPT",
-      "iptables -w -t filter -A BANGER-FWD-banger0 -m comment --comment banger -j DROP",
-      "iptables -w -I BANGER-FWD-banger0 1 -s 172.30.0.5/32 -m comment --comment banger-nat tap=bgr0t1 ip=172.30.0.5 -j ACCEPT",
-    ]);
-    expect(m.some((c) => c.includes("-F BANGER-NAT"))).toBe(false);
+    const err = await hostSetup({ runner: r, sudo: false }, { ...cfg, firewall: "iptables" }).catch((e) => e);
+    expect(err.code).toBe("not_available");
+    expect(err.message).toContain("bridge family");
+    expect(err.hint).toContain("apt-get install nftables");
+    expect(r.mutations().some((c) => c.startsWith("iptables") || c.startsWith("nft"))).toBe(false);
   });
 
   test("not root: privileged commands go through sudo -n, reads do not", async () => {
@@ -155,6 +137,7 @@ describe("hostTeardown", () => {
     await hostTeardown({ runner: r, sudo: false }, cfg);
     expect(r.mutations()).toEqual([
       "nft delete table inet banger_banger0",
+      "nft delete table bridge banger_banger0",
       "ip link del dev bgr0t0",
       "ip link del dev bgr0t1",
       "ip link del dev banger0",
@@ -178,7 +161,19 @@ describe("hostTeardown", () => {
   });
 
   test("nothing there: nothing done", async () => {
-    const r = new FakeHost(model({}));
+    const r = new FakeHost((argv) => (argv.join(" ").startsWith("nft delete table") ? { code: 1, stderr: "Error: No such file or directory" } : model({})(argv)));
     expect(await hostTeardown({ runner: r, sudo: false }, cfg)).toEqual([]);
+  });
+
+  test("chains an older banger wrote with iptables are removed too", async () => {
+    const r = new FakeHost((argv) => {
+      const a = argv.join(" ");
+      if (a === "iptables -w -t filter -S BANGER-FWD-banger0") return { stdout: "-N BANGER-FWD-banger0\n-A BANGER-FWD-banger0 -j DROP\n" };
+      if (a === "iptables -w -t filter -S FORWARD") return { stdout: "-A FORWARD -i banger0 -m comment --comment banger -j BANGER-FWD-banger0\n" };
+      return model(setUpHost)(argv);
+    });
+    await hostTeardown({ runner: r, sudo: false }, cfg);
+    expect(r.mutations()).toContain("iptables -w -t filter -D FORWARD -i banger0 -m comment --comment banger -j BANGER-FWD-banger0");
+    expect(r.mutations()).toContain("iptables -w -t filter -X BANGER-FWD-banger0");
   });
 });

@@ -3,7 +3,7 @@ import { type FirewallKind, type HostNetConfig, type NatEntry, checkDnsPort, che
 import { detectFirewall, firewallFor } from "./network/firewall.ts";
 import { ensureBridge, ensureForwarding, ensureTaps, poolTaps, readAddrs, readForwarding, readLinks, removeLinks, type TapInfo } from "./network/links.ts";
 import type { NetDeps } from "./network/priv.ts";
-import { iptablesFirewall } from "./network/iptables.ts";
+import { removeLegacyIptables } from "./network/iptables.ts";
 import { nftFirewall } from "./network/nft.ts";
 import { ensureSystemdUnit, removeSystemdUnit } from "./network/systemd.ts";
 
@@ -56,12 +56,9 @@ export async function hostTeardown(deps: NetDeps, cfg: HostNetConfig): Promise<s
   checkIfName(cfg.bridge);
   const actions: string[] = [];
   if (cfg.systemdUnit) actions.push(...(await removeSystemdUnit(deps, cfg, cfg.systemdUnit)));
-  // Clear both backends: the one in use may differ from the one that wrote the rules.
-  for (const kind of ["nftables", "iptables"] as const) {
-    if (cfg.firewall && cfg.firewall !== kind) continue;
-    const fw = kind === "nftables" ? nftFirewall(deps, cfg) : iptablesFirewall(deps, cfg);
-    actions.push(...(await fw.remove().catch((err) => ignoreMissingTool(err))));
-  }
+  actions.push(...(await nftFirewall(deps, cfg).remove().catch((err) => ignoreMissingTool(err))));
+  // Chains an older banger wrote with iptables go too.
+  actions.push(...(await removeLegacyIptables(deps, cfg).catch((err) => ignoreMissingTool(err))));
   actions.push(...(await removeLinks(deps, cfg, await readLinks(deps))));
   return actions;
 }

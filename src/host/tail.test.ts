@@ -2,7 +2,7 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { tailLines } from "./tail.ts";
+import { tailLines, tailRotated } from "./tail.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "banger-tail-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -32,4 +32,16 @@ test("one endless line (no newline) is bounded too", () => {
   const f = join(dir, "flood.log");
   writeFileSync(f, "x".repeat(3 << 20));
   expect(tailLines(f, 10, 1 << 20).length).toBeLessThanOrEqual(1 << 20);
+});
+
+test("after a rotation the missing lines come from the end of .1", () => {
+  const f = join(dir, "console.log");
+  writeFileSync(`${f}.1`, "old1\nold2\nold3\n");
+  writeFileSync(f, "new1\n");
+  expect(tailRotated(f, 3)).toBe("old2\nold3\nnew1\n");
+  expect(tailRotated(f, 1)).toBe("new1\n");
+  writeFileSync(f, "");
+  expect(tailRotated(f, 2)).toBe("old2\nold3\n");
+  rmSync(`${f}.1`);
+  expect(tailRotated(f, 2)).toBe("");
 });

@@ -34,3 +34,18 @@ export function tailLines(path: string, lines: number, maxBytes = MAX_TAIL_BYTES
     closeSync(fd);
   }
 }
+
+/** Counts the lines of a tail's text (a final newline ends the last line, it does not start one). */
+function lineCount(text: string): number {
+  if (text === "") return 0;
+  return text.split("\n").length - (text.endsWith("\n") ? 1 : 0);
+}
+
+/** Like tailLines, but when the log was just rotated and holds fewer lines, the rest come from the end of `<path>.1`. */
+export function tailRotated(path: string, lines: number, maxBytes = MAX_TAIL_BYTES): string {
+  const now = tailLines(path, lines, maxBytes);
+  const have = lineCount(now);
+  if (have >= lines || !existsSync(`${path}.1`)) return now;
+  const before = tailLines(`${path}.1`, lines - have, maxBytes);
+  return before && !before.endsWith("\n") ? `${before}\n${now}` : before + now;
+}

@@ -152,13 +152,18 @@ export const imageShow = (name: string, o: Opts) => showCmd("image.show", { name
 export const imagePull = (name: string, o: Opts = {}) => streamCmd("image.pull", { name }, o);
 export const imageImport = (source: string, o: Opts) =>
   streamCmd("image.import", { source, name: str(o.name) ?? basename(source).replace(/(\.tar)?(\.gz)?$/, "").replace(/[^A-Za-z0-9._-]/g, "-"), kernel: str(o.kernel) }, o);
-export const imageBuild = (o: Opts) => streamCmd("image.build", { name: str(o.name), kernel: str(o.kernel) }, o);
+export const imageBuild = (o: Opts) => streamCmd("image.build", { name: str(o.name), kernel: str(o.kernel), packages: listOpt(o.packages) }, o);
+/** A comma-separated option (repeatable too) as a list, or undefined when not given. */
+function listOpt(value: unknown): string[] | undefined {
+  if (value === undefined || value === true) return undefined;
+  return [value].flat().flatMap((x) => String(x).split(",")).map((x) => x.trim()).filter(Boolean);
+}
 export const imageDelete = (name: string) => showCmd("image.delete", { name }, {});
 
 export const vmCreate = (o: Opts) => vm.create(out, rpc as never, createParams(o), { json: Boolean(o.json) });
 export const vmRun = (cmd: string[], o: Opts) => ws.run(out, rpc as never, cmd.map(String), o, createParams(o));
 export const vmFanout = (method: Method, refs: string[], extra: Record<string, unknown> = {}) => vm.fan(out, rpc as never, method, { refs: refs.map(String), ...extra });
-export const vmSet = (refs: string[], o: Opts) => vm.fan(out, rpc as never, "vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: natFlag() });
+export const vmSet = (refs: string[], o: Opts) => vm.fan(out, rpc as never, "vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: natFlag(), net: str(o.net), group: groupOpt(o.group) });
 
 /** --nat / --no-nat as given (cac's negation would turn "absent" into true). */
 function natFlag(): boolean | undefined {
@@ -183,6 +188,11 @@ export const workspaceExport = (ref: string, o: Opts) => ws.exportCmd(out, rpc a
 function str(x: unknown): string | undefined {
   return x === undefined || x === true ? undefined : String(x);
 }
+/** --group NAME; `--group ""` (cac gives "" or true) means no group. */
+function groupOpt(x: unknown): string | undefined {
+  if (x === undefined) return undefined;
+  return x === true ? "" : String(x);
+}
 function num(x: unknown): number | undefined {
   return x === undefined ? undefined : Number(x);
 }
@@ -196,7 +206,7 @@ export function sizeOpt(flag: string, x: unknown): number | undefined {
 }
 
 function createParams(o: Opts) {
-  return { name: str(o.name), image: str(o.image), kernel: str(o.kernel), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat ? true : undefined };
+  return { name: str(o.name), image: str(o.image), kernel: str(o.kernel), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat ? true : undefined, net: str(o.net), group: groupOpt(o.group) };
 }
 
 async function listCmd(method: Method, o: Opts) {

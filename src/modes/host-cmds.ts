@@ -5,6 +5,7 @@ import { BangerError } from "../errors.ts";
 import { bootInstallPaths, type Paths, resolvePaths } from "../host/paths.ts";
 import type { RootCopy, SystemdUnitSpec } from "../host/network/config.ts";
 import { hostRunner } from "../host/runner.ts";
+import { installHelper, netApplyMain, removeHelper } from "../host/network/net-helper.ts";
 import { hostNetConfig } from "../vm/network-port.ts";
 import { selfArgv } from "./autostart.ts";
 import { printJson, table, type Out } from "./render.ts";
@@ -83,6 +84,8 @@ export async function hostSetup(out: Out, o: { systemd?: boolean; owner?: string
   const cfg = netConfigFor(who);
   if (o.systemd) cfg.systemdUnit = bootUnit(who, cfg.bridge, compiledSelf());
   const actions = await setup(net(), cfg);
+  // A non-root owner changes per-VM rules through one root-owned helper and one sudoers line.
+  if (process.getuid?.() === 0) actions.push(...(await installHelper(net(), { bridge: cfg.bridge, uid: who.uid, self: selfArgv().length === 1 ? selfArgv()[0]! : null })));
   out.out(actions.length ? actions.map((a) => `+ ${a}`).join("\n") : "host already set up; nothing changed");
 }
 
@@ -92,7 +95,15 @@ export async function hostTeardown(out: Out) {
   const cfg = netConfigFor(who);
   cfg.systemdUnit = bootUnit(who, cfg.bridge);
   const actions = await teardown(net(), cfg);
+  if (process.getuid?.() === 0) actions.push(...(await removeHelper(cfg.bridge)));
   out.out(actions.length ? actions.map((a) => `- ${a}`).join("\n") : "nothing to remove");
+}
+
+/** `banger net-apply <bridge>` (hidden; root, through sudo): one per-VM firewall request from stdin. */
+export async function netApply(bridge: string): Promise<number> {
+  const stdin = await new Response(Bun.stdin.stream()).text();
+  await netApplyMain({ runner: hostRunner, sudo: false }, bridge, stdin, process.env);
+  return 0;
 }
 
 /** `banger host status [--json]`. */

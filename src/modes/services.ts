@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { configDurations, configSizes, type Config } from "../config.ts";
 import { BangerError } from "../errors.ts";
+import type { DnsGuests } from "../host/dns-policy.ts";
 import { startDnsServer, type DnsServer } from "../host/dns-server.ts";
 import type { Paths } from "../host/paths.ts";
 import { hostUpstreams } from "../host/resolv.ts";
@@ -16,6 +17,7 @@ import { QemuDriver } from "../vm/drivers/qemu.ts";
 import type { Driver, VmmKind } from "../vm/drivers/types.ts";
 import { GUEST_DNS_PORT, hostNetworkPort } from "../vm/network-port.ts";
 import { ConsoleCap } from "../vm/console-log.ts";
+import { vmDnsGuests } from "../vm/dns-guests.ts";
 import { reconcile, StatsPoller } from "../vm/reconcile.ts";
 import { VmService } from "../vm/service.ts";
 import { AGENT_VERSION } from "../version.ts";
@@ -90,7 +92,8 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   const servers: DnsServer[] = [];
   const dns = await startHostDns(config.dns_listen, records, log);
   if ("server" in dns) servers.push(dns.server);
-  const guestDns = await startGuestDns(network.gateway().ip, records, log);
+  const guests = vmDnsGuests({ vms: vms.deps.vms, records: () => records, network });
+  const guestDns = await startGuestDns({ gateway: network.gateway().ip, upstream: config.dns_upstream, records, guests, log });
   if (guestDns) servers.push(guestDns);
   await reconcile(vms);
   const consoles = new ConsoleCap(configSizes(config).consoleLogMaxBytes, log);
@@ -126,11 +129,15 @@ async function startHostDns(listen: string, records: Map<string, string>, log: (
   }
 }
 
-/** The resolver guests use: `.vm` names from banger, everything else forwarded to the host's upstreams. */
-async function startGuestDns(gateway: string, records: Map<string, string>, log: (m: string) => void): Promise<DnsServer | null> {
+/**
+ * The resolver guests use: each asking VM (known by its address) gets `.vm` names of itself
+ * and its group, and other names as its policy allows, from `dns_upstream` or the host's upstreams.
+ */
+async function startGuestDns(o: { gateway: string; upstream: string[]; records: Map<string, string>; guests: DnsGuests; log: (m: string) => void }): Promise<DnsServer | null> {
+  const { gateway, records, guests, log } = o;
   try {
-    const upstream = await hostUpstreams();
-    return await startDnsServer({ listen: `${gateway}:${GUEST_DNS_PORT}`, records: () => records, upstream, configKey: "subnet", log });
+    const upstream = o.upstream.length ? o.upstream : await hostUpstreams();
+    return await startDnsServer({ listen: `${gateway}:${GUEST_DNS_PORT}`, records: () => records, upstream, guests, configKey: "subnet", log });
   } catch (err) {
     log(`guest DNS on ${gateway}:${GUEST_DNS_PORT} not started (${(err as Error).message}); guests resolve .vm names only after \`sudo banger host setup\` and a daemon restart`);
     return null;

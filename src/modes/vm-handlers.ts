@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { AgentClient } from "../agent/client.ts";
 import { BangerError } from "../errors.ts";
-import { tailLines } from "../host/tail.ts";
+import { tailRotated } from "../host/tail.ts";
 import type { Handlers } from "../rpc/handle.ts";
 import type { VmRow } from "../store/vms.ts";
 import { dirOf, knownHandle, AGENT_PORT } from "../vm/runtime.ts";
@@ -10,9 +10,9 @@ import { webProbe } from "../vm/port-probe.ts";
 import type { StatsPoller } from "../vm/reconcile.ts";
 import type { VmService } from "../vm/service.ts";
 
-/** The end of a log, read backwards; `--lines` beyond 100,000 or 4 MiB is cut there. */
+/** The end of a log (and of its rotated `.1` when needed); `--lines` beyond 100,000 or 4 MiB is cut there. */
 function tail(path: string, lines: number): string {
-  return tailLines(path, Math.min(lines, 100_000));
+  return tailRotated(path, Math.min(lines, 100_000));
 }
 
 /** The agent client of a running VM (kept open: virtio-serial allows one host connection). */

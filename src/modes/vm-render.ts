@@ -13,7 +13,7 @@ function age(iso: string | null): string {
 
 export function renderVmList(out: Out, vms: VmView[]) {
   if (!vms.length) return out.out("no VMs yet; create one with `banger vm create` or `banger vm run`");
-  out.out(table(["NAME", "STATE", "IP", "CPUS", "MEMORY", "DISK", "NAT", "VMM", "IMAGE", "CREATED"], vms.map((v) => [v.name, v.state, v.ip, v.cpus, `${v.memory_mib}M`, formatSize(v.disk_bytes), v.nat ? "on" : "off", v.vmm, v.image, age(v.created_at)])));
+  out.out(table(["NAME", "STATE", "IP", "CPUS", "MEMORY", "DISK", "NET", "VMM", "IMAGE", "CREATED"], vms.map((v) => [v.name, v.state, v.ip, v.cpus, `${v.memory_mib}M`, formatSize(v.disk_bytes), shortNet(v.net), v.vmm, v.image, age(v.created_at)])));
 }
 
 export function renderVm(out: Out, v: VmView) {
@@ -27,7 +27,8 @@ export function renderVm(out: Out, v: VmView) {
     ["cpus", v.cpus],
     ["memory", `${v.memory_mib} MiB`],
     ["disk", formatSize(v.disk_bytes)],
-    ["network", `${v.ip} on ${v.tap}, mac ${v.mac}, nat ${v.nat ? "on" : "off"}`],
+    ["network", `${v.ip} on ${v.tap}, mac ${v.mac}`],
+    ["net", `${v.net}${v.group ? `, group ${v.group}` : ""}`],
     ["vsock cid", v.cid],
     ["dir", v.dir],
     ["created", v.created_at],
@@ -52,4 +53,9 @@ export function renderStats(out: Out, stats: VmStats[]) {
       stats.map((s) => [s.name, s.state, s.cpu_percent === null ? "-" : `${s.cpu_percent}%`, s.rss_bytes === null ? "-" : formatSize(s.rss_bytes), s.disk_used_bytes === null ? "-" : formatSize(s.disk_used_bytes), formatSize(s.disk_bytes), s.uptime_s === null ? "-" : `${s.uptime_s}s`]),
     ),
   );
+}
+
+/** The policy as a list column shows it: allow rules are summarised by count. */
+function shortNet(net: string): string {
+  return net.startsWith("allow:") ? `allow(${net.slice(6).split(",").length})` : net;
 }

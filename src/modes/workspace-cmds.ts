@@ -97,6 +97,7 @@ export async function run(out: Out, rpc: Rpc, cmd: string[], o: Record<string, u
   const from = resolve(String(o.from ?? "."));
   const skip = o.workspace === false;
   if (skip && o.from !== undefined) throw new BangerError("invalid_argument", "--from and --no-workspace contradict each other", { hint: "Drop one of them." });
+  if (o.replace && o.keep) throw new BangerError("invalid_argument", "--replace and --keep contradict each other", { hint: "--replace discards the guest's work; --keep runs on it. Pick one." });
   const top = skip ? null : await workspaceTop(from);
   if (!skip) await syncCmd(out, rpc, vm.name, { from, replace: Boolean(o.replace), keep: Boolean(o.keep), fullCopy: Boolean(o.fullCopy), toStderr: true });
   if (!cmd.length) {

@@ -17,6 +17,9 @@ const disk = v.pipe(v.number("expected bytes as an integer"), v.integer("expecte
 const artifactName = v.pipe(v.string("expected a string"), v.regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/, "must be letters, digits, '.', '_' or '-'"));
 const path = v.pipe(v.string("expected a path"), v.nonEmpty("must not be empty"), v.maxLength(4096, "is too long"));
 const empty = v.strictObject({});
+/** A network policy's text; the VM service parses it and names what is wrong. */
+const netPolicy = v.pipe(v.string("expected none, nat or allow:<rules>"), v.nonEmpty("must not be empty"), v.maxLength(16384, "is too long"));
+const group = v.pipe(v.string("expected a group name"), v.maxLength(64, "is too long"));
 
 /** Input schemas of every RPC method; the daemon validates every call against these. */
 export const METHODS = {
@@ -30,6 +33,8 @@ export const METHODS = {
     memory: v.optional(memory),
     disk: v.optional(disk),
     nat: v.optional(v.boolean("expected true or false")),
+    net: v.optional(netPolicy),
+    group: v.optional(group),
     start: v.optional(v.boolean("expected true or false")),
   }),
   "vm.start": v.strictObject({ refs, cold: v.optional(v.boolean("expected true or false")) }),
@@ -51,6 +56,8 @@ export const METHODS = {
     memory: v.optional(memory),
     disk: v.optional(disk),
     nat: v.optional(v.boolean("expected true or false")),
+    net: v.optional(netPolicy),
+    group: v.optional(group),
   }),
   "vm.list": empty,
   "vm.show": v.strictObject({ ref }),
@@ -67,7 +74,7 @@ export const METHODS = {
   "kernel.delete": v.strictObject({ name: artifactName }),
   "image.list": empty,
   "image.show": v.strictObject({ name: artifactName }),
-  "image.build": v.strictObject({ name: v.optional(artifactName), kernel: v.optional(artifactName) }),
+  "image.build": v.strictObject({ name: v.optional(artifactName), kernel: v.optional(artifactName), packages: v.optional(v.array(v.pipe(v.string(), v.minLength(1)))) }),
   "image.import": v.strictObject({ source: path, name: artifactName, kernel: v.optional(artifactName) }),
   "image.pull": v.strictObject({ name: artifactName }),
   "image.delete": v.strictObject({ name: artifactName }),

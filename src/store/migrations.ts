@@ -70,4 +70,21 @@ export const MIGRATIONS: Migration[] = [
       )`);
     },
   },
+  {
+    id: 4,
+    name: "vm_net_policy",
+    up(db) {
+      // The policy replaces the nat flag (kept in step for older readers): nat → "nat", else "none".
+      db.run(`ALTER TABLE vms ADD COLUMN net TEXT NOT NULL DEFAULT 'none'`);
+      db.run(`UPDATE vms SET net = 'nat' WHERE nat = 1`);
+      db.run(`ALTER TABLE vms ADD COLUMN net_group TEXT NOT NULL DEFAULT ''`);
+    },
+  },
+  {
+    id: 5,
+    name: "kernel_initrd",
+    up(db) {
+      db.run(`ALTER TABLE kernels ADD COLUMN initrd_path TEXT`);
+    },
+  },
 ];

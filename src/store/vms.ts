@@ -6,7 +6,10 @@ export interface Teardown {
   pidStartTime?: string;
   controlSocket?: string;
   tap?: string;
+  /** Set by banger versions that only knew NAT; read as netIp. */
   natIp?: string;
+  /** The address whose per-VM firewall rules (anti-spoofing, egress, group) are in place. */
+  netIp?: string;
 }
 
 /** paused: vCPUs frozen, RAM held; suspending/suspended: state being written / saved to the VM directory, no VMM. */
@@ -23,6 +26,10 @@ export interface VmRow {
   memory_mib: number;
   disk_bytes: number;
   nat: boolean;
+  /** The network policy in canonical text (none, nat, allow:<rules>); see vm/net-policy.ts. */
+  net: string;
+  /** The VM's group ("" for none): guests reach each other only within one group. */
+  net_group: string;
   state: VmState;
   desired_state: "running" | "stopped";
   ip: string;
@@ -64,8 +71,8 @@ export class VmStore {
   insert(vm: VmRow) {
     this.db
       .query(
-        `INSERT INTO vms (id, name, image, kernel, vmm, cpus, memory_mib, disk_bytes, nat, state, desired_state, ip, mac, cid, tap, teardown, last_error, created_at, updated_at, started_at)
-         VALUES ($id, $name, $image, $kernel, $vmm, $cpus, $memory_mib, $disk_bytes, $nat, $state, $desired_state, $ip, $mac, $cid, $tap, $teardown, $last_error, $created_at, $updated_at, $started_at)`,
+        `INSERT INTO vms (id, name, image, kernel, vmm, cpus, memory_mib, disk_bytes, nat, net, net_group, state, desired_state, ip, mac, cid, tap, teardown, last_error, created_at, updated_at, started_at)
+         VALUES ($id, $name, $image, $kernel, $vmm, $cpus, $memory_mib, $disk_bytes, $nat, $net, $net_group, $state, $desired_state, $ip, $mac, $cid, $tap, $teardown, $last_error, $created_at, $updated_at, $started_at)`,
       )
       .run({ ...vm, nat: vm.nat ? 1 : 0, teardown: JSON.stringify(vm.teardown) } as never);
   }

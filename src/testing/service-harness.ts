@@ -4,6 +4,8 @@
  * socket, a recording network port, an in-memory SQLite store, and real disk tools on a temp
  * directory. No daemon, no socket, no root.
  */
+import type { GroupMember, VmNet } from "../vm/net-apply.ts";
+import { formatNetPolicy } from "../vm/net-policy.ts";
 import type { Database } from "bun:sqlite";
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -157,13 +159,17 @@ export class RecordingNetwork implements NetworkPort {
     this.calls.push(`check ${tap}`);
     if (this.missingTaps.has(tap)) throw new Error(`TAP ${tap} is missing`);
   }
-  async natAdd(ip: string) {
-    this.calls.push(`nat+ ${ip}`);
-    this.nat.add(ip);
+  async applyVm(vm: VmNet) {
+    this.calls.push(`net ${vm.ip} ${formatNetPolicy(vm.policy)}`);
+    if (vm.policy.mode === "nat") this.nat.add(vm.ip);
+    else this.nat.delete(vm.ip);
   }
-  async natRemove(ip: string) {
-    this.calls.push(`nat- ${ip}`);
-    this.nat.delete(ip);
+  async removeVm(vm: { ip: string }) {
+    this.calls.push(`net- ${vm.ip}`);
+    this.nat.delete(vm.ip);
+  }
+  async setGroups(members: GroupMember[]) {
+    this.calls.push(`groups ${members.map((m) => `${m.ip}:${m.group}`).join(",")}`);
   }
   gateway() {
     return { ip: "172.31.250.1", mask: "255.255.255.0", prefix: 24 };

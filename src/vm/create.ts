@@ -6,6 +6,8 @@ import type { Params } from "../rpc/contract.ts";
 import type { ImageRow, KernelRow } from "../store/artifacts.ts";
 import type { VmRow } from "../store/vms.ts";
 import { allocate } from "./allocate.ts";
+import { createPolicy } from "./net-apply.ts";
+import { checkGroup } from "./net-policy.ts";
 import { onFullDisk } from "./no-space.ts";
 import { randomName } from "./model.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
@@ -87,6 +89,7 @@ async function allocateRow(deps: VmServiceDeps, ctx: CreateCtx) {
     taps: new Set(existing.map((v) => v.tap)),
   });
   const now = new Date().toISOString();
+  const net = createPolicy(ctx.params, deps.config);
   const vm: VmRow = {
     id: randomBytes(6).toString("hex"),
     name,
@@ -96,7 +99,9 @@ async function allocateRow(deps: VmServiceDeps, ctx: CreateCtx) {
     cpus: ctx.params.cpus ?? deps.config.cpus,
     memory_mib: ctx.params.memory ?? deps.config.memory,
     disk_bytes: ctx.params.disk ?? parseSize(deps.config.disk)!,
-    nat: ctx.params.nat ?? deps.config.nat,
+    nat: net === "nat",
+    net,
+    net_group: checkGroup((ctx.params.group ?? "").trim().toLowerCase()),
     state: "creating",
     desired_state: "running",
     ...a,

@@ -4,6 +4,7 @@ import type { Paths } from "../host/paths.ts";
 import type { Runner } from "../host/runner.ts";
 import type { ArtifactStore } from "../store/artifacts.ts";
 import type { VmStore } from "../store/vms.ts";
+import type { GroupMember, VmNet } from "./net-apply.ts";
 import type { Driver, VmmHandle, VmmKind } from "./drivers/types.ts";
 
 /** The host network as the VM service needs it (bridge and TAP pool are made by `host setup`). */
@@ -12,9 +13,15 @@ export interface NetworkPort {
   poolTaps(): string[];
   /** Throws failed_precondition (hint: host setup) when the TAP is missing or off the bridge. */
   checkTap(tap: string): Promise<void>;
-  natAdd(ip: string, tap: string): Promise<void>;
-  /** Removes the VM's NAT rules; a no-op when they are already gone. */
-  natRemove(ip: string, tap: string): Promise<void>;
+  /**
+   * Puts one VM's rules in place, replacing any earlier ones: its TAP carries only its MAC and
+   * address, and its egress follows its policy. Idempotent.
+   */
+  applyVm(vm: VmNet): Promise<void>;
+  /** Removes one VM's rules; a no-op when they are already gone. */
+  removeVm(vm: { id: string; ip: string; tap: string }): Promise<void>;
+  /** Replaces who may reach whom: guests reach each other only when they share a group. */
+  setGroups(members: GroupMember[]): Promise<void>;
   /** The gateway (bridge) address and mask guests use. */
   gateway(): { ip: string; mask: string; prefix: number };
   /** Nameservers to give guests. */

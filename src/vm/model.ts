@@ -13,6 +13,8 @@ export interface VmView {
   memory_mib: number;
   disk_bytes: number;
   nat: boolean;
+  net: string;
+  group: string;
   ip: string;
   mac: string;
   cid: number;
@@ -37,6 +39,8 @@ export function toView(vm: VmRow, pid: number | null, dir: string): VmView {
     memory_mib: vm.memory_mib,
     disk_bytes: vm.disk_bytes,
     nat: vm.nat,
+    net: vm.net,
+    group: vm.net_group,
     ip: vm.ip,
     mac: vm.mac,
     cid: vm.cid,

@@ -3,10 +3,12 @@ import { basename } from "node:path";
 import type { Config } from "../config.ts";
 import { BangerError } from "../errors.ts";
 import { parseSubnet, tapNames, type HostNetConfig } from "../host/network/config.ts";
-import { firewallFor, type Firewall } from "../host/network/firewall.ts";
 import type { NetDeps } from "../host/network/priv.ts";
 import { subnetHosts } from "./allocate.ts";
 import type { NetworkPort } from "./deps.ts";
+import type { VmNet } from "./net-apply.ts";
+import { formatNetPolicy, resolvedAddrsToAllow } from "./net-policy.ts";
+import { runNetRequest } from "../host/network/net-helper.ts";
 
 /**
  * Where the daemon answers guests' DNS on the bridge address. Guests ask <gateway>:53; host
@@ -23,8 +25,9 @@ export function hostNetConfig(config: Config, owner = { uid: process.getuid?.() 
 export function hostNetworkPort(config: Config, net: NetDeps): NetworkPort {
   const cfg = hostNetConfig(config);
   const subnet = parseSubnet(config.subnet);
-  let fw: Promise<Firewall> | null = null;
-  const firewall = () => (fw ??= firewallFor(net, cfg));
+  // The VMs whose rules this daemon put in place (their resolved sets exist), by id.
+  const applied = new Map<string, VmNet>();
+  let lastGroups: string | null = null;
   return {
     poolTaps: () => tapNames(cfg),
     async checkTap(tap) {
@@ -36,11 +39,27 @@ export function hostNetworkPort(config: Config, net: NetDeps): NetworkPort {
       }
       if (master !== config.bridge) throw new BangerError("failed_precondition", `TAP device ${tap} is attached to ${master}, not ${config.bridge}`, { hint: "Run `sudo banger host setup`." });
     },
-    natAdd: async (ip, tap) => void (await (await firewall()).natAdd(ip, tap)),
-    natRemove: async (ip) => void (await (await firewall()).natRemove(ip)),
+    async applyVm(vm) {
+      await runNetRequest(net, config.bridge, { op: "apply", ip: vm.ip, mac: vm.mac, tap: vm.tap, net: formatNetPolicy(vm.policy) });
+      applied.set(vm.id, vm);
+    },
+    async removeVm(vm) {
+      applied.delete(vm.id);
+      await runNetRequest(net, config.bridge, { op: "remove", ip: vm.ip, tap: vm.tap });
+    },
+    async setGroups(members) {
+      const key = JSON.stringify(members);
+      if (key === lastGroups) return;
+      await runNetRequest(net, config.bridge, { op: "groups", members });
+      lastGroups = key;
+    },
+    async allowResolved(vmId, addrs, ttlSeconds) {
+      const vm = applied.get(vmId);
+      if (vm?.policy.mode !== "allow") return;
+      const open = resolvedAddrsToAllow(addrs, [subnet.gateway]).slice(0, 64);
+      if (open.length) await runNetRequest(net, config.bridge, { op: "resolved", ip: vm.ip, tap: vm.tap, addrs: open, ttl: ttlSeconds });
+    },
     gateway: () => ({ ip: subnet.gateway, prefix: subnet.prefix, mask: subnetHosts(config.subnet).mask }),
     nameservers: () => [subnet.gateway],
-    // Filled by the per-VM firewall sets; until a VM has an `allow:` set this opens nothing.
-    allowResolved: async () => {},
   };
 }

@@ -1,3 +1,4 @@
+import { applyNet } from "./net-apply.ts";
 import { readFileSync, rmSync } from "node:fs";
 import { allocatedBytes } from "../images/disks.ts";
 import type { VmRow } from "../store/vms.ts";
@@ -47,8 +48,8 @@ export async function reconcile(svc: VmService): Promise<{ kept: string[]; stopp
           }
           rt.handles.set(row.id, handle);
           deps.dns.set(row.name, row.ip);
-          if (row.nat) await deps.network.natAdd(row.ip, row.tap).catch((err) => deps.log(`nat ${row.name}: ${(err as Error).message}`));
-          deps.vms.update(row.id, { state: vmmState === "paused" ? "paused" : "running", teardown: { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket, natIp: row.nat ? row.ip : undefined } });
+          deps.vms.update(row.id, { state: vmmState === "paused" ? "paused" : "running", teardown: { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket } });
+          await applyNet(deps, deps.vms.get(row.id)!).catch((err) => deps.log(`network rules of ${row.name}: ${(err as Error).message}`));
           report.kept.push(row.name);
           return;
         }

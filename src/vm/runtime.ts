@@ -10,6 +10,7 @@ import type { Teardown, VmRow } from "../store/vms.ts";
 import { isSameProcess, signal } from "./drivers/process.ts";
 import type { BootPlan, VmmHandle } from "./drivers/types.ts";
 import { onFullDisk } from "./no-space.ts";
+import { applyNet, releaseNet } from "./net-apply.ts";
 import { provisionSpec } from "./provision.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import type { Step } from "./steps.ts";
@@ -59,6 +60,7 @@ export function bootPlan(deps: VmServiceDeps, ctx: StartCtx): BootPlan {
     vmId: vm.id,
     dir: dir.dir,
     kernelPath: ctx.kernel.path,
+    ...(ctx.kernel.initrd_path ? { initrdPath: ctx.kernel.initrd_path } : {}),
     extraBootArgs: bootArgs(deps, vm),
     drives: [
       { id: "rootfs", path: ctx.image.rootfs_path, readOnly: true },
@@ -83,12 +85,9 @@ export function startSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
       name: "network",
       run: async ({ vm }) => {
         await deps.network.checkTap(vm.tap);
-        if (vm.nat) await deps.network.natAdd(vm.ip, vm.tap);
-        deps.vms.update(vm.id, { teardown: { ...vm.teardown, tap: vm.tap, natIp: vm.nat ? vm.ip : undefined } });
+        await applyNet(deps, vm);
       },
-      undo: async ({ vm }) => {
-        if (vm.nat) await deps.network.natRemove(vm.ip, vm.tap);
-      },
+      undo: async ({ vm }) => releaseNet(deps, deps.vms.get(vm.id) ?? vm),
     },
     {
       name: "boot",
@@ -177,8 +176,7 @@ export async function stopVmm(deps: VmServiceDeps, rt: Runtime, given: VmRow, di
 /** Releases what exists only while a VMM runs (sockets, NAT, DNS, handles); the VMM is already gone. */
 export async function releaseRunning(deps: VmServiceDeps, rt: Runtime, vm: VmRow, dir: VmPaths, handle: VmmHandle | null) {
   await deps.drivers(vm.vmm).cleanup(handle, dir.dir).catch((err) => deps.log(`cleanup ${vm.name}: ${(err as Error).message}`));
-  const natIp = vm.teardown.natIp;
-  if (natIp) await deps.network.natRemove(natIp, vm.teardown.tap ?? vm.tap).catch((err) => deps.log(`nat remove ${vm.name}: ${(err as Error).message}`));
+  await releaseNet(deps, deps.vms.get(vm.id) ?? vm).catch((err) => deps.log(`network rules of ${vm.name}: ${(err as Error).message}`));
   deps.dns.delete(vm.name);
   rt.handles.delete(vm.id);
   rmSync(dir.handles, { force: true });

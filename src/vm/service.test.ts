@@ -29,12 +29,32 @@ test("create reaches running with its DNS name and a live VMM; delete leaves not
   expect(h.records.get("a1")).toBe(vm.ip);
   const pid = pidOf("a1")!;
   expect(isAlive(pid)).toBe(true);
-  expect(h.network.calls).toContain(`nat+ ${vm.ip}`);
+  expect(h.network.calls).toContain(`net ${vm.ip} nat`);
   await h.svc.delete(h.svc.find("a1"), true);
   expect(h.deps.vms.list()).toEqual([]);
   expect(vmDirs()).toEqual([]);
   expect(h.records.size).toBe(0);
   expect(isAlive(pid)).toBe(false);
+  expect(h.network.nat.size).toBe(0);
+});
+
+test("policies and groups: applied at start, changed live by set, withdrawn at delete", async () => {
+  const a = await create("g1", { net: "allow:svc.test,10.0.0.0/8:443", group: "Web" });
+  const b = await create("g2", { group: "web" });
+  expect(a.net).toBe("allow:svc.test,10.0.0.0/8:443");
+  expect(a.group).toBe("web");
+  expect(h.network.calls).toContain(`net ${a.ip} allow:svc.test,10.0.0.0/8:443`);
+  expect(h.network.calls.at(-1)).toBe(`groups ${a.ip}:web,${b.ip}:web`);
+  expect(await h.svc.set(h.svc.find("g1"), { refs: ["g1"], net: "nat" })).toBe("net nat");
+  expect(h.network.nat.has(a.ip)).toBe(true);
+  expect(await h.svc.set(h.svc.find("g2"), { refs: ["g2"], group: "" })).toBe("no group");
+  expect(h.network.calls.at(-1)).toBe(`groups ${a.ip}:web`);
+  await expect(h.svc.set(h.svc.find("g1"), { refs: ["g1"], net: "allow:" })).rejects.toThrow(/empty rule/);
+  await expect(create("g3", { net: "open" })).rejects.toThrow(/invalid network policy "open"/);
+  await expect(create("g4", { net: "allow:a.test", nat: true })).rejects.toThrow(/contradict/);
+  await h.svc.delete(h.svc.find("g1"), true);
+  await h.svc.delete(h.svc.find("g2"), true);
+  expect(h.network.calls.filter((c) => c.startsWith("net-"))).toEqual([`net- ${a.ip}`, `net- ${b.ip}`]);
   expect(h.network.nat.size).toBe(0);
 });
 

@@ -14,6 +14,7 @@ import { toView, type VmView } from "./model.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import { fanout, resolveRef, type FanoutResult } from "./refs.ts";
 import { dirOf, knownHandle, startSteps, stopVmm, type StartCtx } from "./runtime.ts";
+import { setNet } from "./net-apply.ts";
 import { runSteps } from "./steps.ts";
 import { isSameProcess } from "./drivers/process.ts";
 import { discardSavedState, pauseVm, resumeVm, suspendVm } from "./instant.ts";
@@ -183,15 +184,7 @@ export class VmService {
       if (!running) await growWorkDisk(dirOf(this.deps, vm.id).workDisk, p.disk, { runner: this.deps.runner });
       notes.push(`disk ${p.disk} bytes${running ? " (grown on next start)" : ""}`);
     }
-    if (p.nat !== undefined && p.nat !== vm.nat) {
-      if (running) {
-        if (p.nat) await this.deps.network.natAdd(vm.ip, vm.tap);
-        else await this.deps.network.natRemove(vm.ip, vm.tap);
-        this.deps.vms.update(vm.id, { teardown: { ...vm.teardown, natIp: p.nat ? vm.ip : undefined } });
-      }
-      this.deps.vms.update(vm.id, { nat: p.nat });
-      notes.push(`nat ${p.nat ? "on" : "off"}`);
-    }
+    notes.push(...(await setNet(this.deps, vm, p)));
     return notes.length ? notes.join("; ") : "nothing to change";
   }
 

@@ -6,15 +6,14 @@ import { readFileSync } from "node:fs";
 import { startDnsServer } from "../../src/host/dns-server.ts";
 import { hostRunner } from "../../src/host/runner.ts";
 import { type HostNetConfig, hostSetup, hostStatus, hostTeardown, natAdd, natRemove, tapList } from "../../src/host/network.ts";
-import { iptablesFirewall } from "../../src/host/network/iptables.ts";
 import { nftFirewall } from "../../src/host/network/nft.ts";
+import { groupsScript, vmApplyScript } from "../../src/host/network/nft-vm.ts";
 import { hasBin, isRoot, testNeeds } from "../../src/testing/skip.ts";
 
 const needs: Array<[boolean, string]> = [
   [isRoot, "needs root"],
   [hasBin("ip"), "needs ip (iproute2)"],
   [hasBin("nft"), "needs nft (nftables)"],
-  [hasBin("iptables"), "needs iptables"],
 ];
 
 const deps = { runner: hostRunner, sudo: false };
@@ -26,10 +25,12 @@ const id = rand(0x10000).toString(16).padStart(4, "0");
 /** A TCP server in the "outside" netns that tells each client the address it saw. */
 const SERVER = `Bun.listen({ hostname: process.argv[1], port: 8080, socket: { open(s) { s.end(s.remoteAddress + "\\n"); }, data() {} } }); console.log("ready");`;
 /** A client in the "guest" netns: prints what the server said, or FAILED after a bounded wait. */
-const CLIENT = `const t = setTimeout(() => { console.log("FAILED timeout"); process.exit(0); }, 1500);
-Bun.connect({ hostname: process.argv[1], port: 8080, socket: { data(s, d) { console.log(String(d).trim()); clearTimeout(t); process.exit(0); }, connectError(s, e) { console.log("FAILED " + e.message); process.exit(0); } } });`;
+const CLIENT = `const t = setTimeout(() => { console.log("FAILED timeout"); process.exit(0); }, 3000);
+const c = require("node:net").connect({ host: process.argv[1], port: 8080, localAddress: process.argv[2] || undefined });
+c.on("data", (d) => { console.log(String(d).trim()); clearTimeout(t); process.exit(0); });
+c.on("error", (e) => { console.log("FAILED " + e.message); process.exit(0); });`;
 
-function suite(kind: "nftables" | "iptables", letter: string) {
+function suite(kind: "nftables", letter: string) {
   const third = 1 + rand(250);
   const bridge = `bgt${id}${letter}`;
   const dnsPort = 20000 + rand(20000);
@@ -46,13 +47,12 @@ function suite(kind: "nftables" | "iptables", letter: string) {
   const outServer = `198.18.${third}.2`;
   const nsGuest = `${bridge}g`;
   const nsOut = `${bridge}o`;
+  const nsPeer = `${bridge}b`;
+  let peerServer: Bun.Subprocess<"ignore", "pipe", "inherit"> | undefined;
   let forwardingBefore = "";
   let server: Bun.Subprocess<"ignore", "pipe", "inherit"> | undefined;
 
-  const firewallSnapshot = () =>
-    kind === "nftables"
-      ? sh(["nft", "list", "table", "inet", `banger_${bridge}`])
-      : sh(["iptables-save"]).then((s) => s.split("\n").filter((l) => l.includes(bridge)).join("\n"));
+  const firewallSnapshot = async () => (await sh(["nft", "list", "table", "inet", `banger_${bridge}`])) + (await sh(["nft", "list", "table", "bridge", `banger_${bridge}`]));
   // Bridge timers tick on their own; everything else in `ip -d link` must stay put.
   const linkSnapshot = async () =>
     ((await sh(["ip", "-d", "link", "show", "dev", bridge])) + (await sh(["ip", "-d", "link", "show", "master", bridge]))).replace(/(\w+_timer)\s+[\d.]+/g, "$1");
@@ -71,8 +71,9 @@ function suite(kind: "nftables" | "iptables", letter: string) {
     afterAll(async () => {
       if (!isRoot) return;
       server?.kill();
-      for (const ns of [nsGuest, nsOut]) await sh(["ip", "netns", "del", ns]);
-      for (const dev of [`${bridge}vg`, `${bridge}vo`]) await sh(["ip", "link", "del", dev]);
+      peerServer?.kill();
+      for (const ns of [nsGuest, nsOut, nsPeer]) await sh(["ip", "netns", "del", ns]);
+      for (const dev of [`${bridge}vg`, `${bridge}vo`, `${bridge}vb`]) await sh(["ip", "link", "del", dev]);
       await hostTeardown(deps, cfg).catch((e) => console.error(`teardown: ${e.message}`));
       // Belt and braces: nothing of ours may survive a failed run.
       await sh(["ip", "link", "del", bridge]);
@@ -87,7 +88,7 @@ function suite(kind: "nftables" | "iptables", letter: string) {
       expect(first.length).toBeGreaterThan(0);
       const links = await linkSnapshot();
       const rules = await firewallSnapshot();
-      expect(rules).toContain(kind === "nftables" ? "banger:isolate" : "banger");
+      expect(rules).toContain("banger:isolate");
       expect(await hostSetup(deps, cfg)).toEqual([]);
       expect(await linkSnapshot()).toBe(links);
       expect(await firewallSnapshot()).toBe(rules);
@@ -110,6 +111,9 @@ function suite(kind: "nftables" | "iptables", letter: string) {
       await ip("-n", nsGuest, "addr", "add", `${guestIp}/24`, "dev", `${bridge}gp`);
       await ip("-n", nsGuest, "link", "set", `${bridge}gp`, "up");
       await ip("-n", nsGuest, "route", "add", "default", "via", `172.29.${third}.1`);
+      // The stand-in's port carries only its own MAC and address, as a VM's TAP would.
+      const mac = JSON.parse(await sh(["ip", "-n", nsGuest, "-j", "link", "show", `${bridge}gp`]))[0].address;
+      await hostRunner.run(["nft", "-f", "-"], { stdin: vmApplyScript(bridge, { ip: guestIp, mac, tap: `${bridge}vg`, policy: { mode: "none" } }) });
       // The outside world: routed by the host, with a default route back so that only
       // banger's drop rule (not a missing route) can stop an un-NATed guest.
       await ip("link", "add", `${bridge}vo`, "type", "veth", "peer", "name", `${bridge}op`);
@@ -128,16 +132,22 @@ function suite(kind: "nftables" | "iptables", letter: string) {
       expect(await natAdd(deps, cfg, { guestIp, tap: `${bridge}vg` })).toEqual([]);
       // The server sees the host's outside address: the guest was masqueraded.
       expect(await guestFetch()).toBe(outHost);
+      // Another MAC on the same port gets nothing through; its own again, and it does.
+      await ip("-n", nsGuest, "link", "set", `${bridge}gp`, "address", "02:00:00:00:00:99");
+      expect(await guestFetch()).toStartWith("FAILED");
+      await ip("-n", nsGuest, "link", "set", `${bridge}gp`, "address", mac);
+      expect(await guestFetch()).toBe(outHost);
       expect((await hostStatus(deps, cfg)).nat).toEqual([{ guestIp, tap: `${bridge}vg` }]);
       expect(await natRemove(deps, cfg, { guestIp })).toHaveLength(1);
       expect(await natRemove(deps, cfg, { guestIp })).toEqual([]);
       expect(await guestFetch()).toStartWith("FAILED");
       // Control: without banger's rules the same guest gets out un-masqueraded, so the
       // failures above were banger's drop rule and not a routing gap in the test.
-      await (kind === "nftables" ? nftFirewall(deps, cfg) : iptablesFirewall(deps, cfg)).remove();
+      await nftFirewall(deps, cfg).remove();
       expect(await guestFetch()).toBe(guestIp);
       expect((await hostSetup(deps, cfg)).length).toBeGreaterThan(0);
       expect(await guestFetch()).toStartWith("FAILED");
+      await hostRunner.run(["nft", "-f", "-"], { stdin: vmApplyScript(bridge, { ip: guestIp, mac, tap: `${bridge}vg`, policy: { mode: "none" } }) });
     }, 30_000);
 
     testNeeds(`guest DNS as root: the gateway's port 53 reaches the daemon's unprivileged port (${kind})`, [...needs, [hasBin("dig"), "needs dig"]], async () => {
@@ -152,14 +162,47 @@ function suite(kind: "nftables" | "iptables", letter: string) {
       }
     }, 30_000);
 
+    testNeeds(`stand-in guests reach each other only within a group; a borrowed address gets nothing through (${kind})`, needs, async () => {
+      await hostSetup(deps, cfg);
+      const ip = (...a: string[]) => hostRunner.run(["ip", ...a]);
+      const peerIp = `172.29.${third}.3`;
+      const nft = (script: string) => hostRunner.run(["nft", "-f", "-"], { stdin: script });
+      await ip("netns", "add", nsPeer);
+      await ip("link", "add", `${bridge}vb`, "type", "veth", "peer", "name", `${bridge}bp`);
+      await ip("link", "set", `${bridge}vb`, "master", bridge, "up");
+      await ip("link", "set", `${bridge}bp`, "netns", nsPeer);
+      await ip("-n", nsPeer, "addr", "add", `${peerIp}/24`, "dev", `${bridge}bp`);
+      await ip("-n", nsPeer, "link", "set", `${bridge}bp`, "up");
+      const macOf = async (ns: string, dev: string) => JSON.parse(await sh(["ip", "-n", ns, "-j", "link", "show", dev]))[0].address as string;
+      const a = { ip: guestIp, mac: await macOf(nsGuest, `${bridge}gp`), tap: `${bridge}vg`, policy: { mode: "none" as const } };
+      const b = { ip: peerIp, mac: await macOf(nsPeer, `${bridge}bp`), tap: `${bridge}vb`, policy: { mode: "none" as const } };
+      await nft(vmApplyScript(bridge, a));
+      await nft(vmApplyScript(bridge, b));
+      peerServer = Bun.spawn(["ip", "netns", "exec", nsPeer, process.execPath, "-e", SERVER, peerIp], { stdin: "ignore", stdout: "pipe", stderr: "inherit" });
+      expect(new TextDecoder().decode((await peerServer.stdout.getReader().read()).value)).toContain("ready");
+      const toPeer = async (from?: string) => (await sh(["ip", "netns", "exec", nsGuest, process.execPath, "-e", CLIENT, peerIp, ...(from ? [from] : [])])).trim();
+      expect(await toPeer()).toStartWith("FAILED");
+      await nft(groupsScript(bridge, [{ ...a, group: "g" }, { ...b, group: "g" }]));
+      expect(await toPeer()).toBe(guestIp);
+      // An address that is not its own gets nothing through, even to a group peer.
+      const borrowed = `172.29.${third}.4`;
+      await ip("-n", nsGuest, "addr", "add", `${borrowed}/32`, "dev", `${bridge}gp`);
+      expect(await toPeer(borrowed)).toStartWith("FAILED");
+      await ip("-n", nsGuest, "addr", "del", `${borrowed}/32`, "dev", `${bridge}gp`);
+      expect(await toPeer()).toBe(guestIp);
+      await nft(groupsScript(bridge, []));
+      expect(await toPeer()).toStartWith("FAILED");
+    }, 60_000);
+
     testNeeds(`teardown as root leaves no bridge, TAP or rule of ours (${kind})`, needs, async () => {
       await hostSetup(deps, cfg);
       await natAdd(deps, cfg, { guestIp, tap: `bgr${bridge}t0` });
       // The stand-ins for guest and outside are the test's own, not banger's: remove them first.
       server?.kill();
+      peerServer?.kill();
       await server?.exited;
-      for (const ns of [nsGuest, nsOut]) await sh(["ip", "netns", "del", ns]);
-      for (const dev of [`${bridge}vg`, `${bridge}vo`]) await sh(["ip", "link", "del", dev]);
+      for (const ns of [nsGuest, nsOut, nsPeer]) await sh(["ip", "netns", "del", ns]);
+      for (const dev of [`${bridge}vg`, `${bridge}vo`, `${bridge}vb`]) await sh(["ip", "link", "del", dev]);
       const actions = await hostTeardown(deps, cfg);
       expect(actions).toContain(`removed bridge ${bridge}`);
       expect(await bangerTraces()).toEqual([]);
@@ -173,4 +216,3 @@ function suite(kind: "nftables" | "iptables", letter: string) {
 }
 
 suite("nftables", "n");
-suite("iptables", "i");

@@ -134,6 +134,19 @@ describe("a daemon's answers are checked before they reach a command line", () =
   }, 60_000);
 });
 
+describe("ssh through banger leaks nothing of the user's", () => {
+  testNeeds("after ssh-config install, ssh -G web.vm shows no agent, X11 or port forwarding although ~/.ssh/config asks for them", [...built, [hasBin("ssh"), "needs ssh"]], async () => {
+    const h = home();
+    const cfg = join(h.env.HOME!, ".ssh", "config");
+    mkdirSync(join(h.env.HOME!, ".ssh"), { recursive: true, mode: 0o700 });
+    writeFileSync(cfg, "Host *\n  ForwardAgent yes\n  ForwardX11 yes\n  ClearAllForwardings no\n  PermitLocalCommand yes\n  LocalCommand touch /tmp/never\n  DynamicForward 1080\n");
+    expect((await h.run(["ssh-config", "install"])).code).toBe(0);
+    const g = Bun.spawnSync(["ssh", "-F", cfg, "-G", "web.vm"]).stdout.toString();
+    for (const line of ["forwardagent no", "forwardx11 no", "clearallforwardings yes", "permitlocalcommand no"]) expect(g).toContain(`\n${line}\n`);
+    expect(Bun.spawnSync(["ssh", "-F", cfg, "-G", "example.org"]).stdout.toString()).toContain("\nforwardagent yes\n");
+  });
+});
+
 describe("a second user on the same host", () => {
   testNeeds("gets a working daemon when the first one holds dns_listen (real second user: nobody); status says DNS is not served", [...built, [isRoot && hasBin("setpriv"), "needs root and setpriv"]], async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);

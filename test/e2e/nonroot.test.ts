@@ -7,13 +7,17 @@ import { bangerBin, type CliResult, TestHome } from "../../src/testing/cli.ts";
 import { privateNet } from "../../src/testing/fake-env.ts";
 import { fixtureKernel, realGuestChecks, registerGolden } from "../../src/testing/real-env.ts";
 import { hasBin, testNeeds } from "../../src/testing/skip.ts";
+import { helperPath, sudoersPath } from "../../src/host/network/net-helper.ts";
+import { existsSync } from "node:fs";
 
-const needs = [...realGuestChecks(), [hasBin("useradd") && hasBin("userdel") && hasBin("setpriv"), "needs useradd, userdel and setpriv"] as [boolean, string]];
+const needs = [...realGuestChecks(), [hasBin("useradd") && hasBin("userdel") && hasBin("setpriv") && hasBin("sudo"), "needs useradd, userdel, setpriv and sudo"] as [boolean, string]];
 const ready = needs.every(([ok]) => ok);
 const user = `bgu${Math.random().toString(36).slice(2, 7)}`;
 let uid = 0;
 let gid = 0;
 let tunMode = 0;
+let bridge = "";
+let subnet = "";
 const h = new TestHome();
 
 const run = (argv: string[]) => {
@@ -42,7 +46,7 @@ beforeAll(async () => {
   run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", user]);
   uid = Number(run(["id", "-u", user]));
   gid = Number(run(["id", "-g", user]));
-  const { bridge, subnet } = privateNet();
+  ({ bridge, subnet } = privateNet());
   writeFileSync(h.paths.configFile, `vmm = "qemu"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = 2\ndns_listen = "127.0.0.1:${20000 + Math.floor(Math.random() * 20000)}"\nstop_grace = "20s"\n`);
   const setup = await h.run(["host", "setup", "--owner", `${uid}:${gid}`]);
   if (setup.code !== 0) throw new Error(`host setup: ${setup.stderr}`);
@@ -60,6 +64,7 @@ afterAll(async () => {
   await asUser(["vm", "delete", "--force", "u1"]);
   await asUser(["daemon", "stop"]);
   await h.run(["host", "teardown"]);
+  expect(existsSync(sudoersPath(bridge)) || existsSync(helperPath(bridge))).toBe(false);
   await h.cleanup();
   if (tunMode) chmodSync("/dev/net/tun", tunMode);
   Bun.spawnSync(["pkill", "-KILL", "-u", String(uid)]);
@@ -77,10 +82,14 @@ describe("an unprivileged user after host setup (real guest)", () => {
     await ok(["vm", "start", "u1"]);
     expect((await ok(["vm", "ssh", "u1", "--", "cat", "/root/data"])).trim()).toBe("kept");
     expect(await ok(["vm", "ports", "u1"])).toMatch(/tcp\s+u1\.vm:22\s+sshd/);
-    // Per-VM NAT rules need root: a clear refusal with the fix, never a prompt.
-    const nat = await asUser(["vm", "set", "u1", "--nat"]);
-    expect(nat.code).toBe(1);
-    expect(nat.stdout + nat.stderr).toMatch(/sudo/);
+    // Per-VM rules go through the one root-owned helper sudo allows; sudo allows nothing else.
+    expect(await ok(["vm", "set", "u1", "--nat"])).toContain("net nat");
+    expect(Bun.spawnSync(["nft", "list", "set", "inet", `banger_${bridge}`, "nat_guests"]).stdout.toString()).toContain(JSON.parse(await ok(["vm", "show", "u1", "--json"])).ip);
+    expect(await ok(["vm", "set", "u1", "--net", "none"])).toContain("net none");
+    const direct = Bun.spawnSync(["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "sudo", "-n", "nft", "list", "ruleset"], { stderr: "pipe" });
+    expect(direct.exitCode).not.toBe(0);
+    const forged = Bun.spawnSync(["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "sudo", "-n", helperPath(bridge), "net-apply", "banger0"], { stderr: "pipe" });
+    expect(forged.exitCode).not.toBe(0);
     expect(await ok(["vm", "delete", "--force", "u1"])).toContain("deleted");
     expect(JSON.parse(await ok(["vm", "list", "--json"]))).toEqual([]);
   }, 300_000);

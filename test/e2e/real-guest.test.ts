@@ -107,15 +107,23 @@ describe("real guests under QEMU (needs qemu, mmdebstrap, root)", () => {
     expect(ok).toBe(true);
   }, T);
 
-  testNeeds("rootfs copy-on-write: two VMs write /etc files and see only their own; the base is unchanged; guests resolve each other", needs, async () => {
+  testNeeds("rootfs copy-on-write: two VMs write /etc files and see only their own; the base is unchanged; a guest resolves its own .vm name and a group peer's, not a VM outside its group", needs, async () => {
     const r = await h.run(["vm", "create", "--name", "t2", "--nat"]);
     expect(r.code).toBe(0);
     expect((await ssh("t1", "echo one > /etc/only-t1")).code).toBe(0);
     expect((await ssh("t2", "echo two > /etc/only-t2")).code).toBe(0);
     expect((await ssh("t1", "ls /etc/only-*")).out).toBe("/etc/only-t1");
     expect((await ssh("t2", "ls /etc/only-*")).out).toBe("/etc/only-t2");
+    const t2 = JSON.parse((await h.run(["vm", "show", "t2", "--json"])).stdout);
+    expect((await ssh("t2", "getent hosts t2.vm")).out).toMatch(new RegExp(`^${t2.ip.replaceAll(".", "\\.")}\\s+t2\\.vm`));
+    // t1 and t2 share no group: t1's name does not resolve from t2 (NXDOMAIN); in one group it does.
+    const other = await ssh("t2", "getent hosts t1.vm");
+    expect(other.code).not.toBe(0);
+    expect(other.out).toBe("");
+    for (const vm of ["t1", "t2"]) expect((await h.run(["vm", "set", vm, "--group", "pair"])).code).toBe(0);
     const t1 = JSON.parse((await h.run(["vm", "show", "t1", "--json"])).stdout);
     expect((await ssh("t2", "getent hosts t1.vm")).out).toMatch(new RegExp(`^${t1.ip.replaceAll(".", "\\.")}\\s+t1\\.vm`));
+    for (const vm of ["t1", "t2"]) expect((await h.run(["vm", "set", vm, "--group", ""])).code).toBe(0);
     const resolv = (await ssh("t2", "cat /etc/resolv.conf")).out;
     expect(resolv).not.toMatch(/nameserver 127\./);
     expect(resolv).toContain(`nameserver ${h.subnet.split("/")[0]}`);

@@ -38,8 +38,9 @@ async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
 
 const run = (cwd: string, ...args: string[]) => h.run(["vm", "run", "--name", "lp", ...args], { cwd });
 
+/** A script in the guest through the agent (`vm exec`): no SSH handshake per check. */
 async function inGuest(script: string): Promise<string> {
-  const r = await h.run(["vm", "ssh", "lp", "--", "sh", "-c", script]);
+  const r = await h.run(["vm", "exec", "lp", "--", "sh", "-c", script]);
   if (r.code !== 0) throw new Error(`in lp: ${script}\nexit ${r.code}: ${r.stderr}`);
   return r.stdout.replace(/\n$/, "");
 }
@@ -62,6 +63,9 @@ describe("vm run as the everyday loop on a real guest (needs qemu, root, built d
     const cwd = await run(join(repo, "sub"), "--cwd", "/tmp", "--", "pwd");
     expect(cwd.stdout.trim()).toBe("/tmp");
     expect(cwd.stderr).toContain("lp:/root/repo: unchanged");
+    const bare = await run(join(repo, "sub"), "--no-workspace", "--", "pwd");
+    expect(bare.stdout.trim()).toBe("/root");
+    expect(bare.stderr).not.toContain("/root/repo");
   }, T);
 
   testNeeds("a re-run brings a tracked edit, an untracked file and a deletion; the host's tree, index and HEAD stay", needs, async () => {

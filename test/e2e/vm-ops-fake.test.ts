@@ -50,9 +50,9 @@ describe("VM operations against the fake Firecracker", () => {
     const shrink = await h.run(["vm", "set", "s1", "--disk", "1G"]);
     expect(shrink.code).toBe(1);
     expect(shrink.stderr).toContain("never shrink");
-    expect((await h.run(["vm", "set", "s1", "--nat"])).stdout).toContain("nat on");
+    expect((await h.run(["vm", "set", "s1", "--nat"])).stdout).toContain("net nat");
     expect(JSON.parse((await h.run(["host", "status", "--json"])).stdout).nat).toEqual([{ guestIp: vm.ip, tap: vm.tap }]);
-    expect((await h.run(["vm", "set", "s1", "--no-nat"])).stdout).toContain("nat off");
+    expect((await h.run(["vm", "set", "s1", "--no-nat"])).stdout).toContain("net none");
     expect(JSON.parse((await h.run(["host", "status", "--json"])).stdout).nat).toEqual([]);
     await h.run(["vm", "stop", "s1"]);
     const grow = await h.run(["vm", "set", "s1", "--disk", "3G"]);

@@ -1,6 +1,6 @@
 import { RecordingRunner, type RunOptions, type RunResult } from "../runner.ts";
 import type { HostNetConfig } from "./config.ts";
-import { nftBaseRules } from "./nft.ts";
+import { NAT_SET, nftBaseChains } from "./nft.ts";
 
 // Test fixtures for the host-network unit tests: a recording runner that answers from a
 // small model of the host's links, sysctl and firewall state.
@@ -27,8 +27,11 @@ export interface HostModel {
   taps?: Array<{ ifname: string; user: number; group: number }>;
   addrs?: string[];
   forwarding?: "0" | "1";
+  /** `nft -j list table inet …` output (the bridge table is answered from nftBridge). */
   nftTable?: string | null;
+  nftBridge?: string | null;
   nft?: boolean;
+  acceptRa?: "0" | "1";
 }
 
 export function model(m: HostModel): (argv: string[]) => Partial<RunResult> | undefined {
@@ -52,7 +55,12 @@ export function model(m: HostModel): (argv: string[]) => Partial<RunResult> | un
     }
     if (cmd === "sysctl -n net.ipv4.ip_forward") return { stdout: `${m.forwarding ?? "0"}\n` };
     if (cmd === "nft list ruleset") return m.nft === false ? { code: 1, stderr: "nft: not supported" } : {};
-    if (cmd.startsWith("nft -j list table")) return m.nftTable ? { stdout: m.nftTable } : { code: 1, stderr: "Error: No such file or directory" };
+    if (cmd.startsWith("sysctl -n net.ipv6.conf.")) return { stdout: `${m.acceptRa ?? "1"}\n` };
+    if (cmd.startsWith("nft -j list table inet")) return m.nftTable ? { stdout: m.nftTable } : { code: 1, stderr: "Error: No such file or directory" };
+    if (cmd.startsWith("nft -j list table bridge")) {
+      const json = m.nftBridge === undefined && m.nftTable ? nftJson(cfg, [], "bridge") : m.nftBridge;
+      return json ? { stdout: json } : { code: 1, stderr: "Error: No such file or directory" };
+    }
     if (/^iptables -w (-t \S+ )?-S BANGER/.test(cmd)) return { code: 1, stderr: "iptables: No chain/target/match by that name." };
     return undefined;
   };
@@ -60,16 +68,15 @@ export function model(m: HostModel): (argv: string[]) => Partial<RunResult> | un
 
 export const cfg: HostNetConfig = { bridge: "banger0", subnet: "172.30.0.1/24", tapCount: 2, owner: { uid: 1000, gid: 1000 }, firewall: "nftables" };
 
-/** The nft JSON of a complete table, as nft itself prints it, optionally with NAT elements. */
-export function nftJson(c: HostNetConfig, elems: unknown[] = []): string {
-  const rules = nftBaseRules(c);
-  const items: unknown[] = [
-    { chain: { name: "forward", hook: "forward" } },
-    { chain: { name: "postrouting", hook: "postrouting" } },
-    { chain: { name: "prerouting", hook: "prerouting" } },
-    { set: { name: "nat_guests", elem: elems } },
-  ];
-  for (const [chain, list] of Object.entries(rules)) for (const [, comment] of list) items.push({ rule: { chain, comment } });
+/** The nft JSON of a complete table of one family, as nft itself prints it, optionally with NAT elements. */
+export function nftJson(c: HostNetConfig, elems: unknown[] = [], family: "inet" | "bridge" = "inet"): string {
+  const items: unknown[] = [];
+  const chains = nftBaseChains(c).filter((ch) => ch.family === family);
+  for (const ch of chains) items.push({ chain: { family, name: ch.name, hook: ch.hook } });
+  const sets = family === "inet" ? [NAT_SET, "peer_ips"] : ["vm_ports", "peers"];
+  for (const name of sets) items.push({ set: { family, name, elem: name === NAT_SET ? elems : [] } });
+  items.push({ map: { family, name: family === "inet" ? "egress" : "ports" } });
+  for (const ch of chains) for (const [, comment] of ch.rules) items.push({ rule: { family, chain: ch.name, comment } });
   return JSON.stringify({ nftables: items });
 }
 
@@ -85,5 +92,6 @@ export const setUpHost: HostModel = {
   ],
   addrs: ["172.30.0.1/24"],
   forwarding: "1",
+  acceptRa: "0",
   nftTable: nftJson(cfg),
 };

@@ -1,5 +1,4 @@
 import type { FirewallKind, HostNetConfig, NatEntry } from "./config.ts";
-import { iptablesFirewall } from "./iptables.ts";
 import { nftFirewall } from "./nft.ts";
 import { BangerError } from "../../errors.ts";
 import { type NetDeps, priv } from "./priv.ts";
@@ -19,11 +18,18 @@ export interface Firewall {
   natList(): Promise<NatEntry[]>;
 }
 
-/** Prefers nftables when `nft list ruleset` works, else iptables. */
+/**
+ * Why iptables is not enough: guest isolation needs per-TAP anti-spoofing in the bridge
+ * family and per-VM verdict maps and timed sets, which nftables has and iptables (without
+ * ebtables and ipset) does not.
+ */
+export const NFT_REQUIRED =
+  "banger's guest isolation needs nftables: per-TAP anti-spoofing in the bridge family and per-VM egress sets have no iptables equivalent";
+
+/** nftables when `nft list ruleset` works; banger no longer writes iptables rules. */
 export async function detectFirewall(deps: NetDeps): Promise<FirewallKind> {
   if (await works(deps, ["nft", "list", "ruleset"])) return "nftables";
-  if (await works(deps, ["iptables", "-w", "-S", "FORWARD"])) return "iptables";
-  throw new BangerError("not_available", "neither `nft` nor `iptables` works on this host", {
+  throw new BangerError("not_available", `\`nft\` does not work on this host; ${NFT_REQUIRED}`, {
     hint: "Install nftables (`sudo apt-get install nftables`) and run `sudo banger host setup` again",
   });
 }
@@ -41,5 +47,10 @@ async function works(deps: NetDeps, argv: string[]): Promise<boolean> {
 /** The backend for a bridge: the configured kind, or the detected one. */
 export async function firewallFor(deps: NetDeps, cfg: HostNetConfig): Promise<Firewall> {
   const kind = cfg.firewall ?? (await detectFirewall(deps));
-  return kind === "nftables" ? nftFirewall(deps, cfg) : iptablesFirewall(deps, cfg);
+  if (kind === "iptables") {
+    throw new BangerError("not_available", `the iptables backend was dropped: ${NFT_REQUIRED}`, {
+      hint: "Install nftables (`sudo apt-get install nftables`) and run `sudo banger host setup` again",
+    });
+  }
+  return nftFirewall(deps, cfg);
 }

@@ -90,7 +90,18 @@ export async function ensureBridge(deps: NetDeps, cfg: HostNetConfig, state: Lin
     await priv(deps, ["ip", "link", "set", "dev", bridge, "up"]);
     actions.push(`brought ${bridge} up`);
   }
+  actions.push(...(await ensureNoRouterAds(deps, bridge)));
   return actions;
+}
+
+/** The bridge never takes router advertisements (a guest could otherwise route the host). */
+async function ensureNoRouterAds(deps: NetDeps, bridge: string): Promise<string[]> {
+  const key = `net.ipv6.conf.${bridge}.accept_ra`;
+  // Without IPv6 on the host there is nothing to turn off.
+  const now = await read(deps, ["sysctl", "-n", key]).then((r) => r.stdout.trim(), () => null);
+  if (now === null || now === "0") return [];
+  await priv(deps, ["sysctl", "-q", "-w", `${key}=0`]);
+  return [`set ${key}=0`];
 }
 
 /** Turns IPv4 forwarding on (needed for NAT); returns what it did. */

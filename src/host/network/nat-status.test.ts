@@ -33,20 +33,6 @@ describe("NAT per VM", () => {
     expect(err.code).toBe("invalid_argument");
   });
 
-  test("iptables: an accept in the forward chain and a masquerade, both tagged", async () => {
-    const chains = (argv: string[]) => {
-      const a = argv.join(" ");
-      if (a === "iptables -w -t filter -S BANGER-FWD-banger0") return { stdout: "-N BANGER-FWD-banger0\n" };
-      if (a === "iptables -w -t nat -S BANGER-NAT-banger0") return { stdout: "-N BANGER-NAT-banger0\n" };
-      return model(setUpHost)(argv);
-    };
-    const r = new FakeHost(chains);
-    await natAdd({ runner: r, sudo: false }, { ...cfg, firewall: "iptables" }, { guestIp: "172.30.0.5", tap: "bgr0t1" });
-    expect(r.mutations()).toEqual([
-      "iptables -w -I BANGER-FWD-banger0 1 -s 172.30.0.5/32 -m comment --comment banger-nat tap=bgr0t1 ip=172.30.0.5 -j ACCEPT",
-      "iptables -w -t nat -A BANGER-NAT-banger0 -s 172.30.0.5/32 ! -o banger0 -m comment --comment banger-nat tap=bgr0t1 ip=172.30.0.5 -j MASQUERADE",
-    ]);
-  });
 });
 
 describe("status, detection, config helpers", () => {
@@ -64,9 +50,12 @@ describe("status, detection, config helpers", () => {
     expect(s.bridge.present).toBe(false);
   });
 
-  test("detectFirewall prefers nft, falls back to iptables", async () => {
+  test("detectFirewall needs nft and says why when it is missing", async () => {
     expect(await detectFirewall({ runner: new FakeHost(model({})), sudo: false })).toBe("nftables");
-    expect(await detectFirewall({ runner: new FakeHost(model({ nft: false })), sudo: false })).toBe("iptables");
+    const err = await detectFirewall({ runner: new FakeHost(model({ nft: false })), sudo: false }).catch((e) => e);
+    expect(err.code).toBe("not_available");
+    expect(err.message).toContain("nftables");
+    expect(err.hint).toContain("apt-get install nftables");
   });
 
   test("TAP names and subnets", () => {

@@ -1,72 +1,157 @@
 import { BangerError } from "../../errors.ts";
-import { type HostNetConfig, type NatEntry, natComment, nftTable, parseNatComment, parseSubnet } from "./config.ts";
+import { type HostNetConfig, type NatEntry, natComment, nftTable, parseNatComment, parseSubnet, tapPrefix } from "./config.ts";
 import type { Firewall } from "./firewall.ts";
 import { type NetDeps, SETUP_HINT, priv } from "./priv.ts";
 
-const SET = "nat_guests";
+export const NAT_SET = "nat_guests";
 
-type BaseCfg = Pick<HostNetConfig, "bridge" | "subnet" | "guestDnsPort">;
-type Chain = "forward" | "postrouting" | "prerouting";
+type BaseCfg = Pick<HostNetConfig, "bridge" | "subnet" | "guestDnsPort" | "tapPrefix">;
+type Family = "inet" | "bridge";
 
-/** The base rules, in order, per chain; each carries a comment so status and repair can recognise it. */
-export function nftBaseRules(cfg: BaseCfg): Record<Chain, Array<[string, string]>> {
-  const br = JSON.stringify(cfg.bridge);
-  const gw = parseSubnet(cfg.subnet).gateway;
-  const dns = (proto: string): [string, string] => [`iifname ${br} ip daddr ${gw} ${proto} dport 53 redirect to :${cfg.guestDnsPort}`, `banger:dns-${proto}`];
-  return {
-    // Guests ask the gateway's port 53; an unprivileged daemon answers on a high port.
-    prerouting: cfg.guestDnsPort ? [dns("udp"), dns("tcp")] : [],
-    forward: [
-      [`iifname ${br} oifname ${br} accept`, "banger:intra"],
-      [`iifname ${br} ct state established,related accept`, "banger:replies"],
-      [`iifname ${br} ip saddr @${SET} accept`, "banger:nat"],
-      // Guests without --nat must not reach beyond the bridge.
-      [`iifname ${br} drop`, "banger:isolate"],
-    ],
-    postrouting: [[`ip saddr @${SET} oifname != ${br} masquerade`, "banger:masq"]],
-  };
+/** One base chain: its table family, hook declaration and ordered [rule, comment] pairs. */
+export interface BaseChain {
+  family: Family;
+  name: string;
+  hook: string;
+  decl: string;
+  rules: Array<[string, string]>;
 }
 
 /**
- * One atomic nft script that creates or repairs the table. `add` of an existing table,
- * chain or set is a no-op, the chains are flushed and refilled, and the set (per-VM NAT
- * entries) keeps its elements.
+ * The base rules of the two tables. `inet banger_<bridge>`: from guests to the host only DNS
+ * to the gateway and replies; between guests (routed, or bridged under br_netfilter) only
+ * group peers; from outside towards guests only replies; egress per VM through the `egress`
+ * verdict map (filled per VM), NAT guests through the `nat_guests` set. `bridge
+ * banger_<bridge>`: every frame from a port goes through that port's chain (its VM's MAC and
+ * address only, IPv4 and ARP only) or is dropped; port to port only between group peers.
+ */
+export function nftBaseChains(cfg: BaseCfg): BaseChain[] {
+  const br = JSON.stringify(cfg.bridge);
+  const pool = JSON.stringify(`${tapPrefix(cfg)}*`);
+  const subnet = parseSubnet(cfg.subnet);
+  const gw = subnet.gateway;
+  const dnsPorts = cfg.guestDnsPort && cfg.guestDnsPort !== 53 ? `{ 53, ${cfg.guestDnsPort} }` : "53";
+  const dns = (proto: string): [string, string] => [`iifname ${br} ip daddr ${gw} ${proto} dport 53 redirect to :${cfg.guestDnsPort}`, `banger:dns-${proto}`];
+  return [
+    {
+      family: "inet",
+      name: "input",
+      hook: "input",
+      decl: "type filter hook input priority filter; policy accept;",
+      rules: [
+        [`iifname ${br} ct state established,related accept`, "banger:host-replies"],
+        [`iifname ${br} ip daddr ${gw} meta l4proto { tcp, udp } th dport ${dnsPorts} accept`, "banger:host-dns"],
+        // Guests reach no other host service, on any of the host's addresses.
+        [`iifname ${br} drop`, "banger:host-deny"],
+      ],
+    },
+    {
+      family: "inet",
+      name: "forward",
+      hook: "forward",
+      decl: "type filter hook forward priority filter; policy accept;",
+      rules: [
+        [`iifname ${br} oifname ${br} ip saddr . ip daddr @peer_ips accept`, "banger:peers"],
+        [`iifname ${br} oifname ${br} drop`, "banger:intra"],
+        [`iifname ${br} ct state established,related accept`, "banger:replies"],
+        [`oifname ${br} ct state established,related accept`, "banger:inbound-replies"],
+        [`oifname ${br} drop`, "banger:inbound"],
+        [`iifname ${br} ip saddr @${NAT_SET} accept`, "banger:nat"],
+        [`iifname ${br} ip saddr vmap @egress`, "banger:egress"],
+        // Guests without a policy that allows it must not reach beyond the bridge.
+        [`iifname ${br} drop`, "banger:isolate"],
+      ],
+    },
+    {
+      family: "inet",
+      name: "postrouting",
+      hook: "postrouting",
+      decl: "type nat hook postrouting priority srcnat; policy accept;",
+      rules: [[`ip saddr ${subnet.network} oifname != ${br} masquerade`, "banger:masq"]],
+    },
+    {
+      family: "inet",
+      name: "prerouting",
+      hook: "prerouting",
+      decl: "type nat hook prerouting priority dstnat; policy accept;",
+      // Guests ask the gateway's port 53; an unprivileged daemon answers on a high port.
+      rules: cfg.guestDnsPort ? [dns("udp"), dns("tcp")] : [],
+    },
+    {
+      family: "bridge",
+      name: "guest_in",
+      hook: "prerouting",
+      decl: "type filter hook prerouting priority filter; policy accept;",
+      // The bridge family's hooks see every bridge on the host, so each rule names this bridge's
+      // ports: those with a VM (the `ports` map, `vm_ports` set) and the pool's TAP names.
+      rules: [
+        ["iifname vmap @ports", "banger:port"],
+        // A pool TAP without a running VM sends nothing.
+        [`iifname ${pool} drop`, "banger:no-port"],
+      ],
+    },
+    {
+      family: "bridge",
+      name: "guest_fwd",
+      hook: "forward",
+      decl: "type filter hook forward priority filter; policy accept;",
+      rules: [
+        ["iifname . oifname @peers accept", "banger:peers"],
+        ["iifname @vm_ports drop", "banger:intra"],
+        [`iifname ${pool} drop`, "banger:intra-pool"],
+      ],
+    },
+  ];
+}
+
+/** The sets and maps each table holds (per-VM data: kept across repairs). */
+function nftSets(family: Family): string[] {
+  if (family === "bridge") return ["map ports { type ifname : verdict; }", "set vm_ports { type ifname; }", "set peers { type ifname . ifname; }"];
+  return [`set ${NAT_SET} { type ipv4_addr; }`, "set peer_ips { type ipv4_addr . ipv4_addr; }", "map egress { type ipv4_addr : verdict; }"];
+}
+
+/**
+ * One atomic nft script that creates or repairs both tables. `add` of an existing table,
+ * chain, set or map is a no-op; the base chains are flushed and refilled, while sets, maps
+ * and per-VM chains keep what they hold.
  */
 export function nftBaseScript(cfg: BaseCfg): string {
-  const t = `inet ${nftTable(cfg.bridge)}`;
-  const rules = nftBaseRules(cfg);
-  const lines = [
-    `add table ${t}`,
-    `add chain ${t} forward { type filter hook forward priority filter; policy accept; }`,
-    `add chain ${t} postrouting { type nat hook postrouting priority srcnat; policy accept; }`,
-    `add chain ${t} prerouting { type nat hook prerouting priority dstnat; policy accept; }`,
-    `add set ${t} ${SET} { type ipv4_addr; }`,
-    `flush chain ${t} forward`,
-    `flush chain ${t} postrouting`,
-    `flush chain ${t} prerouting`,
-  ];
-  for (const [chain, list] of Object.entries(rules)) {
-    for (const [rule, comment] of list) lines.push(`add rule ${t} ${chain} ${rule} comment "${comment}"`);
+  const table = nftTable(cfg.bridge);
+  const chains = nftBaseChains(cfg);
+  const lines: string[] = [];
+  for (const family of ["inet", "bridge"] as const) {
+    const t = `${family} ${table}`;
+    lines.push(`add table ${t}`);
+    for (const s of nftSets(family)) lines.push(`add ${s.replace(/^(set|map) (\S+)/, `$1 ${t} $2`)}`);
+    for (const c of chains.filter((c) => c.family === family)) lines.push(`add chain ${t} ${c.name} { ${c.decl} }`, `flush chain ${t} ${c.name}`);
+    for (const c of chains.filter((c) => c.family === family)) {
+      for (const [rule, comment] of c.rules) lines.push(`add rule ${t} ${c.name} ${rule} comment "${comment}"`);
+    }
   }
   return `${lines.join("\n")}\n`;
 }
 
-interface TableView {
+/** What status and repair compare: per chain its hook and rule comments; the sets present; NAT entries. */
+export interface TableView {
   chains: Map<string, string | null>;
   comments: Map<string, string[]>;
-  hasSet: boolean;
+  sets: Set<string>;
   nat: NatEntry[];
 }
 
-/** Parses `nft -j list table` output into what status and repair compare. */
-export function parseNftTable(json: string): TableView {
+/** Parses `nft -j list table` output (of either family) into a view, merged into `into`. */
+export function parseNftTable(json: string, into?: TableView): TableView {
   const items = (JSON.parse(json).nftables ?? []) as any[];
-  const view: TableView = { chains: new Map(), comments: new Map(), hasSet: false, nat: [] };
+  const view: TableView = into ?? { chains: new Map(), comments: new Map(), sets: new Set(), nat: [] };
   for (const it of items) {
-    if (it.chain) view.chains.set(it.chain.name, it.chain.hook ?? null);
-    if (it.rule) view.comments.set(it.rule.chain, [...(view.comments.get(it.rule.chain) ?? []), it.rule.comment ?? ""]);
-    if (it.set?.name === SET) {
-      view.hasSet = true;
+    if (it.chain) view.chains.set(`${it.chain.family ?? ""}:${it.chain.name}`, it.chain.hook ?? null);
+    if (it.rule) {
+      const key = `${it.rule.family ?? ""}:${it.rule.chain}`;
+      view.comments.set(key, [...(view.comments.get(key) ?? []), it.rule.comment ?? ""]);
+    }
+    const set = it.set ?? it.map;
+    if (set) view.sets.add(`${set.family ?? ""}:${set.name}`);
+    if (it.set?.name === NAT_SET) {
       for (const e of it.set.elem ?? []) {
         const ip = typeof e === "string" ? e : e?.elem?.val;
         if (typeof ip !== "string") continue;
@@ -77,53 +162,62 @@ export function parseNftTable(json: string): TableView {
   return view;
 }
 
-/** The nftables backend: table `inet banger_<bridge>` with a forward filter, a masquerade chain and a NAT set. */
+/** True when every base chain, set and map is in place with exactly banger's rules. */
+function complete(cfg: BaseCfg, v: TableView | null): boolean {
+  if (!v) return false;
+  const sets = (["inet", "bridge"] as const).flatMap((f) => nftSets(f).map((s) => `${f}:${s.split(" ")[1]}`));
+  if (!sets.every((s) => v.sets.has(s))) return false;
+  return nftBaseChains(cfg).every((c) => {
+    const key = `${c.family}:${c.name}`;
+    return v.chains.get(key) === c.hook && JSON.stringify(v.comments.get(key) ?? []) === JSON.stringify(c.rules.map(([, comment]) => comment));
+  });
+}
+
+/** The nftables backend: tables `inet` and `bridge` `banger_<bridge>`; per-VM rules in nft-vm.ts. */
 export function nftFirewall(deps: NetDeps, cfg: HostNetConfig): Firewall {
   const table = nftTable(cfg.bridge);
   const view = async (): Promise<TableView | null> => {
-    const r = await priv(deps, ["nft", "-j", "list", "table", "inet", table], { allowFailure: true });
-    return r.code === 0 ? parseNftTable(r.stdout) : null;
+    let v: TableView | null = null;
+    for (const family of ["inet", "bridge"] as const) {
+      const r = await priv(deps, ["nft", "-j", "list", "table", family, table], { allowFailure: true });
+      if (r.code === 0) v = parseNftTable(r.stdout, v ?? undefined);
+    }
+    return v;
   };
-  const complete = (v: TableView | null): boolean => {
-    if (!v?.hasSet) return false;
-    const want = nftBaseRules(cfg);
-    return (Object.keys(want) as Array<keyof typeof want>).every(
-      (chain) => v.chains.get(chain) === chain && JSON.stringify(v.comments.get(chain) ?? []) === JSON.stringify(want[chain].map(([, c]) => c)),
-    );
-  };
+  const needTable = (what: string) =>
+    new BangerError("failed_precondition", `${what} needs banger's nftables table inet ${table}, which is missing`, { hint: SETUP_HINT });
   return {
     kind: "nftables",
     async ensure() {
       const v = await view();
-      if (complete(v)) return [];
+      if (complete(cfg, v)) return [];
       await priv(deps, ["nft", "-f", "-"], { stdin: nftBaseScript(cfg) });
-      return [v ? `repaired nftables table inet ${table}` : `created nftables table inet ${table}`];
+      return [v ? `repaired nftables tables ${table}` : `created nftables tables inet and bridge ${table}`];
     },
     async remove() {
-      if (!(await view())) return [];
-      await priv(deps, ["nft", "delete", "table", "inet", table]);
-      return [`removed nftables table inet ${table}`];
+      const actions: string[] = [];
+      for (const family of ["inet", "bridge"] as const) {
+        const r = await priv(deps, ["nft", "delete", "table", family, table], { allowFailure: true });
+        if (r.code === 0) actions.push(`removed nftables table ${family} ${table}`);
+      }
+      return actions;
     },
     async present() {
-      return complete(await view());
+      return complete(cfg, await view());
     },
     async natAdd(guestIp, tap) {
       const v = await view();
-      if (!v?.hasSet) {
-        throw new BangerError("failed_precondition", `NAT for ${guestIp} needs banger's nftables table inet ${table}, which is missing`, {
-          hint: SETUP_HINT,
-        });
-      }
+      if (!v?.sets.has(`inet:${NAT_SET}`)) throw needTable(`NAT for ${guestIp}`);
       if (v.nat.some((e) => e.guestIp === guestIp && e.tap === tap)) return [];
       // Replace an entry left with another tap so the tag always names the current one.
-      if (v.nat.some((e) => e.guestIp === guestIp)) await priv(deps, ["nft", `delete element inet ${table} ${SET} { ${guestIp} }`]);
-      await priv(deps, ["nft", `add element inet ${table} ${SET} { ${guestIp} comment "${natComment(guestIp, tap)}" }`]);
+      if (v.nat.some((e) => e.guestIp === guestIp)) await priv(deps, ["nft", `delete element inet ${table} ${NAT_SET} { ${guestIp} }`]);
+      await priv(deps, ["nft", `add element inet ${table} ${NAT_SET} { ${guestIp} comment "${natComment(guestIp, tap)}" }`]);
       return [`enabled NAT for ${guestIp} (${tap})`];
     },
     async natRemove(guestIp) {
       const v = await view();
       if (!v?.nat.some((e) => e.guestIp === guestIp)) return [];
-      await priv(deps, ["nft", `delete element inet ${table} ${SET} { ${guestIp} }`]);
+      await priv(deps, ["nft", `delete element inet ${table} ${NAT_SET} { ${guestIp} }`]);
       return [`disabled NAT for ${guestIp}`];
     },
     async natList() {

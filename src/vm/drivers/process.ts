@@ -1,4 +1,4 @@
-import { readFileSync, readdirSync, statSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 
 /** A clock seam so waits can be tested without real time. */
 export interface Clock {
@@ -50,10 +50,14 @@ export function cmdline(pid: number): string[] | null {
   }
 }
 
-/** The uid that owns the process (its effective uid), or null when it is gone. */
+/**
+ * The process's real uid (from /proc/<pid>/status), or null when it is gone. Not the owner of
+ * /proc/<pid>: that turns to root for a process that made itself non-dumpable.
+ */
 export function processUid(pid: number): number | null {
   try {
-    return statSync(`/proc/${pid}`).uid;
+    const m = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : null;
   } catch {
     return null;
   }
@@ -80,11 +84,10 @@ export function findByArgs(flag: string, value: string): number[] {
   const uid = process.getuid?.() ?? 0;
   for (const name of readdirSync("/proc")) {
     if (!/^\d+$/.test(name)) continue;
-    if (!isOwnProcess(Number(name), uid)) continue;
     const argv = cmdline(Number(name));
     if (!argv) continue;
     const at = argv.indexOf(flag);
-    if (at >= 0 && argv[at + 1] === value) found.push(Number(name));
+    if (at >= 0 && argv[at + 1] === value && isOwnProcess(Number(name), uid)) found.push(Number(name));
   }
   return found;
 }

@@ -95,6 +95,27 @@ describe("syncWorkspace on a git repository", () => {
   });
 });
 
+test("syncWorkspace: a repository without commits, then its first commit on a detached HEAD", async () => {
+  const fresh = join(tmp, "fresh");
+  mkdirSync(fresh);
+  git(fresh, "init", "-q");
+  writeFileSync(join(fresh, "draft.txt"), "v1\n");
+  const g = guest();
+  const sync = () => syncWorkspace({ shell: g.shell, from: fresh, guestDir: g.dir });
+  expect((await sync()).action).toBe("prepared");
+  writeFileSync(join(fresh, "draft.txt"), "v2\n");
+  expect((await sync()).action).toBe("synced");
+  expect(read(g.dir, "draft.txt")).toBe("v2\n");
+  git(fresh, "add", "-A");
+  git(fresh, "-c", "user.name=F", "-c", "user.email=f@example.com", "commit", "-q", "-m", "first");
+  git(fresh, "checkout", "-q", "--detach");
+  writeFileSync(join(fresh, "more.txt"), "more\n");
+  expect((await sync()).action).toBe("synced");
+  expect(git(g.dir, "rev-parse", "HEAD")).toBe(git(fresh, "rev-parse", "HEAD"));
+  expect(Bun.spawnSync(["git", "-C", g.dir, "symbolic-ref", "-q", "HEAD"]).exitCode).not.toBe(0);
+  expect(git(g.dir, ...STATE)).toBe(git(fresh, ...STATE));
+});
+
 describe("syncWorkspace on a plain directory", () => {
   const dir = join(tmp, "plain");
   mkdirSync(join(dir, "src"), { recursive: true });

@@ -61,15 +61,19 @@ ${workspaceLock(guestDir)}
 if [ ! -d ${d} ] || [ -z "$(ls -A ${d})" ]; then echo kind=empty; exit 0; fi
 cd ${d}
 if [ ! -d .git ]; then echo kind=other; exit 0; fi
-v() { git rev-parse -q --verify "$1" 2>/dev/null || true; }
-synced=$(v '${SYNCED_REF}^{commit}')
 echo kind=git
-echo "synced=$synced"
-[ -z "$synced" ] || echo "syncedTree=$(v "$synced^{tree}")"
-echo "base=$(v '${BASE_REF}^{commit}')"
-echo "head=$(v 'HEAD^{commit}')"
-real=$(git rev-parse --git-path index)
-if [ -f "$real" ]; then cp "$real" ${SYNC_INDEX}; else rm -f ${SYNC_INDEX}; fi
+# One git process when every ref is there (the usual case), one per ref otherwise.
+if all=$(git rev-parse '${SYNCED_REF}^{commit}' '${SYNCED_REF}^{tree}' '${BASE_REF}^{commit}' 'HEAD^{commit}' 2>/dev/null); then
+  set -- $all; echo "synced=$1"; echo "syncedTree=$2"; echo "base=$3"; echo "head=$4"
+else
+  v() { git rev-parse -q --verify "$1" 2>/dev/null || true; }
+  synced=$(v '${SYNCED_REF}^{commit}')
+  echo "synced=$synced"
+  [ -z "$synced" ] || echo "syncedTree=$(v "$synced^{tree}")"
+  echo "base=$(v '${BASE_REF}^{commit}')"
+  echo "head=$(v 'HEAD^{commit}')"
+fi
+if [ -f .git/index ]; then cp .git/index ${SYNC_INDEX}; else rm -f ${SYNC_INDEX}; fi
 GIT_INDEX_FILE=${SYNC_INDEX} git -c advice.addEmbeddedRepo=false add -A
 echo "tree=$(GIT_INDEX_FILE=${SYNC_INDEX} git write-tree)"
 `;
@@ -103,14 +107,20 @@ export async function readGuestState(shell: GuestShell, guestDir: string): Promi
  * With force the guest's own changes are overwritten; ignored files (build caches) stay either way.
  */
 export function applyScript(guestDir: string, g: GuestState, h: HostSnapshot, force: boolean): string {
+  const idx = `GIT_INDEX_FILE=${SYNC_INDEX}`;
   const lines = ["set -e", workspaceLock(guestDir), `cd ${shq(guestDir)}`, "git unpack-objects -q"];
-  lines.push(`if [ ! -f ${SYNC_INDEX} ]; then cp "$(git rev-parse --git-path index)" ${SYNC_INDEX}; GIT_INDEX_FILE=${SYNC_INDEX} git add -A; fi`);
-  lines.push(force ? `GIT_INDEX_FILE=${SYNC_INDEX} git read-tree --reset -u ${h.tree}` : `GIT_INDEX_FILE=${SYNC_INDEX} git read-tree -m -u ${g.syncedTree} ${h.tree}`);
-  if (h.head && h.branch) lines.push(`git update-ref ${shq(h.branch)} ${h.head}`, `git symbolic-ref HEAD ${shq(h.branch)}`);
-  else if (h.head) lines.push(`git update-ref --no-deref HEAD ${h.head}`);
+  lines.push(`if [ ! -f ${SYNC_INDEX} ]; then cp .git/index ${SYNC_INDEX}; ${idx} git add -A; fi`);
+  lines.push(force ? `${idx} git read-tree --reset -u ${h.tree}` : `${idx} git read-tree -m -u ${g.syncedTree} ${h.tree}`);
   // The temporary index has fresh stat data for every file; reading the staged tree into it keeps that.
-  lines.push(`mv ${SYNC_INDEX} "$(git rev-parse --git-path index)"`, `git read-tree --reset ${h.staged}`);
-  lines.push(h.head ? `git update-ref ${BASE_REF} ${h.head}` : `git update-ref -d ${BASE_REF} 2>/dev/null || true`);
-  lines.push(`git update-ref ${SYNCED_REF} ${h.commit}`);
+  lines.push(`mv ${SYNC_INDEX} .git/index`, `git read-tree --reset ${h.staged}`);
+  // The refs in one process: HEAD's branch (or a detached HEAD), base and synced.
+  const refs: string[] = [];
+  if (h.head && h.branch) refs.push(`update ${h.branch} ${h.head}`);
+  else if (h.head) refs.push("option no-deref", `update HEAD ${h.head}`);
+  if (h.head) refs.push(`update ${BASE_REF} ${h.head}`);
+  else if (g.base) refs.push(`delete ${BASE_REF}`);
+  refs.push(`update ${SYNCED_REF} ${h.commit}`);
+  lines.push(`printf '%s\\n' ${refs.map(shq).join(" ")} | git update-ref --stdin`);
+  if (h.head && h.branch) lines.push(`[ "$(git symbolic-ref -q HEAD)" = ${shq(h.branch)} ] || git symbolic-ref HEAD ${shq(h.branch)}`);
   return lines.join("\n");
 }
