@@ -38,6 +38,15 @@ describe("config", () => {
     expect(() => validateConfig({ file_sync: [{ host: "~/ok", guest: "~/ok" }, { host: "rel", guest: "~/a" }] })).toThrow("file_sync[1].host");
   });
 
+  test("dns_upstream takes IPv4 addresses with optional ports; anything else names the entry", () => {
+    expect(validateConfig({ dns_upstream: ["192.0.2.53", "198.18.7.2:5353"] }).dns_upstream).toEqual(["192.0.2.53", "198.18.7.2:5353"]);
+    expect(validateConfig({}).dns_upstream).toEqual([]);
+    expect(() => validateConfig({ dns_upstream: ["dns.example.com"] })).toThrow("dns_upstream[0]: expected an IPv4 address");
+    expect(() => validateConfig({ dns_upstream: ["192.0.2.1", "300.0.0.1"] })).toThrow("dns_upstream[1]");
+    expect(() => validateConfig({ dns_upstream: ["192.0.2.1:0"] })).toThrow("dns_upstream[0]");
+    expect(() => validateConfig({ dns_upstream: "192.0.2.1" })).toThrow("dns_upstream: expected a list");
+  });
+
   test("import and console caps: sizes with a floor, a positive entry count, parsed to bytes", () => {
     const c = validateConfig({ import_max_size: "2G", import_max_entries: 5000, console_log_max: "1M" });
     expect(configSizes(c)).toEqual({ importMaxBytes: 2 * 1024 ** 3, consoleLogMaxBytes: 1024 ** 2 });

@@ -30,6 +30,7 @@ export interface Config {
   nat: boolean;
   net: string;
   dns_listen: string;
+  dns_upstream: string[];
   ssh_key: string;
   stop_grace: string;
   stats_poll_interval: string;
@@ -58,6 +59,7 @@ export const DEFAULTS: Config = {
   nat: false,
   net: "none",
   dns_listen: "127.0.0.1:42069",
+  dns_upstream: [],
   ssh_key: "",
   stop_grace: "10s",
   stats_poll_interval: "5s",
@@ -115,6 +117,12 @@ const schema = v.strictObject({
   nat: v.optional(v.boolean("expected true or false")),
   net: v.optional(v.pipe(v.string("expected a string"), v.check((s) => netPolicyError(s) === null, "expected none, nat or allow:<rules> such as \"allow:api.example.com,*.example.org,203.0.113.0/24:443\""))),
   dns_listen: v.optional(v.pipe(v.string(), v.regex(/^[0-9.]+:\d{1,5}$/, "expected ADDRESS:PORT such as \"127.0.0.1:42069\""))),
+  dns_upstream: v.optional(
+    v.pipe(
+      v.array(v.pipe(v.string("expected a string"), v.check(isUpstreamAddress, "expected an IPv4 address with an optional port, such as \"192.0.2.53\" or \"192.0.2.53:5353\"")), "expected a list of addresses such as [\"192.0.2.53\"]"),
+      v.maxLength(8, "at most 8 servers"),
+    ),
+  ),
   ssh_key: v.optional(v.string()),
   stop_grace: v.optional(duration),
   stats_poll_interval: v.optional(duration),
@@ -125,6 +133,12 @@ const schema = v.strictObject({
   import_max_entries: v.optional(v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(1, "must be at least 1"))),
   console_log_max: v.optional(sizeAtLeast(64 * 1024, "64K", "\"4M\"")),
 });
+
+/** `IP` or `IP:PORT` (IPv4): one upstream resolver for guests. */
+function isUpstreamAddress(s: string): boolean {
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?$/.exec(s);
+  return !!m && m[1]!.split(".").every((o) => Number(o) <= 255) && (m[2] === undefined || (Number(m[2]) >= 1 && Number(m[2]) <= 65535));
+}
 
 /** The smallest work disk banger accepts. */
 export const MIN_DISK_BYTES = 1024 ** 3;

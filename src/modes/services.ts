@@ -93,7 +93,7 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   const dns = await startHostDns(config.dns_listen, records, log);
   if ("server" in dns) servers.push(dns.server);
   const guests = vmDnsGuests({ vms: vms.deps.vms, records: () => records, network });
-  const guestDns = await startGuestDns(network.gateway().ip, records, guests, log);
+  const guestDns = await startGuestDns({ gateway: network.gateway().ip, upstream: config.dns_upstream, records, guests, log });
   if (guestDns) servers.push(guestDns);
   await reconcile(vms);
   const consoles = new ConsoleCap(configSizes(config).consoleLogMaxBytes, log);
@@ -131,11 +131,12 @@ async function startHostDns(listen: string, records: Map<string, string>, log: (
 
 /**
  * The resolver guests use: each asking VM (known by its address) gets `.vm` names of itself
- * and its group, and other names as its policy allows, from the host's upstreams.
+ * and its group, and other names as its policy allows, from `dns_upstream` or the host's upstreams.
  */
-async function startGuestDns(gateway: string, records: Map<string, string>, guests: DnsGuests, log: (m: string) => void): Promise<DnsServer | null> {
+async function startGuestDns(o: { gateway: string; upstream: string[]; records: Map<string, string>; guests: DnsGuests; log: (m: string) => void }): Promise<DnsServer | null> {
+  const { gateway, records, guests, log } = o;
   try {
-    const upstream = await hostUpstreams();
+    const upstream = o.upstream.length ? o.upstream : await hostUpstreams();
     return await startDnsServer({ listen: `${gateway}:${GUEST_DNS_PORT}`, records: () => records, upstream, guests, configKey: "subnet", log });
   } catch (err) {
     log(`guest DNS on ${gateway}:${GUEST_DNS_PORT} not started (${(err as Error).message}); guests resolve .vm names only after \`sudo banger host setup\` and a daemon restart`);
