@@ -103,7 +103,9 @@ export async function daemonStop() {
   const s = await tryStatus(p);
   if (!s) return out.out("daemon is not running");
   await call(p.socket, "daemon.stop", {}, { buildId: BUILD_ID });
-  await waitForExit(s.pid, 15_000);
+  if ((await waitForExit(s.pid, 15_000)) === "not ours") {
+    throw new BangerError("permission_denied", `the daemon's answer named pid ${s.pid}, which is not a banger daemon of yours; it was left alone`, { hint: `Check what answers on ${p.socket} (banger daemon status).` });
+  }
   out.out(`daemon stopped (pid ${s.pid}); VMs keep running`);
 }
 

@@ -1,4 +1,5 @@
 /** A minimal cpio "newc" writer: the archive format of a Linux initramfs. */
+import { concatBytes } from "../tar.ts";
 
 /** One archive member; directories and symlinks carry no data (a symlink's target is its data). */
 export type CpioEntry =
@@ -27,11 +28,5 @@ export function writeCpio(entries: CpioEntry[]): Uint8Array {
     else parts.push(...member(i + 1, 0o100000 | (e.mode ?? 0o644), name, typeof e.data === "string" ? enc.encode(e.data) : e.data));
   });
   parts.push(...member(entries.length + 1, 0, "TRAILER!!!", new Uint8Array(0)));
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
