@@ -173,6 +173,8 @@ function natFlag(): boolean | undefined {
   const last = args.findLastIndex((a) => a === "--nat" || a === "--no-nat");
   return last < 0 ? undefined : args[last] === "--nat";
 }
+export const vmFork = (ref: string, o: Opts) => vm.fork(out, rpc as never, ref, { name: str(o.name), count: num(o.count), json: Boolean(o.json) });
+export const vmSnapshot = (verb: string, ref: string, name: string | undefined, o: Opts) => vm.snapshot(out, rpc as never, verb, ref, name, { memory: Boolean(o.memory), json: Boolean(o.json) });
 export const vmList = (o: Opts) => vm.list(out, rpc as never, Boolean(o.json));
 export const vmShow = (ref: string, o: Opts) => vm.show(out, rpc as never, ref, Boolean(o.json));
 export const vmLogs = (ref: string, o: Opts) => vm.logs(out, rpc as never, ref, Number(o.lines ?? 200), Boolean(o.follow), tailFile);
