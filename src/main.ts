@@ -42,7 +42,7 @@ export function buildCli() {
   cli.command("image list", "List images").option(json, "JSON output").action((o) => client.imageList(o));
   cli.command("image show <name>", "Show an image").option(json, "JSON output").action((n, o) => client.imageShow(String(n), o));
   cli.command("image pull <name>", "Download an image from the catalog (sha256 verified)").option(json, "JSON events").action((n, o) => client.imagePull(String(n), o));
-  cli.command("image import <source>", "Import an OCI image (layout dir, docker save or oci-archive tarball)").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").option(json, "JSON events").action((s, o) => client.imageImport(String(s), o));
+  cli.command("image import <source>", "Import an OCI image (layout dir, docker save or oci-archive tarball)").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").option("--kernel-from <image>", "Boot it with a built image's own kernel and add that kernel's modules").option(json, "JSON events").action((s, o) => client.imageImport(String(s), o));
   cli.command("image build", "Build a Debian image with mmdebstrap; it brings its own kernel (Debian's cloud kernel, modules included)")
     .option("--name <name>", "Image name")
     .option("--packages <list>", "Extra Debian packages to install, comma-separated (e.g. build-essential,nodejs)")

@@ -153,7 +153,7 @@ export const imageList = (o: Opts) => listCmd("image.list", o);
 export const imageShow = (name: string, o: Opts) => showCmd("image.show", { name }, o);
 export const imagePull = (name: string, o: Opts = {}) => streamCmd("image.pull", { name }, o);
 export const imageImport = (source: string, o: Opts) =>
-  streamCmd("image.import", { source, name: str(o.name) ?? basename(source).replace(/(\.tar)?(\.gz)?$/, "").replace(/[^A-Za-z0-9._-]/g, "-"), kernel: str(o.kernel) }, o);
+  streamCmd("image.import", { source, name: str(o.name) ?? basename(source).replace(/(\.tar)?(\.gz)?$/, "").replace(/[^A-Za-z0-9._-]/g, "-"), kernel: str(o.kernel), kernelFrom: str(o.kernelFrom) }, o);
 export const imageBuild = (o: Opts) => streamCmd("image.build", { name: str(o.name), kernel: str(o.kernel), packages: listOpt(o.packages) }, o);
 /** A comma-separated option (repeatable too) as a list, or undefined when not given. */
 function listOpt(value: unknown): string[] | undefined {
