@@ -143,14 +143,14 @@ describe("syncWorkspace on a plain directory", () => {
   });
 
   test("a guest edit blocks the next sync unless --keep or --replace", async () => {
-    writeFileSync(join(g.dir, "Makefile"), "guest edit\n");
+    writeFileSync(join(g.dir, "Makefile"), "guest edit of another size\n");
     writeFileSync(join(dir, "new", "x.txt"), "x changed on the host\n");
     const err = await rejection(sync());
     expect(err.message).toContain("Makefile");
     expect(err.hint).toContain("--replace");
     expect(err.hint).toContain("--keep");
     expect((await sync("keep")).action).toBe("kept");
-    expect(read(g.dir, "Makefile")).toBe("guest edit\n");
+    expect(read(g.dir, "Makefile")).toBe("guest edit of another size\n");
     expect((await sync("replace")).action).toBe("synced");
     expect(read(g.dir, "Makefile")).toBe("all:\n\ttrue\n");
     expect(read(g.dir, "new/x.txt")).toBe("x changed on the host\n");
