@@ -1,7 +1,7 @@
 /**
  * `bun run bench`: every benchmark in turn, each printing its figures and the machine's,
  * then one summary table. `--quick` skips the real-guest (QEMU/TCG) parts and shrinks the
- * runs; `--only NAME[,NAME]` picks suites (boot, cli, control, disks, net, workspace, exec).
+ * runs; `--only NAME[,NAME]` picks suites (boot, kernel, cli, control, disks, net, workspace, exec).
  */
 import { parseArgs } from "node:util";
 import { benchBoot } from "./boot.ts";
@@ -10,6 +10,7 @@ import { benchControlPlane } from "./control-plane.ts";
 import { benchDisks } from "./disks.ts";
 import { benchNetPolicy } from "./net-policy.ts";
 import { benchExec } from "./exec.ts";
+import { benchKernel } from "./kernel.ts";
 import { benchWorkspace } from "./workspace-suite.ts";
 import { type BenchCtx, machineInfo, machineLine, Summary } from "./lib.ts";
 
@@ -20,6 +21,7 @@ console.log(machineLine(ctx.machine));
 
 const suites: Array<[string, () => Promise<void>]> = [
   ["boot", async () => (ctx.quick ? console.log("\n== boot: skipped (--quick)") : benchBoot(ctx, Number(values["boot-runs"])))],
+  ["kernel", async () => (ctx.quick ? console.log("\n== kernel: skipped (--quick)") : benchKernel(ctx, Number(values["boot-runs"])))],
   ["cli", () => benchCli(ctx)],
   ["control", () => benchControlPlane(ctx, ctx.quick ? { creates: 20, listRuns: 10, parallel: 10 } : { creates: 50, listRuns: 20, parallel: 20 })],
   ["disks", () => benchDisks(ctx)],

@@ -43,7 +43,12 @@ export function buildCli() {
   cli.command("image show <name>", "Show an image").option(json, "JSON output").action((n, o) => client.imageShow(String(n), o));
   cli.command("image pull <name>", "Download an image from the catalog (sha256 verified)").option(json, "JSON events").action((n, o) => client.imagePull(String(n), o));
   cli.command("image import <source>", "Import an OCI image (layout dir, docker save or oci-archive tarball)").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").option(json, "JSON events").action((s, o) => client.imageImport(String(s), o));
-  cli.command("image build", "Build the default Debian image with mmdebstrap").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").option(json, "JSON events").action((o) => client.imageBuild(o));
+  cli.command("image build", "Build a Debian image with mmdebstrap; it brings its own kernel (Debian's cloud kernel, modules included)")
+    .option("--name <name>", "Image name")
+    .option("--packages <list>", "Extra Debian packages to install, comma-separated (e.g. build-essential,nodejs)")
+    .option("--kernel <kernel>", "Boot this image's VMs with a registered kernel instead of its own")
+    .option(json, "JSON events")
+    .action((o) => client.imageBuild(o));
   cli.command("image delete <name>", "Delete an image (refused while VMs use it)").action((n) => client.imageDelete(String(n)));
 
   const createOpts = (c: ReturnType<typeof cli.command>) =>

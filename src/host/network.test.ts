@@ -36,7 +36,9 @@ describe("hostSetup", () => {
     expect(rule("banger:isolate")).toContain('forward iifname "banger0" drop');
     expect(rule("banger:masq")).toContain('postrouting ip saddr 172.30.0.0/24 oifname != "banger0" masquerade');
     expect(rule("banger:port")).toContain("bridge banger_banger0 guest_in iifname vmap @ports");
-    expect(rule("banger:no-port")).toContain("guest_in drop");
+    expect(rule("banger:no-port")).toContain(`guest_in iifname "bgr0t*" drop`);
+    // The bridge family sees every bridge on the host: no rule may drop what is not ours.
+    for (const l of s.split("\n").filter((x) => x.startsWith("add rule bridge"))) expect(l).toMatch(/iifname/);
     const order = ["banger:intra", "banger:replies", "banger:inbound", "banger:nat", "banger:egress", "banger:isolate"].map((c) => s.indexOf(`"${c}"`));
     expect([...order].sort((a, b) => a - b)).toEqual(order);
     expect(s).not.toContain("redirect");

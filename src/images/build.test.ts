@@ -45,6 +45,7 @@ describe("image build plan", () => {
     const deps = { runner: new RecordingRunner(), uid: 0, which: () => "/usr/bin/x" };
     await expect(buildImage({ name: "Bad Name", outDir: join(dir, "x"), agentBinary: agent }, deps)).rejects.toMatchObject({ code: "invalid_argument" });
     await expect(buildImage({ name: "ok", outDir: dir, agentBinary: agent }, deps)).rejects.toMatchObject({ code: "already_exists" });
+    await expect(buildImage({ name: "ok", outDir: join(dir, "p"), agentBinary: agent, extraPackages: ["nodejs", "rm -rf /"] }, deps)).rejects.toThrow('not a Debian package name: "rm -rf /"');
     await expect(buildImage({ name: "ok", outDir: join(dir, "y"), agentBinary: agent }, { ...deps, which: () => null })).rejects.toMatchObject({ code: "not_available" });
     const failing = new RecordingRunner((argv) => (argv[0] === "mmdebstrap" ? { code: 1, stderr: "E: no network" } : undefined));
     await expect(buildImage({ name: "ok", outDir: join(dir, "z"), agentBinary: agent }, { ...deps, runner: failing })).rejects.toThrow(/no network/);

@@ -1,7 +1,8 @@
 /**
  * The golden image build: a Debian rootfs from mmdebstrap (variant minbase) with banger's
- * boot glue, sshd drop-in and guest agent baked in, turned into a read-only base ext4
- * (/dev/vda) plus a small work seed ext4 holding the image's /root (cloned per VM).
+ * boot glue, sshd drop-in, guest agent and the distribution's kernel package baked in, turned
+ * into a read-only base ext4 (/dev/vda), a small work seed ext4 holding the image's /root
+ * (cloned per VM) and the image's own kernel (vmlinux + initrd, see image-kernel.ts).
  */
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -11,6 +12,7 @@ import { BangerError } from "../errors.ts";
 import type { Runner } from "../host/runner.ts";
 import { makeWorkSeed, mkfsArgv } from "./disks.ts";
 import { glueEntries, writeGlue } from "./glue/index.ts";
+import { KERNEL_PACKAGES, writeImageKernel, type ImageKernel } from "./image-kernel.ts";
 
 /** The packages every golden image carries on top of minbase. */
 export const IMAGE_PACKAGES = [
@@ -42,6 +44,8 @@ export interface BuiltImage {
   agentVersion: string;
   /** Installed packages as name=version, sorted. */
   packages: string[];
+  /** The kernel installed in the image, ready to boot (files in outDir). */
+  kernel: ImageKernel;
 }
 
 export interface BuildDeps {
@@ -107,7 +111,14 @@ async function treeUsage(dir: string, mode: "root" | "unshare", runner: Runner):
   return { bytes, inodes };
 }
 
+/** A Debian package name (policy §5.6.1), optionally with =version or /suite. */
+const PACKAGE_RE = /^[a-z0-9][a-z0-9+.-]+([=/][A-Za-z0-9+.~:-]+)?$/;
+
 function preflight(o: BuildImageOptions, deps: BuildDeps): void {
+  const bad = (o.extraPackages ?? []).filter((p) => !PACKAGE_RE.test(p));
+  if (bad.length) {
+    throw new BangerError("invalid_argument", `not a Debian package name: ${bad.map((p) => JSON.stringify(p)).join(", ")}`, { hint: "Pass names separated by commas, e.g. --packages build-essential,nodejs" });
+  }
   if (!/^[a-z0-9][a-z0-9._-]{0,63}$/.test(o.name)) {
     throw new BangerError("invalid_argument", `image name ${JSON.stringify(o.name)} is invalid`, { hint: "Use lowercase letters, digits, '.', '_' and '-'" });
   }
@@ -140,9 +151,12 @@ export async function buildImage(o: BuildImageOptions, deps: BuildDeps): Promise
     await deps.runner.run(["tar", "--owner=0", "--group=0", "--numeric-owner", "-C", join(work, "glue"), "-cf", glueTar, "etc", "usr"]);
 
     stage("mmdebstrap");
-    const packages = [...IMAGE_PACKAGES, ...(o.extraPackages ?? [])];
+    const packages = [...IMAGE_PACKAGES, ...KERNEL_PACKAGES, ...(o.extraPackages ?? [])];
     await deps.runner.run(mmdebstrapArgv({ suite: o.suite ?? "bookworm", mode, rootDir, glueTar, packages, mirror: o.mirror }), { timeoutMs: 30 * 60_000 });
     const installed = parseDpkgStatus(await Bun.file(join(rootDir, "var/lib/dpkg/status")).text());
+
+    stage("kernel");
+    const kernel = await writeImageKernel(rootDir, work);
 
     stage("rootfs");
     const { bytes, inodes } = await treeUsage(rootDir, mode, deps.runner);
@@ -165,7 +179,10 @@ export async function buildImage(o: BuildImageOptions, deps: BuildDeps): Promise
     await mkdir(o.outDir, { recursive: true });
     await rename(rootfs, join(o.outDir, "rootfs.ext4"));
     await rename(join(work, "work-seed.ext4"), join(o.outDir, "work-seed.ext4"));
-    return { rootfs: join(o.outDir, "rootfs.ext4"), workSeed: join(o.outDir, "work-seed.ext4"), sizeBytes, fingerprint, agentVersion, packages: installed };
+    const kernelOut = { ...kernel, vmlinux: join(o.outDir, "vmlinux"), initrd: join(o.outDir, "initrd.img") };
+    await rename(kernel.vmlinux, kernelOut.vmlinux);
+    await rename(kernel.initrd, kernelOut.initrd);
+    return { rootfs: join(o.outDir, "rootfs.ext4"), workSeed: join(o.outDir, "work-seed.ext4"), sizeBytes, fingerprint, agentVersion, packages: installed, kernel: kernelOut };
   } catch (err) {
     await rm(o.outDir, { recursive: true, force: true });
     throw err;

@@ -23,7 +23,7 @@ export interface ArtifactDeps {
 }
 
 function kernelRow(k: KernelInfo, source: string): KernelRow {
-  return { name: k.name, version: k.version, path: k.path, sha256: k.sha256, size_bytes: k.size, source, created_at: new Date().toISOString() };
+  return { name: k.name, version: k.version, path: k.path, sha256: k.sha256, size_bytes: k.size, source, created_at: new Date().toISOString(), initrd_path: null };
 }
 
 /** RPC handlers for `kernel` and `image`. */
@@ -80,7 +80,9 @@ export function artifactHandlers(deps: ArtifactDeps): Handlers {
       }
     },
     "kernel.delete": async (p) => {
-      must(p.name);
+      const k = must(p.name);
+      const owner = /^image:(.+)$/.exec(k.source)?.[1];
+      if (owner && store.image(owner)) throw new BangerError("failed_precondition", `kernel ${p.name} is image ${owner}'s own kernel`, { hint: `It goes with the image: banger image delete ${owner}.` });
       const users = deps.vms.deps.vms.list().filter((v) => v.kernel === p.name).map((v) => v.name);
       if (users.length) throw new BangerError("failed_precondition", `kernel ${p.name} is used by ${users.join(", ")}`, { hint: "Delete those VMs first." });
       await deleteKernel(kernelsDir, p.name).catch(() => {});

@@ -82,17 +82,21 @@ function socketPresent(socket: string): boolean {
   }
 }
 
-/** Waits until a pid is gone, then kills it if it is still there and is really this user's daemon. */
-export async function waitForExit(pid: number, timeoutMs: number) {
+/**
+ * Waits until the daemon's pid is gone, then kills it if it is still there. A pid that is not
+ * this user's banger daemon (whatever answered named it) is never waited for or signalled.
+ */
+export async function waitForExit(pid: number, timeoutMs: number): Promise<"exited" | "killed" | "not ours"> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (!pidAlive(pid)) return;
+    if (!pidAlive(pid)) return "exited";
+    if (!isOwnDaemon(pid)) return "not ours";
     await Bun.sleep(20);
   }
-  if (!isOwnDaemon(pid)) return;
   try {
     process.kill(pid, "SIGKILL");
   } catch {}
+  return "killed";
 }
 
 /**

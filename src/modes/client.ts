@@ -103,7 +103,9 @@ export async function daemonStop() {
   const s = await tryStatus(p);
   if (!s) return out.out("daemon is not running");
   await call(p.socket, "daemon.stop", {}, { buildId: BUILD_ID });
-  await waitForExit(s.pid, 15_000);
+  if ((await waitForExit(s.pid, 15_000)) === "not ours") {
+    throw new BangerError("permission_denied", `the daemon's answer named pid ${s.pid}, which is not a banger daemon of yours; it was left alone`, { hint: `Check what answers on ${p.socket} (banger daemon status).` });
+  }
   out.out(`daemon stopped (pid ${s.pid}); VMs keep running`);
 }
 
@@ -152,7 +154,12 @@ export const imageShow = (name: string, o: Opts) => showCmd("image.show", { name
 export const imagePull = (name: string, o: Opts = {}) => streamCmd("image.pull", { name }, o);
 export const imageImport = (source: string, o: Opts) =>
   streamCmd("image.import", { source, name: str(o.name) ?? basename(source).replace(/(\.tar)?(\.gz)?$/, "").replace(/[^A-Za-z0-9._-]/g, "-"), kernel: str(o.kernel) }, o);
-export const imageBuild = (o: Opts) => streamCmd("image.build", { name: str(o.name), kernel: str(o.kernel) }, o);
+export const imageBuild = (o: Opts) => streamCmd("image.build", { name: str(o.name), kernel: str(o.kernel), packages: listOpt(o.packages) }, o);
+/** A comma-separated option (repeatable too) as a list, or undefined when not given. */
+function listOpt(value: unknown): string[] | undefined {
+  if (value === undefined || value === true) return undefined;
+  return [value].flat().flatMap((x) => String(x).split(",")).map((x) => x.trim()).filter(Boolean);
+}
 export const imageDelete = (name: string) => showCmd("image.delete", { name }, {});
 
 export const vmCreate = (o: Opts) => vm.create(out, rpc as never, createParams(o), { json: Boolean(o.json) });

@@ -65,7 +65,7 @@ tar -xpf - --no-same-owner -C "$t" && mv -T -- "$t/$base" "$dst"; s=$?; rm -rf -
 // Checks each source ($2.. in pairs dir, base), then streams one tar of them all.
 const ARCHIVE_REMOTE = `r=$1; shift; n=$#; i=0
 while [ $i -lt $n ]; do
-  d=$1; b=$2; shift 2; p="$d/$b"
+  d=$1; b=$2; shift 2; p="\${d%/}/$b"
   [ -e "$p" ] || [ -L "$p" ] || { echo "banger: there is no $p in the guest" >&2; exit 2; }
   if [ -d "$p" ] && [ ! -L "$p" ] && [ "$r" != 1 ]; then echo "banger: $p is a directory; use vm cp -r" >&2; exit 2; fi
   set -- "$@" -C "$d" "$b"; i=$((i+2))
@@ -113,7 +113,12 @@ function stderrCollector() {
 
 function failed(what: string, stderr: string, code: number): BangerError {
   const line = stderr.split("\n").filter(Boolean).at(-1)?.replace(/^banger: /, "") ?? `exit code ${code}`;
-  return new BangerError("failed_precondition", `vm cp: ${line}`, { hint: stderr.includes("use vm cp -r") ? "Add -r to copy directories." : `The ${what} side's tar said so; nothing was left half-copied at the destination.` });
+  const hint = stderr.includes("use vm cp -r")
+    ? "Add -r to copy directories."
+    : /there is no|not a directory/.test(line)
+      ? "Check the path; `banger vm exec <vm> -- ls -la <dir>` shows what is there."
+      : `That is what tar on the ${what} said; a copy to a new name leaves nothing half-written there.`;
+  return new BangerError(/there is no/.test(line) ? "not_found" : "failed_precondition", `vm cp: ${line}`, { hint });
 }
 
 /** Host to guest: a local tar into the remote extract script. */

@@ -6,7 +6,8 @@ import type { Handlers } from "../rpc/handle.ts";
 import { join } from "node:path";
 import { buildImage } from "../images/build.ts";
 import { cancellableRunner } from "../host/runner.ts";
-import type { ArtifactStore, ImageRow } from "../store/artifacts.ts";
+import type { ImageKernel } from "../images/image-kernel.ts";
+import type { ArtifactStore, ImageRow, KernelRow } from "../store/artifacts.ts";
 import { agentBinaryPath } from "./services.ts";
 import { importImage } from "./image-import.ts";
 import { pullImage } from "../images/image-pull.ts";
@@ -20,6 +21,22 @@ export async function pullAndRegister(deps: Pick<ArtifactDeps, "config" | "paths
   const row: ImageRow = { name, rootfs_path: img.rootfs, work_seed_path: img.workSeed, kernel: img.kernel && store.kernel(img.kernel) ? img.kernel : null, agent_version: img.agentVersion, fingerprint: img.sha256, size_bytes: img.sizeBytes, source: `catalog:${deps.config.image_catalog}`, created_at: new Date().toISOString() };
   store.putImage(row);
   return row;
+}
+
+/** The name an image's own kernel is registered under. */
+export const imageKernelName = (image: string) => `${image}-kernel`;
+
+/** The kernel row for the kernel an image build installed (its files live in the image's directory). */
+function imageKernelRow(image: string, k: ImageKernel): KernelRow {
+  return { name: imageKernelName(image), version: k.release, path: k.vmlinux, sha256: k.sha256, size_bytes: k.size, source: `image:${image}`, created_at: new Date().toISOString(), initrd_path: k.initrd };
+}
+
+/** Refuses a build whose own kernel's name is taken by a kernel that is not a leftover of the same image. */
+function checkKernelNameFree(store: ArtifactStore, image: string): void {
+  const taken = store.kernel(imageKernelName(image));
+  if (taken && taken.source !== `image:${image}`) {
+    throw new BangerError("already_exists", `kernel ${taken.name} already exists; image ${image} would register its own kernel under that name`, { hint: `Delete it (banger kernel delete ${taken.name}) or pick another image --name.` });
+  }
 }
 
 /** RPC handlers for `image`. */
@@ -50,7 +67,8 @@ export function imageHandlers(deps: ArtifactDeps & { store: ArtifactStore }): Ha
     "image.build": async (p, ctx) => {
       const name = p.name ?? deps.config.default_image;
       if (store.image(name)) throw new BangerError("already_exists", `image ${name} already exists`, { hint: `Delete it first (banger image delete ${name}) or pick another --name.` });
-      const kernel = pairKernel(p.kernel);
+      const paired = p.kernel ? pairKernel(p.kernel) : null;
+      checkKernelNameFree(store, name);
       const agentBinary = agentBinaryPath();
       if (!agentBinary) throw new BangerError("failed_precondition", "the guest agent executable (banger-agent) is not beside banger", { hint: "Build with `bun run build`, which makes dist/banger and dist/banger-agent together." });
       let current: { stage: string; at: number } | null = null;
@@ -59,11 +77,13 @@ export function imageHandlers(deps: ArtifactDeps & { store: ArtifactStore }): Ha
         current = { stage, at: performance.now() };
         ctx.progress({ stage, status: "start" });
       };
-      const built = await buildImage({ name, outDir: join(deps.paths.imagesDir, name), agentBinary, onStage }, { runner: cancellableRunner(deps.runner, ctx.signal), uid: process.getuid?.() ?? 0, which: (b) => Bun.which(b) });
+      const built = await buildImage({ name, outDir: join(deps.paths.imagesDir, name), agentBinary, extraPackages: p.packages, onStage }, { runner: cancellableRunner(deps.runner, ctx.signal), uid: process.getuid?.() ?? 0, which: (b) => Bun.which(b) });
       if (current) onStage("register");
-      const row: ImageRow = { name, rootfs_path: built.rootfs, work_seed_path: built.workSeed, kernel, agent_version: built.agentVersion, fingerprint: built.fingerprint, size_bytes: built.sizeBytes, source: "build:debian-bookworm", created_at: new Date().toISOString() };
+      const own = imageKernelRow(name, built.kernel);
+      store.putKernel(own);
+      const row: ImageRow = { name, rootfs_path: built.rootfs, work_seed_path: built.workSeed, kernel: paired ?? own.name, agent_version: built.agentVersion, fingerprint: built.fingerprint, size_bytes: built.sizeBytes, source: "build:debian-bookworm", created_at: new Date().toISOString() };
       store.putImage(row);
-      return { ...row, packages: built.packages.length };
+      return { ...row, kernel_version: own.version, packages: built.packages.length };
     },
     "image.import": async (p, ctx) => {
       if (store.image(p.name)) throw new BangerError("already_exists", `image ${p.name} already exists`, { hint: `Delete it first (banger image delete ${p.name}) or pick another --name.` });
@@ -82,8 +102,12 @@ export function imageHandlers(deps: ArtifactDeps & { store: ArtifactStore }): Ha
       const image = must(p.name);
       const users = deps.vms.deps.vms.list().filter((v) => v.image === p.name).map((v) => v.name);
       if (users.length) throw new BangerError("failed_precondition", `image ${p.name} is used by ${users.join(", ")}`, { hint: `Delete those VMs first (banger vm delete ${users.join(" ")}).` });
+      const own = store.kernel(imageKernelName(p.name));
+      const kernelUsers = own?.source === `image:${p.name}` ? deps.vms.deps.vms.list().filter((v) => v.kernel === own.name).map((v) => v.name) : [];
+      if (kernelUsers.length) throw new BangerError("failed_precondition", `image ${p.name}'s kernel is used by ${kernelUsers.join(", ")}`, { hint: `Delete those VMs first (banger vm delete ${kernelUsers.join(" ")}).` });
       rmSync(dirname(image.rootfs_path), { recursive: true, force: true });
       rmSync(image.work_seed_path, { force: true });
+      if (own?.source === `image:${p.name}`) store.deleteKernel(own.name);
       store.deleteImage(p.name);
       return { deleted: p.name };
     },

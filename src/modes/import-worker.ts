@@ -42,6 +42,7 @@ const send = (line: WorkerLine) => process.stdout.write(`${JSON.stringify(line)}
  * cannot stall the daemon's RPC or DNS.
  */
 export async function runImportWorker(): Promise<number> {
+  orphanGuard();
   try {
     const job = JSON.parse(await Bun.stdin.text()) as ImportJob;
     const extraEntries = await asExtraEntries(glueEntries({ binary: job.agentBinary, version: job.agentVersion }));
@@ -53,6 +54,19 @@ export async function runImportWorker(): Promise<number> {
     send({ error: { code: e.code, message: e.message, hint: e.hint } });
     return 1;
   }
+}
+
+/** Ends the worker and what it runs (its own process group) when the daemon that started it is gone. */
+function orphanGuard(): void {
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid === parent) return;
+    try {
+      process.kill(-process.pid, "SIGKILL");
+    } catch {
+      process.exit(1);
+    }
+  }, 1000).unref();
 }
 
 /** Most stderr kept from a worker for an error message. */

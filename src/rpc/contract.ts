@@ -69,7 +69,7 @@ export const METHODS = {
   "kernel.delete": v.strictObject({ name: artifactName }),
   "image.list": empty,
   "image.show": v.strictObject({ name: artifactName }),
-  "image.build": v.strictObject({ name: v.optional(artifactName), kernel: v.optional(artifactName) }),
+  "image.build": v.strictObject({ name: v.optional(artifactName), kernel: v.optional(artifactName), packages: v.optional(v.array(v.pipe(v.string(), v.minLength(1)))) }),
   "image.import": v.strictObject({ source: path, name: artifactName, kernel: v.optional(artifactName) }),
   "image.pull": v.strictObject({ name: artifactName }),
   "image.delete": v.strictObject({ name: artifactName }),

@@ -9,6 +9,8 @@ export interface KernelRow {
   size_bytes: number;
   source: string;
   created_at: string;
+  /** The initrd booted with this kernel (a distribution kernel's), else null. */
+  initrd_path?: string | null;
 }
 
 /** A managed image: a read-only base rootfs plus the work seed and metadata. */
@@ -35,7 +37,7 @@ export class ArtifactStore {
     return this.db.query<KernelRow, [string]>("SELECT * FROM kernels WHERE name = ?").get(name);
   }
   putKernel(k: KernelRow) {
-    this.db.query("INSERT OR REPLACE INTO kernels (name, version, path, sha256, size_bytes, source, created_at) VALUES ($name, $version, $path, $sha256, $size_bytes, $source, $created_at)").run(k as never);
+    this.db.query("INSERT OR REPLACE INTO kernels (name, version, path, sha256, size_bytes, source, created_at, initrd_path) VALUES ($name, $version, $path, $sha256, $size_bytes, $source, $created_at, $initrd_path)").run({ initrd_path: null, ...k } as never);
   }
   deleteKernel(name: string) {
     this.db.query("DELETE FROM kernels WHERE name = ?").run(name);

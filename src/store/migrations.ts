@@ -80,4 +80,11 @@ export const MIGRATIONS: Migration[] = [
       db.run(`ALTER TABLE vms ADD COLUMN net_group TEXT NOT NULL DEFAULT ''`);
     },
   },
+  {
+    id: 5,
+    name: "kernel_initrd",
+    up(db) {
+      db.run(`ALTER TABLE kernels ADD COLUMN initrd_path TEXT`);
+    },
+  },
 ];

@@ -1,7 +1,7 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { hostRunner } from "../host/runner.ts";
-import { ArtifactStore, type ImageRow } from "../store/artifacts.ts";
+import { ArtifactStore, type ImageRow, type KernelRow } from "../store/artifacts.ts";
 import { openStore } from "../store/db.ts";
 import { bangerBin, TestHome } from "./cli.ts";
 import { privateNet } from "./fake-env.ts";
@@ -34,7 +34,8 @@ async function fileHash(paths: string[]): Promise<string> {
 export async function goldenImage(): Promise<{ dir: string; meta: ImageRow }> {
   const glue = Array.from(new Bun.Glob("src/images/glue/*").scanSync({ cwd: projectRoot }), (f) => join(projectRoot, f));
   const agent = (await hostRunner.run([join(projectRoot, "dist", "banger-agent"), "--version"])).stdout.trim();
-  const key = `${await fileHash([...glue.sort(), join(projectRoot, "src/images/build.ts")])}-${agent.replace(/[^A-Za-z0-9.+-]/g, "")}`;
+  const inputs = [...glue.sort(), ...["build.ts", "image-kernel.ts", "kernel/initrd.ts", "kernel/initrd-init.sh"].map((f) => join(projectRoot, "src/images", f))];
+  const key = `${await fileHash(inputs)}-${agent.replace(/[^A-Za-z0-9.+-]/g, "")}`;
   const dir = await buildOnce(join(testCacheDir, `banger-image-${key}`), async (tmp) => {
     const home = new TestHome();
     try {
@@ -44,7 +45,11 @@ export async function goldenImage(): Promise<{ dir: string; meta: ImageRow }> {
       mkdirSync(tmp, { recursive: true });
       await hostRunner.run(["cp", "--sparse=always", row.rootfs_path, join(tmp, "rootfs.ext4")]);
       await hostRunner.run(["cp", "--sparse=always", row.work_seed_path, join(tmp, "work-seed.ext4")]);
+      const kernel = JSON.parse((await home.run(["kernel", "show", row.kernel!, "--json"])).stdout) as KernelRow;
+      copyFileSync(kernel.path, join(tmp, "vmlinux"));
+      copyFileSync(kernel.initrd_path!, join(tmp, "initrd.img"));
       writeFileSync(join(tmp, "meta.json"), JSON.stringify(row));
+      writeFileSync(join(tmp, "kernel.json"), JSON.stringify(kernel));
     } finally {
       await home.cleanup();
     }
@@ -93,5 +98,22 @@ export async function registerGolden(home: TestHome, name = "bookworm") {
   const db = openStore(home.paths.dbFile);
   new ArtifactStore(db).putImage({ ...meta, name, rootfs_path: join(dest, "rootfs.ext4"), work_seed_path: join(dest, "work-seed.ext4"), kernel: "default" });
   db.close();
-  void copyFileSync;
+}
+
+/**
+ * Registers the cached golden image's own kernel (Debian's, with banger's initrd) in a home
+ * under `name`, with `initrd` in place of banger's when given; returns the kernel's release.
+ */
+export async function registerGoldenKernel(home: TestHome, name: string, initrd?: string): Promise<string> {
+  const { dir } = await goldenImage();
+  const kernel = JSON.parse(readFileSync(join(dir, "kernel.json"), "utf8")) as KernelRow;
+  const dest = join(home.paths.kernelsDir, name);
+  mkdirSync(dest, { recursive: true });
+  copyFileSync(join(dir, "vmlinux"), join(dest, "vmlinux"));
+  copyFileSync(initrd ?? join(dir, "initrd.img"), join(dest, "initrd.img"));
+  await home.run(["daemon", "stop"]);
+  const db = openStore(home.paths.dbFile);
+  new ArtifactStore(db).putKernel({ ...kernel, name, path: join(dest, "vmlinux"), initrd_path: join(dest, "initrd.img"), source: "test" });
+  db.close();
+  return kernel.version;
 }

@@ -60,6 +60,7 @@ export function bootPlan(deps: VmServiceDeps, ctx: StartCtx): BootPlan {
     vmId: vm.id,
     dir: dir.dir,
     kernelPath: ctx.kernel.path,
+    ...(ctx.kernel.initrd_path ? { initrdPath: ctx.kernel.initrd_path } : {}),
     extraBootArgs: bootArgs(deps, vm),
     drives: [
       { id: "rootfs", path: ctx.image.rootfs_path, readOnly: true },

@@ -7,7 +7,7 @@ import { startDnsServer } from "../../src/host/dns-server.ts";
 import { hostRunner } from "../../src/host/runner.ts";
 import { type HostNetConfig, hostSetup, hostStatus, hostTeardown, natAdd, natRemove, tapList } from "../../src/host/network.ts";
 import { nftFirewall } from "../../src/host/network/nft.ts";
-import { vmApplyScript } from "../../src/host/network/nft-vm.ts";
+import { groupsScript, vmApplyScript } from "../../src/host/network/nft-vm.ts";
 import { hasBin, isRoot, testNeeds } from "../../src/testing/skip.ts";
 
 const needs: Array<[boolean, string]> = [
@@ -26,7 +26,9 @@ const id = rand(0x10000).toString(16).padStart(4, "0");
 const SERVER = `Bun.listen({ hostname: process.argv[1], port: 8080, socket: { open(s) { s.end(s.remoteAddress + "\\n"); }, data() {} } }); console.log("ready");`;
 /** A client in the "guest" netns: prints what the server said, or FAILED after a bounded wait. */
 const CLIENT = `const t = setTimeout(() => { console.log("FAILED timeout"); process.exit(0); }, 3000);
-Bun.connect({ hostname: process.argv[1], port: 8080, socket: { data(s, d) { console.log(String(d).trim()); clearTimeout(t); process.exit(0); }, connectError(s, e) { console.log("FAILED " + e.message); process.exit(0); } } });`;
+const c = require("node:net").connect({ host: process.argv[1], port: 8080, localAddress: process.argv[2] || undefined });
+c.on("data", (d) => { console.log(String(d).trim()); clearTimeout(t); process.exit(0); });
+c.on("error", (e) => { console.log("FAILED " + e.message); process.exit(0); });`;
 
 function suite(kind: "nftables", letter: string) {
   const third = 1 + rand(250);
@@ -45,6 +47,8 @@ function suite(kind: "nftables", letter: string) {
   const outServer = `198.18.${third}.2`;
   const nsGuest = `${bridge}g`;
   const nsOut = `${bridge}o`;
+  const nsPeer = `${bridge}b`;
+  let peerServer: Bun.Subprocess<"ignore", "pipe", "inherit"> | undefined;
   let forwardingBefore = "";
   let server: Bun.Subprocess<"ignore", "pipe", "inherit"> | undefined;
 
@@ -67,8 +71,9 @@ function suite(kind: "nftables", letter: string) {
     afterAll(async () => {
       if (!isRoot) return;
       server?.kill();
-      for (const ns of [nsGuest, nsOut]) await sh(["ip", "netns", "del", ns]);
-      for (const dev of [`${bridge}vg`, `${bridge}vo`]) await sh(["ip", "link", "del", dev]);
+      peerServer?.kill();
+      for (const ns of [nsGuest, nsOut, nsPeer]) await sh(["ip", "netns", "del", ns]);
+      for (const dev of [`${bridge}vg`, `${bridge}vo`, `${bridge}vb`]) await sh(["ip", "link", "del", dev]);
       await hostTeardown(deps, cfg).catch((e) => console.error(`teardown: ${e.message}`));
       // Belt and braces: nothing of ours may survive a failed run.
       await sh(["ip", "link", "del", bridge]);
@@ -157,14 +162,47 @@ function suite(kind: "nftables", letter: string) {
       }
     }, 30_000);
 
+    testNeeds(`stand-in guests reach each other only within a group; a borrowed address gets nothing through (${kind})`, needs, async () => {
+      await hostSetup(deps, cfg);
+      const ip = (...a: string[]) => hostRunner.run(["ip", ...a]);
+      const peerIp = `172.29.${third}.3`;
+      const nft = (script: string) => hostRunner.run(["nft", "-f", "-"], { stdin: script });
+      await ip("netns", "add", nsPeer);
+      await ip("link", "add", `${bridge}vb`, "type", "veth", "peer", "name", `${bridge}bp`);
+      await ip("link", "set", `${bridge}vb`, "master", bridge, "up");
+      await ip("link", "set", `${bridge}bp`, "netns", nsPeer);
+      await ip("-n", nsPeer, "addr", "add", `${peerIp}/24`, "dev", `${bridge}bp`);
+      await ip("-n", nsPeer, "link", "set", `${bridge}bp`, "up");
+      const macOf = async (ns: string, dev: string) => JSON.parse(await sh(["ip", "-n", ns, "-j", "link", "show", dev]))[0].address as string;
+      const a = { ip: guestIp, mac: await macOf(nsGuest, `${bridge}gp`), tap: `${bridge}vg`, policy: { mode: "none" as const } };
+      const b = { ip: peerIp, mac: await macOf(nsPeer, `${bridge}bp`), tap: `${bridge}vb`, policy: { mode: "none" as const } };
+      await nft(vmApplyScript(bridge, a));
+      await nft(vmApplyScript(bridge, b));
+      peerServer = Bun.spawn(["ip", "netns", "exec", nsPeer, process.execPath, "-e", SERVER, peerIp], { stdin: "ignore", stdout: "pipe", stderr: "inherit" });
+      expect(new TextDecoder().decode((await peerServer.stdout.getReader().read()).value)).toContain("ready");
+      const toPeer = async (from?: string) => (await sh(["ip", "netns", "exec", nsGuest, process.execPath, "-e", CLIENT, peerIp, ...(from ? [from] : [])])).trim();
+      expect(await toPeer()).toStartWith("FAILED");
+      await nft(groupsScript(bridge, [{ ...a, group: "g" }, { ...b, group: "g" }]));
+      expect(await toPeer()).toBe(guestIp);
+      // An address that is not its own gets nothing through, even to a group peer.
+      const borrowed = `172.29.${third}.4`;
+      await ip("-n", nsGuest, "addr", "add", `${borrowed}/32`, "dev", `${bridge}gp`);
+      expect(await toPeer(borrowed)).toStartWith("FAILED");
+      await ip("-n", nsGuest, "addr", "del", `${borrowed}/32`, "dev", `${bridge}gp`);
+      expect(await toPeer()).toBe(guestIp);
+      await nft(groupsScript(bridge, []));
+      expect(await toPeer()).toStartWith("FAILED");
+    }, 60_000);
+
     testNeeds(`teardown as root leaves no bridge, TAP or rule of ours (${kind})`, needs, async () => {
       await hostSetup(deps, cfg);
       await natAdd(deps, cfg, { guestIp, tap: `bgr${bridge}t0` });
       // The stand-ins for guest and outside are the test's own, not banger's: remove them first.
       server?.kill();
+      peerServer?.kill();
       await server?.exited;
-      for (const ns of [nsGuest, nsOut]) await sh(["ip", "netns", "del", ns]);
-      for (const dev of [`${bridge}vg`, `${bridge}vo`]) await sh(["ip", "link", "del", dev]);
+      for (const ns of [nsGuest, nsOut, nsPeer]) await sh(["ip", "netns", "del", ns]);
+      for (const dev of [`${bridge}vg`, `${bridge}vo`, `${bridge}vb`]) await sh(["ip", "link", "del", dev]);
       const actions = await hostTeardown(deps, cfg);
       expect(actions).toContain(`removed bridge ${bridge}`);
       expect(await bangerTraces()).toEqual([]);

@@ -126,7 +126,8 @@ describe("a daemon's answers are checked before they reach a command line", () =
       const methods = await fakeDaemon(h, {}, bystander.pid);
       const r = await h.run(["daemon", "stop"]);
       expect(methods).toContain("daemon.stop");
-      expect(r.code).toBe(0);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`pid ${bystander.pid}, which is not a banger daemon of yours; it was left alone`);
       expect(isAlive(bystander.pid)).toBe(true);
     } finally {
       bystander.kill("SIGKILL");

@@ -38,8 +38,9 @@ async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
 
 const run = (cwd: string, ...args: string[]) => h.run(["vm", "run", "--name", "lp", ...args], { cwd });
 
+/** A script in the guest through the agent (`vm exec`): no SSH handshake per check. */
 async function inGuest(script: string): Promise<string> {
-  const r = await h.run(["vm", "ssh", "lp", "--", "sh", "-c", script]);
+  const r = await h.run(["vm", "exec", "lp", "--", "sh", "-c", script]);
   if (r.code !== 0) throw new Error(`in lp: ${script}\nexit ${r.code}: ${r.stderr}`);
   return r.stdout.replace(/\n$/, "");
 }

@@ -73,7 +73,7 @@ export function nftJson(c: HostNetConfig, elems: unknown[] = [], family: "inet" 
   const items: unknown[] = [];
   const chains = nftBaseChains(c).filter((ch) => ch.family === family);
   for (const ch of chains) items.push({ chain: { family, name: ch.name, hook: ch.hook } });
-  const sets = family === "inet" ? [NAT_SET, "peer_ips"] : ["peers"];
+  const sets = family === "inet" ? [NAT_SET, "peer_ips"] : ["vm_ports", "peers"];
   for (const name of sets) items.push({ set: { family, name, elem: name === NAT_SET ? elems : [] } });
   items.push({ map: { family, name: family === "inet" ? "egress" : "ports" } });
   for (const ch of chains) for (const [, comment] of ch.rules) items.push({ rule: { family, chain: ch.name, comment } });

@@ -1,11 +1,11 @@
 import { BangerError } from "../../errors.ts";
-import { type HostNetConfig, type NatEntry, natComment, nftTable, parseNatComment, parseSubnet } from "./config.ts";
+import { type HostNetConfig, type NatEntry, natComment, nftTable, parseNatComment, parseSubnet, tapPrefix } from "./config.ts";
 import type { Firewall } from "./firewall.ts";
 import { type NetDeps, SETUP_HINT, priv } from "./priv.ts";
 
 export const NAT_SET = "nat_guests";
 
-type BaseCfg = Pick<HostNetConfig, "bridge" | "subnet" | "guestDnsPort">;
+type BaseCfg = Pick<HostNetConfig, "bridge" | "subnet" | "guestDnsPort" | "tapPrefix">;
 type Family = "inet" | "bridge";
 
 /** One base chain: its table family, hook declaration and ordered [rule, comment] pairs. */
@@ -27,6 +27,7 @@ export interface BaseChain {
  */
 export function nftBaseChains(cfg: BaseCfg): BaseChain[] {
   const br = JSON.stringify(cfg.bridge);
+  const pool = JSON.stringify(`${tapPrefix(cfg)}*`);
   const subnet = parseSubnet(cfg.subnet);
   const gw = subnet.gateway;
   const dnsPorts = cfg.guestDnsPort && cfg.guestDnsPort !== 53 ? `{ 53, ${cfg.guestDnsPort} }` : "53";
@@ -81,10 +82,12 @@ export function nftBaseChains(cfg: BaseCfg): BaseChain[] {
       name: "guest_in",
       hook: "prerouting",
       decl: "type filter hook prerouting priority filter; policy accept;",
+      // The bridge family's hooks see every bridge on the host, so each rule names this bridge's
+      // ports: those with a VM (the `ports` map, `vm_ports` set) and the pool's TAP names.
       rules: [
         ["iifname vmap @ports", "banger:port"],
-        // A port without a running VM (or anything else enslaved to the bridge) sends nothing.
-        ["drop", "banger:no-port"],
+        // A pool TAP without a running VM sends nothing.
+        [`iifname ${pool} drop`, "banger:no-port"],
       ],
     },
     {
@@ -94,7 +97,8 @@ export function nftBaseChains(cfg: BaseCfg): BaseChain[] {
       decl: "type filter hook forward priority filter; policy accept;",
       rules: [
         ["iifname . oifname @peers accept", "banger:peers"],
-        ["drop", "banger:intra"],
+        ["iifname @vm_ports drop", "banger:intra"],
+        [`iifname ${pool} drop`, "banger:intra-pool"],
       ],
     },
   ];
@@ -102,7 +106,7 @@ export function nftBaseChains(cfg: BaseCfg): BaseChain[] {
 
 /** The sets and maps each table holds (per-VM data: kept across repairs). */
 function nftSets(family: Family): string[] {
-  if (family === "bridge") return ["map ports { type ifname : verdict; }", "set peers { type ifname . ifname; }"];
+  if (family === "bridge") return ["map ports { type ifname : verdict; }", "set vm_ports { type ifname; }", "set peers { type ifname . ifname; }"];
   return [`set ${NAT_SET} { type ipv4_addr; }`, "set peer_ips { type ipv4_addr . ipv4_addr; }", "map egress { type ipv4_addr : verdict; }"];
 }
 

@@ -3,7 +3,8 @@
 # over to systemd. It joins the base with the per-VM overlay disk (/dev/vdb) through
 # overlayfs, mounts the per-VM work disk (/dev/vdc) at /root and applies the per-VM config
 # drive (/dev/vdd, layout documented in src/images/config-drive.ts). Only dash, mount,
-# util-linux and coreutils are used, so any Debian minbase image can carry it.
+# util-linux, coreutils and grep are used, so any Debian minbase image can carry it;
+# iproute2 and kmod only where the kernel leaves networking and modules to it.
 # Every failure is logged with a "banger-init:" prefix and boot goes on as far as it can:
 # without the overlay it boots the base read-only rather than not at all.
 
@@ -46,6 +47,32 @@ mount_root() {
 	mkdir -p "$STATE/overlay/upper" "$STATE/overlay/work" || return 1
 	run mount -t overlay overlay \
 		-o "lowerdir=/,upperdir=$STATE/overlay/upper,workdir=$STATE/overlay/work" "$NEWROOT"
+}
+
+# The kernel sets eth0 up from ip= when it has IP autoconfiguration; a distribution kernel
+# (virtio_net a module, no IP_PNP) leaves it to us: same ip= fields, set with iproute2.
+# Every program run costs under emulation (TCG): the common paths run none.
+configure_network() {
+	# the kernel did it: ipconfig leaves /proc/net/pnp behind
+	[ -e /proc/net/pnp ] && return 0
+	spec=
+	read -r cmdline </proc/cmdline
+	for arg in $cmdline; do
+		case "$arg" in ip=*) spec=${arg#ip=} ;; esac
+	done
+	[ -n "$spec" ] || return 0
+	# ip=<addr>::<gateway>:<netmask>:<hostname>:<device>:off; set -- only touches this function's arguments
+	old_ifs=$IFS
+	IFS=:
+	set -- $spec
+	IFS=$old_ifs
+	addr=$1 gw=$3 mask=$4 dev=${6:-eth0}
+	[ -e "/sys/class/net/$dev" ] || modprobe -q virtio_net 2>/dev/null
+	n=0
+	while [ ! -e "/sys/class/net/$dev" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+	command -v ip >/dev/null || { log "no ip command to configure $dev"; return 1; }
+	run ip link set "$dev" up && run ip addr add "$addr/$mask" dev "$dev" &&
+		{ [ -z "$gw" ] || run ip route add default via "$gw" dev "$dev"; }
 }
 
 # install_file SRC DEST MODE: replaces DEST atomically, owned by root.
@@ -125,6 +152,8 @@ provision() {
 }
 
 mount_basics
+configure_network || log "continuing without network configuration"
+# overlayfs may be a module (distribution kernels): banger's initrd loads it, mount would too
 if ! mount_root; then
 	log "no overlay root; booting the base image read-only"
 	exec /sbin/init "$@"

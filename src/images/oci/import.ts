@@ -119,7 +119,7 @@ export async function importOci(opts: ImportOciOptions): Promise<ImportOciResult
   let src: ImageSource | undefined;
   try {
     if (opts.source.startsWith("registry://")) {
-      const ref = await pullToLayout(opts.source, join(scratch, "pulled"), opts.fetch);
+      const ref = await pullToLayout(opts.source, join(scratch, "pulled"), opts.fetch, opts.limits?.maxBytes);
       say(`pulled ${ref.display}`);
     }
     src = openImageSource(opts.source.startsWith("registry://") ? join(scratch, "pulled") : opts.source);

@@ -20,6 +20,12 @@ const index = JSON.stringify({
 });
 const requests: string[] = [];
 
+/** An endless body of zeros, in 64 KiB chunks. */
+function endless(): ReadableStream<Uint8Array> {
+  const chunk = new Uint8Array(64 * 1024);
+  return new ReadableStream({ pull: (c) => c.enqueue(chunk) });
+}
+
 /** A loopback registry with a Docker-Hub-style bearer challenge, serving the fixture layout. */
 const server: ReturnType<typeof Bun.serve> = Bun.serve({
   port: 0,
@@ -31,8 +37,10 @@ const server: ReturnType<typeof Bun.serve> = Bun.serve({
     if (!req.headers.get("authorization")?.startsWith("Bearer tok-repository:test/")) {
       return new Response("no", { status: 401, headers: { "www-authenticate": `Bearer realm="http://127.0.0.1:${server.port}/token",service="test",scope="repository:test/app:pull"` } });
     }
-    const m = /^\/v2\/test\/(app|evil)\/(manifests|blobs)\/(.+)$/.exec(url.pathname);
+    const m = /^\/v2\/test\/(app|evil|endless)\/(manifests|blobs)\/(.+)$/.exec(url.pathname);
     if (m?.[1] === "evil") return new Response("{}"); // a registry that answers anything for any digest
+    // A registry that never stops sending: every manifest but the fixture's, and every blob.
+    if (m?.[1] === "endless" && !(m[2] === "manifests" && m[3] === amd64.digest)) return new Response(endless());
     if (m?.[2] === "manifests" && m[3] === "multi") return new Response(index, { headers: { "content-type": "application/vnd.oci.image.index.v1+json" } });
     const digest = m?.[3];
     if (!digest?.startsWith("sha256:")) return new Response("unknown", { status: 404 });
@@ -72,3 +80,13 @@ test("refuses a manifest whose content does not match the digest asked for", asy
   expect(err).toBeInstanceOf(BangerError);
   expect(err.message).toContain("does not match its digest");
 });
+
+test("a registry that never stops sending is cut off at the import cap, for manifests and blobs", async () => {
+  const d = join(base, "endless");
+  mkdirSync(join(d, "work"), { recursive: true });
+  const err = await importOci({ source: `registry://127.0.0.1:${server.port}/test/endless:1`, outPath: join(d, "r.ext4"), workDir: join(d, "work"), runner: hostRunner, limits: { maxBytes: 8 << 20, maxEntries: 100 } }).catch((e) => e);
+  expect(err).toBeInstanceOf(BangerError);
+  expect(err.message).toContain("is larger than 16 MiB; no real manifest is");
+  const blob = await importOci({ source: `registry://127.0.0.1:${server.port}/test/endless@${amd64.digest}`, outPath: join(d, "r2.ext4"), workDir: join(d, "work"), runner: hostRunner, limits: { maxBytes: 8 << 20, maxEntries: 100 } }).catch((e) => e);
+  expect(blob.message).toMatch(/blob sha256:[0-9a-f]+ takes the download past the import cap of 8 MiB/);
+}, 30_000);

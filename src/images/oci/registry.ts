@@ -1,7 +1,9 @@
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { BangerError } from "../../errors.ts";
+import { concatBytes } from "../tar.ts";
 import { blobPath, parseJson } from "./manifest.ts";
+import { MAX_METADATA_BYTES } from "./source.ts";
 
 /** A parsed `registry://host[:port]/name[:tag|@digest]` reference. */
 export interface RegistryRef {
@@ -52,17 +54,46 @@ async function get(fetchFn: Fetch, url: string, accept: string, auth: { token?: 
   return res;
 }
 
+/** What a pull may download: `left` bytes in all (the import's cap), shared by every blob. */
+interface PullBudget {
+  left: number;
+  max: number;
+}
+
+function overBudget(ref: RegistryRef, what: string, budget: PullBudget): BangerError {
+  return new BangerError("invalid_argument", `${ref.display}: ${what} takes the download past the import cap of ${Math.round(budget.max / 1024 ** 2)} MiB`, {
+    hint: "The registry sent more than the image can need; raise import_max_size in the config if the image is genuine.",
+  });
+}
+
+/** Reads a manifest response, refusing one larger than any real manifest. */
+async function readSmall(res: Response, what: string): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of res.body ?? []) {
+    size += chunk.length;
+    if (size > MAX_METADATA_BYTES) throw new BangerError("invalid_argument", `${what} is larger than ${MAX_METADATA_BYTES >> 20} MiB; no real manifest is`);
+    parts.push(chunk);
+  }
+  return concatBytes(parts);
+}
+
 /** Streams a blob to disk while hashing it, so a corrupt or substituted blob never lands. */
-async function saveBlob(fetchFn: Fetch, ref: RegistryRef, digest: string, dir: string, auth: { token?: string }): Promise<void> {
+async function saveBlob(fetchFn: Fetch, ref: RegistryRef, digest: string, dir: string, auth: { token?: string }, budget: PullBudget): Promise<void> {
   const path = join(dir, blobPath(digest));
   const res = await get(fetchFn, `${ref.base}/v2/${ref.name}/blobs/${digest}`, "*/*", auth);
   const hasher = new Bun.CryptoHasher("sha256");
   const writer = Bun.file(path).writer();
-  for await (const chunk of res.body ?? []) {
-    hasher.update(chunk);
-    writer.write(chunk);
+  try {
+    for await (const chunk of res.body ?? []) {
+      budget.left -= chunk.length;
+      if (budget.left < 0) throw overBudget(ref, `blob ${digest}`, budget);
+      hasher.update(chunk);
+      writer.write(chunk);
+    }
+  } finally {
+    await writer.end();
   }
-  await writer.end();
   if (`sha256:${hasher.digest("hex")}` !== digest) {
     rmSync(path, { force: true });
     throw new BangerError("invalid_argument", `blob ${digest} from ${ref.display} does not match its digest`);
@@ -71,7 +102,7 @@ async function saveBlob(fetchFn: Fetch, ref: RegistryRef, digest: string, dir: s
 
 async function saveManifest(fetchFn: Fetch, ref: RegistryRef, reference: string, dir: string, auth: { token?: string }) {
   const res = await get(fetchFn, `${ref.base}/v2/${ref.name}/manifests/${reference}`, MANIFEST_TYPES, auth);
-  const bytes = new Uint8Array(await res.arrayBuffer());
+  const bytes = await readSmall(res, `manifest ${reference} from ${ref.display}`);
   const digest = `sha256:${new Bun.CryptoHasher("sha256").update(bytes).digest("hex")}`;
   if (reference.startsWith("sha256:") && digest !== reference) throw new BangerError("invalid_argument", `manifest ${reference} from ${ref.display} does not match its digest`);
   await Bun.write(join(dir, blobPath(digest)), bytes);
@@ -83,8 +114,9 @@ async function saveManifest(fetchFn: Fetch, ref: RegistryRef, reference: string,
  * Pulls one image (the linux/amd64 variant of an index) from a registry with the OCI
  * distribution API into an OCI layout directory, verifying every digest on the way.
  */
-export async function pullToLayout(source: string, dir: string, fetchFn: Fetch = fetch): Promise<RegistryRef> {
+export async function pullToLayout(source: string, dir: string, fetchFn: Fetch = fetch, maxBytes = Number.MAX_SAFE_INTEGER): Promise<RegistryRef> {
   const ref = parseRegistryRef(source);
+  const budget: PullBudget = { left: maxBytes, max: maxBytes };
   const auth: { token?: string } = {};
   mkdirSync(join(dir, "blobs/sha256"), { recursive: true });
   let top = await saveManifest(fetchFn, ref, ref.reference, dir, auth);
@@ -94,7 +126,7 @@ export async function pullToLayout(source: string, dir: string, fetchFn: Fetch =
     top = await saveManifest(fetchFn, ref, pick.digest, dir, auth);
   }
   if (!top.doc.config || !top.doc.layers) throw new BangerError("invalid_argument", `${ref.display}: manifest has no config or layers`);
-  for (const d of [top.doc.config.digest, ...top.doc.layers.map((l) => l.digest)]) await saveBlob(fetchFn, ref, d, dir, auth);
+  for (const d of [top.doc.config.digest, ...top.doc.layers.map((l) => l.digest)]) await saveBlob(fetchFn, ref, d, dir, auth, budget);
   const descriptor = { mediaType: top.mediaType, digest: top.digest, size: top.size, annotations: { "org.opencontainers.image.ref.name": ref.display } };
   await Bun.write(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
   await Bun.write(join(dir, "index.json"), JSON.stringify({ schemaVersion: 2, manifests: [descriptor] }));

@@ -3,7 +3,7 @@
  * so the fake cannot drift from the thing it stands in for. Call it from a *.test.ts file.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BangerError } from "../../errors.ts";
@@ -98,6 +98,28 @@ export function driverContract(name: string, makeDriver: () => Driver, opts: Con
       const err = await makeDriver().start(plan).catch((e) => e);
       expect(err).toBeInstanceOf(BangerError);
       expect(err.message).toContain("Boot source error: The kernel file cannot be opened: No such file or directory (os error 2)");
+      expect(findByArgs("--api-sock", firecrackerFiles(plan.dir).apiSocket).filter(isAlive)).toEqual([]);
+      assertNothingLeft(plan.dir);
+    });
+
+    test("an initrd goes into the boot source beside the vmlinux (a distribution kernel's)", async () => {
+      const plan = await newPlan();
+      const entry = { driver: makeDriver(), handle: null as VmmHandle | null, dir: plan.dir };
+      live.push(entry);
+      plan.initrdPath = join(plan.dir, "initrd.img");
+      writeFileSync(plan.initrdPath, "070701 stand-in initrd");
+      entry.handle = await entry.driver.start(plan);
+      const config = await getJson(entry.handle.controlSocket, "/vm/config");
+      expect(config["boot-source"]).toMatchObject({ kernel_image_path: plan.kernelPath, initrd_path: plan.initrdPath });
+    });
+
+    test("a missing initrd fails at PUT /boot-source with Firecracker's message and leaves nothing", async () => {
+      const plan = await newPlan();
+      live.push({ driver: makeDriver(), handle: null, dir: plan.dir });
+      plan.initrdPath = join(plan.dir, "no-such-initrd");
+      const err = await makeDriver().start(plan).catch((e) => e);
+      expect(err).toBeInstanceOf(BangerError);
+      expect(err.message).toContain("Boot source error: The initrd file cannot be opened due to invalid path or invalid permissions. No such file or directory (os error 2)");
       expect(findByArgs("--api-sock", firecrackerFiles(plan.dir).apiSocket).filter(isAlive)).toEqual([]);
       assertNothingLeft(plan.dir);
     });

@@ -271,7 +271,7 @@ export function bootSteps(plan: BootPlan, files: ReturnType<typeof firecrackerFi
     ["logger", (api) => (touch(plan.vmmLog), api.request("PUT", "/logger", { log_path: plan.vmmLog, level: "Info", show_level: true, show_log_origin: false }))],
     ["metrics", (api) => (touch(files.metrics), api.request("PUT", "/metrics", { metrics_path: files.metrics }))],
     ["machine-config", put("/machine-config", { vcpu_count: plan.cpus, mem_size_mib: plan.memoryMib, smt: false })],
-    ["boot-source", put("/boot-source", { kernel_image_path: plan.kernelPath, boot_args: `${BASE_BOOT_ARGS} ${plan.extraBootArgs}`.trim() })],
+    ["boot-source", put("/boot-source", { kernel_image_path: plan.kernelPath, ...(plan.initrdPath ? { initrd_path: plan.initrdPath } : {}), boot_args: `${BASE_BOOT_ARGS} ${plan.extraBootArgs}`.trim() })],
   ];
   plan.drives.forEach((d, i) => {
     steps.push([`drive ${d.id}`, put(`/drives/${d.id}`, { drive_id: d.id, path_on_host: d.path, is_root_device: i === 0, is_read_only: d.readOnly })]);

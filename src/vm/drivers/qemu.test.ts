@@ -56,6 +56,13 @@ describe("buildQemuArgv", () => {
     expect(hostTscKhz("processor\t: 0\n")).toBeNull();
   });
 
+  test("an initrd is passed with -initrd only when the plan has one", () => {
+    expect(values(argv, "-initrd")).toEqual([]);
+    const withInitrd = buildQemuArgv({ ...plan, initrdPath: "/img/initrd.img" }, { bin: "q", accel: "tcg", vhostVsock: false });
+    expect(values(withInitrd, "-initrd")).toEqual(["/img/initrd.img"]);
+    expect(values(withInitrd, "-M")[0]).toContain("acpi=on");
+  });
+
   test("KVM uses -cpu host", () => {
     const kvm = buildQemuArgv(plan, { bin: "q", accel: "kvm", vhostVsock: false });
     expect(values(kvm, "-cpu")).toEqual(["host"]);

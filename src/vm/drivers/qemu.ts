@@ -68,6 +68,7 @@ export function buildQemuArgv(plan: BootPlan, opts: QemuArgvOptions): string[] {
     // -display none rather than -nographic: QEMU runs detached with no terminal.
     "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
     "-kernel", plan.kernelPath,
+    ...(plan.initrdPath ? ["-initrd", plan.initrdPath] : []),
     "-append", append,
   ];
   for (const d of plan.drives) {

@@ -18,6 +18,8 @@ export interface BootPlan {
   /** The VM directory: sockets, logs and metrics live here. */
   dir: string;
   kernelPath: string; // uncompressed ELF vmlinux
+  /** The kernel's initrd, when it needs one (a distribution kernel loads its virtio modules from it). */
+  initrdPath?: string;
   /** Kernel args beyond what the driver itself adds (console, reboot, panic, root). */
   extraBootArgs: string;
   drives: DriveSpec[];
