@@ -33,6 +33,7 @@ export interface Config {
   dns_upstream: string[];
   ssh_key: string;
   stop_grace: string;
+  boot_timeout: string;
   stats_poll_interval: string;
   kernel_catalog: string;
   image_catalog: string;
@@ -62,6 +63,7 @@ export const DEFAULTS: Config = {
   dns_upstream: [],
   ssh_key: "",
   stop_grace: "10s",
+  boot_timeout: "90s",
   stats_poll_interval: "5s",
   kernel_catalog: "",
   image_catalog: "",
@@ -125,6 +127,7 @@ const schema = v.strictObject({
   ),
   ssh_key: v.optional(v.string()),
   stop_grace: v.optional(duration),
+  boot_timeout: v.optional(duration),
   stats_poll_interval: v.optional(duration),
   kernel_catalog: v.optional(v.string()),
   image_catalog: v.optional(v.string()),
@@ -204,6 +207,7 @@ export function renderConfig(config: Config): string {
 export function configDurations(config: Config) {
   return {
     stopGraceMs: parseDuration(config.stop_grace) ?? 10_000,
+    bootTimeoutMs: parseDuration(config.boot_timeout) ?? 90_000,
     statsPollMs: parseDuration(config.stats_poll_interval) ?? 5_000,
   };
 }

@@ -8,6 +8,7 @@ import { existsSync, rmSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { AGENT_SERIAL_PATH, AGENT_VSOCK_PORT, encodeLine } from "./agent/protocol.ts";
 import { findSerialPort, openSerialPort, serveSerial } from "./agent/serial.ts";
+import { guestReidentifyDeps } from "./agent/reidentify.ts";
 import { createHandler, procDeps, serveConnection, type Handler } from "./agent/server.ts";
 import { serveVsock, vsockRoundTrip } from "./agent/vsock.ts";
 
@@ -78,14 +79,16 @@ function probeVsock(cid: string | undefined, port: string | undefined): number {
 }
 
 async function main(argv: string[]): Promise<number | null> {
-  const handler = createHandler(procDeps(VERSION));
+  // Only the guest modes may change the machine's identity; --unix serves tests on a host.
+  const handler = createHandler({ ...procDeps(VERSION), reidentify: guestReidentifyDeps() });
+  const testHandler = createHandler(procDeps(VERSION));
   if (!argv.length) argv = ["--auto"];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const next = () => argv[++i];
     if (arg === "--version") return process.stdout.write(`${VERSION}\n`), 0;
     else if (arg === "--probe-vsock") return probeVsock(next(), next());
-    else if (arg === "--unix") await serveUnix(next() ?? "", handler);
+    else if (arg === "--unix") await serveUnix(next() ?? "", testHandler);
     else if (arg === "--serial") await startSerial(next() ?? "", handler);
     else if (arg === "--auto") await startAuto(handler);
     else if (arg === "--vsock") {

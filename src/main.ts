@@ -42,7 +42,7 @@ export function buildCli() {
   cli.command("image list", "List images").option(json, "JSON output").action((o) => client.imageList(o));
   cli.command("image show <name>", "Show an image").option(json, "JSON output").action((n, o) => client.imageShow(String(n), o));
   cli.command("image pull <name>", "Download an image from the catalog (sha256 verified)").option(json, "JSON events").action((n, o) => client.imagePull(String(n), o));
-  cli.command("image import <source>", "Import an OCI image (layout dir, docker save or oci-archive tarball)").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").option(json, "JSON events").action((s, o) => client.imageImport(String(s), o));
+  cli.command("image import <source>", "Import an OCI image (layout dir, docker save or oci-archive tarball)").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").option("--kernel-from <image>", "Boot it with a built image's own kernel and add that kernel's modules").option(json, "JSON events").action((s, o) => client.imageImport(String(s), o));
   cli.command("image build", "Build a Debian image with mmdebstrap; it brings its own kernel (Debian's cloud kernel, modules included)")
     .option("--name <name>", "Image name")
     .option("--packages <list>", "Extra Debian packages to install, comma-separated (e.g. build-essential,nodejs)")
@@ -92,6 +92,18 @@ export function buildCli() {
     .option("--no-nat", "Same as --net none")
     .option("--group <name>", "Join a group (\"\" leaves it); guests reach each other only within one group")
     .action((r, o) => client.vmSet(r, o));
+  cli.command("vm fork <ref>", "Running copies of a running VM as it is now, each with its own address, name and keys")
+    .option("--name <name>", "Name of the one copy")
+    .option("--count <k>", "How many copies (named <ref>-f1, -f2, ...)")
+    .option(json, "JSON output")
+    .action((r, o) => client.vmFork(String(r), o));
+  cli.command("vm snapshot create <ref> [name]", "Snapshot a VM's disks (and with --memory its memory and device state)")
+    .option("--memory", "Also save memory and device state: a restore continues from this very moment")
+    .option(json, "JSON output")
+    .action((r, n, o) => client.vmSnapshot("create", String(r), n === undefined ? undefined : String(n), o));
+  cli.command("vm snapshot list <ref>", "List a VM's snapshots").option(json, "JSON output").action((r, o) => client.vmSnapshot("list", String(r), undefined, o));
+  cli.command("vm snapshot restore <ref> <name>", "Put a VM back to a snapshot (the current state is lost)").option(json, "JSON output").action((r, n, o) => client.vmSnapshot("restore", String(r), String(n), o));
+  cli.command("vm snapshot delete <ref> <name>", "Delete a snapshot and free its space").option(json, "JSON output").action((r, n, o) => client.vmSnapshot("delete", String(r), String(n), o));
   cli.command("vm list", "List VMs").alias("vm ls").option(json, "JSON output").action((o) => client.vmList(o));
   cli.command("vm show <ref>", "Show a VM").option(json, "JSON output").action((r, o) => client.vmShow(String(r), o));
   cli.command("vm logs <ref>", "Serial console and VMM log").option("-f, --follow", "Follow").option("-n, --lines <n>", "Lines", { default: 200 }).action((r, o) => client.vmLogs(String(r), o));

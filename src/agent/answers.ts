@@ -35,7 +35,9 @@ const ports = v.object({ sockets: v.array(socket) });
 
 const hello = v.object({ version: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(1000)), agent: text(200) });
 
-const SCHEMAS = { health, ports, hello } satisfies Record<AgentMethod, v.GenericSchema>;
+const reidentify = v.object({ done: v.pipe(v.array(text(64)), v.maxLength(32)) });
+
+const SCHEMAS = { health, ports, hello, reidentify } satisfies Record<AgentMethod, v.GenericSchema>;
 
 /** Where a validation issue is, as `sockets[3].port`. */
 function where(issue: v.BaseIssue<unknown>): string {

@@ -3,6 +3,7 @@
  * whatever the driver's `connectAgent` returns) multiplexing requests by id, with a
  * timeout per call and a fresh connection after the old one closes.
  */
+import type { ReidentifyParams } from "./reidentify.ts";
 import { createConnection, type Socket } from "node:net";
 import { BangerError } from "../errors.ts";
 import { printable } from "../printable.ts";
@@ -60,7 +61,7 @@ export class AgentClient {
   }
 
   /** Calls one agent method; rejects with BangerError timeout/unavailable. */
-  async call<M extends AgentMethod>(method: M, opts: { timeoutMs?: number } = {}): Promise<AgentMethods[M]> {
+  async call<M extends AgentMethod>(method: M, opts: { timeoutMs?: number; params?: unknown } = {}): Promise<AgentMethods[M]> {
     const socket = await this.ensure();
     const id = this.nextId++;
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
@@ -77,13 +78,18 @@ export class AgentClient {
         }
       };
       this.pending.set(id, { method, resolve: check, reject, timer });
-      socket.write(encodeLine({ id, method }));
+      socket.write(encodeLine(opts.params === undefined ? { id, method } : { id, method, params: opts.params }));
     });
   }
 
   /** The agent's version, uptime, boot id and hostname. */
   health(opts?: { timeoutMs?: number }) {
     return this.call("health", opts);
+  }
+
+  /** Gives a restored copy its own identity (see agent/reidentify.ts). */
+  reidentify(params: ReidentifyParams, opts?: { timeoutMs?: number }) {
+    return this.call("reidentify", { ...opts, params });
   }
 
   /** The guest's listening sockets. */

@@ -24,6 +24,7 @@ async function agent(name: string, handler = createHandler(procDeps("test"))): P
     const served = serveConnection(handler, (d) => void conn.write(d));
     conn.on("data", (c: Uint8Array) => served.feed(c));
     conn.on("close", () => served.close());
+    conn.on("error", () => conn.destroy());
   });
   servers.push(server);
   await new Promise<void>((r) => server.listen(path, r));
@@ -125,11 +126,14 @@ test("exec: without credit the agent sends at most one window, then the producer
   const client = await agent("a2.sock");
   try {
     const r = await run(client, { argv: ["cat", "/dev/zero"] }, undefined, { grant: false });
-    await Bun.sleep(700);
-    const sent = r.outBytes();
-    expect(sent).toBe(EXEC_WINDOW);
+    const reaches = async (n: number) => {
+      for (let i = 0; i < 200 && r.outBytes() < n; i++) await Bun.sleep(25);
+      await Bun.sleep(300);
+    };
+    await reaches(EXEC_WINDOW);
+    expect(r.outBytes()).toBe(EXEC_WINDOW);
     r.stream.send(creditFrame(r.stream.id, 100_000));
-    await Bun.sleep(300);
+    await reaches(EXEC_WINDOW + 100_000);
     expect(r.outBytes()).toBe(EXEC_WINDOW + 100_000);
     r.stream.send(encodeFrame(F.KILL, r.stream.id));
     expect((await r.done).signal).toBe("SIGKILL");

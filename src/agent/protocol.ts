@@ -55,12 +55,14 @@ export interface AgentMethods {
   health: AgentHealth;
   ports: AgentPorts;
   hello: AgentHello;
+  /** Re-identifies a restored copy (see reidentify.ts): the steps done. */
+  reidentify: { done: string[] };
 }
 
 export type AgentMethod = keyof AgentMethods;
 
 /** The method names, for validation on the agent side. */
-export const AGENT_METHODS: readonly AgentMethod[] = ["health", "ports", "hello"];
+export const AGENT_METHODS: readonly AgentMethod[] = ["health", "ports", "hello", "reidentify"];
 
 /** One request line. */
 export interface AgentRequest {

@@ -1,8 +1,8 @@
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, test } from "bun:test";
-import { findSerialPort, pipedReader, serveSerial, type SerialPort } from "./serial.ts";
+import { findSerialPort, serveSerial, type SerialPort } from "./serial.ts";
 import { createHandler, type AgentDeps } from "./server.ts";
 
 const deps: AgentDeps = {
@@ -79,21 +79,3 @@ test("findSerialPort: the vport whose sysfs name matches, or null", () => {
   }
 });
 
-test("pipedReader: reads through cat in large chunks, 0 at the end, then starts again", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "banger-piped-"));
-  try {
-    const data = crypto.getRandomValues(new Uint8Array(300_000));
-    writeFileSync(join(dir, "port"), data);
-    const fd = openSync(join(dir, "port"), "r");
-    const read = pipedReader(fd);
-    const buf = new Uint8Array(64 * 1024);
-    const got: number[] = [];
-    for (let n = await read(buf); n > 0; n = await read(buf)) got.push(...buf.subarray(0, n));
-    expect(got.length).toBe(data.length);
-    expect(Buffer.compare(Buffer.from(got), Buffer.from(data))).toBe(0);
-    expect(await read(buf)).toBe(0);
-    closeSync(fd);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});

@@ -41,38 +41,11 @@ export interface SerialPort {
   close(): Promise<void>;
 }
 
-/**
- * Reads the port through a `cat` child that shares its open file: a virtio-serial read
- * returns at most one 4 KiB buffer, so reading it directly costs one thread-pool round trip
- * per 4 KiB; cat's small reads pile up in a pipe the agent drains in large chunks. cat exits
- * at the 0-byte read of a detached host; the next read starts another.
- */
-export function pipedReader(fd: number, spawnCat = (): ReadableStream<Uint8Array> => Bun.spawn(["cat"], { stdin: fd, stdout: "pipe", stderr: "ignore" }).stdout) {
-  let reader: { read(): Promise<{ done: boolean; value?: Uint8Array }> } | null = null;
-  let pending: Uint8Array | null = null;
-  return async (buf: Uint8Array): Promise<number> => {
-    while (!pending?.length) {
-      const current = (reader ??= spawnCat().getReader());
-      const r = await current.read();
-      if (r.done) {
-        reader = null;
-        return 0;
-      }
-      pending = r.value ?? null;
-    }
-    const n = Math.min(buf.length, pending.length);
-    buf.set(pending.subarray(0, n));
-    pending = n < pending.length ? pending.subarray(n) : null;
-    return n;
-  };
-}
-
 /** Opens the character device read/write (the kernel allows one opener at a time). */
 export async function openSerialPort(path: string): Promise<SerialPort> {
   const fh = await open(path, "r+");
-  const direct = async (buf: Uint8Array) => (await fh.read(buf, 0, buf.length, null)).bytesRead;
   return {
-    read: Bun.which("cat") ? pipedReader(fh.fd) : direct,
+    read: async (buf) => (await fh.read(buf, 0, buf.length, null)).bytesRead,
     write: async (data) => {
       // A character device may take part of a write; loop until all of it is out (and wait
       // out EAGAIN, should the file have been made non-blocking).

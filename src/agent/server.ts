@@ -2,6 +2,7 @@
  * What the guest agent answers, independent of the transport: health and ports read from
  * /proc through a narrow filesystem seam, and a line-protocol loop for any duplex stream.
  */
+import { reidentify, type ReidentifyDeps } from "./reidentify.ts";
 import { readFile, readdir, readlink } from "node:fs/promises";
 import { hostname } from "node:os";
 import { commandLine, inodeOwners, joinSockets, parseProcNet, type ProcessInfo } from "./ports.ts";
@@ -24,6 +25,8 @@ export interface AgentDeps {
   list(dir: string): Promise<string[]>;
   link(path: string): Promise<string>;
   hostname(): string;
+  /** Set only in a guest: what `reidentify` changes. */
+  reidentify?: ReidentifyDeps;
 }
 
 /** The real guest: node:fs on /proc. */
@@ -87,6 +90,12 @@ export async function collectPorts(deps: AgentDeps): Promise<AgentPorts> {
   return { sockets: joined.map((s) => JSON.parse(JSON.stringify(s))) };
 }
 
+/** Only an agent inside a guest changes its machine's identity; one serving a test socket refuses. */
+function reidentifyHere(deps: AgentDeps, params: unknown) {
+  if (!deps.reidentify) throw new Error("this agent does not re-identify the machine it runs on (it serves a test socket, not a guest)");
+  return reidentify(params, deps.reidentify);
+}
+
 /** Turns one request into one response; never throws. */
 export function createHandler(deps: AgentDeps) {
   return async (req: AgentRequest): Promise<AgentResponse> => {
@@ -95,7 +104,13 @@ export function createHandler(deps: AgentDeps) {
         return { id: req.id, ok: false, error: { message: `unknown method ${JSON.stringify(req.method)}` } };
       }
       const result =
-        req.method === "hello" ? { version: PROTOCOL_VERSION, agent: deps.version } : req.method === "health" ? await collectHealth(deps) : await collectPorts(deps);
+        req.method === "hello"
+          ? { version: PROTOCOL_VERSION, agent: deps.version }
+          : req.method === "health"
+            ? await collectHealth(deps)
+            : req.method === "reidentify"
+              ? await reidentifyHere(deps, req.params)
+              : await collectPorts(deps);
       return { id: req.id, ok: true, result };
     } catch (err) {
       return { id: req.id, ok: false, error: { message: err instanceof Error ? err.message : String(err) } };

@@ -1,11 +1,12 @@
 import { afterAll, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DEFAULTS } from "../config.ts";
 import { resolvePaths } from "../host/paths.ts";
 import { hostRunner, type Runner } from "../host/runner.ts";
 import type { CallContext } from "../rpc/handle.ts";
+import { ArtifactStore } from "../store/artifacts.ts";
 import { openStore } from "../store/db.ts";
 import { rejection } from "../testing/errors.ts";
 import type { VmService } from "../vm/service.ts";
@@ -46,5 +47,28 @@ test("a kernel build whose caller goes away stops its compile, registers nothing
   expect(await handlers["kernel.list"]!({}, ctx)).toEqual([]);
   expect(readdirSync(paths.kernelsDir)).toEqual([]);
   expect(Bun.spawnSync(["pgrep", "-f", marker]).exitCode).toBe(1);
+  db.close();
+});
+
+test("an image's own kernel goes with the image: kernel delete refuses it, image delete removes it", async () => {
+  const paths = resolvePaths({ HOME: join(root, "own"), XDG_RUNTIME_DIR: join(root, "own-run") });
+  const dir = join(paths.imagesDir, "deb");
+  mkdirSync(dir, { recursive: true });
+  for (const f of ["rootfs.ext4", "work-seed.ext4", "vmlinux", "initrd.img"]) writeFileSync(join(dir, f), "x");
+  const db = openStore(paths.dbFile);
+  const store = new ArtifactStore(db);
+  const now = new Date(0).toISOString();
+  store.putKernel({ name: "deb-kernel", version: "6.1.0-57-cloud-amd64", path: join(dir, "vmlinux"), sha256: "0".repeat(64), size_bytes: 1, source: "image:deb", created_at: now, initrd_path: join(dir, "initrd.img") });
+  store.putImage({ name: "deb", rootfs_path: join(dir, "rootfs.ext4"), work_seed_path: join(dir, "work-seed.ext4"), kernel: "deb-kernel", agent_version: "t", fingerprint: "t", size_bytes: 1, source: "build:debian-bookworm", created_at: now });
+  const vms = { deps: { vms: { list: () => [] } } } as unknown as VmService;
+  const handlers = artifactHandlers({ paths, config: DEFAULTS, db, log: () => {}, runner: hostRunner, vms });
+  const ctx: CallContext = { signal: new AbortController().signal, progress: () => {} };
+  const e = await rejection(handlers["kernel.delete"]!({ name: "deb-kernel" }, ctx));
+  expect(e.code).toBe("failed_precondition");
+  expect(e.hint).toContain("banger image delete deb");
+  expect(store.kernel("deb-kernel")?.initrd_path).toBe(join(dir, "initrd.img"));
+  await handlers["image.delete"]!({ name: "deb" }, ctx);
+  expect(store.kernel("deb-kernel")).toBeNull();
+  expect(existsSync(dir)).toBe(false);
   db.close();
 });

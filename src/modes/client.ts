@@ -153,7 +153,7 @@ export const imageList = (o: Opts) => listCmd("image.list", o);
 export const imageShow = (name: string, o: Opts) => showCmd("image.show", { name }, o);
 export const imagePull = (name: string, o: Opts = {}) => streamCmd("image.pull", { name }, o);
 export const imageImport = (source: string, o: Opts) =>
-  streamCmd("image.import", { source, name: str(o.name) ?? basename(source).replace(/(\.tar)?(\.gz)?$/, "").replace(/[^A-Za-z0-9._-]/g, "-"), kernel: str(o.kernel) }, o);
+  streamCmd("image.import", { source, name: str(o.name) ?? basename(source).replace(/(\.tar)?(\.gz)?$/, "").replace(/[^A-Za-z0-9._-]/g, "-"), kernel: str(o.kernel), kernelFrom: str(o.kernelFrom) }, o);
 export const imageBuild = (o: Opts) => streamCmd("image.build", { name: str(o.name), kernel: str(o.kernel), packages: listOpt(o.packages) }, o);
 /** A comma-separated option (repeatable too) as a list, or undefined when not given. */
 function listOpt(value: unknown): string[] | undefined {
@@ -173,6 +173,8 @@ function natFlag(): boolean | undefined {
   const last = args.findLastIndex((a) => a === "--nat" || a === "--no-nat");
   return last < 0 ? undefined : args[last] === "--nat";
 }
+export const vmFork = (ref: string, o: Opts) => vm.fork(out, rpc as never, ref, { name: str(o.name), count: num(o.count), json: Boolean(o.json) });
+export const vmSnapshot = (verb: string, ref: string, name: string | undefined, o: Opts) => vm.snapshot(out, rpc as never, verb, ref, name, { memory: Boolean(o.memory), json: Boolean(o.json) });
 export const vmList = (o: Opts) => vm.list(out, rpc as never, Boolean(o.json));
 export const vmShow = (ref: string, o: Opts) => vm.show(out, rpc as never, ref, Boolean(o.json));
 export const vmLogs = (ref: string, o: Opts) => vm.logs(out, rpc as never, ref, Number(o.lines ?? 200), Boolean(o.follow), tailFile);

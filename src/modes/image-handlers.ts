@@ -39,6 +39,16 @@ function checkKernelNameFree(store: ArtifactStore, image: string): void {
   }
 }
 
+/** The kernel of a built image and where its modules are, for `image import --kernel-from`. */
+function builtImageKernel(store: ArtifactStore, image: string): { kernel: string; modules: { rootfs: string; release: string } } {
+  const src = store.image(image);
+  const k = src?.kernel ? store.kernel(src.kernel) : null;
+  if (!src || !k || k.source !== `image:${image}`) {
+    throw new BangerError("not_found", `image ${image} is not an image with its own kernel`, { hint: "Name an image made by `banger image build` (see banger image list)." });
+  }
+  return { kernel: k.name, modules: { rootfs: src.rootfs_path, release: k.version } };
+}
+
 /** RPC handlers for `image`. */
 export function imageHandlers(deps: ArtifactDeps & { store: ArtifactStore }): Handlers {
   const { store } = deps;
@@ -87,12 +97,14 @@ export function imageHandlers(deps: ArtifactDeps & { store: ArtifactStore }): Ha
     },
     "image.import": async (p, ctx) => {
       if (store.image(p.name)) throw new BangerError("already_exists", `image ${p.name} already exists`, { hint: `Delete it first (banger image delete ${p.name}) or pick another --name.` });
-      const kernel = pairKernel(p.kernel);
+      if (p.kernel && p.kernelFrom) throw new BangerError("invalid_argument", "--kernel and --kernel-from both name a kernel", { hint: "Pass one of them." });
+      const from = p.kernelFrom ? builtImageKernel(store, p.kernelFrom) : null;
+      const kernel = from ? from.kernel : pairKernel(p.kernel);
       const agentBinary = agentBinaryPath();
       if (!agentBinary) throw new BangerError("failed_precondition", "the guest agent executable (banger-agent) is not beside banger", { hint: "Build with `bun run build`." });
       const limits = { maxBytes: configSizes(deps.config).importMaxBytes, maxEntries: deps.config.import_max_entries };
       const progress = (line: string) => ctx.progress({ stage: "import", status: "info", message: line });
-      const row = await importImage({ source: p.source, name: p.name, kernel, imagesDir: deps.paths.imagesDir, agentBinary, runner: cancellableRunner(deps.runner, ctx.signal), limits, progress, signal: ctx.signal });
+      const row = await importImage({ source: p.source, name: p.name, kernel, modulesFrom: from?.modules, imagesDir: deps.paths.imagesDir, agentBinary, runner: cancellableRunner(deps.runner, ctx.signal), limits, progress, signal: ctx.signal });
       store.putImage(row);
       return row;
     },

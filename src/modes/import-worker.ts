@@ -1,8 +1,11 @@
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { BangerError, isErrorCode, toBangerError } from "../errors.ts";
 import { glueEntries, type GlueEntry } from "../images/glue/index.ts";
 import { importOci, type ExtraEntry, type ImportOciResult } from "../images/oci/import.ts";
+import { moduleEntries } from "../images/kernel/modules-copy.ts";
 import type { ImportLimits } from "../images/oci/unpack.ts";
 import { hostRunner } from "../host/runner.ts";
 
@@ -15,6 +18,8 @@ export interface ImportJob {
   outPath: string;
   workDir: string;
   agentBinary: string;
+  /** A built image's kernel modules to add: its rootfs and the kernel release. */
+  modulesFrom?: { rootfs: string; release: string };
   agentVersion: string;
   limits: ImportLimits;
 }
@@ -46,6 +51,11 @@ export async function runImportWorker(): Promise<number> {
   try {
     const job = JSON.parse(await Bun.stdin.text()) as ImportJob;
     const extraEntries = await asExtraEntries(glueEntries({ binary: job.agentBinary, version: job.agentVersion }));
+    if (job.modulesFrom) {
+      const workDir = join(job.workDir, "modules");
+      mkdirSync(workDir, { recursive: true });
+      extraEntries.push(...(await moduleEntries({ ...job.modulesFrom, workDir, runner: hostRunner })));
+    }
     const result = await importOci({ source: job.source, outPath: job.outPath, extraEntries, workDir: job.workDir, runner: hostRunner, limits: job.limits, onProgress: (progress) => send({ progress }) });
     send({ result });
     return 0;

@@ -83,7 +83,7 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
     log,
     agent: { version: AGENT_VERSION, binaryPath: agentBinaryPath() },
     sshKey: async () => ({ path: keyPath, publicKey: await ensureSshKey(keyPath, runner) }),
-    readiness: { agentTimeoutMs: 90_000, sshTimeoutMs: 90_000, skipSsh: process.env.BANGER_SKIP_SSH_WAIT === "1", stopGraceMs: durations.stopGraceMs },
+    readiness: { agentTimeoutMs: durations.bootTimeoutMs, sshTimeoutMs: durations.bootTimeoutMs, skipSsh: process.env.BANGER_SKIP_SSH_WAIT === "1", stopGraceMs: durations.stopGraceMs },
     failAt: () => process.env.BANGER_FAIL_AT_STEP || undefined,
     pullImage: async (name) => void (await pullAndRegister({ config, paths, runner }, new ArtifactStore(deps.db), name)),
     pauseAt: () => process.env.BANGER_PAUSE_AT_STEP || undefined,

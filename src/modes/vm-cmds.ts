@@ -14,7 +14,8 @@ import { renderPortsTable, type PortsView } from "../vm/ports-view.ts";
 import { selfArgv } from "./autostart.ts";
 import { checkSshInfo, systemSshArgv, type SshInfo } from "./ssh-info.ts";
 import { shq } from "../vm/workspace/shell.ts";
-import { printJson, progressRenderer, type Out } from "./render.ts";
+import { printJson, progressRenderer, table, type Out } from "./render.ts";
+import { formatSize } from "../units.ts";
 import { renderFanout, renderStats, renderVm, renderVmList } from "./vm-render.ts";
 
 type Rpc = <T>(method: Method, params?: Record<string, unknown>, onEvent?: (e: never) => void, signal?: AbortSignal) => Promise<T>;
@@ -159,4 +160,41 @@ export async function logs(out: Out, rpc: Rpc, ref: string, lines: number, follo
   if (follow && existsSync(l.console_log)) return tailFile(l.console_log, lines, true);
   out.out(`==> ${l.console_log} <==\n${printable(l.console, { lines: true })}`);
   if (l.vmm) out.out(`==> ${l.vmm_log} <==\n${printable(l.vmm, { lines: true })}`);
+}
+
+/** `vm snapshot create|list|restore|delete <ref> [NAME]`. */
+export async function snapshot(out: Out, rpc: Rpc, verb: string, ref: string, name: string | undefined, o: { memory?: boolean; json?: boolean }): Promise<number> {
+  if (verb === "list") {
+    const list = await rpc<Array<{ name: string; created_at: string; memory: boolean; size_bytes: number }>>("vm.snapshot.list", { ref });
+    if (o.json) printJson(out, list);
+    else out.out(list.length ? table(["NAME", "MEMORY", "SIZE", "CREATED"], list.map((s) => [s.name, s.memory ? "yes" : "no", formatSize(s.size_bytes), s.created_at])) : `no snapshots of ${ref}`);
+    return 0;
+  }
+  if (verb !== "create" && !name) throw new BangerError("invalid_argument", `vm snapshot ${verb} needs the snapshot's name`, { hint: `banger vm snapshot list ${ref}` });
+  const progress = progressRenderer(out, false);
+  try {
+    const params = verb === "create" ? { ref, name, memory: o.memory ? true : undefined } : { ref, name };
+    const r = await rpc<{ name: string; message: string }>(`vm.snapshot.${verb}` as Method, params, progress.onEvent as never);
+    o.json ? printJson(out, r) : out.out(`${r.name}: ${r.message}`);
+    return 0;
+  } finally {
+    progress.stop();
+  }
+}
+
+/** `vm fork <ref> [--name N | --count K]`: one line per copy; exit 1 when any copy failed. */
+export async function fork(out: Out, rpc: Rpc, ref: string, o: { name?: string; count?: number; json?: boolean }): Promise<number> {
+  const progress = progressRenderer(out, Boolean(o.json));
+  try {
+    const r = await rpc<{ copies: VmView[]; errors: string[]; ms: number }>("vm.fork", { ref, name: o.name, count: o.count }, progress.onEvent as never);
+    if (o.json) printJson(out, r);
+    else {
+      for (const c of r.copies) out.out(`${c.name} is ready: ${c.ip} (${c.dns})`);
+      for (const e of r.errors) out.err(`banger: ${e}`);
+      out.out(`${r.copies.length} cop${r.copies.length === 1 ? "y" : "ies"} of ${ref} in ${r.ms} ms`);
+    }
+    return r.errors.length ? 1 : 0;
+  } finally {
+    progress.stop();
+  }
 }

@@ -31,13 +31,19 @@ export function agentOf(svc: VmService, vm: VmRow): AgentClient {
 
 /** RPC handlers for the `vm` commands. */
 export function vmHandlers(svc: VmService, poller: StatsPoller): Handlers {
-  const one = <T>(ref: string, fn: (vm: VmRow) => Promise<T>) => svc.withVm(svc.find(ref).id, fn);
+  // async: a bad ref rejects (a streaming answer reports it) instead of throwing before the stream starts.
+  const one = async <T>(ref: string, fn: (vm: VmRow) => Promise<T>) => svc.withVm(svc.find(ref).id, fn);
   return {
     "vm.create": (p, ctx) => svc.create(p, ctx),
     "vm.start": (p, ctx) => svc.fan(p.refs, (vm) => svc.start(vm, ctx, { cold: p.cold })),
     "vm.pause": (p) => svc.fan(p.refs, (vm) => svc.pause(vm)),
     "vm.resume": (p, ctx) => svc.fan(p.refs, (vm) => svc.resume(vm, ctx, { cold: p.cold })),
     "vm.suspend": (p) => svc.fan(p.refs, (vm) => svc.suspend(vm)),
+    "vm.fork": (p, ctx) => one(p.ref, (vm) => svc.fork(vm, { name: p.name, count: p.count }, ctx)),
+    "vm.snapshot.create": (p) => one(p.ref, async (vm) => ({ name: vm.name, message: await svc.snapshotCreate(vm, p.name, Boolean(p.memory)) })),
+    "vm.snapshot.list": async (p) => svc.snapshotList(svc.find(p.ref)),
+    "vm.snapshot.restore": (p, ctx) => one(p.ref, async (vm) => ({ name: vm.name, message: await svc.snapshotRestore(vm, p.name, ctx) })),
+    "vm.snapshot.delete": (p) => one(p.ref, async (vm) => ({ name: vm.name, message: await svc.snapshotDelete(vm, p.name) })),
     "vm.stop": (p) => svc.fan(p.refs, (vm) => svc.stop(vm)),
     "vm.restart": (p, ctx) => svc.fan(p.refs, async (vm) => `${await svc.stop(vm)}; ${await svc.start(svc.deps.vms.get(vm.id)!, ctx)}`),
     "vm.kill": (p) => svc.fan(p.refs, (vm) => svc.kill(vm)),

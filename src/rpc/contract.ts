@@ -41,6 +41,11 @@ export const METHODS = {
   "vm.pause": v.strictObject({ refs }),
   "vm.resume": v.strictObject({ refs, cold: v.optional(v.boolean("expected true or false")) }),
   "vm.suspend": v.strictObject({ refs }),
+  "vm.fork": v.strictObject({ ref, name: v.optional(vmName), count: v.optional(v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(1, "must be at least 1"), v.maxValue(16, "must be at most 16"))) }),
+  "vm.snapshot.create": v.strictObject({ ref, name: v.optional(artifactName), memory: v.optional(v.boolean("expected true or false")) }),
+  "vm.snapshot.list": v.strictObject({ ref }),
+  "vm.snapshot.restore": v.strictObject({ ref, name: artifactName }),
+  "vm.snapshot.delete": v.strictObject({ ref, name: artifactName }),
   "vm.stop": v.strictObject({ refs }),
   "vm.restart": v.strictObject({ refs }),
   "vm.kill": v.strictObject({ refs }),
@@ -70,7 +75,7 @@ export const METHODS = {
   "image.list": empty,
   "image.show": v.strictObject({ name: artifactName }),
   "image.build": v.strictObject({ name: v.optional(artifactName), kernel: v.optional(artifactName), packages: v.optional(v.array(v.pipe(v.string(), v.minLength(1)))) }),
-  "image.import": v.strictObject({ source: path, name: artifactName, kernel: v.optional(artifactName) }),
+  "image.import": v.strictObject({ source: path, name: artifactName, kernel: v.optional(artifactName), kernelFrom: v.optional(artifactName) }),
   "image.pull": v.strictObject({ name: artifactName }),
   "image.delete": v.strictObject({ name: artifactName }),
 } as const;
@@ -79,7 +84,7 @@ export type Method = keyof typeof METHODS;
 export type Params<M extends Method> = v.InferOutput<(typeof METHODS)[M]>;
 
 /** Methods whose response streams progress events before the final envelope. */
-export const STREAMING = new Set<Method>(["vm.create", "vm.start", "vm.resume", "vm.restart", "image.build", "kernel.build", "image.pull", "kernel.pull", "image.import"]);
+export const STREAMING = new Set<Method>(["vm.create", "vm.start", "vm.resume", "vm.restart", "vm.snapshot.restore", "vm.fork", "image.build", "kernel.build", "image.pull", "kernel.pull", "image.import"]);
 
 /** The one envelope every answer travels in. */
 export type Envelope<T = unknown> = { ok: true; result: T } | { ok: false; error: WireError };

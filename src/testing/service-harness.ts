@@ -93,6 +93,21 @@ export class RecordingDriver implements Driver {
     return { vmm: "firecracker", version: "harness", accel: "kvm", savedAt: new Date(0).toISOString() };
   }
 
+  async snapshot(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta> {
+    this.calls.push(`snapshot ${handle.pid}`);
+    writeFileSync(files.state, "state");
+    writeFileSync(files.memory, "memory");
+    return { vmm: "firecracker", version: "harness", accel: "kvm", savedAt: new Date(0).toISOString() };
+  }
+
+  forkProblem(): string | null {
+    return null;
+  }
+
+  async setLink(handle: VmmHandle, up: boolean): Promise<void> {
+    this.calls.push(`link ${handle.pid} ${up ? "up" : "down"}`);
+  }
+
   async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
     return meta.version === "harness" ? null : `the saved state was written by Firecracker ${meta.version}`;
   }
@@ -125,6 +140,8 @@ function fakeGuest(name: string) {
     list: async () => [],
     link: async () => "",
     hostname: () => name,
+    // The pretend guest takes a new identity by recording it (nothing on the host changes).
+    reidentify: { run: async () => {}, writeFile: async (p: string, d: string) => void (files[p] = d), reseed: () => {} },
   };
 }
 

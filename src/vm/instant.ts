@@ -3,12 +3,13 @@
  * VM has its device state (and RAM file) in its directory and no VMM at all, and resumes with
  * every process as it was. The VMM-specific parts are behind the driver.
  */
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { sparseCopy } from "./drivers/qemu.ts";
 import { BangerError } from "../errors.ts";
 import type { VmPaths } from "../host/paths.ts";
 import type { CallContext } from "../rpc/handle.ts";
 import type { VmRow } from "../store/vms.ts";
-import type { SavedStateFiles, SavedStateMeta, VmmHandle } from "./drivers/types.ts";
+import type { RestoreOptions, SavedStateFiles, SavedStateMeta, VmmHandle } from "./drivers/types.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import { resolveArtifacts } from "./create.ts";
 import { bootPlan, closeAgent, dirOf, knownHandle, recordHandle, releaseRunning, startSteps, stopVmm, type StartCtx } from "./runtime.ts";
@@ -35,7 +36,7 @@ export function discardSavedState(dir: VmPaths) {
   for (const f of [dir.savedMeta, dir.savedState, dir.memory]) rmSync(f, { force: true });
 }
 
-function liveHandle(rt: Runtime, deps: VmServiceDeps, vm: VmRow) {
+export function liveHandle(rt: Runtime, deps: VmServiceDeps, vm: VmRow) {
   const h = knownHandle(rt, vm, dirOf(deps, vm.id));
   if (!h || !isSameProcess(h.pid, h.pidStartTime)) {
     throw new BangerError("failed_precondition", `VM ${vm.name} has no running VMM`, { hint: `Start it: banger vm start ${vm.name}` });
@@ -114,6 +115,7 @@ export async function restoreVm(deps: VmServiceDeps, rt: Runtime, vm: VmRow, cal
   const { image, kernel } = resolveArtifacts(deps, vm.image, vm.kernel);
   const ctx: StartCtx = { vm, image, kernel, dir, warnings: [] };
   const t0 = performance.now();
+  await ownRamFile(dir);
   try {
     await runSteps(restoreSteps(deps, rt), ctx, { progress: call.progress, signal: call.signal, log: deps.log });
   } catch (err) {
@@ -126,8 +128,19 @@ export async function restoreVm(deps: VmServiceDeps, rt: Runtime, vm: VmRow, cal
   return `resumed from saved state (${Math.round(performance.now() - t0)} ms)`;
 }
 
+/**
+ * A fork's RAM file is a hard link to the frozen copy its siblings map privately; before a restore
+ * maps it shared (and writes to it), this VM gets a file of its own.
+ */
+async function ownRamFile(dir: VmPaths) {
+  if (!existsSync(dir.memory) || statSync(dir.memory).nlink < 2) return;
+  const tmp = `${dir.memory}.own`;
+  await sparseCopy(dir.memory, tmp);
+  renameSync(tmp, dir.memory);
+}
+
 /** The start steps with the boot replaced by a restore of the saved state. */
-export function restoreSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
+export function restoreSteps(deps: VmServiceDeps, rt: Runtime, opts: RestoreOptions = {}): Step<StartCtx>[] {
   return startSteps(deps, rt).map((s) =>
     s.name !== "boot"
       ? s
@@ -135,7 +148,7 @@ export function restoreSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[]
           name: "restore",
           run: async (ctx: StartCtx) => {
             deps.vms.update(ctx.vm.id, { state: "starting" });
-            recordHandle(deps, rt, ctx, await deps.drivers(ctx.vm.vmm).restore(bootPlan(deps, ctx), savedFiles(ctx.dir)));
+            recordHandle(deps, rt, ctx, await deps.drivers(ctx.vm.vmm).restore(bootPlan(deps, ctx), savedFiles(ctx.dir), opts));
           },
           undo: async (ctx: StartCtx) => {
             const row = deps.vms.get(ctx.vm.id) ?? ctx.vm;

@@ -18,6 +18,8 @@ import { setNet } from "./net-apply.ts";
 import { runSteps } from "./steps.ts";
 import { isSameProcess } from "./drivers/process.ts";
 import { discardSavedState, pauseVm, resumeVm, suspendVm } from "./instant.ts";
+import { forkVm } from "./fork.ts";
+import { createSnapshot, defaultSnapshotName, deleteSnapshot, listSnapshots, restoreSnapshotFiles, type SnapshotInfo } from "./snapshots.ts";
 
 /** The VM use cases behind the `vm` RPC methods. */
 export class VmService {
@@ -125,6 +127,36 @@ export class VmService {
 
   async resume(vm: VmRow, call: CallContext, opts: { cold?: boolean } = {}): Promise<string> {
     return (await resumeVm(this.deps, this.rt, vm, call, opts)) ?? this.start(this.deps.vms.get(vm.id)!, call, { cold: true });
+  }
+
+  /** Running copies of a running VM; errors of single copies are reported, the others kept. */
+  async fork(vm: VmRow, opts: { name?: string; count?: number }, call: CallContext) {
+    try {
+      return await forkVm(this.deps, this.rt, this.allocLock, vm, opts, call);
+    } finally {
+      this.syncKnownHosts();
+    }
+  }
+
+  snapshotCreate(vm: VmRow, name: string | undefined, memory: boolean): Promise<string> {
+    return createSnapshot(this.deps, this.rt, vm, name ?? defaultSnapshotName(), memory);
+  }
+
+  snapshotList(vm: VmRow): Promise<SnapshotInfo[]> {
+    return listSnapshots(this.deps, vm);
+  }
+
+  snapshotDelete(vm: VmRow, name: string): Promise<string> {
+    return deleteSnapshot(this.deps, vm, name);
+  }
+
+  /** Back to the snapshot: with memory the VM runs on from that moment; disk-only, it boots again if it was running. */
+  async snapshotRestore(vm: VmRow, name: string, call: CallContext): Promise<string> {
+    const { memory, wasRunning } = await restoreSnapshotFiles(this.deps, this.rt, vm, name);
+    const row = this.deps.vms.get(vm.id)!;
+    if (memory) return `restored ${name}; ${await this.resume(row, call)}`;
+    if (wasRunning) return `restored ${name} (disks); ${await this.start(row, call)}`;
+    return `restored ${name} (disks)`;
   }
 
   async delete(vm: VmRow, force: boolean): Promise<string> {

@@ -72,4 +72,34 @@ describe("pause, resume and suspend against the fake Firecracker", () => {
     expect((await h.run(["vm", "start", "f1"])).code).toBe(0);
     expect((await show()).state).toBe("running");
   }, T);
+
+  testNeeds("snapshots: --memory and disk-only are taken, listed, restored and deleted", needs, async () => {
+    expect((await h.run(["vm", "snapshot", "create", "f1", "m1", "--memory"])).code).toBe(0);
+    expect((await show()).state).toBe("running");
+    expect((await h.run(["vm", "snapshot", "create", "f1", "d1"])).code).toBe(0);
+    const taken = await h.run(["vm", "snapshot", "create", "f1", "d1"]);
+    expect(taken.code).not.toBe(0);
+    expect(taken.stderr).toContain('already has a snapshot "d1"');
+    const list = JSON.parse((await h.run(["vm", "snapshot", "list", "f1", "--json"])).stdout) as Array<{ name: string; memory: boolean }>;
+    expect(list.map((x) => [x.name, x.memory])).toEqual([["m1", true], ["d1", false]]);
+    const r = await h.run(["vm", "snapshot", "restore", "f1", "m1"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("resumed from saved state");
+    expect((await show()).state).toBe("running");
+    expect((await h.run(["vm", "health", "f1"])).code).toBe(0);
+    const d = await h.run(["vm", "snapshot", "restore", "f1", "d1"]);
+    expect(d.code).toBe(0);
+    expect(d.stdout).toContain("restored d1 (disks)");
+    expect((await show()).state).toBe("running");
+    for (const n of ["m1", "d1"]) expect((await h.run(["vm", "snapshot", "delete", "f1", n])).code).toBe(0);
+    expect(JSON.parse((await h.run(["vm", "snapshot", "list", "f1", "--json"])).stdout)).toEqual([]);
+  }, T);
+
+  testNeeds("fork is refused under Firecracker with the reason, leaving no row or directory behind", needs, async () => {
+    const before = (await h.run(["vm", "list", "--json"])).stdout;
+    const r = await h.run(["vm", "fork", "f1", "--count", "2"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain("keep the source VM's disk paths");
+    expect((await h.run(["vm", "list", "--json"])).stdout).toBe(before);
+  }, T);
 });

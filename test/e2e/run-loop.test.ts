@@ -60,7 +60,8 @@ describe("vm run as the everyday loop on a real guest (needs qemu, root, built d
     expect(r.stdout.trim()).toBe("/root/repo/sub");
     expect(r.stderr).toContain("lp:/root/repo: prepared");
     expect(await inGuest("ls -A /root")).not.toContain("lost+found");
-    const cwd = await run(join(repo, "sub"), "--cwd", "/tmp", "--", "pwd");
+    const [cwd, again] = await timed(() => run(join(repo, "sub"), "--cwd", "/tmp", "--", "pwd"));
+    console.log(`vm run re-run with no change: ${again.toFixed(1)} s; ${cwd.stderr.trim()}`);
     expect(cwd.stdout.trim()).toBe("/tmp");
     expect(cwd.stderr).toContain("lp:/root/repo: unchanged");
     const bare = await run(join(repo, "sub"), "--no-workspace", "--", "pwd");

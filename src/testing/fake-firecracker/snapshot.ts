@@ -3,7 +3,7 @@
  * state; the memory file holds the guest state again (as Firecracker's holds guest RAM), padded
  * sparse to the VM's memory size. Requests are checked with Firecracker's rules and messages.
  */
-import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from "node:fs";
 import { FaultError, ioDisplay, type VmConfig } from "./devices.ts";
 import type { GuestState } from "./guest.ts";
 
@@ -72,10 +72,21 @@ export function readSnapshotForLoad(body: Body): { snap: SnapshotFile; memGuest:
   if (!existsSync(memPath)) {
     throw new FaultError(`${LOAD}Failed to restore from snapshot: Failed to load guest memory: Error creating guest memory from file: No such file or directory (os error 2)`);
   }
-  const memText = readFileSync(memPath).subarray(0, 64 * 1024).toString("utf8").replace(/\0[\s\S]*$/, "");
+  const memText = readHead(memPath, 64 * 1024).replace(/\0[\s\S]*$/, "");
   const memGuest = JSON.parse(memText) as GuestState;
   applyOverrides(snap, body);
   return { snap, memGuest };
+}
+
+/** The first bytes of a (large, sparse) file, without reading the rest. */
+function readHead(path: string, bytes: number): string {
+  const fd = openSync(path, "r");
+  try {
+    const buf = Buffer.alloc(bytes);
+    return buf.subarray(0, readSync(fd, buf, 0, bytes, 0)).toString("utf8");
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** network_overrides and vsock_override: each must name a device the snapshot has. */

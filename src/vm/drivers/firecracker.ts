@@ -104,6 +104,19 @@ export class FirecrackerDriver implements Driver {
     return meta;
   }
 
+  /** A full snapshot of the paused VM (Firecracker writes the memory file itself); the VM stays paused. */
+  async snapshot(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta> {
+    for (const f of [files.state, files.memory]) rmSync(f, { force: true });
+    return firecrackerSaveState(this.api(handle.controlSocket, SNAPSHOT_TIMEOUT_MS), files, () => this.clock.now());
+  }
+
+  /** A Firecracker snapshot names its drives by the source's paths and cannot be pointed at copies on load. */
+  forkProblem(): string | null {
+    return "Firecracker snapshots keep the source VM's disk paths (API v1.16 has no drive override on load), so a copy would write to the source's disks; fork needs the QEMU VMM";
+  }
+
+  async setLink(): Promise<void> {}
+
   async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
     this.version ??= firecrackerBinaryVersion(typeof this.deps.bin === "string" ? [this.deps.bin] : this.deps.bin);
     return firecrackerRestoreProblem(meta, this.version);

@@ -69,7 +69,7 @@ export async function qemuSaveState(qmpPath: string, files: SavedStateFiles, acc
 }
 
 /** Loads device state into a QEMU started with `-incoming defer` and lets the guest run on. */
-export async function qemuLoadState(qmpPath: string, files: SavedStateFiles, clock: Clock = systemClock): Promise<void> {
+export async function qemuLoadState(qmpPath: string, files: SavedStateFiles, clock: Clock = systemClock, linkDownNic?: string): Promise<void> {
   if (!existsSync(files.state)) throw new BangerError("not_found", `the saved state ${files.state} is missing`, { hint: "Start the VM cold instead (banger vm start --cold)." });
   const qmp = await QmpClient.open(qmpPath, QMP_TIMEOUT_MS);
   try {
@@ -84,6 +84,7 @@ export async function qemuLoadState(qmpPath: string, files: SavedStateFiles, clo
       await clock.sleep(10);
     }
     await waitMigration(qmp, "load the VM state", clock, (s) => s.status === "completed" || s.status === undefined);
+    if (linkDownNic) await qmp.execute("set_link", { name: linkDownNic, up: false }, QMP_TIMEOUT_MS);
     // The state was saved with the vCPUs stopped, so the restored VM waits for cont.
     await qmp.execute("cont", undefined, QMP_TIMEOUT_MS);
   } finally {

@@ -9,7 +9,7 @@ import { type AccelChoice, type AccelDeps, type Accel, chooseAccel, hostAccelDep
 import { cmdline, findByArgs, isAlive, isSameProcess, signal, startTime, startedAt, systemClock, waitForExit, type Clock } from "./process";
 import { QmpClient, qmpCall } from "./qmp";
 import { qemuBinaryVersion, qemuLoadState, qemuRestoreProblem, qemuSaveState } from "./qemu-state";
-import type { BootPlan, Driver, VmmHandle, VmmState, AgentStream, SavedStateFiles, SavedStateMeta } from "./types";
+import type { BootPlan, Driver, VmmHandle, VmmState, AgentStream, RestoreOptions, SavedStateFiles, SavedStateMeta } from "./types";
 
 /** The virtio-serial port name the guest agent opens as /dev/virtio-ports/<name>. */
 export const AGENT_PORT_NAME = "org.banger.agent";
@@ -189,16 +189,33 @@ export class QemuDriver implements Driver {
     return meta;
   }
 
+  /** Device state by migration (vCPUs stopped), then a sparse copy of the RAM file taken while paused. */
+  async snapshot(handle: VmmHandle, files: SavedStateFiles, liveMemory: string): Promise<SavedStateMeta> {
+    rmSync(files.state, { force: true });
+    const meta = await qemuSaveState(handle.controlSocket, files, this.resolveAccel(), this.clock);
+    if (files.memory !== liveMemory) await sparseCopy(liveMemory, files.memory);
+    return meta;
+  }
+
   async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
     this.version ??= qemuBinaryVersion(this.bin);
     return qemuRestoreProblem(meta, this.version, this.resolveAccel());
   }
 
   /** Starts QEMU waiting for incoming state, loads files.state over the plan's RAM file, and runs the guest. */
-  async restore(plan: BootPlan, files: SavedStateFiles, opts: { privateMemory?: boolean } = {}): Promise<VmmHandle> {
+  async restore(plan: BootPlan, files: SavedStateFiles, opts: RestoreOptions = {}): Promise<VmmHandle> {
     if (!existsSync(files.memory)) throw new BangerError("not_found", `the saved RAM file ${files.memory} is missing`, { hint: "Start the VM cold instead (banger vm start --cold)." });
     const restorePlan = { ...plan, memoryFile: files.memory };
-    return this.launch(restorePlan, { incoming: true, privateMemory: opts.privateMemory }, (qmp) => qemuLoadState(qmp, files, this.clock));
+    const nic = opts.linkDown && plan.nic ? "n0" : undefined;
+    return this.launch(restorePlan, { incoming: true, privateMemory: opts.privateMemory }, (qmp) => qemuLoadState(qmp, files, this.clock, nic));
+  }
+
+  forkProblem(): string | null {
+    return null;
+  }
+
+  async setLink(handle: VmmHandle, up: boolean): Promise<void> {
+    await qmpCall(handle.controlSocket, "set_link", QMP_TIMEOUT_MS, { name: "n0", up });
   }
 
   /** Starts QEMU in its own session with output to the vmm log, so it outlives the daemon. */
@@ -306,6 +323,15 @@ export class QemuDriver implements Driver {
   async cleanup(_handle: VmmHandle | null, dir: string): Promise<void> {
     for (const f of Object.values(qemuFiles(dir))) rmSync(f, { force: true });
   }
+}
+
+/** Copies only a file's data blocks (a clone where the filesystem can). */
+export async function sparseCopy(from: string, to: string): Promise<void> {
+  const proc = spawn("cp", ["--sparse=always", "--reflink=auto", from, to], { stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  proc.stderr!.on("data", (d) => (err += d));
+  const code = await new Promise<number>((r) => proc.on("close", (c) => r(c ?? 1)));
+  if (code !== 0) throw new BangerError("internal", `could not copy ${from} to ${to}: ${err.trim()}`, { hint: "Check free space where the VM directory lives (df -h)." });
 }
 
 /** Maps QMP's RunState to the driver contract's states. */

@@ -45,6 +45,11 @@ export interface SavedStateFiles {
   memory: string;
 }
 
+export interface RestoreOptions {
+  privateMemory?: boolean;
+  linkDown?: boolean;
+}
+
 /** What was recorded with a saved state, so a restore on another VMM build is refused, not attempted. */
 export interface SavedStateMeta {
   vmm: VmmKind;
@@ -89,12 +94,25 @@ export interface Driver {
   pause(handle: VmmHandle): Promise<void>;
   /** Lets paused vCPUs run again. */
   resume(handle: VmmHandle): Promise<void>;
+  /**
+   * Pauses and writes device state and a copy of guest memory to `files` (`liveMemory` is the
+   * plan's RAM file, which QEMU maps); the VMM stays, paused, for the caller to resume or end.
+   */
+  snapshot(handle: VmmHandle, files: SavedStateFiles, liveMemory: string): Promise<SavedStateMeta>;
   /** Pauses, writes device state (and memory where the VMM keeps it apart) to `files`, then ends the VMM. */
   suspend(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta>;
   /** Why a state saved as `meta` cannot be restored by this driver on this host, or null when it can. */
   restoreProblem(meta: SavedStateMeta): Promise<string | null>;
-  /** Starts a VMM for `plan` from the saved state (TAP and sockets from the plan); the guest runs on return. */
-  restore(plan: BootPlan, files: SavedStateFiles): Promise<VmmHandle>;
+  /**
+   * Starts a VMM for `plan` from the saved state (TAP and sockets from the plan); the guest runs on return.
+   * `privateMemory` maps files.memory copy-on-write (forks sharing one frozen file); `linkDown` starts
+   * with the NIC's link down, so a copy never speaks with its source's addresses before it is re-identified.
+   */
+  restore(plan: BootPlan, files: SavedStateFiles, opts?: RestoreOptions): Promise<VmmHandle>;
+  /** Why running copies of a VM cannot be made with this VMM, or null when they can. */
+  forkProblem(): string | null;
+  /** Sets the NIC's link up or down (a fork's link goes up once it has its own identity). */
+  setLink(handle: VmmHandle, up: boolean): Promise<void>;
   /** Removes sockets and other per-run files once the VMM is gone. */
   cleanup(handle: VmmHandle | null, dir: string): Promise<void>;
 }

@@ -1,0 +1,72 @@
+/**
+ * Instant VMs: resume from suspend against a cold boot of the same VM in the same run, for a
+ * real guest under QEMU (TCG here) and for the fake Firecracker (which measures banger's own
+ * overhead around a snapshot load, the VMM itself costing nothing).
+ */
+import { realHome } from "../src/testing/real-env.ts";
+import type { TestHome } from "../src/testing/cli.ts";
+import { benchFakeHome, createVm, deleteVms } from "./fake-home.ts";
+import { type BenchCtx, fmtMs, heading, percentile, timed } from "./lib.ts";
+
+async function run(home: TestHome, args: string[]): Promise<void> {
+  const r = await home.run(args);
+  if (r.code !== 0) throw new Error(`banger ${args.join(" ")} failed (exit ${r.code}): ${r.stderr.trim()}`);
+}
+
+/** Suspend/resume cycles of one VM; returns the samples in ms. */
+async function cycles(home: TestHome, name: string, n: number): Promise<{ suspend: number[]; resume: number[]; pause: number[]; unpause: number[] }> {
+  const out = { suspend: [] as number[], resume: [] as number[], pause: [] as number[], unpause: [] as number[] };
+  for (let i = 0; i < n; i++) {
+    out.pause.push((await timed(() => run(home, ["vm", "pause", name]))).ms);
+    out.unpause.push((await timed(() => run(home, ["vm", "resume", name]))).ms);
+    out.suspend.push((await timed(() => run(home, ["vm", "suspend", name]))).ms);
+    out.resume.push((await timed(() => run(home, ["vm", "resume", name]))).ms);
+  }
+  return out;
+}
+
+function report(ctx: BenchCtx, bench: string, cold: number, c: Awaited<ReturnType<typeof cycles>>, n: number) {
+  const p50 = (xs: number[]) => percentile(xs, 50);
+  ctx.summary.add({ bench, metric: `vm resume (suspended) -> ready, p50 of ${n}`, value: fmtMs(p50(c.resume)), baseline: `${fmtMs(cold)} vm create -> ready`, ratio: p50(c.resume) / cold });
+  ctx.summary.add({ bench, metric: `vm suspend, p50 of ${n}`, value: fmtMs(p50(c.suspend)), baseline: `${fmtMs(cold)} vm create -> ready`, ratio: p50(c.suspend) / cold });
+  ctx.summary.add({ bench, metric: `vm pause + resume, p50 of ${n}`, value: `${fmtMs(p50(c.pause))} + ${fmtMs(p50(c.unpause))}` });
+}
+
+/** Real guest: one cold create, then suspend/resume cycles of the same VM. */
+async function benchReal(ctx: BenchCtx, n: number) {
+  heading(`instant, real guest under QEMU (${ctx.machine.accel}): resume from suspend vs cold create`, ctx.machine);
+  const home = await realHome({ taps: 2, config: `boot_timeout = "300s"\n` });
+  try {
+    const cold = await createVm(home, "inst0");
+    const c = await cycles(home, "inst0", n);
+    console.log(`   cold create ${fmtMs(cold.ms)}; resume ${c.resume.map(fmtMs).join(", ")}; suspend ${c.suspend.map(fmtMs).join(", ")}`);
+    report(ctx, `instant (qemu ${ctx.machine.accel})`, cold.ms, c, n);
+  } finally {
+    await home.run(["vm", "delete", "--force", "inst0"]);
+    await home.teardownNet();
+    await home.cleanup();
+  }
+}
+
+/** Fake Firecracker: cold creates, then suspend/resume cycles. */
+async function benchFake(ctx: BenchCtx, n: number) {
+  heading("instant, fake Firecracker: resume from suspend vs cold create (banger's own overhead)", ctx.machine);
+  const home = await benchFakeHome(4);
+  const names = ["finst0", "finst1", "finst2"];
+  try {
+    const colds: number[] = [];
+    for (const name of names) colds.push((await createVm(home, name)).ms);
+    const c = await cycles(home, "finst0", n);
+    report(ctx, "instant (fake firecracker)", percentile(colds, 50), c, n);
+  } finally {
+    await deleteVms(home, names).catch(() => 0);
+    await home.teardownNet();
+    await home.cleanup();
+  }
+}
+
+export async function benchInstant(ctx: BenchCtx): Promise<void> {
+  await benchFake(ctx, ctx.quick ? 5 : 10);
+  if (ctx.quick) console.log("\n== instant, real guest: skipped (--quick)");
+  else await benchReal(ctx, 3);
+}

@@ -1,0 +1,135 @@
+/**
+ * The agent's `reidentify` call, made right after a fork is restored and before it is reported
+ * ready: the copy gets its own clock, RNG state, MAC and address, hostname, machine-id and SSH
+ * host key, and forgets its source's neighbours. Imports nothing outside src/agent.
+ */
+import { closeSync, openSync, writeSync } from "node:fs";
+
+/** What the host sends; every field is checked before anything changes. */
+export interface ReidentifyParams {
+  hostname: string;
+  ip: string;
+  prefix: number;
+  gateway: string;
+  mac: string;
+  machineId: string;
+  hostKey: string;
+  hostKeyPub: string;
+  timeMs: number;
+  /** 64 hex characters of host randomness mixed into the guest's pool before it reseeds. */
+  entropy: string;
+  /** The guest's network interface (default eth0). */
+  iface?: string;
+}
+
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+const CHECKS: Array<[keyof ReidentifyParams, (v: unknown) => boolean, string]> = [
+  ["hostname", (v) => typeof v === "string" && /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(v), "a DNS label"],
+  ["ip", (v) => typeof v === "string" && IPV4.test(v), "an IPv4 address"],
+  ["prefix", (v) => Number.isInteger(v) && (v as number) >= 8 && (v as number) <= 30, "a prefix length 8..30"],
+  ["gateway", (v) => typeof v === "string" && IPV4.test(v), "an IPv4 address"],
+  ["mac", (v) => typeof v === "string" && /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(v), "a lowercase MAC address"],
+  ["machineId", (v) => typeof v === "string" && /^[0-9a-f]{32}$/.test(v), "32 hex characters"],
+  ["hostKey", (v) => typeof v === "string" && v.includes("PRIVATE KEY"), "an OpenSSH private key"],
+  ["hostKeyPub", (v) => typeof v === "string" && v.startsWith("ssh-"), "an OpenSSH public key"],
+  ["timeMs", (v) => Number.isFinite(v) && (v as number) > 1.5e12, "a Unix time in ms"],
+  ["entropy", (v) => typeof v === "string" && /^[0-9a-f]{64}$/.test(v), "64 hex characters"],
+];
+
+/** The params, or an error naming the first bad field. */
+export function parseReidentify(p: unknown): ReidentifyParams {
+  if (!p || typeof p !== "object") throw new Error("reidentify needs an object of parameters");
+  const o = p as Record<string, unknown>;
+  for (const [key, ok, what] of CHECKS) if (!ok(o[key])) throw new Error(`reidentify: ${key} must be ${what}`);
+  if (o.iface !== undefined && !(typeof o.iface === "string" && /^[a-z0-9]{1,15}$/.test(o.iface))) throw new Error("reidentify: iface must be an interface name");
+  return o as unknown as ReidentifyParams;
+}
+
+/** What the steps need from the guest. */
+export interface ReidentifyDeps {
+  run(argv: string[]): Promise<void>;
+  writeFile(path: string, data: string, mode?: number): Promise<void>;
+  /** Mixes bytes into the kernel's pool and forces the CRNG to reseed. */
+  reseed(bytes: Uint8Array): void;
+}
+
+/** The steps in order, each named for the result (and the error when one fails). */
+export function reidentifySteps(p: ReidentifyParams, deps: ReidentifyDeps): Array<[string, () => Promise<void>]> {
+  const dev = p.iface ?? "eth0";
+  return [
+    ["clock", () => deps.run(["date", "-u", "-s", `@${(p.timeMs / 1000).toFixed(3)}`])],
+    ["rng", async () => deps.reseed(Buffer.from(p.entropy, "hex"))],
+    ["mac", () => deps.run(["ip", "link", "set", "dev", dev, "address", p.mac])],
+    ["address", async () => {
+      await deps.run(["ip", "addr", "flush", "dev", dev]);
+      await deps.run(["ip", "addr", "add", `${p.ip}/${p.prefix}`, "dev", dev]);
+      await deps.run(["ip", "route", "replace", "default", "via", p.gateway, "dev", dev]);
+    }],
+    ["neighbours", () => deps.run(["ip", "neigh", "flush", "all"])],
+    ["hostname", async () => {
+      await deps.run(["hostname", p.hostname]);
+      await deps.writeFile("/etc/hostname", `${p.hostname}\n`);
+      await deps.writeFile("/etc/hosts", `127.0.0.1\tlocalhost\n127.0.1.1\t${p.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`);
+    }],
+    ["machine-id", () => deps.writeFile("/etc/machine-id", `${p.machineId}\n`, 0o444)],
+    ["ssh host key", async () => {
+      await deps.writeFile("/etc/ssh/ssh_host_ed25519_key", p.hostKey.endsWith("\n") ? p.hostKey : `${p.hostKey}\n`, 0o600);
+      await deps.writeFile("/etc/ssh/ssh_host_ed25519_key.pub", `${p.hostKeyPub.trim()}\n`, 0o644);
+      // sshd reads host keys when it starts; a reload re-executes it with the new key.
+      await deps.run(["sh", "-c", "systemctl reload ssh 2>/dev/null || pkill -HUP -x sshd || true"]);
+    }],
+  ];
+}
+
+/** Runs every step; the answer lists them. */
+export async function reidentify(params: unknown, deps: ReidentifyDeps): Promise<{ done: string[] }> {
+  const p = parseReidentify(params);
+  const done: string[] = [];
+  for (const [name, step] of reidentifySteps(p, deps)) {
+    try {
+      await step();
+    } catch (err) {
+      throw new Error(`reidentify ${name}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    done.push(name);
+  }
+  return { done };
+}
+
+/** RNDRESEEDCRNG, _IO('R', 0x07): the CRNG takes fresh input from the pool at once. */
+const RNDRESEEDCRNG = 0x5207;
+
+/** The guest's reseed: write the bytes to /dev/urandom, then ask for a reseed (root only). */
+export function reseedKernel(bytes: Uint8Array): void {
+  const fd = openSync("/dev/urandom", "w");
+  try {
+    writeSync(fd, bytes);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { dlopen, FFIType } = require("bun:ffi") as typeof import("bun:ffi");
+    const libc = dlopen("libc.so.6", { ioctl: { args: [FFIType.i32, FFIType.u64], returns: FFIType.i32 } });
+    try {
+      if (libc.symbols.ioctl(fd, RNDRESEEDCRNG) !== 0) throw new Error("ioctl RNDRESEEDCRNG failed (the agent must run as root)");
+    } finally {
+      libc.close();
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The real guest: commands through Bun.spawn, files through node:fs. */
+export function guestReidentifyDeps(): ReidentifyDeps {
+  return {
+    run: async (argv) => {
+      const proc = Bun.spawn(argv, { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+      const [code, err] = await Promise.all([proc.exited, new Response(proc.stderr).text()]);
+      if (code !== 0) throw new Error(`${argv.join(" ")} exited ${code}: ${err.trim()}`);
+    },
+    writeFile: async (path, data, mode) => {
+      const { writeFile, chmod } = await import("node:fs/promises");
+      await writeFile(path, data);
+      if (mode !== undefined) await chmod(path, mode);
+    },
+    reseed: reseedKernel,
+  };
+}
