@@ -10,7 +10,7 @@ import { MAX_TAIL_BYTES, tailLines } from "../host/tail.ts";
 import { printable } from "../printable.ts";
 import { call, DaemonUnreachable } from "../rpc/client.ts";
 import * as v from "valibot";
-import { METHODS, type Method, type ProgressEvent } from "../rpc/contract.ts";
+import { METHODS, type Method, type Params, type ProgressEvent, type Result } from "../rpc/contract.ts";
 import { describeIssues } from "../rpc/handle.ts";
 import { formatSize, parseSize } from "../units.ts";
 import { BUILD_ID, VERSION } from "../version.ts";
@@ -19,6 +19,7 @@ import { completionScript } from "./completion.ts";
 import * as vm from "./vm-cmds.ts";
 import { printJson, processOut, progressRenderer, table, type Out } from "./render.ts";
 import { lazy } from "../lazy.ts";
+import type { FanMethod } from "../rpc/results.ts";
 import type { ExecCliOptions } from "./exec-cmds.ts";
 
 // What only some commands need loads when they run: `version`, `vm list` and `vm show` never
@@ -35,15 +36,15 @@ const out: Out = processOut();
 const paths = () => resolvePaths();
 
 /** One RPC to the daemon, starting it first when needed. */
-export async function rpc<T>(method: Method, params: Record<string, unknown> = {}, onEvent?: (e: ProgressEvent) => void, signal?: AbortSignal): Promise<T> {
-  const clean = Object.fromEntries(Object.entries(params).filter(([, v]) => v !== undefined));
+export async function rpc<M extends Method>(method: M, params?: Params<M>, onEvent?: (e: ProgressEvent) => void, signal?: AbortSignal): Promise<Result<M>> {
+  const clean = Object.fromEntries(Object.entries(params ?? {}).filter(([, v]) => v !== undefined));
   const checked = v.safeParse(METHODS[method], clean, { abortEarly: false });
   if (!checked.success) throw new BangerError("invalid_argument", describeIssues(method, checked.issues).replace(/^[^:]+: /, ""), { hint: "Nothing was changed. See `banger --help`." });
   const p = paths();
   for (let attempt = 1; ; attempt++) {
     await ensureDaemon(p, out.err);
     try {
-      return await call<T>(p.socket, method, clean, { buildId: BUILD_ID, onEvent, signal });
+      return await call<Result<M>>(p.socket, method, clean, { buildId: BUILD_ID, onEvent, signal });
     } catch (err) {
       // Nothing reached the daemon (it was being replaced or restarted): safe to ask again.
       if (!(err instanceof DaemonUnreachable)) throw err;
@@ -162,10 +163,10 @@ function listOpt(value: unknown): string[] | undefined {
 }
 export const imageDelete = (name: string) => showCmd("image.delete", { name }, {});
 
-export const vmCreate = (o: Opts) => vm.create(out, rpc as never, createParams(o), { json: Boolean(o.json) });
-export const vmRun = (cmd: string[], o: Opts) => ws.run(out, rpc as never, cmd.map(String), o, createParams(o));
-export const vmFanout = (method: Method, refs: string[], extra: Record<string, unknown> = {}) => vm.fan(out, rpc as never, method, { refs: refs.map(String), ...extra });
-export const vmSet = (refs: string[], o: Opts) => vm.fan(out, rpc as never, "vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: natFlag(), net: str(o.net), group: groupOpt(o.group) });
+export const vmCreate = (o: Opts) => vm.create(out, rpc, createParams(o), { json: Boolean(o.json) });
+export const vmRun = (cmd: string[], o: Opts) => ws.run(out, rpc, cmd.map(String), o, createParams(o));
+export const vmFanout = (method: FanMethod, refs: string[], extra: Record<string, unknown> = {}) => vm.fan(out, rpc, method, { refs: refs.map(String), ...extra });
+export const vmSet = (refs: string[], o: Opts) => vm.fan(out, rpc, "vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: natFlag(), net: str(o.net), group: groupOpt(o.group) });
 
 /** --nat / --no-nat as given (cac's negation would turn "absent" into true). */
 function natFlag(): boolean | undefined {
@@ -173,19 +174,19 @@ function natFlag(): boolean | undefined {
   const last = args.findLastIndex((a) => a === "--nat" || a === "--no-nat");
   return last < 0 ? undefined : args[last] === "--nat";
 }
-export const vmFork = (ref: string, o: Opts) => vm.fork(out, rpc as never, ref, { name: str(o.name), count: num(o.count), json: Boolean(o.json) });
-export const vmSnapshot = (verb: string, ref: string, name: string | undefined, o: Opts) => vm.snapshot(out, rpc as never, verb, ref, name, { memory: Boolean(o.memory), json: Boolean(o.json) });
-export const vmList = (o: Opts) => vm.list(out, rpc as never, Boolean(o.json));
-export const vmShow = (ref: string, o: Opts) => vm.show(out, rpc as never, ref, Boolean(o.json));
-export const vmLogs = (ref: string, o: Opts) => vm.logs(out, rpc as never, ref, Number(o.lines ?? 200), Boolean(o.follow), tailFile);
-export const vmStats = (ref: string | undefined, o: Opts) => vm.stats(out, rpc as never, ref, Boolean(o.json));
-export const vmHealth = (ref: string, o: Opts) => vm.health(out, rpc as never, ref, Boolean(o.json));
-export const vmPorts = (ref: string, o: Opts) => vm.ports(out, rpc as never, ref, Boolean(o.json));
-export const vmSsh = (ref: string, cmd: string[]) => vm.ssh(out, rpc as never, ref, cmd);
-export const sshConfig = (verb: string, args: string[] = []) => vm.sshConfig(out, rpc as never, verb, args);
-export const workspacePrepare = (ref: string, o: Opts) => ws.prepare(out, rpc as never, ref, { from: str(o.from), fullCopy: Boolean(o.fullCopy), replace: Boolean(o.replace) }).then(() => 0);
-export const workspaceSync = (ref: string, o: Opts) => ws.syncCmd(out, rpc as never, ref, { from: str(o.from), replace: Boolean(o.replace) }).then(() => 0);
-export const workspaceExport = (ref: string, o: Opts) => ws.exportCmd(out, rpc as never, ref, { to: str(o.to), branch: str(o.branch), patch: str(o.patch), force: Boolean(o.force) }).then(() => 0);
+export const vmFork = (ref: string, o: Opts) => vm.fork(out, rpc, ref, { name: str(o.name), count: num(o.count), json: Boolean(o.json) });
+export const vmSnapshot = (verb: string, ref: string, name: string | undefined, o: Opts) => vm.snapshot(out, rpc, verb, ref, name, { memory: Boolean(o.memory), json: Boolean(o.json) });
+export const vmList = (o: Opts) => vm.list(out, rpc, Boolean(o.json));
+export const vmShow = (ref: string, o: Opts) => vm.show(out, rpc, ref, Boolean(o.json));
+export const vmLogs = (ref: string, o: Opts) => vm.logs(out, rpc, ref, Number(o.lines ?? 200), Boolean(o.follow), tailFile);
+export const vmStats = (ref: string | undefined, o: Opts) => vm.stats(out, rpc, ref, Boolean(o.json));
+export const vmHealth = (ref: string, o: Opts) => vm.health(out, rpc, ref, Boolean(o.json));
+export const vmPorts = (ref: string, o: Opts) => vm.ports(out, rpc, ref, Boolean(o.json));
+export const vmSsh = (ref: string, cmd: string[]) => vm.ssh(out, rpc, ref, cmd);
+export const sshConfig = (verb: string, args: string[] = []) => vm.sshConfig(out, rpc, verb, args);
+export const workspacePrepare = (ref: string, o: Opts) => ws.prepare(out, rpc, ref, { from: str(o.from), fullCopy: Boolean(o.fullCopy), replace: Boolean(o.replace) }).then(() => 0);
+export const workspaceSync = (ref: string, o: Opts) => ws.syncCmd(out, rpc, ref, { from: str(o.from), replace: Boolean(o.replace) }).then(() => 0);
+export const workspaceExport = (ref: string, o: Opts) => ws.exportCmd(out, rpc, ref, { to: str(o.to), branch: str(o.branch), patch: str(o.patch), force: Boolean(o.force) }).then(() => 0);
 
 function str(x: unknown): string | undefined {
   return x === undefined || x === true ? undefined : String(x);
@@ -211,19 +212,30 @@ function createParams(o: Opts) {
   return { name: str(o.name), image: str(o.image), kernel: str(o.kernel), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat ? true : undefined, net: str(o.net), group: groupOpt(o.group) };
 }
 
-async function listCmd(method: Method, o: Opts) {
-  const rows = await rpc<Array<Record<string, unknown>>>(method);
+async function listCmd(method: "kernel.list" | "image.list", o: Opts) {
+  if (method === "kernel.list") {
+    const rows = await rpc(method);
+    if (o.json) return printJson(out, rows);
+    if (!rows.length) return out.out("no kernels; `banger kernel import <vmlinux>`, `kernel pull` or `kernel build`");
+    return out.out(table(["NAME", "VERSION", "SIZE", "SHA256", "SOURCE"], rows.map((k) => [k.name, k.version, formatSize(k.size_bytes), k.sha256.slice(0, 12), k.source])));
+  }
+  const rows = await rpc(method);
   if (o.json) return printJson(out, rows);
-  if (!rows.length) return out.out(method === "kernel.list" ? "no kernels; `banger kernel import <vmlinux>`, `kernel pull` or `kernel build`" : "no images; `banger image build` or `banger image import`");
-  if (method === "kernel.list") out.out(table(["NAME", "VERSION", "SIZE", "SHA256", "SOURCE"], rows.map((k) => [String(k.name), String(k.version), formatSize(Number(k.size_bytes)), String(k.sha256).slice(0, 12), String(k.source)])));
-  else out.out(table(["NAME", "KERNEL", "SIZE", "AGENT", "SOURCE"], rows.map((i) => [String(i.name), String(i.kernel ?? "-"), formatSize(Number(i.size_bytes)), String(i.agent_version), String(i.source)])));
+  if (!rows.length) return out.out("no images; `banger image build` or `banger image import`");
+  out.out(table(["NAME", "KERNEL", "SIZE", "AGENT", "SOURCE"], rows.map((i) => [i.name, i.kernel ?? "-", formatSize(i.size_bytes), i.agent_version, i.source])));
+}
+
+/** An answer as `key value` lines. */
+function keyValues(result: unknown): string {
+  const entries = result !== null && typeof result === "object" ? Object.entries(result) : [["result", result]];
+  return entries.map(([k, v]) => `${String(k).padEnd(14)} ${typeof v === "object" ? JSON.stringify(v) : String(v)}`).join("\n");
 }
 
 /** Prints a result as `key value` lines, or JSON with --json. */
 async function showCmd(method: Method, params: Record<string, unknown>, o: Opts) {
-  const result = await rpc<Record<string, unknown>>(method, params);
+  const result = await rpc(method, params);
   if (o.json) return printJson(out, result);
-  out.out(Object.entries(result).map(([k, v]) => `${k.padEnd(14)} ${typeof v === "object" ? JSON.stringify(v) : String(v)}`).join("\n"));
+  out.out(keyValues(result));
 }
 
 /** A long artifact call with live stages; Ctrl-C cancels it (asking first on a TTY) and the daemon stops its work. */
@@ -232,10 +244,10 @@ async function streamCmd(method: Method, params: Record<string, unknown>, o: Opt
   const abort = new AbortController();
   const release = vm.cancelOnInterrupt(out, abort, `the ${method.replace(".", " ")}`);
   try {
-    const result = await rpc<Record<string, unknown>>(method, params, progress.onEvent, abort.signal);
+    const result = await rpc(method, params, progress.onEvent, abort.signal);
     // With --json every line is one JSON object: the events, then the result.
     if (o.json) out.out(JSON.stringify(result));
-    else out.out(Object.entries(result).map(([k, v]) => `${k.padEnd(14)} ${typeof v === "object" ? JSON.stringify(v) : String(v)}`).join("\n"));
+    else out.out(keyValues(result));
   } finally {
     release();
     progress.stop();

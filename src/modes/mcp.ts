@@ -9,7 +9,9 @@ import { McpServer, ResourceTemplate } from "@modelcontextprotocol/sdk/server/mc
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { z } from "zod";
 import { BangerError, toBangerError, type ErrorCode } from "../errors.ts";
-import type { Method } from "../rpc/contract.ts";
+import type { Method, Rpc } from "../rpc/contract.ts";
+import type { FanMethod } from "../rpc/results.ts";
+import { parseSize } from "../units.ts";
 import type { VmView } from "../vm/model.ts";
 import type { FanoutResult } from "../vm/refs.ts";
 import { VERSION } from "../version.ts";
@@ -17,7 +19,6 @@ import { capped, startExec } from "./exec-client.ts";
 import type { Out } from "./render.ts";
 import * as ws from "./workspace-cmds.ts";
 
-type Rpc = <T>(method: Method, params?: Record<string, unknown>) => Promise<T>;
 
 /** What the server needs: the daemon's RPC and exec socket. */
 export interface McpDeps {
@@ -44,9 +45,16 @@ async function guarded(fn: () => Promise<ToolResult>): Promise<ToolResult> {
   }
 }
 
-async function fanOne(rpc: Rpc, method: Method, name: string, extra: Record<string, unknown> = {}) {
-  const [r] = await rpc<FanoutResult[]>(method, { refs: [name], ...extra });
-  if (!r?.ok) throw new BangerError((r?.error?.code as ErrorCode) ?? "internal", r?.message ?? `${method} failed`, { hint: r?.error?.hint });
+/** "8G" → bytes, as the CLI's --disk; the schema already checked the shape. */
+function sizeBytes(text: string): number {
+  const n = parseSize(text);
+  if (n === null) throw new BangerError("invalid_argument", `disk: "${text}" is not a size`, { hint: "Use a size such as 8G or 512M." });
+  return n;
+}
+
+async function fanOne(rpc: Rpc, method: FanMethod, name: string, extra: Record<string, unknown> = {}) {
+  const [r] = await rpc(method, { refs: [name], ...extra });
+  if (!r?.ok) throw new BangerError(r?.error?.code ?? "internal", r?.message ?? `${method} failed`, { hint: r?.error?.hint });
   return { name: r.name, message: r.message };
 }
 
@@ -83,8 +91,8 @@ function vmTools(server: McpServer, { rpc }: McpDeps) {
   server.registerTool("vm_create", {
     description: "Create and start a VM (Debian with git, ssh and the banger agent). Returns the VM.",
     inputSchema: { name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "names are lowercase letters, digits and -").optional(), image: z.string().optional(), cpus: z.number().int().min(1).max(64).optional(), memory_mib: z.number().int().min(128).optional(), disk: z.string().regex(/^\d+[KMGT]?$/i).optional().describe("work disk size, e.g. 8G"), nat: z.boolean().optional().describe("let the VM reach the outside world") },
-  }, (a) => guarded(async () => ok(await rpc<VmView>("vm.create", { name: a.name, image: a.image, cpus: a.cpus, memory: a.memory_mib, disk: a.disk, nat: a.nat }))));
-  server.registerTool("vm_list", { description: "List VMs with state, IP and DNS name." }, () => guarded(async () => ok({ vms: await rpc<VmView[]>("vm.list") })));
+  }, (a) => guarded(async () => ok(await rpc("vm.create", { name: a.name, image: a.image, cpus: a.cpus, memory: a.memory_mib, disk: a.disk === undefined ? undefined : sizeBytes(a.disk), nat: a.nat }))));
+  server.registerTool("vm_list", { description: "List VMs with state, IP and DNS name." }, () => guarded(async () => ok({ vms: await rpc("vm.list") })));
   for (const [tool, method, what] of [["vm_start", "vm.start", "Start a stopped VM."], ["vm_stop", "vm.stop", "Stop a VM (graceful, then forced)."]] as const) {
     server.registerTool(tool, { description: what, inputSchema: { name: vmName } }, (a) => guarded(async () => ok(await fanOne(rpc, method, a.name))));
   }
@@ -133,7 +141,7 @@ function workspaceTools(server: McpServer, { rpc }: McpDeps) {
     inputSchema: { vm: vmName, from: z.string().startsWith("/", "from must be an absolute host path"), full_copy: z.boolean().optional(), replace: z.boolean().optional() },
   }, (a) => guarded(async () => {
     const o = captureOut();
-    await ws.prepare(o, rpc as never, a.vm, { from: a.from, fullCopy: a.full_copy, replace: a.replace });
+    await ws.prepare(o, rpc, a.vm, { from: a.from, fullCopy: a.full_copy, replace: a.replace });
     return ok({ summary: o.text() }, o.text());
   }));
   server.registerTool("workspace_export", {
@@ -141,7 +149,7 @@ function workspaceTools(server: McpServer, { rpc }: McpDeps) {
     inputSchema: { vm: vmName, to: z.string().startsWith("/", "to must be an absolute host path"), branch: z.string().optional(), patch: z.string().startsWith("/").optional(), force: z.boolean().optional() },
   }, (a) => guarded(async () => {
     const o = captureOut();
-    await ws.exportCmd(o, rpc as never, a.vm, { to: a.to, branch: a.branch, patch: a.patch, force: a.force });
+    await ws.exportCmd(o, rpc, a.vm, { to: a.to, branch: a.branch, patch: a.patch, force: a.force });
     return ok({ summary: o.text() }, o.text());
   }));
 }
@@ -155,11 +163,11 @@ export function buildMcpServer(deps: McpDeps): McpServer {
   server.registerResource(
     "vm-log",
     new ResourceTemplate("banger://vm/{name}/log", {
-      list: async () => ({ resources: (await deps.rpc<VmView[]>("vm.list")).map((v) => ({ uri: `banger://vm/${v.name}/log`, name: `${v.name} console log`, mimeType: "text/plain" })) }),
+      list: async () => ({ resources: (await deps.rpc("vm.list")).map((v) => ({ uri: `banger://vm/${v.name}/log`, name: `${v.name} console log`, mimeType: "text/plain" })) }),
     }),
     { description: "A VM's serial console log (the last 500 lines) and its VMM log", mimeType: "text/plain" },
     async (uri, { name }) => {
-      const l = await deps.rpc<{ console: string; vmm: string }>("vm.logs", { ref: String(name), lines: 500 });
+      const l = await deps.rpc("vm.logs", { ref: String(name), lines: 500 });
       return { contents: [{ uri: uri.href, mimeType: "text/plain", text: `${l.console}${l.vmm ? `\n==> vmm log <==\n${l.vmm}` : ""}` }] };
     },
   );

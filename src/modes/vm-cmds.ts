@@ -6,7 +6,8 @@ import { printable } from "../printable.ts";
 import { installInclude, uninstallInclude, writeSshConfig, sshConfigText } from "../host/ssh-config.ts";
 import { resolvePaths } from "../host/paths.ts";
 import { loadConfig } from "../config.ts";
-import type { Method } from "../rpc/contract.ts";
+import type { Rpc } from "../rpc/contract.ts";
+import type { FanMethod } from "../rpc/results.ts";
 import type { FanoutResult } from "../vm/refs.ts";
 import type { VmView } from "../vm/model.ts";
 import type { VmStats } from "../vm/reconcile.ts";
@@ -18,13 +19,12 @@ import { printJson, progressRenderer, table, type Out } from "./render.ts";
 import { formatSize } from "../units.ts";
 import { renderFanout, renderStats, renderVm, renderVmList } from "./vm-render.ts";
 
-type Rpc = <T>(method: Method, params?: Record<string, unknown>, onEvent?: (e: never) => void, signal?: AbortSignal) => Promise<T>;
 
 export type { SshInfo } from "./ssh-info.ts";
 
 /** The daemon's ssh details for a VM, checked before any of it is used (see checkSshInfo). */
 export async function checkedSshInfo(rpc: Rpc, ref: string): Promise<SshInfo> {
-  const info = await rpc<SshInfo>("vm.ssh-info", { ref });
+  const info = await rpc("vm.ssh-info", { ref });
   return checkSshInfo(info, loadConfig(resolvePaths()).subnet);
 }
 
@@ -55,7 +55,7 @@ export async function create(out: Out, rpc: Rpc, params: Record<string, unknown>
   const abort = new AbortController();
   const release = cancelOnInterrupt(out, abort, "the create");
   try {
-    const vm = await rpc<VmView & { warnings: string[] }>("vm.create", params, progress.onEvent as never, abort.signal);
+    const vm = await rpc("vm.create", params, progress.onEvent, abort.signal);
     // With --json every line is one JSON object: the events, then the VM.
     if (json) out.out(JSON.stringify(vm));
     else if (forRun) out.err(`${vm.name} is ready: ${vm.ip} (${vm.dns})`);
@@ -67,38 +67,38 @@ export async function create(out: Out, rpc: Rpc, params: Record<string, unknown>
   }
 }
 
-export async function fan(out: Out, rpc: Rpc, method: Method, params: Record<string, unknown>): Promise<number> {
+export async function fan(out: Out, rpc: Rpc, method: FanMethod, params: { refs: string[] } & Record<string, unknown>): Promise<number> {
   const progress = progressRenderer(out, false);
   try {
-    return renderFanout(out, await rpc<FanoutResult[]>(method, params, progress.onEvent as never));
+    return renderFanout(out, await rpc(method, params, progress.onEvent));
   } finally {
     progress.stop();
   }
 }
 
 export async function list(out: Out, rpc: Rpc, json: boolean) {
-  const vms = await rpc<VmView[]>("vm.list");
+  const vms = await rpc("vm.list");
   json ? printJson(out, vms) : renderVmList(out, vms);
 }
 
 export async function show(out: Out, rpc: Rpc, ref: string, json: boolean) {
-  const vm = await rpc<VmView>("vm.show", { ref });
+  const vm = await rpc("vm.show", { ref });
   json ? printJson(out, vm) : renderVm(out, vm);
 }
 
 export async function stats(out: Out, rpc: Rpc, ref: string | undefined, json: boolean) {
-  const s = await rpc<VmStats[]>("vm.stats", ref ? { ref } : {});
+  const s = await rpc("vm.stats", ref ? { ref } : {});
   json ? printJson(out, s) : renderStats(out, s);
 }
 
 export async function health(out: Out, rpc: Rpc, ref: string, json: boolean) {
-  const h = await rpc<{ name: string; version: string; uptime_s: number; boot_id: string; hostname: string }>("vm.health", { ref });
+  const h = await rpc("vm.health", { ref });
   const show = (x: string) => printable(x).slice(0, 256);
   json ? printJson(out, h) : out.out(`${show(h.name)}: agent ${show(h.version)} healthy, guest up ${Math.round(h.uptime_s)}s, boot id ${show(h.boot_id)}`);
 }
 
 export async function ports(out: Out, rpc: Rpc, ref: string, json: boolean) {
-  const view = await rpc<PortsView>("vm.ports", { ref });
+  const view = await rpc("vm.ports", { ref });
   json ? printJson(out, view) : out.out(renderPortsTable(view));
 }
 
@@ -119,7 +119,7 @@ export async function ssh(out: Out, rpc: Rpc, ref: string, cmd: string[]): Promi
   const interactive = cmd.length === 0;
   const code = await systemSsh(rpc, ref, interactive ? null : cmd.map(shq).join(" "), interactive);
   if (interactive) {
-    const now = await rpc<VmView>("vm.show", { ref }).catch(() => null);
+    const now = await rpc("vm.show", { ref }).catch(() => null);
     if (now?.state === "running") out.err(`${now.name} is still running; stop it with \`banger vm stop ${now.name}\` or delete it with \`banger vm delete --force ${now.name}\``);
   }
   return code;
@@ -156,7 +156,7 @@ async function proxy(rpc: Rpc, host: string, port: number): Promise<number> {
 
 /** `vm logs`: console and VMM log; -f follows the console. */
 export async function logs(out: Out, rpc: Rpc, ref: string, lines: number, follow: boolean, tailFile: (f: string, n: number, follow: boolean) => Promise<void>) {
-  const l = await rpc<{ name: string; console_log: string; vmm_log: string; console: string; vmm: string }>("vm.logs", { ref, lines });
+  const l = await rpc("vm.logs", { ref, lines });
   if (follow && existsSync(l.console_log)) return tailFile(l.console_log, lines, true);
   out.out(`==> ${l.console_log} <==\n${printable(l.console, { lines: true })}`);
   if (l.vmm) out.out(`==> ${l.vmm_log} <==\n${printable(l.vmm, { lines: true })}`);
@@ -165,7 +165,7 @@ export async function logs(out: Out, rpc: Rpc, ref: string, lines: number, follo
 /** `vm snapshot create|list|restore|delete <ref> [NAME]`. */
 export async function snapshot(out: Out, rpc: Rpc, verb: string, ref: string, name: string | undefined, o: { memory?: boolean; json?: boolean }): Promise<number> {
   if (verb === "list") {
-    const list = await rpc<Array<{ name: string; created_at: string; memory: boolean; size_bytes: number }>>("vm.snapshot.list", { ref });
+    const list = await rpc("vm.snapshot.list", { ref });
     if (o.json) printJson(out, list);
     else out.out(list.length ? table(["NAME", "MEMORY", "SIZE", "CREATED"], list.map((s) => [s.name, s.memory ? "yes" : "no", formatSize(s.size_bytes), s.created_at])) : `no snapshots of ${ref}`);
     return 0;
@@ -174,7 +174,7 @@ export async function snapshot(out: Out, rpc: Rpc, verb: string, ref: string, na
   const progress = progressRenderer(out, false);
   try {
     const params = verb === "create" ? { ref, name, memory: o.memory ? true : undefined } : { ref, name };
-    const r = await rpc<{ name: string; message: string }>(`vm.snapshot.${verb}` as Method, params, progress.onEvent as never);
+    const r = await rpc(`vm.snapshot.${verb}` as "vm.snapshot.create" | "vm.snapshot.restore" | "vm.snapshot.delete", params, progress.onEvent);
     o.json ? printJson(out, r) : out.out(`${r.name}: ${r.message}`);
     return 0;
   } finally {
@@ -186,7 +186,7 @@ export async function snapshot(out: Out, rpc: Rpc, verb: string, ref: string, na
 export async function fork(out: Out, rpc: Rpc, ref: string, o: { name?: string; count?: number; json?: boolean }): Promise<number> {
   const progress = progressRenderer(out, Boolean(o.json));
   try {
-    const r = await rpc<{ copies: VmView[]; errors: string[]; ms: number }>("vm.fork", { ref, name: o.name, count: o.count }, progress.onEvent as never);
+    const r = await rpc("vm.fork", { ref, name: o.name, count: o.count }, progress.onEvent);
     if (o.json) printJson(out, r);
     else {
       for (const c of r.copies) out.out(`${c.name} is ready: ${c.ip} (${c.dns})`);

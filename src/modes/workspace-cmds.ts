@@ -3,7 +3,7 @@ import { isAbsolute, posix, relative, resolve, sep } from "node:path";
 import { BangerError } from "../errors.ts";
 import { hostRunner } from "../host/runner.ts";
 import { sshConnect, sshShell } from "../host/ssh.ts";
-import type { Method } from "../rpc/contract.ts";
+import type { Method, Rpc } from "../rpc/contract.ts";
 import type { VmView } from "../vm/model.ts";
 import type { FanoutResult } from "../vm/refs.ts";
 import { DEFAULT_GUEST_DIR, exportWorkspace, prepareWorkspace, shq, syncWorkspace } from "../vm/workspace.ts";
@@ -14,7 +14,6 @@ import { execCommand } from "./exec-cmds.ts";
 import type { Out } from "./render.ts";
 import { checkedSshInfo, create, systemSsh, type SshInfo } from "./vm-cmds.ts";
 
-type Rpc = <T>(method: Method, params?: Record<string, unknown>, onEvent?: (e: never) => void, signal?: AbortSignal) => Promise<T>;
 
 /**
  * A shell in the VM: through the guest agent where it runs exec (no handshake per call), else
@@ -117,11 +116,11 @@ export async function run(out: Out, rpc: Rpc, cmd: string[], o: Record<string, u
 
 async function createOrStart(out: Out, rpc: Rpc, createParams: Record<string, unknown>): Promise<VmView> {
   const name = createParams.name as string | undefined;
-  const existing = name ? (await rpc<VmView[]>("vm.list")).find((v) => v.name === name) : undefined;
+  const existing = name ? (await rpc("vm.list")).find((v) => v.name === name) : undefined;
   if (!existing) return create(out, rpc, createParams, { forRun: true });
   if (existing.state !== "running") {
-    const [r] = await rpc<FanoutResult[]>("vm.start", { refs: [existing.name] });
-    if (!r?.ok) throw new BangerError((r?.error?.code as never) ?? "internal", r?.message ?? "start failed", { hint: r?.error?.hint });
+    const [r] = await rpc("vm.start", { refs: [existing.name] });
+    if (!r?.ok) throw new BangerError(r?.error?.code ?? "internal", r?.message ?? "start failed", { hint: r?.error?.hint });
   }
-  return rpc<VmView>("vm.show", { ref: existing.name });
+  return rpc("vm.show", { ref: existing.name });
 }

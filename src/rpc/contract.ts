@@ -1,6 +1,7 @@
 import * as v from "valibot";
 import { MIN_DISK_BYTES } from "../config.ts";
 import type { WireError } from "../errors.ts";
+import type { Results } from "./results.ts";
 
 /** DNS-safe VM names: they become `<name>.vm`. */
 export const VM_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/;
@@ -82,6 +83,10 @@ export const METHODS = {
 
 export type Method = keyof typeof METHODS;
 export type Params<M extends Method> = v.InferOutput<(typeof METHODS)[M]>;
+/** What method M answers (see results.ts); methods whose answer nobody reads are `unknown`. */
+export type Result<M extends Method> = M extends keyof Results ? Results[M] : unknown;
+/** One call to the daemon: typed by method, params and answer. */
+export type Rpc = <M extends Method>(method: M, params?: Params<M>, onEvent?: (e: ProgressEvent) => void, signal?: AbortSignal) => Promise<Result<M>>;
 
 /** Methods whose response streams progress events before the final envelope. */
 export const STREAMING = new Set<Method>(["vm.create", "vm.start", "vm.resume", "vm.restart", "vm.snapshot.restore", "vm.fork", "image.build", "kernel.build", "image.pull", "kernel.pull", "image.import"]);

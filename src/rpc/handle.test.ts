@@ -71,10 +71,10 @@ describe("handle()", () => {
 
   test("streaming methods send events then the envelope as JSON lines", async () => {
     const d: HandleDeps = {
-      handlers: { "vm.create": async (_p, ctx) => { ctx.progress({ stage: "boot", status: "start" }); return { id: "x" }; } },
+      handlers: { "kernel.build": async (_p, ctx) => { ctx.progress({ stage: "boot", status: "start" }); return { id: "x" }; } },
       logError: () => {},
     };
-    const res = await handle(new Request("http://banger/rpc", { method: "POST", body: JSON.stringify({ method: "vm.create", params: {} }) }), d);
+    const res = await handle(new Request("http://banger/rpc", { method: "POST", body: JSON.stringify({ method: "kernel.build", params: {} }) }), d);
     const lines = (await res.text()).trim().split("\n").map((l) => JSON.parse(l));
     expect(lines).toEqual([{ event: { stage: "boot", status: "start" } }, { ok: true, result: { id: "x" } }]);
   });

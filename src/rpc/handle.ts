@@ -1,6 +1,6 @@
 import * as v from "valibot";
 import { BangerError, toBangerError } from "../errors.ts";
-import { METHODS, MAX_BODY_BYTES, STREAMING, isMethod, type Envelope, type Method, type Params, type ProgressEvent } from "./contract.ts";
+import { METHODS, MAX_BODY_BYTES, STREAMING, isMethod, type Envelope, type Method, type Params, type Result, type ProgressEvent } from "./contract.ts";
 
 /** What a handler receives besides its params: progress reporting and cancellation. */
 export interface CallContext {
@@ -8,7 +8,7 @@ export interface CallContext {
   signal: AbortSignal;
 }
 
-export type Handler<M extends Method> = (params: Params<M>, ctx: CallContext) => Promise<unknown>;
+export type Handler<M extends Method> = (params: Params<M>, ctx: CallContext) => Promise<Result<M>>;
 export type Handlers = { [M in Method]?: Handler<M> };
 
 export interface HandleDeps {

@@ -1,4 +1,4 @@
-import { BangerError } from "../errors.ts";
+import { BangerError, type ErrorCode } from "../errors.ts";
 import type { VmRow } from "../store/vms.ts";
 
 /** Resolves a name, id or unique id prefix against one snapshot of the VMs. */
@@ -40,7 +40,7 @@ export interface FanoutResult {
   name?: string;
   id?: string;
   message: string;
-  error?: { code: string; message: string; hint?: string };
+  error?: { code: ErrorCode; message: string; hint?: string };
 }
 
 /**

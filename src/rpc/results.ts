@@ -1,0 +1,74 @@
+/**
+ * What each RPC method answers. The domain owns these types (vm/, store/, agent/); the wire maps
+ * to them, so a handler and its caller agree at compile time and no caller casts.
+ */
+import type { AgentHealth } from "../agent/protocol.ts";
+import type { ImageRow, KernelRow } from "../store/artifacts.ts";
+import type { VmView } from "../vm/model.ts";
+import type { PortsView } from "../vm/ports-view.ts";
+import type { VmStats } from "../vm/reconcile.ts";
+import type { FanoutResult } from "../vm/refs.ts";
+import type { SnapshotInfo } from "../vm/snapshots.ts";
+
+/** How to reach a VM over ssh; the client checks every field before it goes on a command line. */
+export interface SshInfo {
+  name: string;
+  state: string;
+  ip: string;
+  user: string;
+  key: string;
+  host_key: string;
+}
+
+/** A VM's console and VMM log tails. */
+export interface VmLogs {
+  name: string;
+  console_log: string;
+  vmm_log: string;
+  console: string;
+  vmm: string;
+}
+
+/** One named result of a per-VM action (snapshot create/restore/delete). */
+export interface NamedMessage {
+  name: string;
+  message: string;
+}
+
+export interface ForkResult {
+  copies: VmView[];
+  errors: string[];
+  ms: number;
+}
+
+/** The methods that act on several VMs and answer one result per VM. */
+export type FanMethod = "vm.start" | "vm.pause" | "vm.resume" | "vm.suspend" | "vm.stop" | "vm.restart" | "vm.kill" | "vm.delete" | "vm.set";
+
+export interface Results {
+  "vm.create": VmView & { warnings: string[] };
+  "vm.start": FanoutResult[];
+  "vm.pause": FanoutResult[];
+  "vm.resume": FanoutResult[];
+  "vm.suspend": FanoutResult[];
+  "vm.stop": FanoutResult[];
+  "vm.restart": FanoutResult[];
+  "vm.kill": FanoutResult[];
+  "vm.delete": FanoutResult[];
+  "vm.set": FanoutResult[];
+  "vm.fork": ForkResult;
+  "vm.snapshot.create": NamedMessage;
+  "vm.snapshot.list": SnapshotInfo[];
+  "vm.snapshot.restore": NamedMessage;
+  "vm.snapshot.delete": NamedMessage;
+  "vm.list": VmView[];
+  "vm.show": VmView;
+  "vm.logs": VmLogs;
+  "vm.stats": VmStats[];
+  "vm.health": AgentHealth & { name: string };
+  "vm.ports": PortsView;
+  "vm.ssh-info": SshInfo;
+  "kernel.list": KernelRow[];
+  "kernel.show": KernelRow;
+  "image.list": ImageRow[];
+  "image.show": ImageRow;
+}
