@@ -123,14 +123,14 @@ describe("vm exec on a real guest (needs qemu, root, built dist/)", () => {
     console.log(`200 MB directory: vm cp -r in ${(inMs / 1000).toFixed(1)} s, out ${(outMs / 1000).toFixed(1)} s (bench/exec.ts compares with tar | vm ssh | tar)`);
   }, 900_000);
 
-  testNeeds("vm run -- cmd and workspace prepare/export go through the agent; BANGER_GUEST_TRANSPORT=ssh forces ssh", needs, async () => {
+  testNeeds("vm run -- cmd and workspace export go through the agent, prepare through ssh unless BANGER_GUEST_TRANSPORT=agent", needs, async () => {
     const repo = join(tmp, "bulk");
     makeBulkRepo(repo, 20);
     const ssh = { BANGER_GUEST_TRANSPORT: "ssh" };
     const [viaSsh, sshMs] = await timed(() => h.run(["vm", "workspace", "prepare", "r1", "--from", repo], { env: ssh }));
     expect(viaSsh.stderr).toBe("");
     expect(viaSsh.code).toBe(0);
-    const [viaAgent, agentMs] = await timed(() => h.run(["vm", "workspace", "prepare", "r1", "--from", repo, "--replace"]));
+    const [viaAgent, agentMs] = await timed(() => h.run(["vm", "workspace", "prepare", "r1", "--from", repo, "--replace"], { env: { BANGER_GUEST_TRANSPORT: "agent" } }));
     expect(viaAgent.code).toBe(0);
     console.log(`workspace prepare of a 20 MiB repo: agent ${(agentMs / 1000).toFixed(1)} s vs ssh ${(sshMs / 1000).toFixed(1)} s (${(agentMs / sshMs).toFixed(2)}x)`);
     const run = await h.run(["vm", "run", "--name", "r1", "--from", repo, "--", "sh", "-c", "git rev-parse HEAD; exit 5"]);

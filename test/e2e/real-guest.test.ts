@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { openStore, openStoreReadOnly } from "../../src/store/db.ts";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { fakeUpstream } from "../../src/testing/dns-client.ts";
 import { goldenImage, realGuestChecks, realHome, type RealHome } from "../../src/testing/real-env.ts";
 import { testNeeds } from "../../src/testing/skip.ts";
 import { isAlive } from "../../src/vm/drivers/process.ts";
@@ -10,11 +11,14 @@ const needs = realGuestChecks();
 let h: RealHome;
 let baseSha = "";
 const T = 300_000;
+/** The guest resolver's upstream: a fake on the host's loopback that answers everything and counts. */
+let upstream: Awaited<ReturnType<typeof fakeUpstream>> | undefined;
 
 beforeAll(async () => {
   if (needs.some(([ok]) => !ok)) return;
+  upstream = await fakeUpstream({ address: "198.18.7.7" });
   h = await realHome({
-    config: `[[file_sync]]\nhost = "~/sync/token"\nguest = "~/.config/tool/token"\n\n[[file_sync]]\nhost = "~/sync/tree"\nguest = "/root/tree"\n\n[[file_sync]]\nhost = "~/sync/script.sh"\nguest = "~/bin/script.sh"\nmode = "0755"\n\n[[file_sync]]\nhost = "~/sync/missing"\nguest = "~/missing"\n`,
+    config: `dns_upstream = ["127.0.0.1:${upstream.port}"]\n[[file_sync]]\nhost = "~/sync/token"\nguest = "~/.config/tool/token"\n\n[[file_sync]]\nhost = "~/sync/tree"\nguest = "/root/tree"\n\n[[file_sync]]\nhost = "~/sync/script.sh"\nguest = "~/bin/script.sh"\nmode = "0755"\n\n[[file_sync]]\nhost = "~/sync/missing"\nguest = "~/missing"\n`,
   });
   const sync = join(h.env.HOME!, "sync");
   mkdirSync(join(sync, "tree", "sub"), { recursive: true });
@@ -27,6 +31,7 @@ beforeAll(async () => {
 }, 900_000);
 
 afterAll(async () => {
+  upstream?.close();
   if (!h) return;
   await h.run(["vm", "delete", "--force", "t1", "t2"]);
   await h.teardownNet();
@@ -105,6 +110,31 @@ describe("real guests under QEMU (needs qemu, mmdebstrap, root)", () => {
       if (!ok) await Bun.sleep(1000);
     }
     expect(ok).toBe(true);
+  }, T);
+
+  testNeeds("the guest resolver follows the VM's policy: none refuses and asks no upstream, allow forwards only listed names, nat forwards; vm set --net applies at once", needs, async () => {
+    // One raw A query from the guest to its resolver (the gateway), printing the rcode and answer count.
+    const py = `import socket,struct,sys
+q=struct.pack(">HHHHHH",7,0x100,1,0,0,0)+b"".join(bytes([len(p)])+p.encode() for p in sys.argv[1].split("."))+b"\\0"+struct.pack(">HH",1,1)
+ns=[l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver")][0]
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(5);s.sendto(q,(ns,53));r=s.recv(512)
+print(r[3]&15,struct.unpack(">H",r[6:8])[0])`;
+    expect((await ssh("t1", `cat > /tmp/q.py <<'EOF'\n${py}\nEOF`)).code).toBe(0);
+    const ask = async (name: string) => (await ssh("t1", `python3 /tmp/q.py ${name}`)).out;
+    const setNet = async (policy: string) => expect((await h.run(["vm", "set", "t1", "--net", policy])).code).toBe(0);
+    upstream!.seen.length = 0;
+    expect(await ask("exfil.example.test")).toBe("5 0"); // REFUSED
+    expect(await ask("t1.vm")).toBe("0 1");
+    expect(upstream!.seen).toEqual([]);
+    await setNet("allow:svc.test");
+    expect(await ask("svc.test")).toBe("0 1");
+    expect(await ask("other.test")).toBe("5 0");
+    expect(upstream!.seen).toEqual(["svc.test"]);
+    await setNet("nat");
+    expect(await ask("other.test")).toBe("0 1");
+    await setNet("none");
+    expect(await ask("other.test")).toBe("5 0");
+    expect(upstream!.seen).toEqual(["svc.test", "other.test"]);
   }, T);
 
   testNeeds("rootfs copy-on-write: two VMs write /etc files and see only their own; the base is unchanged; a guest resolves its own .vm name and a group peer's, not a VM outside its group", needs, async () => {

@@ -3,7 +3,7 @@ import { hostRunner, type Runner } from "../../host/runner.ts";
 import { hostHas, type HostSnapshot, snapshotHost, spawnPack } from "./hostsnap.ts";
 import { hostManifest, manifestDiff, PLAIN_WARN_BYTES, plainApplyScript, plainTransfer, readPlainState } from "./plain.ts";
 import { DEFAULT_GUEST_DIR, lastLines, prepareWorkspace } from "./prepare.ts";
-import type { GuestShell } from "./shell.ts";
+import { type GuestShell, shq } from "./shell.ts";
 import { inspectSource, spawnTar, streamInto } from "./source.ts";
 import { applyScript, type GuestState, planSync, readGuestState, type SyncMode } from "./sync.ts";
 
@@ -94,7 +94,7 @@ async function ownWorkError(opts: SyncOptions, guestDir: string, g: GuestState):
   const what: string[] = [];
   if (g.head !== g.base) what.push("commits not exported yet");
   if (g.tree && g.syncedTree && g.tree !== g.syncedTree) {
-    const r = await opts.shell.exec(`cd ${guestDir} && git diff --name-only --no-renames ${g.syncedTree} ${g.tree} | head -5`);
+    const r = await opts.shell.exec(`cd ${shq(guestDir)} && git diff --name-only --no-renames ${g.syncedTree} ${g.tree} | head -5`);
     const files = r.stdout.trim().split("\n").filter(Boolean);
     if (files.length) what.push(`changed files: ${files.join(", ")}${files.length === 5 ? ", …" : ""}`);
   }

@@ -7,7 +7,7 @@ import { syncWorkspace } from "./bring.ts";
 import type { HostSnapshot } from "./hostsnap.ts";
 import { plainTransfer } from "./plain.ts";
 import { localShell } from "./shell.ts";
-import { type GuestState, planSync } from "./sync.ts";
+import { type GuestState, parseState, planSync } from "./sync.ts";
 import { git, makeFixtureRepo, repoState } from "./testrepo.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "banger-sync-test-"));
@@ -143,14 +143,14 @@ describe("syncWorkspace on a plain directory", () => {
   });
 
   test("a guest edit blocks the next sync unless --keep or --replace", async () => {
-    writeFileSync(join(g.dir, "Makefile"), "guest edit\n");
+    writeFileSync(join(g.dir, "Makefile"), "guest edit of another size\n");
     writeFileSync(join(dir, "new", "x.txt"), "x changed on the host\n");
     const err = await rejection(sync());
     expect(err.message).toContain("Makefile");
     expect(err.hint).toContain("--replace");
     expect(err.hint).toContain("--keep");
     expect((await sync("keep")).action).toBe("kept");
-    expect(read(g.dir, "Makefile")).toBe("guest edit\n");
+    expect(read(g.dir, "Makefile")).toBe("guest edit of another size\n");
     expect((await sync("replace")).action).toBe("synced");
     expect(read(g.dir, "Makefile")).toBe("all:\n\ttrue\n");
     expect(read(g.dir, "new/x.txt")).toBe("x changed on the host\n");
@@ -192,4 +192,10 @@ test("plainTransfer: changed and new entries go, removed and retyped ones are de
   const guest = new Map([["a", "f 1 1"], ["d", "d"], ["d/x", "f 1 1"], ["d/y", "f 1 1"], ["l", "l old"], ["t", "f 1 1"]]);
   const host = new Map([["a", "f 2 1"], ["l", "l new"], ["t", "d"], ["t/z", "f 1 1"], ["n", "f 1 1"]]);
   expect(plainTransfer(host, guest)).toEqual({ send: ["a", "l", "n", "t", "t/z"], remove: ["d", "l", "t"] });
+});
+
+test("parseState keeps only object ids from the guest", () => {
+  const id = "a".repeat(40);
+  expect(parseState(`kind=git\nsynced=${id}\nsyncedTree=$(reboot)\nbase=\nhead=${id}; rm -rf /\ntree=${id}\n`)).toEqual({ kind: "git", synced: id, syncedTree: null, base: null, head: null, tree: id });
+  expect(() => parseState("kind=weird\n")).toThrow(/unexpected workspace state/);
 });

@@ -87,7 +87,11 @@ export function parseState(stdout: string): GuestState {
   }
   const kind = kv.get("kind");
   if (kind !== "empty" && kind !== "git" && kind !== "other") throw new BangerError("internal", `unexpected workspace state from the guest: ${lastLines(stdout)}`);
-  const opt = (k: string) => kv.get(k) || null;
+  // Guest data is data: only object ids go on into scripts and comparisons.
+  const opt = (k: string) => {
+    const v = kv.get(k);
+    return v && /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(v) ? v : null;
+  };
   return { kind, synced: opt("synced"), syncedTree: opt("syncedTree"), base: opt("base"), head: opt("head"), tree: opt("tree") };
 }
 
