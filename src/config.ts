@@ -41,6 +41,7 @@ export interface Config {
   import_max_size: string;
   import_max_entries: number;
   console_log_max: string;
+  warm_cache: number;
 }
 
 /** Defaults; the README's config reference is checked against this object by a test. */
@@ -71,6 +72,7 @@ export const DEFAULTS: Config = {
   import_max_size: "16G",
   import_max_entries: 1_000_000,
   console_log_max: "4M",
+  warm_cache: 2,
 };
 
 const MODE_RE = /^0?[0-7]{3,4}$/;
@@ -135,6 +137,7 @@ const schema = v.strictObject({
   import_max_size: v.optional(sizeAtLeast(1024 ** 2, "1M", "\"16G\"")),
   import_max_entries: v.optional(v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(1, "must be at least 1"))),
   console_log_max: v.optional(sizeAtLeast(64 * 1024, "64K", "\"4M\"")),
+  warm_cache: v.optional(v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(0, "must be 0 (off) or more"), v.maxValue(100, "must be at most 100"))),
 });
 
 /** `IP` or `IP:PORT` (IPv4): one upstream resolver for guests. */

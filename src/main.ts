@@ -40,6 +40,8 @@ export function buildCli() {
   cli.command("kernel delete <name>", "Delete a kernel").action((n) => client.kernelDelete(String(n)));
 
   cli.command("image list", "List images").option(json, "JSON output").action((o) => client.imageList(o));
+  cli.command("cache list", "List the warm-start goldens (saved ready VMs that `vm create` restores instead of booting)").option(json, "JSON output").action((o) => client.cacheList(o));
+  cli.command("cache prune", "Remove stale goldens and those beyond warm_cache").option("--all", "Remove every golden").option(json, "JSON output").action((o) => client.cachePrune(o));
   cli.command("image show <name>", "Show an image").option(json, "JSON output").action((n, o) => client.imageShow(String(n), o));
   cli.command("image pull <name>", "Download an image from the catalog (sha256 verified)").option(json, "JSON events").action((n, o) => client.imagePull(String(n), o));
   cli.command("image import <source>", "Import an OCI image (layout dir, docker save or oci-archive tarball)").option("--name <name>", "Image name").option("--kernel <kernel>", "Kernel to pair").option("--kernel-from <image>", "Boot it with a built image's own kernel and add that kernel's modules").option(json, "JSON events").action((s, o) => client.imageImport(String(s), o));
@@ -61,7 +63,8 @@ export function buildCli() {
       .option("--disk <size>", "Work disk size, e.g. 8G")
       .option("--net <policy>", "Network policy: none (default), nat, or allow:<domains,*.domains,CIDR[:port]>")
       .option("--nat", "Same as --net nat")
-      .option("--group <name>", "Guests reach each other only within one group");
+      .option("--group <name>", "Guests reach each other only within one group")
+      .option("--cold", "Boot even when a warm-start golden for these settings is kept");
   createOpts(cli.command("vm create", "Create and start a VM")).option(json, "JSON events").action((o) => client.vmCreate(o));
   createOpts(cli.command("vm run [...cmd]", "Create (or start) a VM, bring this directory's current tree to /root/repo, run a command in the matching directory there (or print next steps)"))
     .option("--from <path>", "Directory or repo to bring (default: current directory)")

@@ -163,6 +163,21 @@ function listOpt(value: unknown): string[] | undefined {
 }
 export const imageDelete = (name: string) => showCmd("image.delete", { name }, {});
 
+/** `cache list`: the goldens kept for warm start. */
+export async function cacheList(o: Opts) {
+  const rows = await rpc("cache.list");
+  if (o.json) return printJson(out, rows);
+  if (!rows.length) return out.out("no goldens kept (one is made after a cold `banger vm create`; warm_cache = 0 turns this off)");
+  out.out(table(["KEY", "IMAGE", "KERNEL", "CPUS", "MEMORY", "DISK", "VMM", "ON DISK", "USED"], rows.map((g) => [g.key, g.image, g.kernel, String(g.cpus), `${g.memoryMib}M`, formatSize(g.diskBytes), `${g.vmm} ${g.saved.version}`, formatSize(g.bytes), g.usedAt])));
+}
+
+/** `cache prune [--all]`: drops stale goldens and those beyond warm_cache (all of them with --all). */
+export async function cachePrune(o: Opts) {
+  const removed = await rpc("cache.prune", { all: o.all ? true : undefined });
+  if (o.json) return printJson(out, removed);
+  out.out(removed.length ? removed.map((r) => `removed ${r.key} (${r.reason})`).join("\n") : "nothing to prune");
+}
+
 export const vmCreate = (o: Opts) => vm.create(out, rpc, createParams(o), { json: Boolean(o.json) });
 export const vmRun = (cmd: string[], o: Opts) => ws.run(out, rpc, cmd.map(String), o, createParams(o));
 export const vmFanout = (method: FanMethod, refs: string[], extra: Record<string, unknown> = {}) => vm.fan(out, rpc, method, { refs: refs.map(String), ...extra });
@@ -209,7 +224,7 @@ export function sizeOpt(flag: string, x: unknown): number | undefined {
 }
 
 function createParams(o: Opts) {
-  return { name: str(o.name), image: str(o.image), kernel: str(o.kernel), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat ? true : undefined, net: str(o.net), group: groupOpt(o.group) };
+  return { name: str(o.name), image: str(o.image), kernel: str(o.kernel), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat ? true : undefined, net: str(o.net), group: groupOpt(o.group), cold: o.cold ? true : undefined };
 }
 
 async function listCmd(method: "kernel.list" | "image.list", o: Opts) {

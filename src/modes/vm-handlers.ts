@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from "node:fs";
+import { listGoldens, pruneGoldens } from "../vm/warm.ts";
 import { AgentClient } from "../agent/client.ts";
 import { BangerError } from "../errors.ts";
 import { tailRotated } from "../host/tail.ts";
@@ -50,6 +51,8 @@ export function vmHandlers(svc: VmService, poller: StatsPoller): Handlers {
     "vm.delete": (p) => svc.fan(p.refs, (vm) => svc.delete(vm, Boolean(p.force))),
     "vm.set": (p) => svc.fan(p.refs, (vm) => svc.set(vm, p)),
     "vm.list": async () => svc.list(),
+    "cache.list": async () => listGoldens(svc.deps),
+    "cache.prune": async (p) => pruneGoldens(svc.deps, { all: p.all }),
     "vm.show": async (p) => svc.view(svc.find(p.ref)),
     "vm.logs": async (p) => {
       const vm = svc.find(p.ref);

@@ -9,6 +9,7 @@ import type { PortsView } from "../vm/ports-view.ts";
 import type { VmStats } from "../vm/reconcile.ts";
 import type { FanoutResult } from "../vm/refs.ts";
 import type { SnapshotInfo } from "../vm/snapshots.ts";
+import type { GoldenInfo } from "../vm/warm.ts";
 
 /** How to reach a VM over ssh; the client checks every field before it goes on a command line. */
 export interface SshInfo {
@@ -70,5 +71,7 @@ export interface Results {
   "kernel.list": KernelRow[];
   "kernel.show": KernelRow;
   "image.list": ImageRow[];
+  "cache.list": GoldenInfo[];
+  "cache.prune": { key: string; reason: string }[];
   "image.show": ImageRow;
 }

@@ -37,7 +37,7 @@ export class TestHome {
     this.paths = resolvePaths(this.env);
     // A free DNS port of its own, so test daemons never collide with each other or a real one.
     mkdirSync(this.paths.configDir, { recursive: true });
-    writeFileSync(this.paths.configFile, `dns_listen = "127.0.0.1:0"\n`);
+    writeFileSync(this.paths.configFile, `dns_listen = "127.0.0.1:0"\nwarm_cache = 0\n`);
   }
 
   /** Runs `banger args…` with this home; never throws on a non-zero exit. */

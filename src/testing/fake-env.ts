@@ -27,7 +27,7 @@ export async function fakeFirecrackerHome(opts: { taps?: number; env?: Record<st
   mkdirSync(join(home.env.XDG_CONFIG_HOME!, "banger"), { recursive: true });
   writeFileSync(
     home.paths.configFile,
-    `vmm = "firecracker"\nfirecracker_bin = "${wrapper}"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 8}\ndns_listen = "127.0.0.1:0"\nstop_grace = "2s"\nstats_poll_interval = "500ms"\n${opts.config ?? ""}`,
+    `vmm = "firecracker"\nfirecracker_bin = "${wrapper}"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 8}\ndns_listen = "127.0.0.1:0"\nstop_grace = "2s"\nstats_poll_interval = "500ms"\nwarm_cache = 0\n${opts.config ?? ""}`,
   );
   home.teardownNet = async () => {
     await home.run(["host", "teardown"]);

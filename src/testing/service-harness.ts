@@ -208,7 +208,7 @@ export async function serviceHarness(opts: { taps?: number } = {}): Promise<Harn
   const db = openStore(":memory:");
   const artifacts = new ArtifactStore(db);
   await seedImage(paths, artifacts);
-  const config: Config = { ...DEFAULTS, vmm: "firecracker", subnet: "172.31.250.1/24", default_image: "bookworm" };
+  const config: Config = { ...DEFAULTS, vmm: "firecracker", subnet: "172.31.250.1/24", default_image: "bookworm", warm_cache: 0 };
   const driver = new RecordingDriver();
   const network = new RecordingNetwork(Array.from({ length: opts.taps ?? 4 }, (_, i) => `tap-h${i}`));
   const records = new Map<string, string>();

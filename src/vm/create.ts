@@ -78,7 +78,7 @@ export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex):
   ];
 }
 
-async function allocateRow(deps: VmServiceDeps, ctx: CreateCtx) {
+export async function allocateRow(deps: VmServiceDeps, ctx: CreateCtx) {
   const existing = deps.vms.list();
   const names = new Set(existing.map((v) => v.name));
   const name = ctx.params.name ?? randomName(names);

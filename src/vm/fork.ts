@@ -89,7 +89,7 @@ async function identityFor(deps: VmServiceDeps, vm: VmRow) {
 }
 
 /** Restore with the link down, re-identify through the agent, link up, then the usual SSH wait and ready. */
-function forkSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
+export function forkSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
   const steps = restoreSteps(deps, rt, { privateMemory: true, linkDown: true });
   const at = steps.findIndex((s) => s.name === "wait agent") + 1;
   steps.splice(at, 0, {
@@ -121,7 +121,7 @@ async function startCopy(deps: VmServiceDeps, rt: Runtime, vm: VmRow, call: Call
   return toView(deps.vms.get(vm.id)!, rt.handles.get(vm.id)?.pid ?? null, dir.dir);
 }
 
-async function removeCopy(deps: VmServiceDeps, rt: Runtime, vm: VmRow) {
+export async function removeCopy(deps: VmServiceDeps, rt: Runtime, vm: VmRow) {
   await stopVmm(deps, rt, vm, dirOf(deps, vm.id), 0).catch(() => "");
   rmSync(dirOf(deps, vm.id).dir, { recursive: true, force: true });
   deps.vms.delete(vm.id);

@@ -19,6 +19,7 @@ import { runSteps } from "./steps.ts";
 import { isSameProcess } from "./drivers/process.ts";
 import { discardSavedState, pauseVm, resumeVm, suspendVm } from "./instant.ts";
 import { forkVm } from "./fork.ts";
+import { keepGolden, warmCreate } from "./warm.ts";
 import { createSnapshot, defaultSnapshotName, deleteSnapshot, listSnapshots, restoreSnapshotFiles, type SnapshotInfo } from "./snapshots.ts";
 
 /** The VM use cases behind the `vm` RPC methods. */
@@ -26,6 +27,7 @@ export class VmService {
   readonly rt: Runtime = { handles: new Map(), agents: new Map() };
   private readonly locks = new KeyedLocks();
   private readonly allocLock = new Mutex();
+  private golden: Promise<void> = Promise.resolve();
 
   constructor(readonly deps: VmServiceDeps) {}
 
@@ -57,6 +59,10 @@ export class VmService {
   }
 
   async create(params: Params<"vm.create">, call: CallContext): Promise<VmView & { warnings: string[] }> {
+    if (!params.cold) {
+      const warm = await warmCreate(this.deps, this.rt, this.allocLock, params, call).finally(() => this.syncKnownHosts());
+      if (warm) return { ...this.view(warm), warnings: [] };
+    }
     const ctx = { params, warnings: [] } as unknown as CreateCtx;
     const steps = createSteps(this.deps, this.rt, this.allocLock);
     // The VM's lock is taken once its id exists; until then nothing else can name it.
@@ -66,7 +72,25 @@ export class VmService {
       this.syncKnownHosts();
     }
     for (const w of ctx.warnings) call.progress({ stage: "warning", status: "info", message: w });
+    this.keepGoldenLater(ctx.vm.id);
     return { ...this.view(this.deps.vms.get(ctx.vm.id)!), warnings: ctx.warnings };
+  }
+
+  /**
+   * A golden for the VM's key (see warm.ts), made in the background: the create answers at once.
+   * It is started before the answer goes out, so the VM is paused before any client command can
+   * reach it and the golden holds the freshly booted guest, never the user's files.
+   */
+  private keepGoldenLater(id: string) {
+    if (this.deps.config.warm_cache <= 0) return;
+    const kept = this.withVm(id, (vm) => keepGolden(this.deps, this.rt, vm))
+      .then((msg) => this.deps.log(`warm start: ${msg}`), (err) => this.deps.log(`warm start: ${(err as Error).message}`));
+    this.golden = Promise.all([this.golden, kept]).then(() => {});
+  }
+
+  /** Settles once the goldens asked for so far are kept (or given up). */
+  goldensSettled(): Promise<void> {
+    return this.golden;
   }
 
   /** Boots a stopped VM (a suspended one is restored unless `cold`); on failure it is left stopped with the error recorded. */
