@@ -32,17 +32,41 @@ function report(ctx: BenchCtx, bench: string, cold: number, c: Awaited<ReturnTyp
   ctx.summary.add({ bench, metric: `vm pause + resume, p50 of ${n}`, value: `${fmtMs(p50(c.pause))} + ${fmtMs(p50(c.unpause))}` });
 }
 
-/** Real guest: one cold create, then suspend/resume cycles of the same VM. */
+/** Waits until the golden of a cold create is kept (made in the background). */
+async function goldenKept(home: TestHome, timeoutMs = 180_000): Promise<number> {
+  const t = performance.now();
+  while (performance.now() - t < timeoutMs) {
+    const r = await home.run(["cache", "list", "--json"]);
+    if (r.code === 0 && (JSON.parse(r.stdout) as unknown[]).length > 0) return performance.now() - t;
+    await Bun.sleep(250);
+  }
+  throw new Error("no warm-start golden was kept after the cold create (see banger daemon logs)");
+}
+
+/** Warm create and warm `vm run -- true` against the cold create of the same settings. */
+async function warmRuns(ctx: BenchCtx, home: TestHome, coldMs: number) {
+  const bench = `warm start (qemu ${ctx.machine.accel})`;
+  const warm = await createVm(home, "inst1");
+  const runTrue = await timed(() => run(home, ["vm", "run", "--name", "inst2", "--no-workspace", "--", "true"]));
+  console.log(`   warm create ${fmtMs(warm.ms)}; warm vm run -- true ${fmtMs(runTrue.ms)}`);
+  ctx.summary.add({ bench, metric: "warm vm create -> ready", value: fmtMs(warm.ms), baseline: `${fmtMs(coldMs)} cold vm create -> ready`, ratio: warm.ms / coldMs });
+  ctx.summary.add({ bench, metric: "warm vm run -- true (create + command)", value: fmtMs(runTrue.ms), baseline: `${fmtMs(coldMs)} cold vm create -> ready`, ratio: runTrue.ms / coldMs });
+}
+
+/** Real guest: one cold create, suspend/resume cycles of it, then warm creates from its golden. */
 async function benchReal(ctx: BenchCtx, n: number) {
-  heading(`instant, real guest under QEMU (${ctx.machine.accel}): resume from suspend vs cold create`, ctx.machine);
-  const home = await realHome({ taps: 2, config: `boot_timeout = "300s"\n` });
+  heading(`instant, real guest under QEMU (${ctx.machine.accel}): resume from suspend and warm start vs cold create`, ctx.machine);
+  const home = await realHome({ taps: 4, config: `boot_timeout = "300s"\nwarm_cache = 1\n` });
   try {
     const cold = await createVm(home, "inst0");
+    console.log(`   golden kept ${fmtMs(await goldenKept(home))} after the cold create answered`);
     const c = await cycles(home, "inst0", n);
     console.log(`   cold create ${fmtMs(cold.ms)}; resume ${c.resume.map(fmtMs).join(", ")}; suspend ${c.suspend.map(fmtMs).join(", ")}`);
     report(ctx, `instant (qemu ${ctx.machine.accel})`, cold.ms, c, n);
+    await warmRuns(ctx, home, cold.ms);
   } finally {
-    await home.run(["vm", "delete", "--force", "inst0"]);
+    await home.run(["vm", "delete", "--force", "inst0", "inst1", "inst2"]);
+    await home.run(["cache", "prune", "--all"]);
     await home.teardownNet();
     await home.cleanup();
   }

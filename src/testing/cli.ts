@@ -97,3 +97,8 @@ export function daemonPids(socket: string): number[] {
   }
   return out;
 }
+
+/** Test homes keep no warm-start goldens (each would copy a guest's RAM and disks) unless the test's own config sets warm_cache. */
+export function warmOff(config: string | undefined): string {
+  return config && /^\s*warm_cache\s*=/m.test(config) ? "" : "warm_cache = 0\n";
+}

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { hostRunner } from "../host/runner.ts";
 import { openStore } from "../store/db.ts";
 import { ArtifactStore } from "../store/artifacts.ts";
-import { TestHome } from "./cli.ts";
+import { TestHome, warmOff } from "./cli.ts";
 import { projectRoot } from "./skip.ts";
 
 /** A private bridge name and 172.16/12 subnet so parallel test files never collide. */
@@ -27,7 +27,7 @@ export async function fakeFirecrackerHome(opts: { taps?: number; env?: Record<st
   mkdirSync(join(home.env.XDG_CONFIG_HOME!, "banger"), { recursive: true });
   writeFileSync(
     home.paths.configFile,
-    `vmm = "firecracker"\nfirecracker_bin = "${wrapper}"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 8}\ndns_listen = "127.0.0.1:0"\nstop_grace = "2s"\nstats_poll_interval = "500ms"\nwarm_cache = 0\n${opts.config ?? ""}`,
+    `vmm = "firecracker"\nfirecracker_bin = "${wrapper}"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 8}\ndns_listen = "127.0.0.1:0"\nstop_grace = "2s"\nstats_poll_interval = "500ms"\n${warmOff(opts.config)}${opts.config ?? ""}`,
   );
   home.teardownNet = async () => {
     await home.run(["host", "teardown"]);

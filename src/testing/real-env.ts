@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { hostRunner } from "../host/runner.ts";
 import { ArtifactStore, type ImageRow, type KernelRow } from "../store/artifacts.ts";
 import { openStore } from "../store/db.ts";
-import { bangerBin, TestHome } from "./cli.ts";
+import { bangerBin, TestHome, warmOff } from "./cli.ts";
 import { privateNet } from "./fake-env.ts";
 import { buildOnce, guestChecks } from "./guest-fixtures.ts";
 import { hasBin, hasFile, isRoot, projectRoot, sharedDir, testCacheDir } from "./skip.ts";
@@ -70,7 +70,7 @@ export async function realHome(opts: { taps?: number; config?: string; env?: Rec
   home.subnet = subnet;
   mkdirSync(join(home.env.XDG_CONFIG_HOME!, "banger"), { recursive: true });
   const port = 20000 + Math.floor(Math.random() * 20000);
-  writeFileSync(home.paths.configFile, `vmm = "qemu"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 6}\ndns_listen = "127.0.0.1:${port}"\nstop_grace = "20s"\nwarm_cache = 0\n${opts.config ?? ""}`);
+  writeFileSync(home.paths.configFile, `vmm = "qemu"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 6}\ndns_listen = "127.0.0.1:${port}"\nstop_grace = "20s"\n${warmOff(opts.config)}${opts.config ?? ""}`);
   home.teardownNet = async () => void (await home.run(["host", "teardown"]));
   try {
     const setup = await home.run(["host", "setup"]);
