@@ -35,7 +35,7 @@ export async function benchExec(ctx: BenchCtx, mb: number, runs = 5): Promise<vo
 
     await sh(home, tmp, `mkdir -p src && head -c ${mb}M /dev/urandom > src/big.bin && echo small > src/a.txt && ln -s a.txt src/link`);
     const cpIn = (await timed(() => sh(home, tmp, `"$B" vm cp -r src xb:/root/`))).ms;
-    const sshIn = (await timed(() => sh(home, tmp, `tar -C src -cf - . | "$B" vm ssh xb -- 'mkdir -p /root/viassh && tar -xf - -C /root/viassh'`))).ms;
+    const sshIn = (await timed(() => sh(home, tmp, `tar -C src -cf - . | "$B" vm ssh xb -- sh -c 'mkdir -p /root/viassh && tar -xf - -C /root/viassh'`))).ms;
     ctx.summary.add({ bench: "exec", metric: `vm cp -r of ${mb} MB into the guest`, value: fmtMs(cpIn), baseline: `${fmtMs(sshIn)} tar | vm ssh | tar`, ratio: cpIn / sshIn });
     const cpOut = (await timed(() => sh(home, tmp, `"$B" vm cp -r xb:/root/src back`))).ms;
     const sshOut = (await timed(() => sh(home, tmp, `mkdir -p viassh && "$B" vm ssh xb -- tar -C /root/src -cf - . | tar -xf - -C viassh`))).ms;
