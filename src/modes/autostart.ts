@@ -27,6 +27,8 @@ export interface DaemonStatus {
 }
 
 const READY_TIMEOUT_MS = 15_000;
+/** What a daemon logs when it finds another daemon already running. */
+export const LOCK_HELD_LINE = "another daemon holds the lock; exiting";
 
 /** The argv that runs this same program in another mode (compiled binary or `bun src/main.ts`). */
 export function selfArgv(): string[] {
@@ -126,10 +128,21 @@ async function spawnDaemon(paths: Paths): Promise<DaemonStatus> {
   while (Date.now() < deadline) {
     const status = await tryStatus(paths);
     if (status && status.buildId === BUILD_ID) return status;
-    if (exited !== null && !status) throw startupFailure(paths, logStart, exited);
+    // A daemon that found the lock taken means one is already running (it was too busy to answer
+    // the status call in time): keep asking it rather than failing the command.
+    if (exited !== null && !status && !lostLockRace(paths, logStart)) throw startupFailure(paths, logStart, exited);
     await Bun.sleep(exited === null ? 15 : 50);
   }
   throw new BangerError("timeout", `the daemon did not become ready within ${READY_TIMEOUT_MS / 1000}s`, { hint: `See ${paths.daemonLog}.` });
+}
+
+/** Whether the daemon this run spawned exited because another daemon holds the lock. */
+export function lostLockRace(paths: Pick<Paths, "daemonLog">, logStart: number): boolean {
+  try {
+    return readFileSync(paths.daemonLog).subarray(logStart).toString("utf8").includes(LOCK_HELD_LINE);
+  } catch {
+    return false;
+  }
 }
 
 /**

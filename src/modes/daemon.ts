@@ -7,7 +7,7 @@ import { handle, type Handlers } from "../rpc/handle.ts";
 import { MAX_BODY_BYTES } from "../rpc/contract.ts";
 import { openStore } from "../store/db.ts";
 import { BUILD_ID, VERSION } from "../version.ts";
-import { prepareRuntimeDir, type DaemonStatus } from "./autostart.ts";
+import { LOCK_HELD_LINE, prepareRuntimeDir, type DaemonStatus } from "./autostart.ts";
 import { buildServices } from "./services.ts";
 import { startExecServer } from "./exec-server.ts";
 
@@ -21,7 +21,7 @@ export async function runDaemon(paths: Paths = resolvePaths()): Promise<number> 
   prepareRuntimeDir(paths);
   const lock = FileLock.tryAcquire(paths.daemonLock);
   if (!lock) {
-    log("another daemon holds the lock; exiting");
+    log(LOCK_HELD_LINE);
     return 0;
   }
   // We hold the lock, so any socket file left behind is stale.
