@@ -23,7 +23,8 @@ describe("process lookups count only this user's processes", () => {
   test("an own process with the argv is found", async () => {
     const value = `unix:/tmp/own-${process.pid}.sock`;
     const pid = decoy(value);
-    await until(() => findByArgs("-qmp", value).length > 0);
+    // sh forks for `sleep`, and the fork carries sh's argv until it execs: wait for it to go.
+    await until(() => findByArgs("-qmp", value).join() === String(pid));
     expect(findByArgs("-qmp", value)).toEqual([pid]);
     expect(isSameProcess(pid)).toBe(true);
     expect(isOwnProcess(pid)).toBe(true);
