@@ -48,7 +48,8 @@ async function warmRuns(ctx: BenchCtx, home: TestHome, coldMs: number) {
   const bench = `warm start (qemu ${ctx.machine.accel})`;
   const warm = await createVm(home, "inst1");
   const runTrue = await timed(() => run(home, ["vm", "run", "--name", "inst2", "--no-workspace", "--", "true"]));
-  console.log(`   warm create ${fmtMs(warm.ms)}; warm vm run -- true ${fmtMs(runTrue.ms)}`);
+  const steps = [...warm.steps].map(([k, v]) => `${k} ${fmtMs(v)}`).join(", ");
+  console.log(`   warm create ${fmtMs(warm.ms)} (${steps}); warm vm run -- true ${fmtMs(runTrue.ms)}`);
   ctx.summary.add({ bench, metric: "warm vm create -> ready", value: fmtMs(warm.ms), baseline: `${fmtMs(coldMs)} cold vm create -> ready`, ratio: warm.ms / coldMs });
   ctx.summary.add({ bench, metric: "warm vm run -- true (create + command)", value: fmtMs(runTrue.ms), baseline: `${fmtMs(coldMs)} cold vm create -> ready`, ratio: runTrue.ms / coldMs });
 }

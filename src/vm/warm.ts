@@ -47,6 +47,9 @@ export interface GoldenInfo extends WarmKeyParts {
 
 const FILES = ["overlay", "work", "config", "state", "memory"] as const;
 
+/** Golden directories being written by this daemon; any other unfinished one was left by a crash. */
+const making = new Set<string>();
+
 export function warmKey(p: WarmKeyParts): string {
   const text = [p.image, p.imageFingerprint, p.kernel, p.kernelSha256, p.cpus, p.memoryMib, p.diskBytes, p.vmm].join("\n");
   return createHash("sha256").update(text).digest("hex").slice(0, 20);
@@ -107,7 +110,7 @@ export function staleReason(deps: VmServiceDeps, g: GoldenInfo): string | null {
  * Removes stale goldens, unfinished ones, and the least recently used beyond `warm_cache`
  * (everything with `all`). Returns what was removed.
  */
-export function pruneGoldens(deps: VmServiceDeps, opts: { all?: boolean; keepUnfinished?: boolean } = {}): { key: string; reason: string }[] {
+export function pruneGoldens(deps: VmServiceDeps, opts: { all?: boolean } = {}): { key: string; reason: string }[] {
   const root = warmRoot(deps);
   if (!existsSync(root)) return [];
   const removed: { key: string; reason: string }[] = [];
@@ -122,7 +125,7 @@ export function pruneGoldens(deps: VmServiceDeps, opts: { all?: boolean; keepUnf
     } else kept++;
   }
   for (const n of readdirSync(root)) {
-    if (complete.has(n) || (opts.keepUnfinished && n.startsWith("."))) continue;
+    if (complete.has(n) || making.has(n)) continue;
     rmSync(join(root, n), { recursive: true, force: true });
     removed.push({ key: n, reason: "unfinished" });
   }
@@ -170,9 +173,10 @@ export async function keepGolden(deps: VmServiceDeps, rt: Runtime, vm: VmRow): P
   const parts = keyParts(image, kernel, vm.cpus, vm.memory_mib, vm.disk_bytes, vm.vmm);
   const key = warmKey(parts);
   if (readGolden(goldenDir(deps, key))) return "golden already kept";
-  const tmp = join(warmRoot(deps), `.${key}.${randomBytes(4).toString("hex")}.tmp`);
-  rmSync(tmp, { recursive: true, force: true });
+  const tmpName = `.${key}.${randomBytes(4).toString("hex")}.tmp`;
+  const tmp = join(warmRoot(deps), tmpName);
   mkdirSync(tmp, { recursive: true, mode: 0o700 });
+  making.add(tmpName);
   try {
     const saved = await freezeGolden(deps, rt, vm, tmp);
     const now = new Date().toISOString();
@@ -182,8 +186,10 @@ export async function keepGolden(deps: VmServiceDeps, rt: Runtime, vm: VmRow): P
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
     return `no golden: ${(err as Error).message}`;
+  } finally {
+    making.delete(tmpName);
   }
-  pruneGoldens(deps, { keepUnfinished: true });
+  pruneGoldens(deps);
   return `golden ${key} kept`;
 }
 

@@ -1,6 +1,7 @@
 /**
  * Pause, resume, suspend and snapshots on ONE real guest under QEMU (TCG), through the CLI.
- * The checks run in order on the same VM, so the file boots a single guest.
+ * The checks run in order on the same VM, so the file boots a single guest (warm start restores
+ * a copy of the golden kept after that boot, so it boots none).
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
@@ -17,12 +18,13 @@ const T = 900_000;
 
 beforeAll(async () => {
   if (needs.some(([ok]) => !ok)) return;
-  h = await realHome({ taps: 6, config: `boot_timeout = "300s"\n` });
+  h = await realHome({ taps: 6, config: `boot_timeout = "300s"\nwarm_cache = 1\n` });
 }, 900_000);
 
 afterAll(async () => {
   if (!h) return;
-  await h.run(["vm", "delete", "--force", "i1", "i1-f1", "i1-f2", "i1-f3"]);
+  await h.run(["vm", "delete", "--force", "i1", "i1-f1", "i1-f2", "i1-f3", "w1"]);
+  await h.run(["cache", "prune", "--all"]);
   await h.teardownNet();
   await h.cleanup();
 });
@@ -145,6 +147,25 @@ describe("instant VMs on a real guest under QEMU (needs qemu, mmdebstrap, root)"
     expect(await ssh("cat /root/keep")).toBe("root");
     console.log(`fork --count 3: ${f.ms} ms to three copies ready`);
     expect((await h.run(["vm", "delete", "--force", "i1-f1", "i1-f2", "i1-f3"])).code).toBe(0);
+  }, T);
+
+  testNeeds("warm start: the golden kept after i1's create is restored as w1 with its own identity and none of i1's later files; prune --all removes it", needs, async () => {
+    const goldens = JSON.parse((await h.run(["cache", "list", "--json"])).stdout) as Array<{ image: string }>;
+    expect(goldens.length).toBe(1);
+    const w = await timed(["vm", "create", "--name", "w1", "--json"]);
+    expect({ code: w.code, stderr: w.stderr.slice(-2000) }).toMatchObject({ code: 0 });
+    expect(w.stdout).toContain("warm copy");
+    const r = await h.run(["vm", "ssh", "w1", "--", "sh", "-c", "hostname; cat /etc/machine-id; ip -4 -o addr show eth0 | awk '{print $4}'; test -e /root/keep && echo keep-present || echo keep-absent"]);
+    expect({ code: r.code, stderr: r.stderr }).toMatchObject({ code: 0 });
+    const [host, machineId, addr, keep] = r.stdout.trim().split("\n");
+    const shown = JSON.parse((await h.run(["vm", "show", "w1", "--json"])).stdout) as { ip: string };
+    expect([host, addr, keep]).toEqual(["w1", `${shown.ip}/24`, "keep-absent"]);
+    expect(machineId).not.toBe(await ssh("cat /etc/machine-id"));
+    console.log(`warm create ${w.ms} ms (CLI end to end, ready for ssh)`);
+    expect((await h.run(["vm", "delete", "--force", "w1"])).code).toBe(0);
+    const pruned = await h.run(["cache", "prune", "--all"]);
+    expect(pruned.stdout).toContain("removed");
+    expect(JSON.parse((await h.run(["cache", "list", "--json"])).stdout)).toEqual([]);
   }, T);
 
   testNeeds("disk-only snapshot: write A, snapshot, write B, restore (the VM boots again): A is there, B is not; delete frees it", needs, async () => {
