@@ -30,7 +30,10 @@ const define = {
 };
 const outdir = process.argv[2] ?? join(root, "dist");
 
-for (const [entry, name] of [["src/main.ts", "banger"], ["src/guest-agent.ts", "banger-agent"]] as const) {
+for (const [entry, name] of [
+  ["src/main.ts", "banger"],
+  ["src/guest-agent.ts", "banger-agent"],
+] as const) {
   if (!Bun.file(join(root, entry)).size) throw new Error(`missing ${entry}`);
   const started = performance.now();
   const result = await Bun.build({

@@ -108,8 +108,20 @@ export async function benchBoot(ctx: BenchCtx, runs: number): Promise<void> {
     }
     const create = percentile(creates, 50);
     const raw = percentile(raws, 50);
-    ctx.summary.add({ bench: `boot (${ctx.machine.accel})`, metric: `vm create -> ready, p50 of ${runs}`, value: fmtMs(create), baseline: `${fmtMs(raw)} raw QEMU -> SSH`, ratio: create / raw });
-    ctx.summary.add({ bench: `boot (${ctx.machine.accel})`, metric: `vm start (stopped VM) -> ready, p50 of ${runs}`, value: fmtMs(percentile(starts, 50)), baseline: `${fmtMs(raw)} raw QEMU -> SSH`, ratio: percentile(starts, 50) / raw });
+    ctx.summary.add({
+      bench: `boot (${ctx.machine.accel})`,
+      metric: `vm create -> ready, p50 of ${runs}`,
+      value: fmtMs(create),
+      baseline: `${fmtMs(raw)} raw QEMU -> SSH`,
+      ratio: create / raw,
+    });
+    ctx.summary.add({
+      bench: `boot (${ctx.machine.accel})`,
+      metric: `vm start (stopped VM) -> ready, p50 of ${runs}`,
+      value: fmtMs(percentile(starts, 50)),
+      baseline: `${fmtMs(raw)} raw QEMU -> SSH`,
+      ratio: percentile(starts, 50) / raw,
+    });
   } finally {
     await home.teardownNet();
     await home.cleanup();

@@ -29,7 +29,13 @@ export async function benchControlPlane(ctx: BenchCtx, opts: ControlPlaneOptions
     const names = await sequentialCreates(ctx, home, opts.creates);
     await listRuns(ctx, home, opts.listRuns, names.length);
     const rss = daemonRssMiB(home);
-    ctx.summary.add({ bench: "daemon RSS", metric: `with ${names.length} VMs`, value: `${rss.toFixed(0)} MiB`, baseline: `${idleRss.toFixed(0)} MiB idle`, ratio: rss / idleRss });
+    ctx.summary.add({
+      bench: "daemon RSS",
+      metric: `with ${names.length} VMs`,
+      value: `${rss.toFixed(0)} MiB`,
+      baseline: `${idleRss.toFixed(0)} MiB idle`,
+      ratio: rss / idleRss,
+    });
     const del = await deleteVms(home, names);
     ctx.summary.add({ bench: BENCH, metric: `vm delete --force of ${names.length} VMs (one call)`, value: fmtMs(del) });
   } finally {
@@ -65,7 +71,13 @@ async function listRuns(ctx: BenchCtx, home: FakeHome, runs: number, vms: number
   }
   const hello = await helloWorldMs();
   const p50 = percentile(walls, 50);
-  ctx.summary.add({ bench: BENCH, metric: `vm list with ${vms} VMs, warm daemon, p50 (n=${runs})`, value: fmtMs(p50), baseline: `${fmtMs(hello)} compiled Bun hello-world`, ratio: p50 / hello });
+  ctx.summary.add({
+    bench: BENCH,
+    metric: `vm list with ${vms} VMs, warm daemon, p50 (n=${runs})`,
+    value: fmtMs(p50),
+    baseline: `${fmtMs(hello)} compiled Bun hello-world`,
+    ratio: p50 / hello,
+  });
 }
 
 /** One create alone, then `parallel` at once: how well the daemon overlaps independent VMs. */
@@ -75,7 +87,13 @@ async function parallelCreates(ctx: BenchCtx, home: FakeHome, parallel: number):
   const names = Array.from({ length: parallel }, (_, i) => `par${i}`);
   const all = await timed(() => Promise.all(names.map((n) => createVm(home, n))));
   const slowest = Math.max(...all.value.map((r) => r.ms));
-  ctx.summary.add({ bench: BENCH, metric: `${parallel} parallel creates, wall`, value: fmtMs(all.ms), baseline: `${fmtMs(one.ms)} one create`, ratio: all.ms / one.ms });
+  ctx.summary.add({
+    bench: BENCH,
+    metric: `${parallel} parallel creates, wall`,
+    value: fmtMs(all.ms),
+    baseline: `${fmtMs(one.ms)} one create`,
+    ratio: all.ms / one.ms,
+  });
   console.log(`   slowest of the ${parallel}: ${fmtMs(slowest)}; per VM: ${fmtMs(all.ms / parallel)}`);
   await deleteVms(home, ["warm", "one", ...names]);
 }
@@ -89,7 +107,13 @@ async function agentPush(ctx: BenchCtx, home: FakeHome): Promise<void> {
     setImageAgent(home, shippedAgentVersion());
     const plain = await createVm(home, "nopush");
     const plainBoot = plain.steps.get("boot") ?? Number.NaN;
-    ctx.summary.add({ bench: BENCH, metric: "boot step when the image's agent is stale (agent push)", value: fmtMs(boot), baseline: `${fmtMs(plainBoot)} agent current`, ratio: boot / plainBoot });
+    ctx.summary.add({
+      bench: BENCH,
+      metric: "boot step when the image's agent is stale (agent push)",
+      value: fmtMs(boot),
+      baseline: `${fmtMs(plainBoot)} agent current`,
+      ratio: boot / plainBoot,
+    });
     await deleteVms(home, ["push", "nopush"]);
   } finally {
     setImageAgent(home, shippedAgentVersion());

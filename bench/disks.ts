@@ -38,9 +38,23 @@ export async function benchDisks(ctx: BenchCtx): Promise<void> {
     const small = await diskCreate(seed, dir, 1 * GiB, runs);
     const large = await diskCreate(seed, dir, 64 * GiB, runs);
     const huge = await diskCreate(seed, dir, 1024 * GiB, runs);
-    ctx.summary.add({ bench: "work disk", metric: "create 64 GiB", value: fmtMs(large.p50), baseline: `${fmtMs(small.p50)} at 1 GiB`, ratio: large.p50 / small.p50 });
-    ctx.summary.add({ bench: "work disk", metric: "create 1 TiB", value: fmtMs(huge.p50), baseline: `${fmtMs(small.p50)} at 1 GiB`, ratio: huge.p50 / small.p50 });
-    console.log(`   host blocks used: 1 GiB -> ${small.allocatedMiB.toFixed(1)} MiB, 64 GiB -> ${large.allocatedMiB.toFixed(1)} MiB, 1 TiB -> ${huge.allocatedMiB.toFixed(1)} MiB`);
+    ctx.summary.add({
+      bench: "work disk",
+      metric: "create 64 GiB",
+      value: fmtMs(large.p50),
+      baseline: `${fmtMs(small.p50)} at 1 GiB`,
+      ratio: large.p50 / small.p50,
+    });
+    ctx.summary.add({
+      bench: "work disk",
+      metric: "create 1 TiB",
+      value: fmtMs(huge.p50),
+      baseline: `${fmtMs(small.p50)} at 1 GiB`,
+      ratio: huge.p50 / small.p50,
+    });
+    console.log(
+      `   host blocks used: 1 GiB -> ${small.allocatedMiB.toFixed(1)} MiB, 64 GiB -> ${large.allocatedMiB.toFixed(1)} MiB, 1 TiB -> ${huge.allocatedMiB.toFixed(1)} MiB`,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

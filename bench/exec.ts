@@ -31,15 +31,33 @@ export async function benchExec(ctx: BenchCtx, mb: number, runs = 5): Promise<vo
     if (c.code !== 0) throw new Error(`vm create: ${c.stderr}`);
     const exec = await p50(runs, () => home.run(["vm", "exec", "xb", "--", "true"]));
     const ssh = await p50(runs, () => home.run(["vm", "ssh", "xb", "--", "true"]));
-    ctx.summary.add({ bench: "exec", metric: `vm exec xb -- true, p50 of ${runs}`, value: fmtMs(exec), baseline: `${fmtMs(ssh)} vm ssh xb -- true`, ratio: exec / ssh });
+    ctx.summary.add({
+      bench: "exec",
+      metric: `vm exec xb -- true, p50 of ${runs}`,
+      value: fmtMs(exec),
+      baseline: `${fmtMs(ssh)} vm ssh xb -- true`,
+      ratio: exec / ssh,
+    });
 
     await sh(home, tmp, `mkdir -p src && head -c ${mb}M /dev/urandom > src/big.bin && echo small > src/a.txt && ln -s a.txt src/link`);
     const cpIn = (await timed(() => sh(home, tmp, `"$B" vm cp -r src xb:/root/`))).ms;
     const sshIn = (await timed(() => sh(home, tmp, `tar -C src -cf - . | "$B" vm ssh xb -- sh -c 'mkdir -p /root/viassh && tar -xf - -C /root/viassh'`))).ms;
-    ctx.summary.add({ bench: "exec", metric: `vm cp -r of ${mb} MB into the guest`, value: fmtMs(cpIn), baseline: `${fmtMs(sshIn)} tar | vm ssh | tar`, ratio: cpIn / sshIn });
+    ctx.summary.add({
+      bench: "exec",
+      metric: `vm cp -r of ${mb} MB into the guest`,
+      value: fmtMs(cpIn),
+      baseline: `${fmtMs(sshIn)} tar | vm ssh | tar`,
+      ratio: cpIn / sshIn,
+    });
     const cpOut = (await timed(() => sh(home, tmp, `"$B" vm cp -r xb:/root/src back`))).ms;
     const sshOut = (await timed(() => sh(home, tmp, `mkdir -p viassh && "$B" vm ssh xb -- tar -C /root/src -cf - . | tar -xf - -C viassh`))).ms;
-    ctx.summary.add({ bench: "exec", metric: `vm cp -r of ${mb} MB out of the guest`, value: fmtMs(cpOut), baseline: `${fmtMs(sshOut)} vm ssh | tar`, ratio: cpOut / sshOut });
+    ctx.summary.add({
+      bench: "exec",
+      metric: `vm cp -r of ${mb} MB out of the guest`,
+      value: fmtMs(cpOut),
+      baseline: `${fmtMs(sshOut)} vm ssh | tar`,
+      ratio: cpOut / sshOut,
+    });
   } finally {
     await home.run(["vm", "delete", "--force", "xb"]);
     await home.teardownNet();

@@ -46,7 +46,10 @@ export function setImageAgent(home: TestHome, version: string, image = "bookworm
 function compiledFake(): { bin: string; dir: string } {
   const dir = mkdtempSync(join(tmpdir(), "banger-bench-fc-"));
   const bin = join(dir, "firecracker");
-  const r = Bun.spawnSync(["bun", "build", join(projectRoot, "src/testing/fake-firecracker.ts"), "--compile", "--bytecode", "--outfile", bin], { stdout: "ignore", stderr: "pipe" });
+  const r = Bun.spawnSync(["bun", "build", join(projectRoot, "src/testing/fake-firecracker.ts"), "--compile", "--bytecode", "--outfile", bin], {
+    stdout: "ignore",
+    stderr: "pipe",
+  });
   if (r.exitCode !== 0) throw new Error(`compiling the fake Firecracker failed: ${r.stderr}`);
   return { bin, dir };
 }

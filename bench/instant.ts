@@ -27,8 +27,20 @@ async function cycles(home: TestHome, name: string, n: number): Promise<{ suspen
 
 function report(ctx: BenchCtx, bench: string, cold: number, c: Awaited<ReturnType<typeof cycles>>, n: number) {
   const p50 = (xs: number[]) => percentile(xs, 50);
-  ctx.summary.add({ bench, metric: `vm resume (suspended) -> ready, p50 of ${n}`, value: fmtMs(p50(c.resume)), baseline: `${fmtMs(cold)} vm create -> ready`, ratio: p50(c.resume) / cold });
-  ctx.summary.add({ bench, metric: `vm suspend, p50 of ${n}`, value: fmtMs(p50(c.suspend)), baseline: `${fmtMs(cold)} vm create -> ready`, ratio: p50(c.suspend) / cold });
+  ctx.summary.add({
+    bench,
+    metric: `vm resume (suspended) -> ready, p50 of ${n}`,
+    value: fmtMs(p50(c.resume)),
+    baseline: `${fmtMs(cold)} vm create -> ready`,
+    ratio: p50(c.resume) / cold,
+  });
+  ctx.summary.add({
+    bench,
+    metric: `vm suspend, p50 of ${n}`,
+    value: fmtMs(p50(c.suspend)),
+    baseline: `${fmtMs(cold)} vm create -> ready`,
+    ratio: p50(c.suspend) / cold,
+  });
   ctx.summary.add({ bench, metric: `vm pause + resume, p50 of ${n}`, value: `${fmtMs(p50(c.pause))} + ${fmtMs(p50(c.unpause))}` });
 }
 
@@ -50,8 +62,20 @@ async function warmRuns(ctx: BenchCtx, home: TestHome, coldMs: number) {
   const runTrue = await timed(() => run(home, ["vm", "run", "--name", "inst2", "--no-workspace", "--", "true"]));
   const steps = [...warm.steps].map(([k, v]) => `${k} ${fmtMs(v)}`).join(", ");
   console.log(`   warm create ${fmtMs(warm.ms)} (${steps}); warm vm run -- true ${fmtMs(runTrue.ms)}`);
-  ctx.summary.add({ bench, metric: "warm vm create -> ready", value: fmtMs(warm.ms), baseline: `${fmtMs(coldMs)} cold vm create -> ready`, ratio: warm.ms / coldMs });
-  ctx.summary.add({ bench, metric: "warm vm run -- true (create + command)", value: fmtMs(runTrue.ms), baseline: `${fmtMs(coldMs)} cold vm create -> ready`, ratio: runTrue.ms / coldMs });
+  ctx.summary.add({
+    bench,
+    metric: "warm vm create -> ready",
+    value: fmtMs(warm.ms),
+    baseline: `${fmtMs(coldMs)} cold vm create -> ready`,
+    ratio: warm.ms / coldMs,
+  });
+  ctx.summary.add({
+    bench,
+    metric: "warm vm run -- true (create + command)",
+    value: fmtMs(runTrue.ms),
+    baseline: `${fmtMs(coldMs)} cold vm create -> ready`,
+    ratio: runTrue.ms / coldMs,
+  });
 }
 
 /** Real guest: one cold create, suspend/resume cycles of it, then warm creates from its golden. */

@@ -37,13 +37,27 @@ export async function benchKernel(ctx: BenchCtx, runs: number): Promise<void> {
           await deleteVms(home, [name]).catch(() => {});
         }
       }
-      console.log(`   run ${i + 1}: test kernel ${fmtMs(times.fixture[i]!)}, ${release} + banger initrd ${fmtMs(times.distro[i]!)}, + initramfs-tools initrd ${fmtMs(times.generic[i]!)}`);
+      console.log(
+        `   run ${i + 1}: test kernel ${fmtMs(times.fixture[i]!)}, ${release} + banger initrd ${fmtMs(times.distro[i]!)}, + initramfs-tools initrd ${fmtMs(times.generic[i]!)}`,
+      );
     }
     const p50 = (xs: number[]) => percentile(xs, 50);
     const [fixture, distro, generic] = [p50(times.fixture), p50(times.distro), p50(times.generic)];
     const bench = `kernel (${ctx.machine.accel})`;
-    ctx.summary.add({ bench, metric: `create -> ready, ${release} + banger initrd (the one images use), p50 of ${runs}`, value: fmtMs(distro), baseline: `${fmtMs(fixture)} prebuilt test kernel`, ratio: distro / fixture });
-    ctx.summary.add({ bench, metric: `create -> ready, ${release} + initramfs-tools initrd, p50 of ${runs}`, value: fmtMs(generic), baseline: `${fmtMs(distro)} banger initrd`, ratio: generic / distro });
+    ctx.summary.add({
+      bench,
+      metric: `create -> ready, ${release} + banger initrd (the one images use), p50 of ${runs}`,
+      value: fmtMs(distro),
+      baseline: `${fmtMs(fixture)} prebuilt test kernel`,
+      ratio: distro / fixture,
+    });
+    ctx.summary.add({
+      bench,
+      metric: `create -> ready, ${release} + initramfs-tools initrd, p50 of ${runs}`,
+      value: fmtMs(generic),
+      baseline: `${fmtMs(distro)} banger initrd`,
+      ratio: generic / distro,
+    });
   } finally {
     await home.teardownNet();
     await home.cleanup();

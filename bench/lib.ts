@@ -84,9 +84,19 @@ export class Summary {
   /** The table, aligned, with the machine line above it. */
   render(m: Machine): string {
     const head: Row = { bench: "bench", metric: "metric", value: "value", baseline: "baseline" };
-    const cells = [head, ...this.rows].map((r, i) => [r.bench, r.metric, r.value, r.baseline ?? "", i === 0 ? "ratio" : r.ratio !== undefined ? `${r.ratio.toFixed(2)}x` : ""]);
+    const cells = [head, ...this.rows].map((r, i) => [
+      r.bench,
+      r.metric,
+      r.value,
+      r.baseline ?? "",
+      i === 0 ? "ratio" : r.ratio !== undefined ? `${r.ratio.toFixed(2)}x` : "",
+    ]);
     const widths = cells[0]!.map((_, c) => Math.max(...cells.map((row) => row[c]!.length)));
-    const line = (row: string[]) => row.map((cell, c) => cell.padEnd(widths[c]!)).join("  ").trimEnd();
+    const line = (row: string[]) =>
+      row
+        .map((cell, c) => cell.padEnd(widths[c]!))
+        .join("  ")
+        .trimEnd();
     const out = [machineLine(m), line(cells[0]!), widths.map((w) => "-".repeat(w)).join("  "), ...cells.slice(1).map(line)];
     for (const f of this.failures) out.push(`FAILED ${f}`);
     return out.join("\n");

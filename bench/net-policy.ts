@@ -42,7 +42,13 @@ async function perVmSetup(ctx: BenchCtx, runs: number): Promise<void> {
         await executeNetRequest(deps, bridge, { op: "remove", ip, tap });
       }
       const p50 = percentile(walls, 50);
-      ctx.summary.add({ bench: BENCH, metric: `per-VM setup, ${net.split(":")[0]} (goal <= 20 ms), p50`, value: fmtMs(p50), baseline: fmtMs(base), ratio: p50 / base });
+      ctx.summary.add({
+        bench: BENCH,
+        metric: `per-VM setup, ${net.split(":")[0]} (goal <= 20 ms), p50`,
+        value: fmtMs(p50),
+        baseline: fmtMs(base),
+        ratio: p50 / base,
+      });
     }
   } finally {
     await hostTeardown(deps, cfg).catch(() => []);
@@ -66,7 +72,13 @@ async function createPerPolicy(ctx: BenchCtx, n: number): Promise<void> {
     }
     const none = p50s.get("none")!;
     for (const [net, p50] of p50s) {
-      ctx.summary.add({ bench: BENCH, metric: `vm create -> ready, --net ${net.split(":")[0]}, p50 (n=${n})`, value: fmtMs(p50), baseline: `${fmtMs(none)} none`, ratio: p50 / none });
+      ctx.summary.add({
+        bench: BENCH,
+        metric: `vm create -> ready, --net ${net.split(":")[0]}, p50 (n=${n})`,
+        value: fmtMs(p50),
+        baseline: `${fmtMs(none)} none`,
+        ratio: p50 / none,
+      });
     }
   } finally {
     await home.teardownNet();

@@ -15,7 +15,10 @@ import { benchKernel } from "./kernel.ts";
 import { benchWorkspace } from "./workspace-suite.ts";
 import { type BenchCtx, machineInfo, machineLine, Summary } from "./lib.ts";
 
-const { values } = parseArgs({ options: { quick: { type: "boolean", default: false }, only: { type: "string" }, "boot-runs": { type: "string", default: "2" } }, strict: true });
+const { values } = parseArgs({
+  options: { quick: { type: "boolean", default: false }, only: { type: "string" }, "boot-runs": { type: "string", default: "2" } },
+  strict: true,
+});
 const only = values.only ? new Set(values.only.split(",")) : null;
 const ctx: BenchCtx = { machine: machineInfo(), summary: new Summary(), quick: values.quick };
 console.log(machineLine(ctx.machine));

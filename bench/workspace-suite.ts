@@ -44,16 +44,37 @@ export async function benchWorkspace(ctx: BenchCtx, mib: number, real: boolean):
     if (base === undefined) continue;
     for (const what of ["prepare (working tree)", "prepare --full-copy"]) {
       const s = find(what);
-      if (s !== undefined) ctx.summary.add({ bench: "workspace", metric: `${transport}: ${what}, ${mib} MiB`, value: `${s.toFixed(2)} s`, baseline: `${base.toFixed(2)} s ${via}`, ratio: s / base });
+      if (s !== undefined)
+        ctx.summary.add({
+          bench: "workspace",
+          metric: `${transport}: ${what}, ${mib} MiB`,
+          value: `${s.toFixed(2)} s`,
+          baseline: `${base.toFixed(2)} s ${via}`,
+          ratio: s / base,
+        });
     }
     const same = find("re-run sync, no change");
     const one = find("re-run sync, one-file change");
     const full = find("prepare (working tree)");
     if (same !== undefined && one !== undefined) {
-      ctx.summary.add({ bench: "workspace", metric: `${transport}: re-run sync, one-file change (goal: ≤ 0.5 s more under TCG)`, value: `${one.toFixed(2)} s (+${(one - same).toFixed(2)} s)`, baseline: `${same.toFixed(2)} s no change`, ratio: one / same });
-      if (full !== undefined) ctx.summary.add({ bench: "workspace", metric: `${transport}: re-run sync, one-file change vs full prepare, ${mib} MiB`, value: `${one.toFixed(2)} s`, baseline: `${full.toFixed(2)} s prepare`, ratio: one / full });
+      ctx.summary.add({
+        bench: "workspace",
+        metric: `${transport}: re-run sync, one-file change (goal: ≤ 0.5 s more under TCG)`,
+        value: `${one.toFixed(2)} s (+${(one - same).toFixed(2)} s)`,
+        baseline: `${same.toFixed(2)} s no change`,
+        ratio: one / same,
+      });
+      if (full !== undefined)
+        ctx.summary.add({
+          bench: "workspace",
+          metric: `${transport}: re-run sync, one-file change vs full prepare, ${mib} MiB`,
+          value: `${one.toFixed(2)} s`,
+          baseline: `${full.toFixed(2)} s prepare`,
+          ratio: one / full,
+        });
     }
     const exported = find("export (1 commit + uncommitted)");
-    if (exported !== undefined) ctx.summary.add({ bench: "workspace", metric: `${transport}: export of 1 commit + uncommitted work`, value: `${exported.toFixed(2)} s` });
+    if (exported !== undefined)
+      ctx.summary.add({ bench: "workspace", metric: `${transport}: export of 1 commit + uncommitted work`, value: `${exported.toFixed(2)} s` });
   }
 }

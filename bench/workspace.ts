@@ -73,8 +73,18 @@ async function realSuite(repo: string): Promise<void> {
     writeFileSync(join(repo, "edited.txt"), `one small change ${Date.now()}\n`);
     await timed("real guest: re-run sync, one-file change", async () => void (await cli("vm", "workspace", "sync", "bench", "--from", repo)));
     rmSync(join(repo, "edited.txt"));
-    await timed("real guest: prepare --full-copy", async () => mibOf(await cli("vm", "workspace", "prepare", "bench", "--from", repo, "--full-copy", "--replace")));
-    await cli("vm", "ssh", "bench", "--", "sh", "-c", "cd /root/repo && head -c 1048576 /dev/urandom > guest.bin && git add -A && git -c user.name=Bench -c user.email=bench@example.com commit -qm guest && echo x > dirty.txt");
+    await timed("real guest: prepare --full-copy", async () =>
+      mibOf(await cli("vm", "workspace", "prepare", "bench", "--from", repo, "--full-copy", "--replace")),
+    );
+    await cli(
+      "vm",
+      "ssh",
+      "bench",
+      "--",
+      "sh",
+      "-c",
+      "cd /root/repo && head -c 1048576 /dev/urandom > guest.bin && git add -A && git -c user.name=Bench -c user.email=bench@example.com commit -qm guest && echo x > dirty.txt",
+    );
     await timed("real guest: export (1 commit + uncommitted)", async () => void (await cli("vm", "workspace", "export", "bench", "--to", repo)));
   } finally {
     await h.run(["vm", "delete", "--force", "bench"]);

@@ -47,6 +47,12 @@ test("a static import of the daemon from the CLI is caught, naming the chain's e
 });
 
 test("production code importing a fake is caught", () => {
-  const problems = checkImports(tree({ ...clean, "src/testing/fake-env.ts": "export const f = 1;\n", "src/vm/model.ts": 'import { f } from "../testing/fake-env.ts";\nexport const x = f;\n' }));
+  const problems = checkImports(
+    tree({
+      ...clean,
+      "src/testing/fake-env.ts": "export const f = 1;\n",
+      "src/vm/model.ts": 'import { f } from "../testing/fake-env.ts";\nexport const x = f;\n',
+    }),
+  );
   expect(problems.join("\n")).toContain("production code never imports test code");
 });

@@ -16,17 +16,32 @@ export interface Edge {
 
 /** Files that are test code wherever they live: fakes, fixtures, contract suites. */
 export function isTestCode(file: string): boolean {
-  return file.startsWith("src/testing/") || /\.test\.ts$|\.contract\.ts$|^src\/vm\/drivers\/contract[^/]*\.ts$|fixtures?\.ts$|\/fake-[^/]*\.ts$|\/testrepo\.ts$/.test(file);
+  return (
+    file.startsWith("src/testing/") ||
+    /\.test\.ts$|\.contract\.ts$|^src\/vm\/drivers\/contract[^/]*\.ts$|fixtures?\.ts$|\/fake-[^/]*\.ts$|\/testrepo\.ts$/.test(file)
+  );
 }
 
 /** What `version`, `--help`, `vm list` and `vm show` may load before running: no daemon, no drivers, no store, no ssh2. */
 const CLI_ENTRIES = ["src/main.ts", "src/modes/client.ts"];
-const CLI_FORBIDDEN = [/^src\/modes\/(daemon|services|[a-z-]+-handlers|image-import)\.ts$/, /^src\/store\//, /^src\/vm\/drivers\/(?!process\.ts)/, /^src\/vm\/(service|create|runtime|reconcile|steps)\.ts$/, /^ssh2$/, /^dns-packet$/, /^bun:sqlite$/];
+const CLI_FORBIDDEN = [
+  /^src\/modes\/(daemon|services|[a-z-]+-handlers|image-import)\.ts$/,
+  /^src\/store\//,
+  /^src\/vm\/drivers\/(?!process\.ts)/,
+  /^src\/vm\/(service|create|runtime|reconcile|steps)\.ts$/,
+  /^ssh2$/,
+  /^dns-packet$/,
+  /^bun:sqlite$/,
+];
 
 /** Room rules: a file matching `from` may not import a file matching `to`. */
 const RULES: Array<{ from: RegExp; to: RegExp; why: string }> = [
   { from: /^src\/(?!modes\/|main\.ts)/, to: /^src\/modes\//, why: "only the two modes wire things up; nothing below them imports from src/modes/" },
-  { from: /^src\/(agent|guest-agent\.ts)/, to: /^src\/(host|store|vm|images|modes|rpc)\//, why: "the guest agent is its own small program: it imports only src/agent/ and shared leaves" },
+  {
+    from: /^src\/(agent|guest-agent\.ts)/,
+    to: /^src\/(host|store|vm|images|modes|rpc)\//,
+    why: "the guest agent is its own small program: it imports only src/agent/ and shared leaves",
+  },
   { from: /^src\/(store|rpc)\//, to: /^src\/(vm|images|host)\/(?!model\.ts)/, why: "store/ and rpc/ are leaves below the domain" },
 ];
 
@@ -85,7 +100,8 @@ export function checkImports(root: string): string[] {
   }
   for (const entry of CLI_ENTRIES) {
     for (const f of staticClosure(edges, entry)) {
-      if (CLI_FORBIDDEN.some((re) => re.test(f))) problems.push(`${entry} loads ${f} at start-up: import it with a dynamic import() where the command needs it`);
+      if (CLI_FORBIDDEN.some((re) => re.test(f)))
+        problems.push(`${entry} loads ${f} at start-up: import it with a dynamic import() where the command needs it`);
     }
   }
   return problems;

@@ -7,7 +7,13 @@ import { projectRoot } from "./testing/skip.ts";
 
 describe("config", () => {
   test("happy path with file_sync", () => {
-    const c = validateConfig({ cpus: 4, file_sync: [{ host: "~/.gitconfig", guest: "~/.gitconfig" }, { host: "/etc/hosts", guest: "/root/x/hosts", mode: "0644" }] });
+    const c = validateConfig({
+      cpus: 4,
+      file_sync: [
+        { host: "~/.gitconfig", guest: "~/.gitconfig" },
+        { host: "/etc/hosts", guest: "/root/x/hosts", mode: "0644" },
+      ],
+    });
     expect(c.cpus).toBe(4);
     expect(c.memory).toBe(DEFAULTS.memory);
     expect(c.file_sync).toHaveLength(2);
@@ -35,7 +41,14 @@ describe("config", () => {
   }
 
   test("errors name the later entry index too", () => {
-    expect(() => validateConfig({ file_sync: [{ host: "~/ok", guest: "~/ok" }, { host: "rel", guest: "~/a" }] })).toThrow("file_sync[1].host");
+    expect(() =>
+      validateConfig({
+        file_sync: [
+          { host: "~/ok", guest: "~/ok" },
+          { host: "rel", guest: "~/a" },
+        ],
+      }),
+    ).toThrow("file_sync[1].host");
   });
 
   test("dns_upstream takes IPv4 addresses with optional ports; anything else names the entry", () => {

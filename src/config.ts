@@ -79,12 +79,15 @@ const MODE_RE = /^0?[0-7]{3,4}$/;
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/;
 
 const duration = v.pipe(
-  v.string("expected a duration such as \"10s\" or \"500ms\""),
-  v.check((s) => parseDuration(s) !== null, "expected a duration such as \"10s\" or \"500ms\""),
+  v.string('expected a duration such as "10s" or "500ms"'),
+  v.check((s) => parseDuration(s) !== null, 'expected a duration such as "10s" or "500ms"'),
 );
 
 function sizeAtLeast(min: number, shown: string, example: string) {
-  return v.pipe(v.string(`expected a size such as ${example}`), v.check((s) => (parseSize(s) ?? 0) >= min, `expected a size of at least ${shown}, such as ${example}`));
+  return v.pipe(
+    v.string(`expected a size such as ${example}`),
+    v.check((s) => (parseSize(s) ?? 0) >= min, `expected a size of at least ${shown}, such as ${example}`),
+  );
 }
 
 const fileSync = v.strictObject({
@@ -102,28 +105,48 @@ const fileSync = v.strictObject({
     v.check((s) => !s.split("/").includes(".."), "must not contain `..`"),
     v.check((s) => s !== "~/" && s !== "/root/", "must name a file or directory, not the home directory itself"),
   ),
-  mode: v.optional(v.pipe(v.string("expected an octal string such as \"0600\""), v.regex(MODE_RE, "expected an octal string such as \"0600\""))),
+  mode: v.optional(v.pipe(v.string('expected an octal string such as "0600"'), v.regex(MODE_RE, 'expected an octal string such as "0600"'))),
 });
 
 const schema = v.strictObject({
-  vmm: v.optional(v.picklist(["auto", "firecracker", "qemu"], "expected \"auto\", \"firecracker\" or \"qemu\"")),
-  accel: v.optional(v.picklist(["auto", "kvm", "tcg"], "expected \"auto\", \"kvm\" or \"tcg\"")),
+  vmm: v.optional(v.picklist(["auto", "firecracker", "qemu"], 'expected "auto", "firecracker" or "qemu"')),
+  accel: v.optional(v.picklist(["auto", "kvm", "tcg"], 'expected "auto", "kvm" or "tcg"')),
   firecracker_bin: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty"))),
   qemu_bin: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty"))),
   default_image: v.optional(v.pipe(v.string(), v.regex(NAME_RE, "expected an image name"))),
   default_kernel: v.optional(v.pipe(v.string(), v.regex(NAME_RE, "expected a kernel name"))),
-  cpus: v.optional(v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(1, "must be at least 1"), v.maxValue(32, "must be at most 32"))),
+  cpus: v.optional(
+    v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(1, "must be at least 1"), v.maxValue(32, "must be at most 32")),
+  ),
   memory: v.optional(v.pipe(v.number("expected MiB as an integer"), v.integer("expected MiB as an integer"), v.minValue(128, "must be at least 128 (MiB)"))),
-  disk: v.optional(v.pipe(v.string("expected a size such as \"8G\""), v.check((s) => (parseSize(s) ?? 0) >= MIN_DISK_BYTES, "expected a size of at least 1G, such as \"8G\""))),
+  disk: v.optional(
+    v.pipe(
+      v.string('expected a size such as "8G"'),
+      v.check((s) => (parseSize(s) ?? 0) >= MIN_DISK_BYTES, 'expected a size of at least 1G, such as "8G"'),
+    ),
+  ),
   bridge: v.optional(v.pipe(v.string(), v.regex(/^[a-zA-Z0-9_-]{1,11}$/, "expected an interface name of at most 11 characters"))),
-  subnet: v.optional(v.pipe(v.string(), v.regex(/^(\d{1,3}\.){3}\d{1,3}\/(1[6-9]|2[0-8])$/, "expected the bridge address with a /16../28 prefix, such as \"172.30.0.1/24\""))),
+  subnet: v.optional(
+    v.pipe(v.string(), v.regex(/^(\d{1,3}\.){3}\d{1,3}\/(1[6-9]|2[0-8])$/, 'expected the bridge address with a /16../28 prefix, such as "172.30.0.1/24"')),
+  ),
   tap_pool: v.optional(v.pipe(v.number(), v.integer("expected an integer"), v.minValue(1, "must be at least 1"), v.maxValue(1000, "must be at most 1000"))),
   nat: v.optional(v.boolean("expected true or false")),
-  net: v.optional(v.pipe(v.string("expected a string"), v.check((s) => netPolicyError(s) === null, "expected none, nat or allow:<rules> such as \"allow:api.example.com,*.example.org,203.0.113.0/24:443\""))),
-  dns_listen: v.optional(v.pipe(v.string(), v.regex(/^[0-9.]+:\d{1,5}$/, "expected ADDRESS:PORT such as \"127.0.0.1:42069\""))),
+  net: v.optional(
+    v.pipe(
+      v.string("expected a string"),
+      v.check((s) => netPolicyError(s) === null, 'expected none, nat or allow:<rules> such as "allow:api.example.com,*.example.org,203.0.113.0/24:443"'),
+    ),
+  ),
+  dns_listen: v.optional(v.pipe(v.string(), v.regex(/^[0-9.]+:\d{1,5}$/, 'expected ADDRESS:PORT such as "127.0.0.1:42069"'))),
   dns_upstream: v.optional(
     v.pipe(
-      v.array(v.pipe(v.string("expected a string"), v.check(isUpstreamAddress, "expected an IPv4 address with an optional port, such as \"192.0.2.53\" or \"192.0.2.53:5353\"")), "expected a list of addresses such as [\"192.0.2.53\"]"),
+      v.array(
+        v.pipe(
+          v.string("expected a string"),
+          v.check(isUpstreamAddress, 'expected an IPv4 address with an optional port, such as "192.0.2.53" or "192.0.2.53:5353"'),
+        ),
+        'expected a list of addresses such as ["192.0.2.53"]',
+      ),
       v.maxLength(8, "at most 8 servers"),
     ),
   ),
@@ -134,10 +157,12 @@ const schema = v.strictObject({
   kernel_catalog: v.optional(v.string()),
   image_catalog: v.optional(v.string()),
   file_sync: v.optional(v.array(fileSync, "expected a list of [[file_sync]] tables")),
-  import_max_size: v.optional(sizeAtLeast(1024 ** 2, "1M", "\"16G\"")),
+  import_max_size: v.optional(sizeAtLeast(1024 ** 2, "1M", '"16G"')),
   import_max_entries: v.optional(v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(1, "must be at least 1"))),
-  console_log_max: v.optional(sizeAtLeast(64 * 1024, "64K", "\"4M\"")),
-  warm_cache: v.optional(v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(0, "must be 0 (off) or more"), v.maxValue(100, "must be at most 100"))),
+  console_log_max: v.optional(sizeAtLeast(64 * 1024, "64K", '"4M"')),
+  warm_cache: v.optional(
+    v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(0, "must be 0 (off) or more"), v.maxValue(100, "must be at most 100")),
+  ),
 });
 
 /** `IP` or `IP:PORT` (IPv4): one upstream resolver for guests. */

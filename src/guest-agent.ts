@@ -86,7 +86,7 @@ async function main(argv: string[]): Promise<number | null> {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const next = () => argv[++i];
-    if (arg === "--version") return process.stdout.write(`${VERSION}\n`), 0;
+    if (arg === "--version") return (process.stdout.write(`${VERSION}\n`), 0);
     else if (arg === "--probe-vsock") return probeVsock(next(), next());
     else if (arg === "--unix") await serveUnix(next() ?? "", testHandler);
     else if (arg === "--serial") await startSerial(next() ?? "", handler);

@@ -7,7 +7,52 @@ describe("command table", () => {
   const names = new Set(cli.commands.map((c) => c.name));
 
   test("has every command of the spec", () => {
-    for (const n of ["version", "doctor", "completion", "config show", "config path", "daemon status", "daemon stop", "daemon logs", "host setup", "host teardown", "host status", "kernel list", "kernel show", "kernel pull", "kernel import", "kernel build", "kernel delete", "image list", "image show", "image pull", "image import", "image build", "image delete", "vm create", "vm run", "vm start", "vm stop", "vm restart", "vm kill", "vm delete", "vm set", "vm list", "vm show", "vm logs", "vm stats", "vm health", "vm ports", "vm ssh", "vm workspace prepare", "vm workspace sync", "vm workspace export", "ssh-config install", "ssh-config uninstall", "ssh-config show"]) {
+    for (const n of [
+      "version",
+      "doctor",
+      "completion",
+      "config show",
+      "config path",
+      "daemon status",
+      "daemon stop",
+      "daemon logs",
+      "host setup",
+      "host teardown",
+      "host status",
+      "kernel list",
+      "kernel show",
+      "kernel pull",
+      "kernel import",
+      "kernel build",
+      "kernel delete",
+      "image list",
+      "image show",
+      "image pull",
+      "image import",
+      "image build",
+      "image delete",
+      "vm create",
+      "vm run",
+      "vm start",
+      "vm stop",
+      "vm restart",
+      "vm kill",
+      "vm delete",
+      "vm set",
+      "vm list",
+      "vm show",
+      "vm logs",
+      "vm stats",
+      "vm health",
+      "vm ports",
+      "vm ssh",
+      "vm workspace prepare",
+      "vm workspace sync",
+      "vm workspace export",
+      "ssh-config install",
+      "ssh-config uninstall",
+      "ssh-config show",
+    ]) {
       expect(names).toContain(n);
     }
   });

@@ -41,7 +41,12 @@ const SCHEMAS = { health, ports, hello, reidentify } satisfies Record<AgentMetho
 
 /** Where a validation issue is, as `sockets[3].port`. */
 function where(issue: v.BaseIssue<unknown>): string {
-  return (issue.path ?? []).map((p) => (typeof p.key === "number" ? `[${p.key}]` : `.${String(p.key)}`)).join("").replace(/^\./, "") || "the answer";
+  return (
+    (issue.path ?? [])
+      .map((p) => (typeof p.key === "number" ? `[${p.key}]` : `.${String(p.key)}`))
+      .join("")
+      .replace(/^\./, "") || "the answer"
+  );
 }
 
 /** Cuts an over-long sockets list before validation, so a flood costs one slice. */

@@ -137,7 +137,9 @@ describe("AgentClient edge cases", () => {
     await fakeAgent(path, (line) => {
       const { id, method } = JSON.parse(line);
       if (method === "ports") return `${JSON.stringify({ id, ok: false, error: { message: "no /proc" } })}\n`;
-      return `\u0000\u0007junk\n${JSON.stringify({ id: id + 1000, ok: true, result: 1 })}\n{"id":${id},"ok":tr` + `ue,"result":${JSON.stringify(health("ok"))}}\n`;
+      return (
+        `\u0000\u0007junk\n${JSON.stringify({ id: id + 1000, ok: true, result: 1 })}\n{"id":${id},"ok":tr` + `ue,"result":${JSON.stringify(health("ok"))}}\n`
+      );
     });
     const client = new AgentClient(unixConnector(path));
     expect((await client.health()).version).toBe("ok");

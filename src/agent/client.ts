@@ -155,7 +155,13 @@ export class AgentClient {
       const why = err instanceof Error ? err.message : String(err);
       throw new BangerError("unavailable", `cannot reach the guest agent: ${why}`, { cause: err });
     }
-    socket.on("data", frameSplitter((line) => this.onLine(line), (frame) => this.streams.get(frame.stream)?.onFrame(frame)));
+    socket.on(
+      "data",
+      frameSplitter(
+        (line) => this.onLine(line),
+        (frame) => this.streams.get(frame.stream)?.onFrame(frame),
+      ),
+    );
     const gone = (why: string) => () => {
       if (this.socket === socket) this.dropConnection(why);
     };

@@ -32,7 +32,12 @@ async function agent(name: string, handler = createHandler(procDeps("test"))): P
 }
 
 /** Runs one exec to its end; `grant` decides whether output is acknowledged. */
-async function run(client: AgentClient, open: object, stdin?: Uint8Array, opts: { grant?: boolean; onStream?: (send: (b: Uint8Array) => void, id: number) => void } = {}) {
+async function run(
+  client: AgentClient,
+  open: object,
+  stdin?: Uint8Array,
+  opts: { grant?: boolean; onStream?: (send: (b: Uint8Array) => void, id: number) => void } = {},
+) {
   const frames: Frame[] = [];
   let out = new Uint8Array(0);
   let outBytes = 0;
@@ -73,7 +78,10 @@ test("frames and JSON lines split apart at any chunk boundary", () => {
   for (const step of [1, 3, 11, bytes.length]) {
     lines.length = 0;
     frames.length = 0;
-    const feed = frameSplitter((l) => lines.push(l), (f) => frames.push(f));
+    const feed = frameSplitter(
+      (l) => lines.push(l),
+      (f) => frames.push(f),
+    );
     for (let i = 0; i < bytes.length; i += step) feed(bytes.subarray(i, i + step));
     expect(lines).toEqual(['{"id":1,"method":"health"}', '{"id":2,"ok":true,"result":1}']);
     expect(frames.map((f) => [f.type, f.stream, [...f.payload]])).toEqual([
@@ -85,7 +93,10 @@ test("frames and JSON lines split apart at any chunk boundary", () => {
 
 test("a frame with an unknown type or a huge length is dropped up to the next newline", () => {
   const lines: string[] = [];
-  const feed = frameSplitter((l) => lines.push(l), () => lines.push("frame"));
+  const feed = frameSplitter(
+    (l) => lines.push(l),
+    () => lines.push("frame"),
+  );
   const bad = encodeFrame(F.STDOUT, 1, new Uint8Array(4));
   bad[1] = 99;
   feed(new Uint8Array([...bad, 10, ...new TextEncoder().encode('{"id":3}\n')]));
@@ -97,7 +108,11 @@ test("execPlan: user, cwd and tty shape the argv and environment; bad ones are n
   Bun.write(passwd, "root:x:0:0:root:/root:/bin/bash\ndev:x:1000:1000::/tmp:/bin/sh\n");
   return Bun.sleep(10).then(() => {
     const plan = execPlan({ argv: ["id"], user: "dev", tty: true, env: { A: "1" } }, passwd);
-    expect(plan).toMatchObject({ argv: ["setsid", "-c", "runuser", "-u", "dev", "--", "id"], cwd: "/tmp", env: { HOME: "/tmp", USER: "dev", A: "1", TERM: "xterm-256color" } });
+    expect(plan).toMatchObject({
+      argv: ["setsid", "-c", "runuser", "-u", "dev", "--", "id"],
+      cwd: "/tmp",
+      env: { HOME: "/tmp", USER: "dev", A: "1", TERM: "xterm-256color" },
+    });
     expect(execPlan({ argv: ["id"], user: "nobody2" }, passwd)).toBe('there is no user "nobody2" in the guest');
     expect(execPlan({ argv: ["id"], cwd: "/no/such/dir" }, passwd)).toBe("there is no directory /no/such/dir in the guest");
     expect(execPlan({ argv: [] }, passwd)).toBe("exec needs a command");
@@ -162,7 +177,9 @@ test("exec: a signal reaches the process group; a tty shows a /dev/pts device; 2
 
 test("an agent without exec gets a clear 'too old' error, not a hang", async () => {
   const old = createHandler(procDeps("old"));
-  const client = await agent("old.sock", async (req) => (req.method === "hello" ? { id: req.id, ok: false, error: { message: 'unknown method "hello"' } } : old(req)));
+  const client = await agent("old.sock", async (req) =>
+    req.method === "hello" ? { id: req.id, ok: false, error: { message: 'unknown method "hello"' } } : old(req),
+  );
   try {
     await expect(client.openStream({ onFrame: () => {}, onGone: () => {} })).rejects.toThrow("too old for exec");
   } finally {

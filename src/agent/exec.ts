@@ -6,19 +6,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { constants } from "node:os";
-import {
-  CreditGate,
-  F,
-  creditFrame,
-  creditOf,
-  encodeFrame,
-  frameJson,
-  jsonFrame,
-  sendChunked,
-  type ExecExit,
-  type ExecOpen,
-  type Frame,
-} from "./frames.ts";
+import { CreditGate, F, creditFrame, creditOf, encodeFrame, frameJson, jsonFrame, sendChunked, type ExecExit, type ExecOpen, type Frame } from "./frames.ts";
 
 export type Send = (bytes: Uint8Array) => void;
 
@@ -57,7 +45,15 @@ export function execPlan(open: ExecOpen, passwd = "/etc/passwd"): { argv: string
   if (!entry) return `there is no user ${JSON.stringify(user)} in the guest`;
   const cwd = open.cwd || (existsSync(entry.home) ? entry.home : "/");
   if (!existsSync(cwd)) return `there is no directory ${cwd} in the guest`;
-  const env: Record<string, string> = { PATH, HOME: entry.home, USER: user, LOGNAME: user, LANG: "C.UTF-8", ...(open.tty ? { TERM: "xterm-256color" } : {}), ...(open.env ?? {}) };
+  const env: Record<string, string> = {
+    PATH,
+    HOME: entry.home,
+    USER: user,
+    LOGNAME: user,
+    LANG: "C.UTF-8",
+    ...(open.tty ? { TERM: "xterm-256color" } : {}),
+    ...(open.env ?? {}),
+  };
   const asUser = entry.uid === 0 ? [] : ["runuser", "-u", user, "--"];
   const argv = open.tty ? ["setsid", "-c", ...asUser, ...open.argv] : [...asUser, ...open.argv];
   return { argv, env, cwd };

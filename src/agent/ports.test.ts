@@ -1,16 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import {
-  commandLine,
-  formatIPv6,
-  hexToIPv4,
-  hexToIPv6,
-  inodeOwners,
-  joinSockets,
-  parseProcNet,
-  parseSs,
-  parseSsUsers,
-  splitSsAddress,
-} from "./ports.ts";
+import { commandLine, formatIPv6, hexToIPv4, hexToIPv6, inodeOwners, joinSockets, parseProcNet, parseSs, parseSsUsers, splitSsAddress } from "./ports.ts";
 
 // Captured from a real kernel: a dual-stack listener on 18080, a v4 + v6-only pair on 18081,
 // UDP on 127.0.0.1 and ::1, and a listener whose owner is outside our pid namespace (2024).

@@ -46,7 +46,10 @@ export function formatIPv6(bytes: number[]): string {
   const groups = Array.from({ length: 8 }, (_, i) => (bytes[i * 2]! << 8) | bytes[i * 2 + 1]!);
   let best = { at: -1, len: 0 };
   for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) { i++; continue; }
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
     let j = i;
     while (j < 8 && groups[j] === 0) j++;
     if (j - i > best.len && j - i > 1) best = { at: i, len: j - i };
@@ -106,11 +109,7 @@ export function commandLine(raw: string): string {
 }
 
 /** Joins /proc/net sockets with their owners; sockets whose owner is unknown keep no pid. */
-export function joinSockets(
-  sockets: ProcNetSocket[],
-  owners: Map<number, number>,
-  info: (pid: number) => ProcessInfo,
-): ListeningSocket[] {
+export function joinSockets(sockets: ProcNetSocket[], owners: Map<number, number>, info: (pid: number) => ProcessInfo): ListeningSocket[] {
   return sockets.map(({ proto, address, port, inode }) => {
     const pid = owners.get(inode);
     if (pid === undefined) return { proto, address, port };

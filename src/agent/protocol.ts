@@ -72,9 +72,7 @@ export interface AgentRequest {
 }
 
 /** One response line. */
-export type AgentResponse =
-  | { id: number; ok: true; result: unknown }
-  | { id: number; ok: false; error: { message: string } };
+export type AgentResponse = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: { message: string } };
 
 /** Serialises one message as a line. */
 export function encodeLine(message: AgentRequest | AgentResponse): string {
@@ -90,9 +88,7 @@ function parseWithId(line: string): Record<string, unknown> | null {
   const tryParse = (text: string) => {
     try {
       const v = JSON.parse(text) as unknown;
-      return v && typeof v === "object" && typeof (v as { id?: unknown }).id === "number"
-        ? (v as Record<string, unknown>)
-        : null;
+      return v && typeof v === "object" && typeof (v as { id?: unknown }).id === "number" ? (v as Record<string, unknown>) : null;
     } catch {
       return null;
     }

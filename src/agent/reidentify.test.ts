@@ -3,14 +3,26 @@ import { createHandler, procDeps } from "./server.ts";
 import { parseReidentify, reidentify, type ReidentifyDeps } from "./reidentify.ts";
 
 const good = {
-  hostname: "web-2", ip: "172.30.0.7", prefix: 24, gateway: "172.30.0.1", mac: "06:00:ac:1e:00:07",
-  machineId: "0123456789abcdef0123456789abcdef", hostKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n",
-  hostKeyPub: "ssh-ed25519 AAAA web-2.vm", timeMs: 1_800_000_000_000, entropy: "ab".repeat(32),
+  hostname: "web-2",
+  ip: "172.30.0.7",
+  prefix: 24,
+  gateway: "172.30.0.1",
+  mac: "06:00:ac:1e:00:07",
+  machineId: "0123456789abcdef0123456789abcdef",
+  hostKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n",
+  hostKeyPub: "ssh-ed25519 AAAA web-2.vm",
+  timeMs: 1_800_000_000_000,
+  entropy: "ab".repeat(32),
 };
 
 function recording(): ReidentifyDeps & { log: string[] } {
   const log: string[] = [];
-  return { log, run: async (argv) => void log.push(argv.join(" ")), writeFile: async (p, d) => void log.push(`write ${p} ${d.split("\n")[0]}`), reseed: (b) => void log.push(`reseed ${b.length}`) };
+  return {
+    log,
+    run: async (argv) => void log.push(argv.join(" ")),
+    writeFile: async (p, d) => void log.push(`write ${p} ${d.split("\n")[0]}`),
+    reseed: (b) => void log.push(`reseed ${b.length}`),
+  };
 }
 
 test("reidentify sets clock, RNG, MAC, address, neighbours, hostname, machine-id and host key, in that order", async () => {

@@ -41,7 +41,8 @@ export function parseReidentify(p: unknown): ReidentifyParams {
   if (!p || typeof p !== "object") throw new Error("reidentify needs an object of parameters");
   const o = p as Record<string, unknown>;
   for (const [key, ok, what] of CHECKS) if (!ok(o[key])) throw new Error(`reidentify: ${key} must be ${what}`);
-  if (o.iface !== undefined && !(typeof o.iface === "string" && /^[a-z0-9]{1,15}$/.test(o.iface))) throw new Error("reidentify: iface must be an interface name");
+  if (o.iface !== undefined && !(typeof o.iface === "string" && /^[a-z0-9]{1,15}$/.test(o.iface)))
+    throw new Error("reidentify: iface must be an interface name");
   return o as unknown as ReidentifyParams;
 }
 
@@ -60,24 +61,33 @@ export function reidentifySteps(p: ReidentifyParams, deps: ReidentifyDeps): Arra
     ["clock", () => deps.run(["date", "-u", "-s", `@${(p.timeMs / 1000).toFixed(3)}`])],
     ["rng", async () => deps.reseed(Buffer.from(p.entropy, "hex"))],
     ["mac", () => deps.run(["ip", "link", "set", "dev", dev, "address", p.mac])],
-    ["address", async () => {
-      await deps.run(["ip", "addr", "flush", "dev", dev]);
-      await deps.run(["ip", "addr", "add", `${p.ip}/${p.prefix}`, "dev", dev]);
-      await deps.run(["ip", "route", "replace", "default", "via", p.gateway, "dev", dev]);
-    }],
+    [
+      "address",
+      async () => {
+        await deps.run(["ip", "addr", "flush", "dev", dev]);
+        await deps.run(["ip", "addr", "add", `${p.ip}/${p.prefix}`, "dev", dev]);
+        await deps.run(["ip", "route", "replace", "default", "via", p.gateway, "dev", dev]);
+      },
+    ],
     ["neighbours", () => deps.run(["ip", "neigh", "flush", "all"])],
-    ["hostname", async () => {
-      await deps.run(["hostname", p.hostname]);
-      await deps.writeFile("/etc/hostname", `${p.hostname}\n`);
-      await deps.writeFile("/etc/hosts", `127.0.0.1\tlocalhost\n127.0.1.1\t${p.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`);
-    }],
+    [
+      "hostname",
+      async () => {
+        await deps.run(["hostname", p.hostname]);
+        await deps.writeFile("/etc/hostname", `${p.hostname}\n`);
+        await deps.writeFile("/etc/hosts", `127.0.0.1\tlocalhost\n127.0.1.1\t${p.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`);
+      },
+    ],
     ["machine-id", () => deps.writeFile("/etc/machine-id", `${p.machineId}\n`, 0o444)],
-    ["ssh host key", async () => {
-      await deps.writeFile("/etc/ssh/ssh_host_ed25519_key", p.hostKey.endsWith("\n") ? p.hostKey : `${p.hostKey}\n`, 0o600);
-      await deps.writeFile("/etc/ssh/ssh_host_ed25519_key.pub", `${p.hostKeyPub.trim()}\n`, 0o644);
-      // sshd reads host keys when it starts; a reload re-executes it with the new key.
-      await deps.run(["sh", "-c", "systemctl reload ssh 2>/dev/null || pkill -HUP -x sshd || true"]);
-    }],
+    [
+      "ssh host key",
+      async () => {
+        await deps.writeFile("/etc/ssh/ssh_host_ed25519_key", p.hostKey.endsWith("\n") ? p.hostKey : `${p.hostKey}\n`, 0o600);
+        await deps.writeFile("/etc/ssh/ssh_host_ed25519_key.pub", `${p.hostKeyPub.trim()}\n`, 0o644);
+        // sshd reads host keys when it starts; a reload re-executes it with the new key.
+        await deps.run(["sh", "-c", "systemctl reload ssh 2>/dev/null || pkill -HUP -x sshd || true"]);
+      },
+    ],
   ];
 }
 

@@ -65,7 +65,10 @@ test("serial: a write that fails (host gone) does not stop the loop", async () =
 test("findSerialPort: the vport whose sysfs name matches, or null", () => {
   const root = mkdtempSync(join(tmpdir(), "banger-vport-"));
   try {
-    for (const [port, name] of [["vport0p1", "org.qemu.guest_agent.0"], ["vport0p2", "org.banger.agent"]]) {
+    for (const [port, name] of [
+      ["vport0p1", "org.qemu.guest_agent.0"],
+      ["vport0p2", "org.banger.agent"],
+    ]) {
       mkdirSync(`${root}/sys/${port}`, { recursive: true });
       writeFileSync(`${root}/sys/${port}/name`, `${name}\n`);
     }
@@ -78,4 +81,3 @@ test("findSerialPort: the vport whose sysfs name matches, or null", () => {
     rmSync(root, { recursive: true, force: true });
   }
 });
-

@@ -8,15 +8,7 @@ import { hostname } from "node:os";
 import { commandLine, inodeOwners, joinSockets, parseProcNet, type ProcessInfo } from "./ports.ts";
 import { ExecSessions } from "./exec.ts";
 import { frameSplitter, PROTOCOL_VERSION } from "./frames.ts";
-import {
-  AGENT_METHODS,
-  encodeLine,
-  parseRequest,
-  type AgentHealth,
-  type AgentPorts,
-  type AgentRequest,
-  type AgentResponse,
-} from "./protocol.ts";
+import { AGENT_METHODS, encodeLine, parseRequest, type AgentHealth, type AgentPorts, type AgentRequest, type AgentResponse } from "./protocol.ts";
 
 /** The agent's view of the guest: /proc reads and the hostname. */
 export interface AgentDeps {
@@ -42,10 +34,7 @@ export function procDeps(version: string): AgentDeps {
 
 /** Answers `health` from /proc/uptime and /proc/sys/kernel/random/boot_id. */
 export async function collectHealth(deps: AgentDeps): Promise<AgentHealth> {
-  const [uptime, bootId] = await Promise.all([
-    deps.readText("/proc/uptime"),
-    deps.readText("/proc/sys/kernel/random/boot_id"),
-  ]);
+  const [uptime, bootId] = await Promise.all([deps.readText("/proc/uptime"), deps.readText("/proc/sys/kernel/random/boot_id")]);
   return {
     version: deps.version,
     uptime_s: Number.parseFloat(uptime.split(/\s+/)[0] ?? "0") || 0,
@@ -79,10 +68,7 @@ export async function collectPorts(deps: AgentDeps): Promise<AgentPorts> {
   const owners = inodeOwners(await processSockets(deps));
   const info = new Map<number, ProcessInfo>();
   for (const pid of new Set(owners.values())) {
-    const [comm, cmdline] = await Promise.all([
-      orEmpty(deps.readText(`/proc/${pid}/comm`), ""),
-      orEmpty(deps.readText(`/proc/${pid}/cmdline`), ""),
-    ]);
+    const [comm, cmdline] = await Promise.all([orEmpty(deps.readText(`/proc/${pid}/comm`), ""), orEmpty(deps.readText(`/proc/${pid}/cmdline`), "")]);
     info.set(pid, { process: comm.trim() || undefined, command: commandLine(cmdline) || undefined });
   }
   const joined = joinSockets(sockets, owners, (pid) => info.get(pid) ?? {});

@@ -27,7 +27,14 @@ afterEach(async () => {
 });
 
 /** A guest-facing server with a counting fake upstream; `allowResolved` calls are recorded in `events`. */
-async function setup(opts: { silentUpstream?: boolean; allow?: (id: string, addrs: string[], ttl: number) => Promise<void>; tcpLimits?: TcpLimits; upstreamTimeoutMs?: number } = {}) {
+async function setup(
+  opts: {
+    silentUpstream?: boolean;
+    allow?: (id: string, addrs: string[], ttl: number) => Promise<void>;
+    tcpLimits?: TcpLimits;
+    upstreamTimeoutMs?: number;
+  } = {},
+) {
   const upstream = await fakeUpstream({ silent: opts.silentUpstream, address: "198.18.7.7", ttl: 5 });
   cleanups.push(upstream.close);
   const events: string[] = [];
@@ -107,7 +114,9 @@ describe("guest DNS follows the asking VM's policy", () => {
 
   test("UDP: one source cannot queue more than its share of upstream requests", async () => {
     const { upstream, server } = await setup({ silentUpstream: true, upstreamTimeoutMs: 1500 });
-    const replies = await Promise.all(Array.from({ length: 40 }, (_, i) => udpAsk(server.address.port, dnsQuery(`n${i}.example.com`, "A", i), { from: NAT, timeoutMs: 4000 })));
+    const replies = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => udpAsk(server.address.port, dnsQuery(`n${i}.example.com`, "A", i), { from: NAT, timeoutMs: 4000 })),
+    );
     expect(upstream.seen.length).toBe(FORWARD_LIMITS.inFlightPerSource);
     expect(replies.every((r) => rcodeOf(r) === RCODE.SERVFAIL)).toBe(true);
   });

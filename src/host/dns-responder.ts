@@ -87,7 +87,13 @@ class ForwardSlots {
 function settlesWithin(p: Promise<void>, ms: number): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)));
-  return Promise.race([p.then(() => true, () => false), late]).finally(() => clearTimeout(timer));
+  return Promise.race([
+    p.then(
+      () => true,
+      () => false,
+    ),
+    late,
+  ]).finally(() => clearTimeout(timer));
 }
 
 /** An IPv4 source as a plain dotted quad (`::ffff:172.30.0.2` → `172.30.0.2`). */
@@ -141,4 +147,3 @@ export function makeResponder(opts: ResponderOptions, log: (m: string) => void):
     }
   };
 }
-

@@ -30,7 +30,14 @@ describe("answer()", () => {
     { name: "no question is FORMERR", query: { type: "query", id: 1, questions: [] }, rcode: RCODE.FORMERR },
     {
       name: "two questions are FORMERR",
-      query: { type: "query", id: 1, questions: [{ name: "web.vm", type: "A" }, { name: "db.vm", type: "A" }] },
+      query: {
+        type: "query",
+        id: 1,
+        questions: [
+          { name: "web.vm", type: "A" },
+          { name: "db.vm", type: "A" },
+        ],
+      },
       rcode: RCODE.FORMERR,
     },
     { name: "non-QUERY opcode is NOTIMP", query: q("web.vm", "A", { flags: 2 << 11 }), rcode: RCODE.NOTIMP },

@@ -10,7 +10,15 @@ const root = mkdtempSync(join(tmpdir(), "banger-doctor-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 /** A host where everything is in place, with per-test overrides of what exists and what opens. */
-function host(o: { cpuFlags?: string; missing?: string[]; unopenable?: string[]; runtimeDirProblem?: string; daemon?: Awaited<ReturnType<DoctorDeps["daemonStatus"]>> } = {}): DoctorDeps {
+function host(
+  o: {
+    cpuFlags?: string;
+    missing?: string[];
+    unopenable?: string[];
+    runtimeDirProblem?: string;
+    daemon?: Awaited<ReturnType<DoctorDeps["daemonStatus"]>>;
+  } = {},
+): DoctorDeps {
   const paths = resolvePaths({ HOME: root, XDG_RUNTIME_DIR: join(root, "run") });
   return {
     paths,
@@ -43,12 +51,18 @@ describe("doctor checks against a recorded host", () => {
 
   test("a /dev/kvm this user cannot open fails with the kvm group fix; without vmx/svm it is only the TCG warning", async () => {
     expect(await check(host({ unopenable: ["/dev/kvm"] }), "kvm")).toMatchObject({ status: "fail", fix: expect.stringContaining("kvm group") });
-    expect(await check(host({ unopenable: ["/dev/kvm"], cpuFlags: "hypervisor" }), "kvm")).toMatchObject({ status: "warn", detail: expect.stringContaining("no vmx/svm") });
+    expect(await check(host({ unopenable: ["/dev/kvm"], cpuFlags: "hypervisor" }), "kvm")).toMatchObject({
+      status: "warn",
+      detail: expect.stringContaining("no vmx/svm"),
+    });
   });
 
   test("tun: missing, present but not openable by this user, usable", async () => {
     expect(await check(host({ missing: ["/dev/net/tun"] }), "tun")).toMatchObject({ status: "fail", fix: "sudo modprobe tun" });
-    expect(await check(host({ unopenable: ["/dev/net/tun"] }), "tun")).toMatchObject({ status: "fail", fix: expect.stringContaining("chmod 0666 /dev/net/tun") });
+    expect(await check(host({ unopenable: ["/dev/net/tun"] }), "tun")).toMatchObject({
+      status: "fail",
+      fix: expect.stringContaining("chmod 0666 /dev/net/tun"),
+    });
     expect((await check(host(), "tun")).status).toBe("pass");
   });
 
@@ -59,7 +73,10 @@ describe("doctor checks against a recorded host", () => {
   });
 
   test("dns port: a daemon running without its .vm listener fails with the dns_listen fix", async () => {
-    const c = await check(host({ daemon: { pid: 1, buildId: "x", dnsProblem: { message: "DNS address 127.0.0.1:42069 is already in use by another program" } } }), "dns port");
+    const c = await check(
+      host({ daemon: { pid: 1, buildId: "x", dnsProblem: { message: "DNS address 127.0.0.1:42069 is already in use by another program" } } }),
+      "dns port",
+    );
     expect(c.status).toBe("fail");
     expect(c.detail).toContain("already in use");
     expect(c.fix).toContain("dns_listen");

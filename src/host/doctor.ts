@@ -94,7 +94,12 @@ export function hardwareVirtUsable(cpuinfo: string, kvmOpens: boolean): boolean 
 function tunCheck(deps: DoctorDeps): Check {
   if (!deps.exists("/dev/net/tun")) return { name: "tun", status: "fail", detail: "no /dev/net/tun", fix: "sudo modprobe tun" };
   if (!deps.canOpenRW("/dev/net/tun")) {
-    return { name: "tun", status: "fail", detail: "/dev/net/tun exists but this user cannot open it, so a VMM cannot attach its TAP", fix: "sudo chmod 0666 /dev/net/tun (its usual mode; TAPs stay usable only by their owner)" };
+    return {
+      name: "tun",
+      status: "fail",
+      detail: "/dev/net/tun exists but this user cannot open it, so a VMM cannot attach its TAP",
+      fix: "sudo chmod 0666 /dev/net/tun (its usual mode; TAPs stay usable only by their owner)",
+    };
   }
   return { name: "tun", status: "pass", detail: "/dev/net/tun usable" };
 }
@@ -115,19 +120,61 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorReport> {
   const kvmOpens = kvmExists && deps.canOpenRW("/dev/kvm");
   const hw = hardwareVirtUsable(cpuinfo, kvmOpens);
   if (hw) add({ name: "kvm", status: "pass", detail: "/dev/kvm usable with hardware virtualization" });
-  else if (kvmExists && !kvmOpens && hasHardwareVirt(cpuinfo)) add({ name: "kvm", status: "fail", detail: "/dev/kvm exists but this user cannot open it", fix: "Add yourself to the kvm group: sudo usermod -aG kvm $USER (then log in again)" });
-  else add({ name: "kvm", status: "warn", detail: kvmExists ? "/dev/kvm present but the CPU shows no vmx/svm flag: no usable hardware virtualization; QEMU will use TCG (slow), Firecracker cannot run" : "no /dev/kvm: QEMU will use TCG (slow), Firecracker cannot run", fix: "Enable virtualization (VT-x/AMD-V) in firmware, or nested virtualization on the hypervisor" });
+  else if (kvmExists && !kvmOpens && hasHardwareVirt(cpuinfo))
+    add({
+      name: "kvm",
+      status: "fail",
+      detail: "/dev/kvm exists but this user cannot open it",
+      fix: "Add yourself to the kvm group: sudo usermod -aG kvm $USER (then log in again)",
+    });
+  else
+    add({
+      name: "kvm",
+      status: "warn",
+      detail: kvmExists
+        ? "/dev/kvm present but the CPU shows no vmx/svm flag: no usable hardware virtualization; QEMU will use TCG (slow), Firecracker cannot run"
+        : "no /dev/kvm: QEMU will use TCG (slow), Firecracker cannot run",
+      fix: "Enable virtualization (VT-x/AMD-V) in firmware, or nested virtualization on the hypervisor",
+    });
   await checkVmms(deps, config, checks);
-  add(deps.exists("/dev/vhost-vsock") ? { name: "vhost-vsock", status: "pass", detail: "/dev/vhost-vsock present" } : { name: "vhost-vsock", status: "warn", detail: "no /dev/vhost-vsock: QEMU guests use the virtio-serial agent channel", fix: "sudo modprobe vhost_vsock" });
+  add(
+    deps.exists("/dev/vhost-vsock")
+      ? { name: "vhost-vsock", status: "pass", detail: "/dev/vhost-vsock present" }
+      : {
+          name: "vhost-vsock",
+          status: "warn",
+          detail: "no /dev/vhost-vsock: QEMU guests use the virtio-serial agent channel",
+          fix: "sudo modprobe vhost_vsock",
+        },
+  );
   add(tunCheck(deps));
   await checkBridge(deps, config, checks);
-  for (const [name, bins, pkg] of [["e2fsprogs", ["mkfs.ext4", "debugfs", "resize2fs", "e2fsck"], "e2fsprogs"], ["mmdebstrap", ["mmdebstrap"], "mmdebstrap"], ["ssh", ["ssh", "ssh-keygen"], "openssh-client"], ["zstd", ["zstd"], "zstd"]] as const) {
+  for (const [name, bins, pkg] of [
+    ["e2fsprogs", ["mkfs.ext4", "debugfs", "resize2fs", "e2fsck"], "e2fsprogs"],
+    ["mmdebstrap", ["mmdebstrap"], "mmdebstrap"],
+    ["ssh", ["ssh", "ssh-keygen"], "openssh-client"],
+    ["zstd", ["zstd"], "zstd"],
+  ] as const) {
     const missing = bins.filter((b) => !deps.which(b));
-    add(missing.length ? { name, status: name === "mmdebstrap" || name === "zstd" ? "warn" : "fail", detail: `missing: ${missing.join(", ")}`, fix: `sudo apt-get install ${pkg}` } : { name, status: "pass", detail: bins.join(", ") });
+    add(
+      missing.length
+        ? {
+            name,
+            status: name === "mmdebstrap" || name === "zstd" ? "warn" : "fail",
+            detail: `missing: ${missing.join(", ")}`,
+            fix: `sudo apt-get install ${pkg}`,
+          }
+        : { name, status: "pass", detail: bins.join(", ") },
+    );
   }
   const free = deps.freeBytes(deps.paths.stateDir);
   const gib = (free / 1024 ** 3).toFixed(1);
-  add({ name: "disk space", status: free > 10 * 1024 ** 3 ? "pass" : free > 2 * 1024 ** 3 ? "warn" : "fail", detail: `${gib} GiB free for ${deps.paths.stateDir}`, fix: free > 10 * 1024 ** 3 ? undefined : "Free space or point XDG_STATE_HOME elsewhere" });
+  add({
+    name: "disk space",
+    status: free > 10 * 1024 ** 3 ? "pass" : free > 2 * 1024 ** 3 ? "warn" : "fail",
+    detail: `${gib} GiB free for ${deps.paths.stateDir}`,
+    fix: free > 10 * 1024 ** 3 ? undefined : "Free space or point XDG_STATE_HOME elsewhere",
+  });
   checkArtifacts(deps, config, checks);
   await checkDaemonAndDns(deps, config, checks);
   const summary = { pass: 0, warn: 0, fail: 0 };
@@ -152,19 +199,49 @@ async function checkVmms(deps: DoctorDeps, config: Config | null, checks: Check[
     const r = await deps.runner.run(argv, { allowFailure: true, timeoutMs: 5000 }).catch(() => null);
     return r?.stdout.split("\n")[0]?.trim() || "unknown version";
   };
-  checks.push(fcPath ? { name: "firecracker", status: "pass", detail: `${fcPath}: ${await ver([fcPath, "--version"])}` } : { name: "firecracker", status: qemuPath ? "warn" : "fail", detail: `${fc} not found${qemuPath ? "; QEMU will be used" : ""}`, fix: "Install Firecracker and set firecracker_bin, or use vmm = \"qemu\"" });
-  checks.push(qemuPath ? { name: "qemu", status: "pass", detail: `${qemuPath}: ${await ver([qemuPath, "--version"])}` } : { name: "qemu", status: fcPath ? "warn" : "fail", detail: `${qemu} not found`, fix: "sudo apt-get install qemu-system-x86" });
+  checks.push(
+    fcPath
+      ? { name: "firecracker", status: "pass", detail: `${fcPath}: ${await ver([fcPath, "--version"])}` }
+      : {
+          name: "firecracker",
+          status: qemuPath ? "warn" : "fail",
+          detail: `${fc} not found${qemuPath ? "; QEMU will be used" : ""}`,
+          fix: 'Install Firecracker and set firecracker_bin, or use vmm = "qemu"',
+        },
+  );
+  checks.push(
+    qemuPath
+      ? { name: "qemu", status: "pass", detail: `${qemuPath}: ${await ver([qemuPath, "--version"])}` }
+      : { name: "qemu", status: fcPath ? "warn" : "fail", detail: `${qemu} not found`, fix: "sudo apt-get install qemu-system-x86" },
+  );
 }
 
 async function checkBridge(deps: DoctorDeps, config: Config | null, checks: Check[]) {
   const bridge = config?.bridge ?? "banger0";
   const up = deps.exists(`/sys/class/net/${bridge}`);
-  checks.push(up ? { name: "bridge/NAT", status: "pass", detail: `bridge ${bridge} present` } : { name: "bridge/NAT", status: "warn", detail: `not set up yet: no bridge ${bridge}`, fix: "sudo banger host setup" });
-  checks.push(deps.which("nft") ? { name: "nftables", status: "pass", detail: "nft present" } : { name: "nftables", status: "fail", detail: `no nft: ${NFT_REQUIRED}`, fix: "sudo apt-get install nftables" });
+  checks.push(
+    up
+      ? { name: "bridge/NAT", status: "pass", detail: `bridge ${bridge} present` }
+      : { name: "bridge/NAT", status: "warn", detail: `not set up yet: no bridge ${bridge}`, fix: "sudo banger host setup" },
+  );
+  checks.push(
+    deps.which("nft")
+      ? { name: "nftables", status: "pass", detail: "nft present" }
+      : { name: "nftables", status: "fail", detail: `no nft: ${NFT_REQUIRED}`, fix: "sudo apt-get install nftables" },
+  );
   // A daemon that is not root changes per-VM rules only through the helper host setup installs.
   if (up && process.getuid?.() !== 0) {
     const ok = deps.exists(helperPath(bridge)) && deps.exists(sudoersPath(bridge));
-    checks.push(ok ? { name: "firewall helper", status: "pass", detail: helperPath(bridge) } : { name: "firewall helper", status: "fail", detail: `no ${helperPath(bridge)} or ${sudoersPath(bridge)}: VMs cannot get their firewall rules`, fix: "sudo banger host setup" });
+    checks.push(
+      ok
+        ? { name: "firewall helper", status: "pass", detail: helperPath(bridge) }
+        : {
+            name: "firewall helper",
+            status: "fail",
+            detail: `no ${helperPath(bridge)} or ${sudoersPath(bridge)}: VMs cannot get their firewall rules`,
+            fix: "sudo banger host setup",
+          },
+    );
   }
 }
 
@@ -188,8 +265,26 @@ function checkArtifacts(deps: DoctorDeps, config: Config | null, checks: Check[]
   const hasKernel = has("kernels", kernel);
   const hasImage = has("images", image);
   db?.close();
-  checks.push(hasKernel ? { name: "default kernel", status: "pass", detail: kernel } : { name: "default kernel", status: "warn", detail: `not set up yet: kernel ${kernel} not registered`, fix: config?.kernel_catalog ? `banger kernel pull ${kernel}` : "banger kernel import <vmlinux> --name default, or banger kernel build" });
-  checks.push(hasImage ? { name: "default image", status: "pass", detail: image } : { name: "default image", status: "warn", detail: `not set up yet: image ${image} not present${config?.image_catalog ? " (pulled on first vm create)" : ""}`, fix: config?.image_catalog ? `banger image pull ${image}` : "banger image build" });
+  checks.push(
+    hasKernel
+      ? { name: "default kernel", status: "pass", detail: kernel }
+      : {
+          name: "default kernel",
+          status: "warn",
+          detail: `not set up yet: kernel ${kernel} not registered`,
+          fix: config?.kernel_catalog ? `banger kernel pull ${kernel}` : "banger kernel import <vmlinux> --name default, or banger kernel build",
+        },
+  );
+  checks.push(
+    hasImage
+      ? { name: "default image", status: "pass", detail: image }
+      : {
+          name: "default image",
+          status: "warn",
+          detail: `not set up yet: image ${image} not present${config?.image_catalog ? " (pulled on first vm create)" : ""}`,
+          fix: config?.image_catalog ? `banger image pull ${image}` : "banger image build",
+        },
+  );
 }
 
 /** The socket's directory must be the user's own: otherwise another user could answer as the daemon. */
@@ -197,17 +292,31 @@ function runtimeDirCheck(deps: DoctorDeps): Check {
   const dir = deps.paths.runtimeDir;
   const why = deps.runtimeDirProblem();
   if (!why) return { name: "runtime dir", status: "pass", detail: `${dir} (private to you, or made so on first use)` };
-  return { name: "runtime dir", status: "fail", detail: `${dir} ${why}; banger refuses to use it`, fix: `Remove it (as its owner or root: rm -r ${dir}), or set XDG_RUNTIME_DIR to a directory only you can write (or unset it)` };
+  return {
+    name: "runtime dir",
+    status: "fail",
+    detail: `${dir} ${why}; banger refuses to use it`,
+    fix: `Remove it (as its owner or root: rm -r ${dir}), or set XDG_RUNTIME_DIR to a directory only you can write (or unset it)`,
+  };
 }
 
 async function checkDaemonAndDns(deps: DoctorDeps, config: Config | null, checks: Check[]) {
   checks.push(runtimeDirCheck(deps));
   const status = await deps.daemonStatus().catch(() => null);
-  checks.push(status ? { name: "daemon", status: "pass", detail: `running, pid ${status.pid}, build ${status.buildId}` } : { name: "daemon", status: "pass", detail: "not running; starts automatically on first use" });
+  checks.push(
+    status
+      ? { name: "daemon", status: "pass", detail: `running, pid ${status.pid}, build ${status.buildId}` }
+      : { name: "daemon", status: "pass", detail: "not running; starts automatically on first use" },
+  );
   const listen = config?.dns_listen ?? "127.0.0.1:42069";
   const [host, port] = [listen.slice(0, listen.lastIndexOf(":")), Number(listen.slice(listen.lastIndexOf(":") + 1))];
-  if (status?.dnsProblem) return checks.push({ name: "dns port", status: "fail", detail: `the daemon runs without .vm DNS: ${status.dnsProblem.message}`, fix: DNS_FIX });
+  if (status?.dnsProblem)
+    return checks.push({ name: "dns port", status: "fail", detail: `the daemon runs without .vm DNS: ${status.dnsProblem.message}`, fix: DNS_FIX });
   if (status) return checks.push({ name: "dns port", status: "pass", detail: `${listen} served by the daemon` });
   const free = await deps.udpPortFree(host, port);
-  checks.push(free ? { name: "dns port", status: "pass", detail: `${listen} free` } : { name: "dns port", status: "fail", detail: `${listen} is taken by another program (another user's banger daemon, perhaps)`, fix: DNS_FIX });
+  checks.push(
+    free
+      ? { name: "dns port", status: "pass", detail: `${listen} free` }
+      : { name: "dns port", status: "fail", detail: `${listen} is taken by another program (another user's banger daemon, perhaps)`, fix: DNS_FIX },
+  );
 }

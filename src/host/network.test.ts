@@ -46,7 +46,9 @@ describe("hostSetup", () => {
 
   test("guest DNS: the gateway's port 53 is redirected to the daemon's port", () => {
     const s = nftBaseScript({ ...cfg, guestDnsPort: 5300 });
-    expect(s).toContain('add rule inet banger_banger0 prerouting iifname "banger0" ip daddr 172.30.0.1 udp dport 53 redirect to :5300 comment "banger:dns-udp"');
+    expect(s).toContain(
+      'add rule inet banger_banger0 prerouting iifname "banger0" ip daddr 172.30.0.1 udp dport 53 redirect to :5300 comment "banger:dns-udp"',
+    );
     expect(s).toContain("tcp dport 53 redirect to :5300");
   });
 
@@ -161,7 +163,9 @@ describe("hostTeardown", () => {
   });
 
   test("nothing there: nothing done", async () => {
-    const r = new FakeHost((argv) => (argv.join(" ").startsWith("nft delete table") ? { code: 1, stderr: "Error: No such file or directory" } : model({})(argv)));
+    const r = new FakeHost((argv) =>
+      argv.join(" ").startsWith("nft delete table") ? { code: 1, stderr: "Error: No such file or directory" } : model({})(argv),
+    );
     expect(await hostTeardown({ runner: r, sudo: false }, cfg)).toEqual([]);
   });
 

@@ -56,7 +56,11 @@ export async function hostTeardown(deps: NetDeps, cfg: HostNetConfig): Promise<s
   checkIfName(cfg.bridge);
   const actions: string[] = [];
   if (cfg.systemdUnit) actions.push(...(await removeSystemdUnit(deps, cfg, cfg.systemdUnit)));
-  actions.push(...(await nftFirewall(deps, cfg).remove().catch((err) => ignoreMissingTool(err))));
+  actions.push(
+    ...(await nftFirewall(deps, cfg)
+      .remove()
+      .catch((err) => ignoreMissingTool(err))),
+  );
   // Chains an older banger wrote with iptables go too.
   actions.push(...(await removeLegacyIptables(deps, cfg).catch((err) => ignoreMissingTool(err))));
   actions.push(...(await removeLinks(deps, cfg, await readLinks(deps))));

@@ -51,11 +51,7 @@ export const hostRunner: Runner = {
     const stop = () => killGroup(proc.pid);
     signal?.addEventListener("abort", stop, { once: true });
     try {
-      const [stdout, stderr, code] = await Promise.all([
-        new Response(proc.stdout).text(),
-        new Response(proc.stderr).text(),
-        proc.exited,
-      ]);
+      const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
       if (signal?.aborted) throw cancelled(argv);
       const result = { code, stdout, stderr };
       if (code !== 0 && !opts.allowFailure) throw new CommandError(argv, result);

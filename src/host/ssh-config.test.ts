@@ -9,7 +9,8 @@ import { installInclude, uninstallInclude, writeSshConfig } from "./ssh-config.t
 const root = mkdtempSync(join(tmpdir(), "banger-sshcfg-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const LEAKY = "Host *\n  ForwardAgent yes\n  ForwardX11 yes\n  ClearAllForwardings no\n  PermitLocalCommand yes\n  LocalCommand touch /tmp/never\n  RemoteForward 9000 localhost:22\n";
+const LEAKY =
+  "Host *\n  ForwardAgent yes\n  ForwardX11 yes\n  ClearAllForwardings no\n  PermitLocalCommand yes\n  LocalCommand touch /tmp/never\n  RemoteForward 9000 localhost:22\n";
 
 /** A home whose ~/.ssh/config forwards everything, with banger's block installed. */
 function home(name: string, userConfig: string) {
@@ -33,7 +34,8 @@ describe("ssh-config install", () => {
     const { paths, cfg } = home("a", LEAKY);
     expect(installInclude(paths)).toBe("installed");
     const g = effective(cfg, "web.vm");
-    for (const line of ["forwardagent no", "forwardx11 no", "clearallforwardings yes", "permitlocalcommand no", "stricthostkeychecking true", "user root"]) expect(g).toContain(`\n${line}\n`);
+    for (const line of ["forwardagent no", "forwardx11 no", "clearallforwardings yes", "permitlocalcommand no", "stricthostkeychecking true", "user root"])
+      expect(g).toContain(`\n${line}\n`);
     // Other hosts keep the user's own settings.
     expect(effective(cfg, "example.org")).toContain("\nforwardagent yes\n");
   });

@@ -48,7 +48,10 @@ describe("waitForSsh (fake connect, pinned clock)", () => {
   test("a refused key fails at once instead of waiting", async () => {
     let calls = 0;
     const e = await rejection(
-      waitForSsh({ host: "h", privateKey: "k", timeoutMs: 60_000 }, { connect: async () => (calls++, Promise.reject(new BangerError("permission_denied", "no"))) }),
+      waitForSsh(
+        { host: "h", privateKey: "k", timeoutMs: 60_000 },
+        { connect: async () => (calls++, Promise.reject(new BangerError("permission_denied", "no"))) },
+      ),
     );
     expect(e.code).toBe("permission_denied");
     expect(calls).toBe(1);
@@ -73,7 +76,11 @@ describe("ssh against a real sshd on loopback (root)", () => {
     await sshd?.stop();
   });
 
-  guestShellContract("ssh", () => sshShell(shared!), (name, fn) => testNeeds(`${name} (needs root, sshd)`, canSshd, fn));
+  guestShellContract(
+    "ssh",
+    () => sshShell(shared!),
+    (name, fn) => testNeeds(`${name} (needs root, sshd)`, canSshd, fn),
+  );
 
   testNeeds("exec streams stdin in and stdout/stderr out with the exit code (needs root, sshd)", canSshd, async () => {
     const conn = await sshConnect(opts());

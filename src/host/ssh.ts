@@ -45,7 +45,12 @@ export function sshConnect(opts: SshConnectOptions): Promise<Client> {
       });
     } catch (err) {
       // ssh2 throws synchronously for a key it cannot parse.
-      reject(new BangerError("invalid_argument", `SSH to ${where}: ${(err as Error).message}`, { hint: "Check the ssh_key setting points at an unencrypted OpenSSH private key.", cause: err }));
+      reject(
+        new BangerError("invalid_argument", `SSH to ${where}: ${(err as Error).message}`, {
+          hint: "Check the ssh_key setting points at an unencrypted OpenSSH private key.",
+          cause: err,
+        }),
+      );
     }
   });
 }
@@ -66,12 +71,21 @@ function connectError(err: Error & { level?: string; code?: string }, where: str
     });
   }
   if (err.level === "client-authentication") {
-    return new BangerError("permission_denied", `${where} refused banger's SSH key`, { hint: "Check /root/.ssh/authorized_keys in the guest holds banger's public key.", cause: err });
+    return new BangerError("permission_denied", `${where} refused banger's SSH key`, {
+      hint: "Check /root/.ssh/authorized_keys in the guest holds banger's public key.",
+      cause: err,
+    });
   }
   if (/timed out/i.test(err.message)) {
-    return new BangerError("timeout", `SSH to ${where} did not complete its handshake in time`, { hint: "Check the guest booted: banger vm logs NAME.", cause: err });
+    return new BangerError("timeout", `SSH to ${where} did not complete its handshake in time`, {
+      hint: "Check the guest booted: banger vm logs NAME.",
+      cause: err,
+    });
   }
-  return new BangerError("unavailable", `SSH to ${where} failed: ${err.message}`, { hint: "Check the VM is running and its sshd is up: banger vm logs NAME.", cause: err });
+  return new BangerError("unavailable", `SSH to ${where} failed: ${err.message}`, {
+    hint: "Check the VM is running and its sshd is up: banger vm logs NAME.",
+    cause: err,
+  });
 }
 
 /** Output sinks for sshExec; a given sink receives the stream instead of the result collecting it. */
@@ -92,9 +106,13 @@ function collector(what: string) {
     take(c: Buffer) {
       size += c.length;
       if (size > MAX_COLLECTED_BYTES) {
-        throw new BangerError("failed_precondition", `the guest command wrote more than ${MAX_COLLECTED_BYTES >> 20} MiB to ${what}, more than banger collects; it was stopped`, {
-          hint: "Redirect the command's output to a file in the guest, or stream it (banger vm ssh).",
-        });
+        throw new BangerError(
+          "failed_precondition",
+          `the guest command wrote more than ${MAX_COLLECTED_BYTES >> 20} MiB to ${what}, more than banger collects; it was stopped`,
+          {
+            hint: "Redirect the command's output to a file in the guest, or stream it (banger vm ssh).",
+          },
+        );
       }
       parts.push(c);
     },
@@ -124,8 +142,14 @@ export function sshExec(conn: Client, cmd: string, io: SshExecIo = {}): Promise<
           ch.close();
         }
       };
-      ch.on("data", guard((c) => (io.stdout ? io.stdout(c) : out.take(c))));
-      ch.stderr.on("data", guard((c) => (io.stderr ? io.stderr(c) : errs.take(c))));
+      ch.on(
+        "data",
+        guard((c) => (io.stdout ? io.stdout(c) : out.take(c))),
+      );
+      ch.stderr.on(
+        "data",
+        guard((c) => (io.stderr ? io.stderr(c) : errs.take(c))),
+      );
       // A command killed by a signal has no exit status; 128+n would need the number, so report it as 255.
       ch.on("exit", (c: number | null) => (code = c ?? 255));
       ch.on("close", () => {

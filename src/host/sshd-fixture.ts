@@ -52,9 +52,17 @@ export async function startTestSshd(): Promise<TestSshd> {
   writeFileSync(join(dir, "authorized_keys"), readFileSync(join(dir, "client.pub")));
   const port = await freePort();
   const config = [
-    `Port ${port}`, "ListenAddress 127.0.0.1", `HostKey ${dir}/host`, `PidFile ${dir}/sshd.pid`,
-    `AuthorizedKeysFile ${dir}/authorized_keys`, "StrictModes no", "PermitRootLogin prohibit-password",
-    "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "LogLevel ERROR",
+    `Port ${port}`,
+    "ListenAddress 127.0.0.1",
+    `HostKey ${dir}/host`,
+    `PidFile ${dir}/sshd.pid`,
+    `AuthorizedKeysFile ${dir}/authorized_keys`,
+    "StrictModes no",
+    "PermitRootLogin prohibit-password",
+    "PasswordAuthentication no",
+    "KbdInteractiveAuthentication no",
+    "UsePAM no",
+    "LogLevel ERROR",
   ].join("\n");
   writeFileSync(join(dir, "sshd_config"), `${config}\n`);
   const proc = Bun.spawn([SSHD, "-D", "-e", "-f", join(dir, "sshd_config")], { stdout: "ignore", stderr: "pipe" });

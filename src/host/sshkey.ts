@@ -9,7 +9,9 @@ export async function ensureSshKey(keyPath: string, runner: Runner): Promise<str
     mkdirSync(dirname(keyPath), { recursive: true, mode: 0o700 });
     const r = await runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "banger", "-f", keyPath], { allowFailure: true });
     if (r.code !== 0) {
-      throw new BangerError("failed_precondition", `could not create the SSH key ${keyPath}: ${r.stderr.trim()}`, { hint: "Install openssh-client (ssh-keygen), or set ssh_key in the config to an existing ed25519 key." });
+      throw new BangerError("failed_precondition", `could not create the SSH key ${keyPath}: ${r.stderr.trim()}`, {
+        hint: "Install openssh-client (ssh-keygen), or set ssh_key in the config to an existing ed25519 key.",
+      });
     }
   }
   chmodSync(keyPath, 0o600);

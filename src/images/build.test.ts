@@ -27,7 +27,8 @@ describe("image build plan", () => {
   });
 
   test("parseDpkgStatus lists installed packages only", () => {
-    const status = "Package: a\nStatus: install ok installed\nVersion: 1\n\nPackage: b\nStatus: deinstall ok config-files\nVersion: 2\n\nPackage: c\nStatus: install ok installed\nVersion: 3:1.0\n";
+    const status =
+      "Package: a\nStatus: install ok installed\nVersion: 1\n\nPackage: b\nStatus: deinstall ok config-files\nVersion: 2\n\nPackage: c\nStatus: install ok installed\nVersion: 3:1.0\n";
     expect(parseDpkgStatus(status)).toEqual(["a=1", "c=3:1.0"]);
   });
 
@@ -45,8 +46,12 @@ describe("image build plan", () => {
     const deps = { runner: new RecordingRunner(), uid: 0, which: () => "/usr/bin/x" };
     await expect(buildImage({ name: "Bad Name", outDir: join(dir, "x"), agentBinary: agent }, deps)).rejects.toMatchObject({ code: "invalid_argument" });
     await expect(buildImage({ name: "ok", outDir: dir, agentBinary: agent }, deps)).rejects.toMatchObject({ code: "already_exists" });
-    await expect(buildImage({ name: "ok", outDir: join(dir, "p"), agentBinary: agent, extraPackages: ["nodejs", "rm -rf /"] }, deps)).rejects.toThrow('not a Debian package name: "rm -rf /"');
-    await expect(buildImage({ name: "ok", outDir: join(dir, "y"), agentBinary: agent }, { ...deps, which: () => null })).rejects.toMatchObject({ code: "not_available" });
+    await expect(buildImage({ name: "ok", outDir: join(dir, "p"), agentBinary: agent, extraPackages: ["nodejs", "rm -rf /"] }, deps)).rejects.toThrow(
+      'not a Debian package name: "rm -rf /"',
+    );
+    await expect(buildImage({ name: "ok", outDir: join(dir, "y"), agentBinary: agent }, { ...deps, which: () => null })).rejects.toMatchObject({
+      code: "not_available",
+    });
     const failing = new RecordingRunner((argv) => (argv[0] === "mmdebstrap" ? { code: 1, stderr: "E: no network" } : undefined));
     await expect(buildImage({ name: "ok", outDir: join(dir, "z"), agentBinary: agent }, { ...deps, runner: failing })).rejects.toThrow(/no network/);
     expect(readdirSync(dir).filter((n) => n.startsWith("z"))).toEqual([]);

@@ -16,8 +16,18 @@ import { KERNEL_PACKAGES, writeImageKernel, type ImageKernel } from "./image-ker
 
 /** The packages every golden image carries on top of minbase. */
 export const IMAGE_PACKAGES = [
-  "openssh-server", "systemd-sysv", "udev", "dbus", "iproute2", "git", "ca-certificates",
-  "sudo", "curl", "python3", "openssl", "procps",
+  "openssh-server",
+  "systemd-sysv",
+  "udev",
+  "dbus",
+  "iproute2",
+  "git",
+  "ca-certificates",
+  "sudo",
+  "curl",
+  "python3",
+  "openssl",
+  "procps",
 ];
 
 export type BuildMode = "auto" | "root" | "unshare";
@@ -60,17 +70,31 @@ export function resolveMode(mode: BuildMode, uid: number): "root" | "unshare" {
 }
 
 /** The mmdebstrap command line: a minbase directory tree with the glue tarball unpacked in. */
-export function mmdebstrapArgv(o: { suite: string; mode: "root" | "unshare"; rootDir: string; glueTar: string; packages: string[]; mirror?: string }): string[] {
+export function mmdebstrapArgv(o: {
+  suite: string;
+  mode: "root" | "unshare";
+  rootDir: string;
+  glueTar: string;
+  packages: string[];
+  mirror?: string;
+}): string[] {
   return [
-    "mmdebstrap", "--variant=minbase", `--mode=${o.mode}`, "--format=directory",
+    "mmdebstrap",
+    "--variant=minbase",
+    `--mode=${o.mode}`,
+    "--format=directory",
     `--include=${o.packages.join(",")}`,
     // documentation and translations are dead weight in a dev VM image
-    "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
-    "--dpkgopt=path-include=/usr/share/doc/*/copyright", "--dpkgopt=path-exclude=/usr/share/locale/*",
+    "--dpkgopt=path-exclude=/usr/share/man/*",
+    "--dpkgopt=path-exclude=/usr/share/doc/*",
+    "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+    "--dpkgopt=path-exclude=/usr/share/locale/*",
     `--customize-hook=tar-in ${o.glueTar} /`,
     // every VM gets its own host key from the config drive: none may be shared via the image
     '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*',
-    o.suite, o.rootDir, ...(o.mirror ? [o.mirror] : []),
+    o.suite,
+    o.rootDir,
+    ...(o.mirror ? [o.mirror] : []),
   ];
 }
 
@@ -117,7 +141,9 @@ const PACKAGE_RE = /^[a-z0-9][a-z0-9+.-]+([=/][A-Za-z0-9+.~:-]+)?$/;
 function preflight(o: BuildImageOptions, deps: BuildDeps): void {
   const bad = (o.extraPackages ?? []).filter((p) => !PACKAGE_RE.test(p));
   if (bad.length) {
-    throw new BangerError("invalid_argument", `not a Debian package name: ${bad.map((p) => JSON.stringify(p)).join(", ")}`, { hint: "Pass names separated by commas, e.g. --packages build-essential,nodejs" });
+    throw new BangerError("invalid_argument", `not a Debian package name: ${bad.map((p) => JSON.stringify(p)).join(", ")}`, {
+      hint: "Pass names separated by commas, e.g. --packages build-essential,nodejs",
+    });
   }
   if (!/^[a-z0-9][a-z0-9._-]{0,63}$/.test(o.name)) {
     throw new BangerError("invalid_argument", `image name ${JSON.stringify(o.name)} is invalid`, { hint: "Use lowercase letters, digits, '.', '_' and '-'" });
@@ -127,7 +153,9 @@ function preflight(o: BuildImageOptions, deps: BuildDeps): void {
   }
   for (const bin of ["mmdebstrap", "mkfs.ext4", "tar"]) {
     if (!deps.which(bin)) {
-      throw new BangerError("not_available", `${bin} is not installed; image build needs it`, { hint: "Install it: sudo apt-get install mmdebstrap e2fsprogs" });
+      throw new BangerError("not_available", `${bin} is not installed; image build needs it`, {
+        hint: "Install it: sudo apt-get install mmdebstrap e2fsprogs",
+      });
     }
   }
   if (!existsSync(o.agentBinary)) {
@@ -169,9 +197,12 @@ export async function buildImage(o: BuildImageOptions, deps: BuildDeps): Promise
     await deps.runner.run(inTreeNamespace(mode, mkfs));
 
     stage("work seed");
-    await makeWorkSeed({ srcDir: join(rootDir, "root"), path: join(work, "work-seed.ext4") }, {
-      runner: { run: (argv, opts) => deps.runner.run(argv[0] === "mkfs.ext4" ? inTreeNamespace(mode, argv) : argv, opts) },
-    });
+    await makeWorkSeed(
+      { srcDir: join(rootDir, "root"), path: join(work, "work-seed.ext4") },
+      {
+        runner: { run: (argv, opts) => deps.runner.run(argv[0] === "mkfs.ext4" ? inTreeNamespace(mode, argv) : argv, opts) },
+      },
+    );
     await deps.runner.run(inTreeNamespace(mode, ["rm", "-rf", rootDir]));
 
     stage("fingerprint");
@@ -182,7 +213,15 @@ export async function buildImage(o: BuildImageOptions, deps: BuildDeps): Promise
     const kernelOut = { ...kernel, vmlinux: join(o.outDir, "vmlinux"), initrd: join(o.outDir, "initrd.img") };
     await rename(kernel.vmlinux, kernelOut.vmlinux);
     await rename(kernel.initrd, kernelOut.initrd);
-    return { rootfs: join(o.outDir, "rootfs.ext4"), workSeed: join(o.outDir, "work-seed.ext4"), sizeBytes, fingerprint, agentVersion, packages: installed, kernel: kernelOut };
+    return {
+      rootfs: join(o.outDir, "rootfs.ext4"),
+      workSeed: join(o.outDir, "work-seed.ext4"),
+      sizeBytes,
+      fingerprint,
+      agentVersion,
+      packages: installed,
+      kernel: kernelOut,
+    };
   } catch (err) {
     await rm(o.outDir, { recursive: true, force: true });
     throw err;

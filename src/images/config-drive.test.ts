@@ -96,7 +96,9 @@ describe("buildConfigDrive", () => {
   test("a bad hostname or guest path fails before anything is written", async () => {
     const img = join(dir, "bad", "config.ext4");
     await expect(buildConfigDrive(img, spec({ hostname: "no_underscores" }), { runner: hostRunner })).rejects.toMatchObject({ code: "invalid_argument" });
-    await expect(buildConfigDrive(img, spec({ files: [{ guestPath: "/etc/x", content: "" }] }), { runner: hostRunner })).rejects.toMatchObject({ code: "invalid_argument" });
+    await expect(buildConfigDrive(img, spec({ files: [{ guestPath: "/etc/x", content: "" }] }), { runner: hostRunner })).rejects.toMatchObject({
+      code: "invalid_argument",
+    });
     expect(existsSync(img)).toBe(false);
     expect(readdirSync(join(dir, "bad"))).toEqual([]);
   });

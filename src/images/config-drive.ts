@@ -131,11 +131,7 @@ async function stageAll(stage: string, spec: ConfigDriveSpec, runner: Runner): P
 }
 
 /** Builds the config drive at `path` (replacing any previous one atomically). */
-export async function buildConfigDrive(
-  path: string,
-  spec: ConfigDriveSpec,
-  deps: { runner: Runner },
-): Promise<{ sizeBytes: number; skipped: string[] }> {
+export async function buildConfigDrive(path: string, spec: ConfigDriveSpec, deps: { runner: Runner }): Promise<{ sizeBytes: number; skipped: string[] }> {
   if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i.test(spec.hostname)) {
     throw new BangerError("invalid_argument", `hostname ${JSON.stringify(spec.hostname)} is not a DNS label`);
   }

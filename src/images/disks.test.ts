@@ -86,7 +86,10 @@ describe("disk plans", () => {
     });
     const p = join(dir, "plan", "work.ext4");
     await expect(createWorkDisk({ seed: s, path: p, sizeBytes: GiB }, { runner })).rejects.toThrow(/boom/);
-    expect(runner.calls).toEqual([["cp", "--reflink=auto", "--sparse=always", s, p], ["resize2fs", p]]);
+    expect(runner.calls).toEqual([
+      ["cp", "--reflink=auto", "--sparse=always", s, p],
+      ["resize2fs", p],
+    ]);
     expect(existsSync(p)).toBe(false);
   });
 });

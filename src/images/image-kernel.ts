@@ -27,9 +27,13 @@ export interface ImageKernel {
 export async function installedRelease(tree: string): Promise<string> {
   const names = (await readdir(join(tree, "boot")).catch(() => [] as string[])).filter((n) => n.startsWith("vmlinuz-"));
   if (names.length !== 1) {
-    throw new BangerError("failed_precondition", names.length ? `the image has ${names.length} kernels in /boot (${names.join(", ")}); expected one` : "the image has no kernel in /boot", {
-      hint: `Install exactly one kernel package in the image (${KERNEL_PACKAGES[0]})`,
-    });
+    throw new BangerError(
+      "failed_precondition",
+      names.length ? `the image has ${names.length} kernels in /boot (${names.join(", ")}); expected one` : "the image has no kernel in /boot",
+      {
+        hint: `Install exactly one kernel package in the image (${KERNEL_PACKAGES[0]})`,
+      },
+    );
   }
   return names[0]!.slice("vmlinuz-".length);
 }
@@ -41,7 +45,9 @@ export async function writeImageKernel(tree: string, outDir: string): Promise<Im
   const elf = extractVmlinux(new Uint8Array(await Bun.file(bz).arrayBuffer()), bz);
   const banner = readKernelVersion(elf);
   if (banner !== release) {
-    throw new BangerError("failed_precondition", `${bz} says it is ${banner ?? "no Linux kernel"}, not ${release}`, { hint: "Reinstall the kernel package in the image" });
+    throw new BangerError("failed_precondition", `${bz} says it is ${banner ?? "no Linux kernel"}, not ${release}`, {
+      hint: "Reinstall the kernel package in the image",
+    });
   }
   const vmlinux = join(outDir, "vmlinux");
   const initrd = join(outDir, "initrd.img");

@@ -12,7 +12,14 @@ describe("kernel config", () => {
   test("the shipped full config already has every option of banger's fragment", () => {
     expect(fragmentOptions().length).toBeGreaterThan(20);
     expect(missingOptions(BASE_KERNEL_CONFIG)).toEqual([]);
-    for (const k of ["CONFIG_ACPI_BUTTON", "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES", "CONFIG_SERIO_I8042", "CONFIG_KEYBOARD_ATKBD", "CONFIG_OVERLAY_FS", "CONFIG_VIRTIO_VSOCKETS"]) {
+    for (const k of [
+      "CONFIG_ACPI_BUTTON",
+      "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES",
+      "CONFIG_SERIO_I8042",
+      "CONFIG_KEYBOARD_ATKBD",
+      "CONFIG_OVERLAY_FS",
+      "CONFIG_VIRTIO_VSOCKETS",
+    ]) {
       expect(BANGER_KERNEL_FRAGMENT).toContain(`${k}=y`);
     }
   });

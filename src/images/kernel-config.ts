@@ -71,7 +71,9 @@ export function fragmentOptions(fragment = BANGER_KERNEL_FRAGMENT): Array<[strin
 /** Options of the fragment the final .config lost (an unmet Kconfig dependency). */
 export function missingOptions(finalConfig: string, fragment = BANGER_KERNEL_FRAGMENT): string[] {
   const have = new Set(finalConfig.split("\n").map((l) => l.trim()));
-  return fragmentOptions(fragment).filter(([k, v]) => !have.has(`${k}=${v}`)).map(([k]) => k);
+  return fragmentOptions(fragment)
+    .filter(([k, v]) => !have.has(`${k}=${v}`))
+    .map(([k]) => k);
 }
 
 /** Picks the newest /usr/src/linux-source-*.tar.xz. */
@@ -98,7 +100,13 @@ export interface KernelBuildOptions {
 /** Compiles vmlinux (about 8 minutes on 2 cores); returns its path for importKernel. */
 export async function buildKernel(o: KernelBuildOptions, deps: { runner: Runner; cpus: number }): Promise<{ vmlinux: string; sourceTree: string }> {
   const tarball = await findKernelSource(o.usrSrc ?? "/usr/src");
-  const tree = join(o.workDir, tarball.split("/").pop()!.replace(/\.tar\.xz$/, ""));
+  const tree = join(
+    o.workDir,
+    tarball
+      .split("/")
+      .pop()!
+      .replace(/\.tar\.xz$/, ""),
+  );
   await mkdir(o.workDir, { recursive: true });
   o.onStage?.("extract");
   await deps.runner.run(["tar", "-C", o.workDir, "-xf", tarball]);

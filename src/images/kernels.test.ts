@@ -94,7 +94,12 @@ describe("pullKernel", () => {
   });
 
   test("an unknown name lists what the catalog has", async () => {
-    const err = await pullKernel({ catalogUrl: `http://127.0.0.1:${server.port}/catalog.json`, name: "nope", kernelsDir: join(dir, "n"), fetch: fetcher }).catch((e) => e);
+    const err = await pullKernel({
+      catalogUrl: `http://127.0.0.1:${server.port}/catalog.json`,
+      name: "nope",
+      kernelsDir: join(dir, "n"),
+      fetch: fetcher,
+    }).catch((e) => e);
     expect(err.code).toBe("not_found");
     expect(err.message).toContain("good, bad");
   });

@@ -14,7 +14,13 @@ test("round-trips names, types, owners, modes and PAX long names and xattrs", ()
     { path: "p", type: "fifo" },
   ]);
   const got = entries(tar);
-  expect(got.map((e) => [e.path, e.type])).toEqual([["dir/", "dir"], [long, "file"], ["ln", "symlink"], ["hl", "hardlink"], ["p", "fifo"]]);
+  expect(got.map((e) => [e.path, e.type])).toEqual([
+    ["dir/", "dir"],
+    [long, "file"],
+    ["ln", "symlink"],
+    ["hl", "hardlink"],
+    ["p", "fifo"],
+  ]);
   expect(got[0]).toMatchObject({ mode: 0o1777, uid: 1000, gid: 1001, mtime: 1234567890 });
   expect(got[1]).toMatchObject({ mode: 0o4755, size: 5 });
   expect(new TextDecoder().decode(tar.subarray(got[1]!.dataOffset, got[1]!.dataOffset + 5))).toBe("hello");
@@ -45,7 +51,6 @@ test("rejects a corrupt header and a truncated archive", () => {
   expect(() => entries(bad)).toThrow(BangerError);
   expect(() => entries(tar.slice(0, 1024))).toThrow(/truncated/);
 });
-
 
 /** A one-member archive whose size field is replaced by `size` (octal text or raw bytes). */
 function withSize(size: string | number[]): Uint8Array {
@@ -80,7 +85,8 @@ test("rejects negative, fractional and non-numeric PAX sizes", () => {
     fixChecksum(head.subarray(0, 512));
     const body = writeTar([{ path: "f", data: "y" }]);
     const tar = new Uint8Array([...head, ...body]);
-    if (bad === "") expect(entries(tar)).toHaveLength(1); // an empty value means "no override"
+    if (bad === "")
+      expect(entries(tar)).toHaveLength(1); // an empty value means "no override"
     else expect(() => entries(tar)).toThrow(/PAX size/);
   }
 });

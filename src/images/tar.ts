@@ -25,8 +25,15 @@ export interface TarEntry {
 export type ReadAt = (offset: number, length: number) => Uint8Array;
 
 const TYPES: Record<string, TarType> = {
-  "0": "file", "\0": "file", "7": "file", "1": "hardlink", "2": "symlink",
-  "3": "char", "4": "block", "5": "dir", "6": "fifo",
+  "0": "file",
+  "\0": "file",
+  "7": "file",
+  "1": "hardlink",
+  "2": "symlink",
+  "3": "char",
+  "4": "block",
+  "5": "dir",
+  "6": "fifo",
 };
 const XATTR = "SCHILY.xattr.";
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -50,9 +57,13 @@ function cstr(block: Uint8Array, start: number, len: number): Uint8Array {
 }
 
 function badNumber(what: string, raw: string, at: number): never {
-  throw new BangerError("invalid_argument", `not a valid tar archive: the ${what} field of the header at byte ${at} is ${JSON.stringify(raw)}, not a non-negative number`, {
-    hint: "The archive is corrupt or crafted; rebuild or re-download it.",
-  });
+  throw new BangerError(
+    "invalid_argument",
+    `not a valid tar archive: the ${what} field of the header at byte ${at} is ${JSON.stringify(raw)}, not a non-negative number`,
+    {
+      hint: "The archive is corrupt or crafted; rebuild or re-download it.",
+    },
+  );
 }
 
 /** Checks a header number: tar numbers are whole, non-negative and exact in a double. */
@@ -128,7 +139,11 @@ function overrides(raw: Record<string, Uint8Array>, at: number): PaxOverrides {
 }
 
 function xattrsOf(raw: Record<string, Uint8Array>): Record<string, Uint8Array> {
-  return Object.fromEntries(Object.entries(raw).filter(([k]) => k.startsWith(XATTR)).map(([k, v]) => [k.slice(XATTR.length), v]));
+  return Object.fromEntries(
+    Object.entries(raw)
+      .filter(([k]) => k.startsWith(XATTR))
+      .map(([k, v]) => [k.slice(XATTR.length), v]),
+  );
 }
 
 /** The state a tar walk carries between headers: pending PAX records and GNU long names. */
@@ -190,9 +205,13 @@ export function* tarEntries(readAt: ReadAt, total: number): Generator<TarEntry> 
     const ext = overrides(raw, at);
     const entrySize = ext.size !== undefined && !"xgLK".includes(typeflag) ? ext.size : size;
     pos = at + 512 + Math.ceil(entrySize / 512) * 512;
-    if (!(pos > at) || pos > total) throw new BangerError("invalid_argument", `tar archive is truncated at byte ${total} (the header at byte ${at} claims ${entrySize} bytes of data)`);
+    if (!(pos > at) || pos > total)
+      throw new BangerError("invalid_argument", `tar archive is truncated at byte ${total} (the header at byte ${at} claims ${entrySize} bytes of data)`);
     if ("xgLK".includes(typeflag) && size > MAX_META_BYTES) {
-      throw new BangerError("invalid_argument", `tar header at byte ${at} carries ${size} bytes of extended attributes or names; the limit is ${MAX_META_BYTES}`);
+      throw new BangerError(
+        "invalid_argument",
+        `tar header at byte ${at} carries ${size} bytes of extended attributes or names; the limit is ${MAX_META_BYTES}`,
+      );
     }
     if (absorbMeta(typeflag, () => readAt(at + 512, size), size, p)) continue;
     yield entryOf(block, at, entrySize, ext, raw, p);
@@ -216,7 +235,14 @@ export interface TarInput {
 }
 
 const FLAGS: Record<TarType, string> = {
-  file: "0", dir: "5", symlink: "2", hardlink: "1", char: "3", block: "4", fifo: "6", other: "0",
+  file: "0",
+  dir: "5",
+  symlink: "2",
+  hardlink: "1",
+  char: "3",
+  block: "4",
+  fifo: "6",
+  other: "0",
 };
 const enc = new TextEncoder();
 
@@ -234,7 +260,11 @@ function header(path: Uint8Array, e: TarInput, size: number, flag: string, linkn
   put(linkname, 157, 100);
   put(enc.encode("ustar\x0000"), 257, 8);
   b.fill(32, 148, 156);
-  oct(b.reduce((s, x) => s + x, 0), 148, 7);
+  oct(
+    b.reduce((s, x) => s + x, 0),
+    148,
+    7,
+  );
   return b;
 }
 

@@ -58,8 +58,27 @@ test("an image's own kernel goes with the image: kernel delete refuses it, image
   const db = openStore(paths.dbFile);
   const store = new ArtifactStore(db);
   const now = new Date(0).toISOString();
-  store.putKernel({ name: "deb-kernel", version: "6.1.0-57-cloud-amd64", path: join(dir, "vmlinux"), sha256: "0".repeat(64), size_bytes: 1, source: "image:deb", created_at: now, initrd_path: join(dir, "initrd.img") });
-  store.putImage({ name: "deb", rootfs_path: join(dir, "rootfs.ext4"), work_seed_path: join(dir, "work-seed.ext4"), kernel: "deb-kernel", agent_version: "t", fingerprint: "t", size_bytes: 1, source: "build:debian-bookworm", created_at: now });
+  store.putKernel({
+    name: "deb-kernel",
+    version: "6.1.0-57-cloud-amd64",
+    path: join(dir, "vmlinux"),
+    sha256: "0".repeat(64),
+    size_bytes: 1,
+    source: "image:deb",
+    created_at: now,
+    initrd_path: join(dir, "initrd.img"),
+  });
+  store.putImage({
+    name: "deb",
+    rootfs_path: join(dir, "rootfs.ext4"),
+    work_seed_path: join(dir, "work-seed.ext4"),
+    kernel: "deb-kernel",
+    agent_version: "t",
+    fingerprint: "t",
+    size_bytes: 1,
+    source: "build:debian-bookworm",
+    created_at: now,
+  });
   const vms = { deps: { vms: { list: () => [] } } } as unknown as VmService;
   const handlers = artifactHandlers({ paths, config: DEFAULTS, db, log: () => {}, runner: hostRunner, vms });
   const ctx: CallContext = { signal: new AbortController().signal, progress: () => {} };

@@ -23,7 +23,16 @@ export interface ArtifactDeps {
 }
 
 function kernelRow(k: KernelInfo, source: string): KernelRow {
-  return { name: k.name, version: k.version, path: k.path, sha256: k.sha256, size_bytes: k.size, source, created_at: new Date().toISOString(), initrd_path: null };
+  return {
+    name: k.name,
+    version: k.version,
+    path: k.path,
+    sha256: k.sha256,
+    size_bytes: k.size,
+    source,
+    created_at: new Date().toISOString(),
+    initrd_path: null,
+  };
 }
 
 /** RPC handlers for `kernel` and `image`. */
@@ -41,7 +50,8 @@ export function artifactHandlers(deps: ArtifactDeps): Handlers {
     "kernel.show": async (p) => must(p.name),
     "kernel.import": async (p) => {
       if (p.name && store.kernel(p.name)) {
-        if (!p.force) throw new BangerError("already_exists", `kernel ${p.name} already exists`, { hint: `Pick another --name, or pass --force to replace it.` });
+        if (!p.force)
+          throw new BangerError("already_exists", `kernel ${p.name} already exists`, { hint: `Pick another --name, or pass --force to replace it.` });
         await deleteKernel(kernelsDir, p.name).catch(() => {});
       }
       const k = await importKernel({ src: resolve(p.path), kernelsDir, name: p.name });
@@ -50,7 +60,10 @@ export function artifactHandlers(deps: ArtifactDeps): Handlers {
       return row;
     },
     "kernel.pull": async (p, ctx) => {
-      if (!deps.config.kernel_catalog) throw new BangerError("failed_precondition", "no kernel catalog is configured", { hint: "Set kernel_catalog in the config, or use `banger kernel import`." });
+      if (!deps.config.kernel_catalog)
+        throw new BangerError("failed_precondition", "no kernel catalog is configured", {
+          hint: "Set kernel_catalog in the config, or use `banger kernel import`.",
+        });
       ctx.progress({ stage: "download", status: "start" });
       const k = await pullKernel({ catalogUrl: deps.config.kernel_catalog, name: p.name, kernelsDir, fetch });
       ctx.progress({ stage: "download", status: "done" });
@@ -60,7 +73,10 @@ export function artifactHandlers(deps: ArtifactDeps): Handlers {
     },
     "kernel.build": async (p, ctx) => {
       const name = p.name ?? deps.config.default_kernel;
-      if (store.kernel(name)) throw new BangerError("already_exists", `kernel ${name} already exists`, { hint: `Delete it first (banger kernel delete ${name}) or pick another --name.` });
+      if (store.kernel(name))
+        throw new BangerError("already_exists", `kernel ${name} already exists`, {
+          hint: `Delete it first (banger kernel delete ${name}) or pick another --name.`,
+        });
       const work = mkdtempSync(join(kernelsDir, ".build-"));
       let current: { stage: string; at: number } | null = null;
       const onStage = (stage: string) => {
@@ -69,7 +85,10 @@ export function artifactHandlers(deps: ArtifactDeps): Handlers {
         ctx.progress({ stage, status: "start" });
       };
       try {
-        const built = await buildKernel({ workDir: work, usrSrc: p.source, onStage }, { runner: cancellableRunner(deps.runner, ctx.signal), cpus: availableParallelism() });
+        const built = await buildKernel(
+          { workDir: work, usrSrc: p.source, onStage },
+          { runner: cancellableRunner(deps.runner, ctx.signal), cpus: availableParallelism() },
+        );
         onStage("register");
         const k = await importKernel({ src: built.vmlinux, kernelsDir, name });
         const row = kernelRow(k, "build:linux-source");
@@ -82,8 +101,14 @@ export function artifactHandlers(deps: ArtifactDeps): Handlers {
     "kernel.delete": async (p) => {
       const k = must(p.name);
       const owner = /^image:(.+)$/.exec(k.source)?.[1];
-      if (owner && store.image(owner)) throw new BangerError("failed_precondition", `kernel ${p.name} is image ${owner}'s own kernel`, { hint: `It goes with the image: banger image delete ${owner}.` });
-      const users = deps.vms.deps.vms.list().filter((v) => v.kernel === p.name).map((v) => v.name);
+      if (owner && store.image(owner))
+        throw new BangerError("failed_precondition", `kernel ${p.name} is image ${owner}'s own kernel`, {
+          hint: `It goes with the image: banger image delete ${owner}.`,
+        });
+      const users = deps.vms.deps.vms
+        .list()
+        .filter((v) => v.kernel === p.name)
+        .map((v) => v.name);
       if (users.length) throw new BangerError("failed_precondition", `kernel ${p.name} is used by ${users.join(", ")}`, { hint: "Delete those VMs first." });
       await deleteKernel(kernelsDir, p.name).catch(() => {});
       store.deleteKernel(p.name);

@@ -39,7 +39,10 @@ const paths = () => resolvePaths();
 export async function rpc<M extends Method>(method: M, params?: Params<M>, onEvent?: (e: ProgressEvent) => void, signal?: AbortSignal): Promise<Result<M>> {
   const clean = Object.fromEntries(Object.entries(params ?? {}).filter(([, v]) => v !== undefined));
   const checked = v.safeParse(METHODS[method], clean, { abortEarly: false });
-  if (!checked.success) throw new BangerError("invalid_argument", describeIssues(method, checked.issues).replace(/^[^:]+: /, ""), { hint: "Nothing was changed. See `banger --help`." });
+  if (!checked.success)
+    throw new BangerError("invalid_argument", describeIssues(method, checked.issues).replace(/^[^:]+: /, ""), {
+      hint: "Nothing was changed. See `banger --help`.",
+    });
   const p = paths();
   for (let attempt = 1; ; attempt++) {
     await ensureDaemon(p, out.err);
@@ -77,7 +80,15 @@ export function completion(cli: CAC, shell: string) {
 export function groupHelp(cli: CAC, group: string): number {
   const cmds = cli.commands.filter((c) => c.name.startsWith(`${group} `) && c.name !== "daemon run");
   out.out(`Usage: banger ${group} <command>\n\nCommands:`);
-  out.out(table(["", ""], cmds.map((c) => [`  ${c.rawName}`, c.description])).split("\n").slice(1).join("\n"));
+  out.out(
+    table(
+      ["", ""],
+      cmds.map((c) => [`  ${c.rawName}`, c.description]),
+    )
+      .split("\n")
+      .slice(1)
+      .join("\n"),
+  );
   out.out(`\nRun \`banger ${group} <command> --help\` for a command's options.`);
   return 0;
 }
@@ -105,7 +116,9 @@ export async function daemonStop() {
   if (!s) return out.out("daemon is not running");
   await call(p.socket, "daemon.stop", {}, { buildId: BUILD_ID });
   if ((await waitForExit(s.pid, 15_000)) === "not ours") {
-    throw new BangerError("permission_denied", `the daemon's answer named pid ${s.pid}, which is not a banger daemon of yours; it was left alone`, { hint: `Check what answers on ${p.socket} (banger daemon status).` });
+    throw new BangerError("permission_denied", `the daemon's answer named pid ${s.pid}, which is not a banger daemon of yours; it was left alone`, {
+      hint: `Check what answers on ${p.socket} (banger daemon status).`,
+    });
   }
   out.out(`daemon stopped (pid ${s.pid}); VMs keep running`);
 }
@@ -147,19 +160,38 @@ export const hostStatus = (o: Opts) => host.hostStatus(out, o);
 export const kernelList = (o: Opts) => listCmd("kernel.list", o);
 export const kernelShow = (name: string, o: Opts) => showCmd("kernel.show", { name }, o);
 export const kernelPull = (name: string, o: Opts = {}) => streamCmd("kernel.pull", { name }, o);
-export const kernelImport = (path: string, o: Opts) => showCmd("kernel.import", { path: resolve(path), name: str(o.name), force: o.force ? true : undefined }, o);
-export const kernelBuild = (o: Opts) => streamCmd("kernel.build", { name: str(o.name), source: o.source === undefined ? undefined : resolve(String(o.source)) }, o);
+export const kernelImport = (path: string, o: Opts) =>
+  showCmd("kernel.import", { path: resolve(path), name: str(o.name), force: o.force ? true : undefined }, o);
+export const kernelBuild = (o: Opts) =>
+  streamCmd("kernel.build", { name: str(o.name), source: o.source === undefined ? undefined : resolve(String(o.source)) }, o);
 export const kernelDelete = (name: string) => showCmd("kernel.delete", { name }, {});
 export const imageList = (o: Opts) => listCmd("image.list", o);
 export const imageShow = (name: string, o: Opts) => showCmd("image.show", { name }, o);
 export const imagePull = (name: string, o: Opts = {}) => streamCmd("image.pull", { name }, o);
 export const imageImport = (source: string, o: Opts) =>
-  streamCmd("image.import", { source, name: str(o.name) ?? basename(source).replace(/(\.tar)?(\.gz)?$/, "").replace(/[^A-Za-z0-9._-]/g, "-"), kernel: str(o.kernel), kernelFrom: str(o.kernelFrom) }, o);
+  streamCmd(
+    "image.import",
+    {
+      source,
+      name:
+        str(o.name) ??
+        basename(source)
+          .replace(/(\.tar)?(\.gz)?$/, "")
+          .replace(/[^A-Za-z0-9._-]/g, "-"),
+      kernel: str(o.kernel),
+      kernelFrom: str(o.kernelFrom),
+    },
+    o,
+  );
 export const imageBuild = (o: Opts) => streamCmd("image.build", { name: str(o.name), kernel: str(o.kernel), packages: listOpt(o.packages) }, o);
 /** A comma-separated option (repeatable too) as a list, or undefined when not given. */
 function listOpt(value: unknown): string[] | undefined {
   if (value === undefined || value === true) return undefined;
-  return [value].flat().flatMap((x) => String(x).split(",")).map((x) => x.trim()).filter(Boolean);
+  return [value]
+    .flat()
+    .flatMap((x) => String(x).split(","))
+    .map((x) => x.trim())
+    .filter(Boolean);
 }
 export const imageDelete = (name: string) => showCmd("image.delete", { name }, {});
 
@@ -168,7 +200,22 @@ export async function cacheList(o: Opts) {
   const rows = await rpc("cache.list");
   if (o.json) return printJson(out, rows);
   if (!rows.length) return out.out("no goldens kept (one is made after a cold `banger vm create`; warm_cache = 0 turns this off)");
-  out.out(table(["KEY", "IMAGE", "KERNEL", "CPUS", "MEMORY", "DISK", "VMM", "ON DISK", "USED"], rows.map((g) => [g.key, g.image, g.kernel, String(g.cpus), `${g.memoryMib}M`, formatSize(g.diskBytes), `${g.vmm} ${g.saved.version}`, formatSize(g.bytes), g.usedAt])));
+  out.out(
+    table(
+      ["KEY", "IMAGE", "KERNEL", "CPUS", "MEMORY", "DISK", "VMM", "ON DISK", "USED"],
+      rows.map((g) => [
+        g.key,
+        g.image,
+        g.kernel,
+        String(g.cpus),
+        `${g.memoryMib}M`,
+        formatSize(g.diskBytes),
+        `${g.vmm} ${g.saved.version}`,
+        formatSize(g.bytes),
+        g.usedAt,
+      ]),
+    ),
+  );
 }
 
 /** `cache prune [--all]`: drops stale goldens and those beyond warm_cache (all of them with --all). */
@@ -180,8 +227,18 @@ export async function cachePrune(o: Opts) {
 
 export const vmCreate = (o: Opts) => vm.create(out, rpc, createParams(o), { json: Boolean(o.json) });
 export const vmRun = (cmd: string[], o: Opts) => ws.run(out, rpc, cmd.map(String), o, createParams(o));
-export const vmFanout = (method: FanMethod, refs: string[], extra: Record<string, unknown> = {}) => vm.fan(out, rpc, method, { refs: refs.map(String), ...extra });
-export const vmSet = (refs: string[], o: Opts) => vm.fan(out, rpc, "vm.set", { refs: refs.map(String), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: natFlag(), net: str(o.net), group: groupOpt(o.group) });
+export const vmFanout = (method: FanMethod, refs: string[], extra: Record<string, unknown> = {}) =>
+  vm.fan(out, rpc, method, { refs: refs.map(String), ...extra });
+export const vmSet = (refs: string[], o: Opts) =>
+  vm.fan(out, rpc, "vm.set", {
+    refs: refs.map(String),
+    cpus: num(o.cpus),
+    memory: num(o.memory),
+    disk: sizeOpt("disk", o.disk),
+    nat: natFlag(),
+    net: str(o.net),
+    group: groupOpt(o.group),
+  });
 
 /** --nat / --no-nat as given (cac's negation would turn "absent" into true). */
 function natFlag(): boolean | undefined {
@@ -190,7 +247,8 @@ function natFlag(): boolean | undefined {
   return last < 0 ? undefined : args[last] === "--nat";
 }
 export const vmFork = (ref: string, o: Opts) => vm.fork(out, rpc, ref, { name: str(o.name), count: num(o.count), json: Boolean(o.json) });
-export const vmSnapshot = (verb: string, ref: string, name: string | undefined, o: Opts) => vm.snapshot(out, rpc, verb, ref, name, { memory: Boolean(o.memory), json: Boolean(o.json) });
+export const vmSnapshot = (verb: string, ref: string, name: string | undefined, o: Opts) =>
+  vm.snapshot(out, rpc, verb, ref, name, { memory: Boolean(o.memory), json: Boolean(o.json) });
 export const vmList = (o: Opts) => vm.list(out, rpc, Boolean(o.json));
 export const vmShow = (ref: string, o: Opts) => vm.show(out, rpc, ref, Boolean(o.json));
 export const vmLogs = (ref: string, o: Opts) => vm.logs(out, rpc, ref, Number(o.lines ?? 200), Boolean(o.follow), tailFile);
@@ -199,9 +257,11 @@ export const vmHealth = (ref: string, o: Opts) => vm.health(out, rpc, ref, Boole
 export const vmPorts = (ref: string, o: Opts) => vm.ports(out, rpc, ref, Boolean(o.json));
 export const vmSsh = (ref: string, cmd: string[]) => vm.ssh(out, rpc, ref, cmd);
 export const sshConfig = (verb: string, args: string[] = []) => vm.sshConfig(out, rpc, verb, args);
-export const workspacePrepare = (ref: string, o: Opts) => ws.prepare(out, rpc, ref, { from: str(o.from), fullCopy: Boolean(o.fullCopy), replace: Boolean(o.replace) }).then(() => 0);
+export const workspacePrepare = (ref: string, o: Opts) =>
+  ws.prepare(out, rpc, ref, { from: str(o.from), fullCopy: Boolean(o.fullCopy), replace: Boolean(o.replace) }).then(() => 0);
 export const workspaceSync = (ref: string, o: Opts) => ws.syncCmd(out, rpc, ref, { from: str(o.from), replace: Boolean(o.replace) }).then(() => 0);
-export const workspaceExport = (ref: string, o: Opts) => ws.exportCmd(out, rpc, ref, { to: str(o.to), branch: str(o.branch), patch: str(o.patch), force: Boolean(o.force) }).then(() => 0);
+export const workspaceExport = (ref: string, o: Opts) =>
+  ws.exportCmd(out, rpc, ref, { to: str(o.to), branch: str(o.branch), patch: str(o.patch), force: Boolean(o.force) }).then(() => 0);
 
 function str(x: unknown): string | undefined {
   return x === undefined || x === true ? undefined : String(x);
@@ -224,7 +284,18 @@ export function sizeOpt(flag: string, x: unknown): number | undefined {
 }
 
 function createParams(o: Opts) {
-  return { name: str(o.name), image: str(o.image), kernel: str(o.kernel), cpus: num(o.cpus), memory: num(o.memory), disk: sizeOpt("disk", o.disk), nat: o.nat ? true : undefined, net: str(o.net), group: groupOpt(o.group), cold: o.cold ? true : undefined };
+  return {
+    name: str(o.name),
+    image: str(o.image),
+    kernel: str(o.kernel),
+    cpus: num(o.cpus),
+    memory: num(o.memory),
+    disk: sizeOpt("disk", o.disk),
+    nat: o.nat ? true : undefined,
+    net: str(o.net),
+    group: groupOpt(o.group),
+    cold: o.cold ? true : undefined,
+  };
 }
 
 async function listCmd(method: "kernel.list" | "image.list", o: Opts) {
@@ -232,12 +303,22 @@ async function listCmd(method: "kernel.list" | "image.list", o: Opts) {
     const rows = await rpc(method);
     if (o.json) return printJson(out, rows);
     if (!rows.length) return out.out("no kernels; `banger kernel import <vmlinux>`, `kernel pull` or `kernel build`");
-    return out.out(table(["NAME", "VERSION", "SIZE", "SHA256", "SOURCE"], rows.map((k) => [k.name, k.version, formatSize(k.size_bytes), k.sha256.slice(0, 12), k.source])));
+    return out.out(
+      table(
+        ["NAME", "VERSION", "SIZE", "SHA256", "SOURCE"],
+        rows.map((k) => [k.name, k.version, formatSize(k.size_bytes), k.sha256.slice(0, 12), k.source]),
+      ),
+    );
   }
   const rows = await rpc(method);
   if (o.json) return printJson(out, rows);
   if (!rows.length) return out.out("no images; `banger image build` or `banger image import`");
-  out.out(table(["NAME", "KERNEL", "SIZE", "AGENT", "SOURCE"], rows.map((i) => [i.name, i.kernel ?? "-", formatSize(i.size_bytes), i.agent_version, i.source])));
+  out.out(
+    table(
+      ["NAME", "KERNEL", "SIZE", "AGENT", "SOURCE"],
+      rows.map((i) => [i.name, i.kernel ?? "-", formatSize(i.size_bytes), i.agent_version, i.source]),
+    ),
+  );
 }
 
 /** An answer as `key value` lines. */
@@ -284,5 +365,9 @@ export async function vmCp(args: string[], o: { recursive?: boolean }): Promise<
 
 /** `banger mcp`: the MCP server on stdio; the daemon starts on the first tool call. */
 export function mcp(): Promise<number> {
-  return mcpServer.serveMcp({ rpc: (method, params) => rpc(method, params), execSocket: paths().execSocket, ensureDaemon: () => ensureDaemon(paths(), out.err).then(() => {}) });
+  return mcpServer.serveMcp({
+    rpc: (method, params) => rpc(method, params),
+    execSocket: paths().execSocket,
+    ensureDaemon: () => ensureDaemon(paths(), out.err).then(() => {}),
+  });
 }

@@ -17,7 +17,10 @@ export type CpOperand = { vm: null; path: string } | { vm: string; path: string 
 export function parseOperand(arg: string): CpOperand {
   const m = /^([A-Za-z0-9][A-Za-z0-9.-]*):(.*)$/.exec(arg);
   if (!m) return { vm: null, path: arg };
-  if (!m[2]) throw new BangerError("invalid_argument", `${arg}: no path after the VM name`, { hint: `Write ${m[1]}:/path (an absolute guest path; relative ones start at /root).` });
+  if (!m[2])
+    throw new BangerError("invalid_argument", `${arg}: no path after the VM name`, {
+      hint: `Write ${m[1]}:/path (an absolute guest path; relative ones start at /root).`,
+    });
   return { vm: m[1]!, path: m[2].startsWith("/") ? m[2] : posix.join("/root", m[2]) };
 }
 
@@ -31,14 +34,20 @@ export interface CpPlan {
 
 /** Checks the operands make one copy between the host and one VM. */
 export function planCopy(args: string[]): CpPlan {
-  if (args.length < 2) throw new BangerError("invalid_argument", "vm cp needs a source and a destination", { hint: "For example: banger vm cp ./notes.txt web:/root/ or banger vm cp -r web:/var/log ./logs" });
+  if (args.length < 2)
+    throw new BangerError("invalid_argument", "vm cp needs a source and a destination", {
+      hint: "For example: banger vm cp ./notes.txt web:/root/ or banger vm cp -r web:/var/log ./logs",
+    });
   const ops = args.map(parseOperand);
   const dest = ops.at(-1)!;
   const sources = ops.slice(0, -1);
   const remoteSources = new Set(sources.map((s) => s.vm));
-  if (dest.vm && !remoteSources.has(null)) throw new BangerError("invalid_argument", "vm cp copies between the host and a VM, not between two VMs", { hint: "Copy to the host first, then on." });
+  if (dest.vm && !remoteSources.has(null))
+    throw new BangerError("invalid_argument", "vm cp copies between the host and a VM, not between two VMs", { hint: "Copy to the host first, then on." });
   if (remoteSources.size > 1 || (dest.vm === null && remoteSources.has(null))) {
-    throw new BangerError("invalid_argument", "vm cp needs the VM on one side: either every source is <vm>:/path, or the destination is", { hint: "For example: banger vm cp a.txt b.txt web:/root/" });
+    throw new BangerError("invalid_argument", "vm cp needs the VM on one side: either every source is <vm>:/path, or the destination is", {
+      hint: "For example: banger vm cp a.txt b.txt web:/root/",
+    });
   }
   if (dest.vm) return { direction: "in", vm: dest.vm, sources: sources.map((s) => resolve(s.path)), dest: dest.path };
   return { direction: "out", vm: sources[0]!.vm!, sources: sources.map((s) => s.path), dest: resolve(dest.path) };
@@ -112,7 +121,12 @@ function stderrCollector() {
 }
 
 function failed(what: string, stderr: string, code: number): BangerError {
-  const line = stderr.split("\n").filter(Boolean).at(-1)?.replace(/^banger: /, "") ?? `exit code ${code}`;
+  const line =
+    stderr
+      .split("\n")
+      .filter(Boolean)
+      .at(-1)
+      ?.replace(/^banger: /, "") ?? `exit code ${code}`;
   const hint = stderr.includes("use vm cp -r")
     ? "Add -r to copy directories."
     : /there is no|not a directory/.test(line)
@@ -149,7 +163,8 @@ async function copyIn(execSocket: string, plan: CpPlan, recursive: boolean) {
 function localTarget(plan: CpPlan): { dir: string; finish(): void; abort(): void } {
   const isDir = statSync(plan.dest, { throwIfNoEntry: false })?.isDirectory();
   if (isDir) return { dir: plan.dest, finish: () => {}, abort: () => {} };
-  if (plan.sources.length > 1) throw new BangerError("invalid_argument", `vm cp: ${plan.dest} is not a directory (copying ${plan.sources.length} sources needs one)`);
+  if (plan.sources.length > 1)
+    throw new BangerError("invalid_argument", `vm cp: ${plan.dest} is not a directory (copying ${plan.sources.length} sources needs one)`);
   const parent = dirname(plan.dest);
   if (!statSync(parent, { throwIfNoEntry: false })?.isDirectory()) throw new BangerError("not_found", `vm cp: there is no directory ${parent} on the host`);
   const tmp = mkdtempSync(`${parent}/.banger-cp.`);

@@ -50,7 +50,9 @@ function connect(path: string): Promise<Socket> {
       s.off("error", reject);
       resolve(s);
     });
-    s.once("error", (err) => reject(new BangerError("unavailable", `cannot reach the daemon's exec socket ${path}: ${err.message}`, { hint: "See `banger daemon status`." })));
+    s.once("error", (err) =>
+      reject(new BangerError("unavailable", `cannot reach the daemon's exec socket ${path}: ${err.message}`, { hint: "See `banger daemon status`." })),
+    );
   });
 }
 
@@ -102,18 +104,23 @@ export async function startExec(socketPath: string, open: ExecOpenRequest, io: E
     };
     sock.on(
       "data",
-      frameSplitter(() => {}, (f) => {
-        if (f.type === F.STDOUT) sink(io.stdout, f);
-        else if (f.type === F.STDERR) sink(io.stderr, f);
-        else if (f.type === F.CREDIT) input.add(creditOf(f));
-        else if (f.type === F.EXIT) {
-          const exit = frameJson<ExecExit>(f) ?? { code: 1 };
-          void output.then(() => settle(() => resolve(exit)));
-        } else if (f.type === F.ERROR) void output.finally(() => settle(() => reject(execError(f))));
-      }),
+      frameSplitter(
+        () => {},
+        (f) => {
+          if (f.type === F.STDOUT) sink(io.stdout, f);
+          else if (f.type === F.STDERR) sink(io.stderr, f);
+          else if (f.type === F.CREDIT) input.add(creditOf(f));
+          else if (f.type === F.EXIT) {
+            const exit = frameJson<ExecExit>(f) ?? { code: 1 };
+            void output.then(() => settle(() => resolve(exit)));
+          } else if (f.type === F.ERROR) void output.finally(() => settle(() => reject(execError(f))));
+        },
+      ),
     );
     sock.on("error", () => {});
-    sock.on("close", () => settle(() => reject(new BangerError("unavailable", "the exec connection closed before the command finished", { hint: "See `banger daemon logs`." }))));
+    sock.on("close", () =>
+      settle(() => reject(new BangerError("unavailable", "the exec connection closed before the command finished", { hint: "See `banger daemon logs`." }))),
+    );
   });
   send(jsonFrame(F.OPEN, 1, open));
   void pumpStdin(io.stdin, input, send).catch(() => send(encodeFrame(F.STDIN_EOF, 1)));
@@ -173,7 +180,12 @@ export function agentShell(execSocket: string, vm: string): GuestShell {
  * measured slower than SSH for them under TCG). The agent is used only when a `true` through
  * it runs (not with an agent too old for exec, nor with none answering).
  */
-export async function agentUsable(execSocket: string, vm: string, env: Record<string, string | undefined> = process.env, prefer: "agent" | "ssh" = "agent"): Promise<boolean> {
+export async function agentUsable(
+  execSocket: string,
+  vm: string,
+  env: Record<string, string | undefined> = process.env,
+  prefer: "agent" | "ssh" = "agent",
+): Promise<boolean> {
   const choice = env.BANGER_GUEST_TRANSPORT === "ssh" || env.BANGER_GUEST_TRANSPORT === "agent" ? env.BANGER_GUEST_TRANSPORT : prefer;
   if (choice === "ssh") return false;
   try {

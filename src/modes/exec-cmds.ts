@@ -45,7 +45,13 @@ function forwardSignals(handle: ExecHandle, tty: boolean): () => void {
 }
 
 /** Runs the exec against this process's stdio; resolves the remote exit code. */
-export async function execCommand(execSocket: string, ref: string, argv: string[], o: ExecCliOptions, ready: () => Promise<void> = async () => {}): Promise<number> {
+export async function execCommand(
+  execSocket: string,
+  ref: string,
+  argv: string[],
+  o: ExecCliOptions,
+  ready: () => Promise<void> = async () => {},
+): Promise<number> {
   if (!argv.length) throw new BangerError("invalid_argument", "vm exec needs a command", { hint: "For example: banger vm exec web -- uname -a" });
   const tty = Boolean(o.tty);
   const open: ExecOpenRequest = { vm: ref, argv, env: parseEnv(o.env), cwd: o.cwd, user: o.user, tty };

@@ -4,7 +4,10 @@ import { parseOpen } from "./exec-server.ts";
 
 const frame = (value: unknown): Frame => {
   let out!: Frame;
-  frameSplitter(() => {}, (f) => (out = f))(jsonFrame(F.OPEN, 1, value));
+  frameSplitter(
+    () => {},
+    (f) => (out = f),
+  )(jsonFrame(F.OPEN, 1, value));
   return out;
 };
 

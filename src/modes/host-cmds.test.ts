@@ -12,8 +12,12 @@ describe("invoker: whose TAPs and whose config host setup uses", () => {
   });
 
   test("under sudo with a HOME or XDG_CONFIG_HOME kept on purpose, those stand", () => {
-    expect(invoker({ HOME: "/tmp/test-home", SUDO_USER: "ada", SUDO_UID: "1000", SUDO_GID: "1000" }, undefined, homeOf).paths.configFile).toBe("/tmp/test-home/.config/banger/config.toml");
-    expect(invoker({ HOME: "/root", XDG_CONFIG_HOME: "/srv/cfg", SUDO_USER: "ada", SUDO_UID: "1000" }, undefined, homeOf).paths.configFile).toBe("/srv/cfg/banger/config.toml");
+    expect(invoker({ HOME: "/tmp/test-home", SUDO_USER: "ada", SUDO_UID: "1000", SUDO_GID: "1000" }, undefined, homeOf).paths.configFile).toBe(
+      "/tmp/test-home/.config/banger/config.toml",
+    );
+    expect(invoker({ HOME: "/root", XDG_CONFIG_HOME: "/srv/cfg", SUDO_USER: "ada", SUDO_UID: "1000" }, undefined, homeOf).paths.configFile).toBe(
+      "/srv/cfg/banger/config.toml",
+    );
   });
 
   test("--owner (the boot-time unit) wins, with the config from the environment it sets", () => {
@@ -37,7 +41,12 @@ describe("the boot-time unit runs nothing the user can change", () => {
     expect(unit.env).toEqual({ XDG_CONFIG_HOME: "/etc/banger/host-banger0" });
     expect(unit.copies).toEqual([
       { from: "/home/ada/bin/banger", to: "/usr/local/lib/banger/banger", mode: "0755", dirs: ["/usr/local/lib/banger"] },
-      { from: "/home/ada/.config/banger/config.toml", to: "/etc/banger/host-banger0/banger/config.toml", mode: "0644", dirs: ["/etc/banger", "/etc/banger/host-banger0", "/etc/banger/host-banger0/banger"] },
+      {
+        from: "/home/ada/.config/banger/config.toml",
+        to: "/etc/banger/host-banger0/banger/config.toml",
+        mode: "0644",
+        dirs: ["/etc/banger", "/etc/banger/host-banger0", "/etc/banger/host-banger0/banger"],
+      },
     ]);
     for (const path of [...unit.exec, ...Object.values(unit.env!)]) expect(path.startsWith("/home/")).toBe(false);
     // Without a config file the snapshot is empty: defaults, as for the user.

@@ -22,7 +22,11 @@ export interface Invoker {
  * who ran sudo (with their own config: sudo resets HOME, so it comes from the passwd entry),
  * else the caller.
  */
-export function invoker(env: Record<string, string | undefined> = process.env, ownerFlag?: string, homeOf: (user: string) => string | null = passwdHome): Invoker {
+export function invoker(
+  env: Record<string, string | undefined> = process.env,
+  ownerFlag?: string,
+  homeOf: (user: string) => string | null = passwdHome,
+): Invoker {
   if (ownerFlag !== undefined) {
     const m = /^(\d+):(\d+)$/.exec(ownerFlag);
     if (!m) throw new BangerError("invalid_argument", `--owner ${ownerFlag}: expected UID:GID, e.g. 1000:1000`);
@@ -41,7 +45,9 @@ export function invoker(env: Record<string, string | undefined> = process.env, o
 
 /** A user's home directory from /etc/passwd, or null. */
 function passwdHome(user: string): string | null {
-  const line = readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${user}:`));
+  const line = readFileSync("/etc/passwd", "utf8")
+    .split("\n")
+    .find((l) => l.startsWith(`${user}:`));
   return line?.split(":")[5] || null;
 }
 
@@ -85,7 +91,8 @@ export async function hostSetup(out: Out, o: { systemd?: boolean; owner?: string
   if (o.systemd) cfg.systemdUnit = bootUnit(who, cfg.bridge, compiledSelf());
   const actions = await setup(net(), cfg);
   // A non-root owner changes per-VM rules through one root-owned helper and one sudoers line.
-  if (process.getuid?.() === 0) actions.push(...(await installHelper(net(), { bridge: cfg.bridge, uid: who.uid, self: selfArgv().length === 1 ? selfArgv()[0]! : null })));
+  if (process.getuid?.() === 0)
+    actions.push(...(await installHelper(net(), { bridge: cfg.bridge, uid: who.uid, self: selfArgv().length === 1 ? selfArgv()[0]! : null })));
   out.out(actions.length ? actions.map((a) => `+ ${a}`).join("\n") : "host already set up; nothing changed");
 }
 
@@ -114,7 +121,11 @@ export async function hostStatus(out: Out, o: { json?: boolean }) {
     table(
       ["PART", "STATE", "DETAIL"],
       [
-        ["bridge", s.bridge.present ? (s.bridge.up ? "up" : "down") : "missing", `${s.bridge.name} ${s.bridge.addresses.join(" ") || `(want ${s.bridge.expected})`}`],
+        [
+          "bridge",
+          s.bridge.present ? (s.bridge.up ? "up" : "down") : "missing",
+          `${s.bridge.name} ${s.bridge.addresses.join(" ") || `(want ${s.bridge.expected})`}`,
+        ],
         ["taps", s.tapsMissing.length ? "incomplete" : "ok", `${s.taps.length} present${s.tapsMissing.length ? `, missing: ${s.tapsMissing.join(" ")}` : ""}`],
         ["firewall", s.rulesPresent ? "ok" : "missing", `${s.firewall}, ${s.nat.length} NAT entries`],
         ["forwarding", s.forwarding ? "on" : "off", ""],

@@ -31,7 +31,16 @@ const tools: Array<[boolean, string]> = [[hasBin("mkfs.ext4") && hasBin("debugfs
 
 testNeeds("a worker imports an image, sending progress lines, and answers with the result", tools, async () => {
   const layout = join(base, "good");
-  writeOciLayout(layout, [{ layers: [[{ path: "etc/", type: "dir" }, { path: "etc/motd", data: "hi\n" }]] }]);
+  writeOciLayout(layout, [
+    {
+      layers: [
+        [
+          { path: "etc/", type: "dir" },
+          { path: "etc/motd", data: "hi\n" },
+        ],
+      ],
+    },
+  ]);
   const lines: string[] = [];
   const j = job(layout);
   const r = await importInWorker(argv, j, (l) => lines.push(l));

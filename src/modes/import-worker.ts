@@ -56,7 +56,15 @@ export async function runImportWorker(): Promise<number> {
       mkdirSync(workDir, { recursive: true });
       extraEntries.push(...(await moduleEntries({ ...job.modulesFrom, workDir, runner: hostRunner })));
     }
-    const result = await importOci({ source: job.source, outPath: job.outPath, extraEntries, workDir: job.workDir, runner: hostRunner, limits: job.limits, onProgress: (progress) => send({ progress }) });
+    const result = await importOci({
+      source: job.source,
+      outPath: job.outPath,
+      extraEntries,
+      workDir: job.workDir,
+      runner: hostRunner,
+      limits: job.limits,
+      onProgress: (progress) => send({ progress }),
+    });
     send({ result });
     return 0;
   } catch (err) {
@@ -106,7 +114,9 @@ export function importInWorker(argv: string[], job: ImportJob, onProgress: (line
       if (signal?.aborted) return reject(new BangerError("cancelled", "the import was cancelled"));
       if (answer && "result" in answer) return resolve(answer.result);
       if (answer && "error" in answer) return reject(workerError(answer.error));
-      reject(new BangerError("internal", `the import worker died (${sig ?? `exit ${code}`}) without an answer: ${stderr.trim().split("\n").slice(-3).join(" | ")}`));
+      reject(
+        new BangerError("internal", `the import worker died (${sig ?? `exit ${code}`}) without an answer: ${stderr.trim().split("\n").slice(-3).join(" | ")}`),
+      );
     });
     child.stdin!.end(JSON.stringify(job));
   });

@@ -64,7 +64,10 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   const driver = (kind: VmmKind): Driver => {
     let d = drivers.get(kind);
     if (!d) {
-      d = kind === "firecracker" ? new FirecrackerDriver({ bin: config.firecracker_bin }) : new QemuDriver({ bin: config.qemu_bin, accel: config.accel, warn: (m) => log(`warning: ${m}`) });
+      d =
+        kind === "firecracker"
+          ? new FirecrackerDriver({ bin: config.firecracker_bin })
+          : new QemuDriver({ bin: config.qemu_bin, accel: config.accel, warn: (m) => log(`warning: ${m}`) });
       drivers.set(kind, d);
     }
     return d;
@@ -83,7 +86,12 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
     log,
     agent: { version: AGENT_VERSION, binaryPath: agentBinaryPath() },
     sshKey: async () => ({ path: keyPath, publicKey: await ensureSshKey(keyPath, runner) }),
-    readiness: { agentTimeoutMs: durations.bootTimeoutMs, sshTimeoutMs: durations.bootTimeoutMs, skipSsh: process.env.BANGER_SKIP_SSH_WAIT === "1", stopGraceMs: durations.stopGraceMs },
+    readiness: {
+      agentTimeoutMs: durations.bootTimeoutMs,
+      sshTimeoutMs: durations.bootTimeoutMs,
+      skipSsh: process.env.BANGER_SKIP_SSH_WAIT === "1",
+      stopGraceMs: durations.stopGraceMs,
+    },
     failAt: () => process.env.BANGER_FAIL_AT_STEP || undefined,
     pullImage: async (name) => void (await pullAndRegister({ config, paths, runner }, new ArtifactStore(deps.db), name)),
     pauseAt: () => process.env.BANGER_PAUSE_AT_STEP || undefined,
@@ -119,7 +127,11 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
  * The host's `.vm` resolver at dns_listen. A taken address (another user's daemon on the same
  * host, say) does not stop the daemon: it runs without that listener and says why.
  */
-async function startHostDns(listen: string, records: Map<string, string>, log: (m: string) => void): Promise<{ server: DnsServer } | { problem: { message: string; hint?: string } }> {
+async function startHostDns(
+  listen: string,
+  records: Map<string, string>,
+  log: (m: string) => void,
+): Promise<{ server: DnsServer } | { problem: { message: string; hint?: string } }> {
   try {
     return { server: await startDnsServer({ listen, records: () => records, log }) };
   } catch (err) {
@@ -133,13 +145,21 @@ async function startHostDns(listen: string, records: Map<string, string>, log: (
  * The resolver guests use: each asking VM (known by its address) gets `.vm` names of itself
  * and its group, and other names as its policy allows, from `dns_upstream` or the host's upstreams.
  */
-async function startGuestDns(o: { gateway: string; upstream: string[]; records: Map<string, string>; guests: DnsGuests; log: (m: string) => void }): Promise<DnsServer | null> {
+async function startGuestDns(o: {
+  gateway: string;
+  upstream: string[];
+  records: Map<string, string>;
+  guests: DnsGuests;
+  log: (m: string) => void;
+}): Promise<DnsServer | null> {
   const { gateway, records, guests, log } = o;
   try {
     const upstream = o.upstream.length ? o.upstream : await hostUpstreams();
     return await startDnsServer({ listen: `${gateway}:${GUEST_DNS_PORT}`, records: () => records, upstream, guests, configKey: "subnet", log });
   } catch (err) {
-    log(`guest DNS on ${gateway}:${GUEST_DNS_PORT} not started (${(err as Error).message}); guests resolve .vm names only after \`sudo banger host setup\` and a daemon restart`);
+    log(
+      `guest DNS on ${gateway}:${GUEST_DNS_PORT} not started (${(err as Error).message}); guests resolve .vm names only after \`sudo banger host setup\` and a daemon restart`,
+    );
     return null;
   }
 }

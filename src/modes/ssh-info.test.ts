@@ -6,7 +6,14 @@ import { hasBin, testNeeds } from "../testing/skip.ts";
 import { checkSshInfo, guestAddressInSubnet, type SshInfo, systemSshArgv } from "./ssh-info.ts";
 
 const SUBNET = "172.30.0.1/24";
-const good: SshInfo = { name: "web", state: "running", ip: "172.30.0.5", user: "root", key: "/home/ada/.local/state/banger/ssh/id_ed25519", host_key: "ssh-ed25519 AAAA" };
+const good: SshInfo = {
+  name: "web",
+  state: "running",
+  ip: "172.30.0.5",
+  user: "root",
+  key: "/home/ada/.local/state/banger/ssh/id_ed25519",
+  host_key: "ssh-ed25519 AAAA",
+};
 const root = mkdtempSync(join(tmpdir(), "banger-sshinfo-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
@@ -59,7 +66,10 @@ describe("the daemon's ssh details are checked before use", () => {
 
   testNeeds("with the real ssh, the -o options win over a user config that forwards the agent, X11 and ports", [[hasBin("ssh"), "needs ssh"]], () => {
     const cfg = join(root, "config");
-    writeFileSync(cfg, "Host *\n  ForwardAgent yes\n  ForwardX11 yes\n  ClearAllForwardings no\n  PermitLocalCommand yes\n  LocalCommand touch /tmp/never\n  RemoteForward 9000 localhost:22\n");
+    writeFileSync(
+      cfg,
+      "Host *\n  ForwardAgent yes\n  ForwardX11 yes\n  ClearAllForwardings no\n  PermitLocalCommand yes\n  LocalCommand touch /tmp/never\n  RemoteForward 9000 localhost:22\n",
+    );
     const r = Bun.spawnSync(["ssh", "-F", cfg, "-G", ...systemSshArgv(good, "/s/known_hosts", null, false)]);
     expect(r.exitCode).toBe(0);
     const g = r.stdout.toString();

@@ -18,7 +18,6 @@ export interface SshInfo {
 /** A login name ssh and the guest accept as just a name (never an option such as `-oProxyCommand=…`). */
 export const SSH_USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 
-
 function refuse(what: string, value: string): BangerError {
   return new BangerError("permission_denied", `the daemon's ssh details for this VM are not safe to use: ${what} ${JSON.stringify(value.slice(0, 80))}`, {
     hint: "Nothing was run. Check what answers on banger's socket (`banger daemon status`) and restart it with `banger daemon stop`.",
@@ -51,6 +50,13 @@ export function checkSshInfo(info: SshInfo, subnet: string): SshInfo {
 
 /** The system ssh argv into a checked VM: banger's key and known_hosts, the no-leak options, then `--`. */
 export function systemSshArgv(info: SshInfo, knownHosts: string, remote: string | null, tty: boolean): string[] {
-  const opts = ["IdentitiesOnly=yes", `UserKnownHostsFile=${knownHosts}`, "StrictHostKeyChecking=yes", `HostKeyAlias=${info.name}.vm`, "LogLevel=ERROR", ...SSH_NO_LEAK_OPTIONS];
+  const opts = [
+    "IdentitiesOnly=yes",
+    `UserKnownHostsFile=${knownHosts}`,
+    "StrictHostKeyChecking=yes",
+    `HostKeyAlias=${info.name}.vm`,
+    "LogLevel=ERROR",
+    ...SSH_NO_LEAK_OPTIONS,
+  ];
   return ["-i", info.key, ...opts.flatMap((o) => ["-o", o]), ...(tty ? ["-t"] : []), "--", `${info.user}@${info.ip}`, ...(remote ? [remote] : [])];
 }

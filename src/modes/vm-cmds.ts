@@ -19,7 +19,6 @@ import { printJson, progressRenderer, table, type Out } from "./render.ts";
 import { formatSize } from "../units.ts";
 import { renderFanout, renderStats, renderVm, renderVmList } from "./vm-render.ts";
 
-
 export type { SshInfo } from "./ssh-info.ts";
 
 /** The daemon's ssh details for a VM, checked before any of it is used (see checkSshInfo). */
@@ -105,7 +104,8 @@ export async function ports(out: Out, rpc: Rpc, ref: string, json: boolean) {
 /** Runs the system ssh into a VM with banger's key and known_hosts (host keys checked); resolves its exit code. */
 export async function systemSsh(rpc: Rpc, ref: string, remote: string | null, tty: boolean): Promise<number> {
   const info = await checkedSshInfo(rpc, ref);
-  if (info.state !== "running") throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
+  if (info.state !== "running")
+    throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
   const argv = systemSshArgv(info, resolvePaths().knownHosts, remote, tty && Boolean(process.stdin.isTTY));
   return new Promise<number>((resolve) => {
     const child = spawn("ssh", argv, { stdio: "inherit" });
@@ -120,7 +120,8 @@ export async function ssh(out: Out, rpc: Rpc, ref: string, cmd: string[]): Promi
   const code = await systemSsh(rpc, ref, interactive ? null : cmd.map(shq).join(" "), interactive);
   if (interactive) {
     const now = await rpc("vm.show", { ref }).catch(() => null);
-    if (now?.state === "running") out.err(`${now.name} is still running; stop it with \`banger vm stop ${now.name}\` or delete it with \`banger vm delete --force ${now.name}\``);
+    if (now?.state === "running")
+      out.err(`${now.name} is still running; stop it with \`banger vm stop ${now.name}\` or delete it with \`banger vm delete --force ${now.name}\``);
   }
   return code;
 }
@@ -155,7 +156,14 @@ async function proxy(rpc: Rpc, host: string, port: number): Promise<number> {
 }
 
 /** `vm logs`: console and VMM log; -f follows the console. */
-export async function logs(out: Out, rpc: Rpc, ref: string, lines: number, follow: boolean, tailFile: (f: string, n: number, follow: boolean) => Promise<void>) {
+export async function logs(
+  out: Out,
+  rpc: Rpc,
+  ref: string,
+  lines: number,
+  follow: boolean,
+  tailFile: (f: string, n: number, follow: boolean) => Promise<void>,
+) {
   const l = await rpc("vm.logs", { ref, lines });
   if (follow && existsSync(l.console_log)) return tailFile(l.console_log, lines, true);
   out.out(`==> ${l.console_log} <==\n${printable(l.console, { lines: true })}`);
@@ -163,14 +171,30 @@ export async function logs(out: Out, rpc: Rpc, ref: string, lines: number, follo
 }
 
 /** `vm snapshot create|list|restore|delete <ref> [NAME]`. */
-export async function snapshot(out: Out, rpc: Rpc, verb: string, ref: string, name: string | undefined, o: { memory?: boolean; json?: boolean }): Promise<number> {
+export async function snapshot(
+  out: Out,
+  rpc: Rpc,
+  verb: string,
+  ref: string,
+  name: string | undefined,
+  o: { memory?: boolean; json?: boolean },
+): Promise<number> {
   if (verb === "list") {
     const list = await rpc("vm.snapshot.list", { ref });
     if (o.json) printJson(out, list);
-    else out.out(list.length ? table(["NAME", "MEMORY", "SIZE", "CREATED"], list.map((s) => [s.name, s.memory ? "yes" : "no", formatSize(s.size_bytes), s.created_at])) : `no snapshots of ${ref}`);
+    else
+      out.out(
+        list.length
+          ? table(
+              ["NAME", "MEMORY", "SIZE", "CREATED"],
+              list.map((s) => [s.name, s.memory ? "yes" : "no", formatSize(s.size_bytes), s.created_at]),
+            )
+          : `no snapshots of ${ref}`,
+      );
     return 0;
   }
-  if (verb !== "create" && !name) throw new BangerError("invalid_argument", `vm snapshot ${verb} needs the snapshot's name`, { hint: `banger vm snapshot list ${ref}` });
+  if (verb !== "create" && !name)
+    throw new BangerError("invalid_argument", `vm snapshot ${verb} needs the snapshot's name`, { hint: `banger vm snapshot list ${ref}` });
   const progress = progressRenderer(out, false);
   try {
     const params = verb === "create" ? { ref, name, memory: o.memory ? true : undefined } : { ref, name };

@@ -57,11 +57,33 @@ export function vmHandlers(svc: VmService, poller: StatsPoller): Handlers {
     "vm.logs": async (p) => {
       const vm = svc.find(p.ref);
       const dir = dirOf(svc.deps, vm.id);
-      return { name: vm.name, console_log: dir.consoleLog, vmm_log: dir.vmmLog, console: tail(dir.consoleLog, p.lines ?? 200), vmm: tail(dir.vmmLog, p.lines ?? 200) };
+      return {
+        name: vm.name,
+        console_log: dir.consoleLog,
+        vmm_log: dir.vmmLog,
+        console: tail(dir.consoleLog, p.lines ?? 200),
+        vmm: tail(dir.vmmLog, p.lines ?? 200),
+      };
     },
     "vm.stats": async (p) => {
       const vms = p.ref ? [svc.find(p.ref)] : svc.deps.vms.list();
-      return Promise.all(vms.map(async (vm) => (vm.state === "running" ? (poller.latest.get(vm.id) ?? (await poller.sample(vm))) : { name: vm.name, state: vm.state, pid: null, cpu_percent: null, rss_bytes: null, disk_used_bytes: null, disk_bytes: vm.disk_bytes, uptime_s: null, sampled_at: new Date().toISOString() })));
+      return Promise.all(
+        vms.map(async (vm) =>
+          vm.state === "running"
+            ? (poller.latest.get(vm.id) ?? (await poller.sample(vm)))
+            : {
+                name: vm.name,
+                state: vm.state,
+                pid: null,
+                cpu_percent: null,
+                rss_bytes: null,
+                disk_used_bytes: null,
+                disk_bytes: vm.disk_bytes,
+                uptime_s: null,
+                sampled_at: new Date().toISOString(),
+              },
+        ),
+      );
     },
     // banger's name for the VM comes last: nothing in an agent's answer can rename it.
     "vm.health": (p) => one(p.ref, async (vm) => ({ ...(await agentOf(svc, vm).health({ timeoutMs: 5000 })), name: vm.name })),

@@ -13,7 +13,12 @@ function age(iso: string | null): string {
 
 export function renderVmList(out: Out, vms: VmView[]) {
   if (!vms.length) return out.out("no VMs yet; create one with `banger vm create` or `banger vm run`");
-  out.out(table(["NAME", "STATE", "IP", "CPUS", "MEMORY", "DISK", "NET", "VMM", "IMAGE", "CREATED"], vms.map((v) => [v.name, v.state, v.ip, v.cpus, `${v.memory_mib}M`, formatSize(v.disk_bytes), shortNet(v.net), v.vmm, v.image, age(v.created_at)])));
+  out.out(
+    table(
+      ["NAME", "STATE", "IP", "CPUS", "MEMORY", "DISK", "NET", "VMM", "IMAGE", "CREATED"],
+      vms.map((v) => [v.name, v.state, v.ip, v.cpus, `${v.memory_mib}M`, formatSize(v.disk_bytes), shortNet(v.net), v.vmm, v.image, age(v.created_at)]),
+    ),
+  );
 }
 
 export function renderVm(out: Out, v: VmView) {
@@ -50,7 +55,15 @@ export function renderStats(out: Out, stats: VmStats[]) {
   out.out(
     table(
       ["NAME", "STATE", "CPU", "RSS", "DISK USED", "DISK", "UPTIME"],
-      stats.map((s) => [s.name, s.state, s.cpu_percent === null ? "-" : `${s.cpu_percent}%`, s.rss_bytes === null ? "-" : formatSize(s.rss_bytes), s.disk_used_bytes === null ? "-" : formatSize(s.disk_used_bytes), formatSize(s.disk_bytes), s.uptime_s === null ? "-" : `${s.uptime_s}s`]),
+      stats.map((s) => [
+        s.name,
+        s.state,
+        s.cpu_percent === null ? "-" : `${s.cpu_percent}%`,
+        s.rss_bytes === null ? "-" : formatSize(s.rss_bytes),
+        s.disk_used_bytes === null ? "-" : formatSize(s.disk_used_bytes),
+        formatSize(s.disk_bytes),
+        s.uptime_s === null ? "-" : `${s.uptime_s}s`,
+      ]),
     ),
   );
 }

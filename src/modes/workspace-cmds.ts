@@ -14,7 +14,6 @@ import { execCommand } from "./exec-cmds.ts";
 import type { Out } from "./render.ts";
 import { checkedSshInfo, create, systemSsh, type SshInfo } from "./vm-cmds.ts";
 
-
 /**
  * A shell in the VM: through the guest agent where it runs exec (no handshake per call), else
  * an SSH session with banger's key accepting only the VM's own host key. Uploads (prepare,
@@ -23,7 +22,8 @@ import { checkedSshInfo, create, systemSsh, type SshInfo } from "./vm-cmds.ts";
  */
 async function connect(rpc: Rpc, ref: string, prefer: "agent" | "ssh" = "agent"): Promise<{ info: SshInfo; shell: GuestShell; end(): void }> {
   const info = await checkedSshInfo(rpc, ref);
-  if (info.state !== "running") throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
+  if (info.state !== "running")
+    throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
   const execSocket = resolvePaths().execSocket;
   if (await agentUsable(execSocket, info.name, process.env, prefer)) return { info, shell: agentShell(execSocket, info.name), end: () => {} };
   const conn = await sshConnect({ host: info.ip, user: info.user, privateKey: readFileSync(info.key), knownHostKey: info.host_key, timeoutMs: 15_000 });
@@ -36,7 +36,9 @@ export async function prepare(out: Out, rpc: Rpc, ref: string, o: { from?: strin
   try {
     const r = await prepareWorkspace({ shell, from: resolve(o.from ?? "."), fullCopy: o.fullCopy, replace: o.replace });
     const say = (line: string) => (o.toStderr ? out.err(line) : out.out(line));
-    say(`${r.source} → ${info.name}:${r.guestDir} (${(r.bytes / 1024 / 1024).toFixed(1)} MiB${r.fullCopy ? ", full copy" : ""}) in ${(r.ms / 1000).toFixed(1)}s`);
+    say(
+      `${r.source} → ${info.name}:${r.guestDir} (${(r.bytes / 1024 / 1024).toFixed(1)} MiB${r.fullCopy ? ", full copy" : ""}) in ${(r.ms / 1000).toFixed(1)}s`,
+    );
     return r;
   } finally {
     end();
@@ -47,7 +49,14 @@ export async function prepare(out: Out, rpc: Rpc, ref: string, o: { from?: strin
 export async function exportCmd(out: Out, rpc: Rpc, ref: string, o: { to?: string; branch?: string; patch?: string; force?: boolean }) {
   const { info, end, shell } = await connect(rpc, ref);
   try {
-    const r = await exportWorkspace({ shell, to: resolve(o.to ?? "."), vmName: info.name, branch: o.branch, patch: o.patch ? resolve(o.patch) : undefined, force: o.force });
+    const r = await exportWorkspace({
+      shell,
+      to: resolve(o.to ?? "."),
+      vmName: info.name,
+      branch: o.branch,
+      patch: o.patch ? resolve(o.patch) : undefined,
+      force: o.force,
+    });
     out.out(r.summary);
     return r;
   } finally {
@@ -56,7 +65,12 @@ export async function exportCmd(out: Out, rpc: Rpc, ref: string, o: { to?: strin
 }
 
 /** `vm workspace sync`: bring the host's current working tree into /root/repo (only what changed). */
-export async function syncCmd(out: Out, rpc: Rpc, ref: string, o: { from?: string; replace?: boolean; keep?: boolean; fullCopy?: boolean; toStderr?: boolean }) {
+export async function syncCmd(
+  out: Out,
+  rpc: Rpc,
+  ref: string,
+  o: { from?: string; replace?: boolean; keep?: boolean; fullCopy?: boolean; toStderr?: boolean },
+) {
   const { info, end, shell } = await connect(rpc, ref, "ssh");
   const say = (line: string) => (o.toStderr ? out.err(line) : out.out(line));
   try {
@@ -97,11 +111,16 @@ export async function run(out: Out, rpc: Rpc, cmd: string[], o: Record<string, u
   const from = resolve(String(o.from ?? "."));
   const skip = o.workspace === false;
   if (skip && o.from !== undefined) throw new BangerError("invalid_argument", "--from and --no-workspace contradict each other", { hint: "Drop one of them." });
-  if (o.replace && o.keep) throw new BangerError("invalid_argument", "--replace and --keep contradict each other", { hint: "--replace discards the guest's work; --keep runs on it. Pick one." });
+  if (o.replace && o.keep)
+    throw new BangerError("invalid_argument", "--replace and --keep contradict each other", {
+      hint: "--replace discards the guest's work; --keep runs on it. Pick one.",
+    });
   const top = skip ? null : await workspaceTop(from);
   if (!skip) await syncCmd(out, rpc, vm.name, { from, replace: Boolean(o.replace), keep: Boolean(o.keep), fullCopy: Boolean(o.fullCopy), toStderr: true });
   if (!cmd.length) {
-    out.out(`\nnext:\n  banger vm ssh ${vm.name}                   # a shell (the repo is at ${DEFAULT_GUEST_DIR})\n  banger vm workspace export ${vm.name}      # bring the work back as branch banger/${vm.name}\n  banger vm delete --force ${vm.name}        # remove the VM and everything it owns`);
+    out.out(
+      `\nnext:\n  banger vm ssh ${vm.name}                   # a shell (the repo is at ${DEFAULT_GUEST_DIR})\n  banger vm workspace export ${vm.name}      # bring the work back as branch banger/${vm.name}\n  banger vm delete --force ${vm.name}        # remove the VM and everything it owns`,
+    );
     return 0;
   }
   const cwdOpt = typeof o.cwd === "string" ? o.cwd : undefined;
@@ -110,7 +129,8 @@ export async function run(out: Out, rpc: Rpc, cmd: string[], o: Record<string, u
   const cd = `cd ${shq(dir)} 2>/dev/null || { echo "banger: ${dir.replaceAll('"', "")} does not exist in the guest; running in ${fallback}" >&2; cd ${fallback}; }`;
   const script = `${cd}; ${cmd.map(shq).join(" ")}`;
   const execSocket = resolvePaths().execSocket;
-  if (await agentUsable(execSocket, vm.name)) return execCommand(execSocket, vm.name, ["sh", "-c", script], { tty: Boolean(process.stdin.isTTY && process.stdout.isTTY) });
+  if (await agentUsable(execSocket, vm.name))
+    return execCommand(execSocket, vm.name, ["sh", "-c", script], { tty: Boolean(process.stdin.isTTY && process.stdout.isTTY) });
   return systemSsh(rpc, vm.name, script, true);
 }
 

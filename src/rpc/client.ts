@@ -22,7 +22,12 @@ function checkSocket(socket: string) {
 }
 
 /** Makes one RPC call over the daemon's Unix socket (after checking who owns it) and unwraps the envelope. */
-export async function call<T = unknown>(socket: string, method: Method, params: Params<Method> | Record<string, unknown> = {}, opts: CallOptions = {}): Promise<T> {
+export async function call<T = unknown>(
+  socket: string,
+  method: Method,
+  params: Params<Method> | Record<string, unknown> = {},
+  opts: CallOptions = {},
+): Promise<T> {
   checkSocket(socket);
   let res: Response;
   try {

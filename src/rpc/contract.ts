@@ -12,9 +12,24 @@ const vmName = v.pipe(
 );
 const ref = v.pipe(v.string("expected a string"), v.nonEmpty("must not be empty"), v.maxLength(64, "is too long"));
 const refs = v.pipe(v.array(ref, "expected a list of VM names or ids"), v.minLength(1, "name at least one VM"), v.maxLength(256, "too many VMs"));
-const cpus = v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(1, "must be at least 1"), v.maxValue(32, "must be at most 32"));
-const memory = v.pipe(v.number("expected MiB as an integer"), v.integer("expected MiB as an integer"), v.minValue(128, "must be at least 128 MiB"), v.maxValue(1024 * 1024, "is too large"));
-const disk = v.pipe(v.number("expected bytes as an integer"), v.integer("expected bytes as an integer"), v.minValue(MIN_DISK_BYTES, "must be at least 1G"), v.maxValue(16 * 1024 ** 4, "is too large"));
+const cpus = v.pipe(
+  v.number("expected an integer"),
+  v.integer("expected an integer"),
+  v.minValue(1, "must be at least 1"),
+  v.maxValue(32, "must be at most 32"),
+);
+const memory = v.pipe(
+  v.number("expected MiB as an integer"),
+  v.integer("expected MiB as an integer"),
+  v.minValue(128, "must be at least 128 MiB"),
+  v.maxValue(1024 * 1024, "is too large"),
+);
+const disk = v.pipe(
+  v.number("expected bytes as an integer"),
+  v.integer("expected bytes as an integer"),
+  v.minValue(MIN_DISK_BYTES, "must be at least 1G"),
+  v.maxValue(16 * 1024 ** 4, "is too large"),
+);
 const artifactName = v.pipe(v.string("expected a string"), v.regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$/, "must be letters, digits, '.', '_' or '-'"));
 const path = v.pipe(v.string("expected a path"), v.nonEmpty("must not be empty"), v.maxLength(4096, "is too long"));
 const empty = v.strictObject({});
@@ -43,7 +58,13 @@ export const METHODS = {
   "vm.pause": v.strictObject({ refs }),
   "vm.resume": v.strictObject({ refs, cold: v.optional(v.boolean("expected true or false")) }),
   "vm.suspend": v.strictObject({ refs }),
-  "vm.fork": v.strictObject({ ref, name: v.optional(vmName), count: v.optional(v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(1, "must be at least 1"), v.maxValue(16, "must be at most 16"))) }),
+  "vm.fork": v.strictObject({
+    ref,
+    name: v.optional(vmName),
+    count: v.optional(
+      v.pipe(v.number("expected an integer"), v.integer("expected an integer"), v.minValue(1, "must be at least 1"), v.maxValue(16, "must be at most 16")),
+    ),
+  }),
   "vm.snapshot.create": v.strictObject({ ref, name: v.optional(artifactName), memory: v.optional(v.boolean("expected true or false")) }),
   "vm.snapshot.list": v.strictObject({ ref }),
   "vm.snapshot.restore": v.strictObject({ ref, name: artifactName }),
@@ -78,7 +99,11 @@ export const METHODS = {
   "cache.list": empty,
   "cache.prune": v.strictObject({ all: v.optional(v.boolean("expected true or false")) }),
   "image.show": v.strictObject({ name: artifactName }),
-  "image.build": v.strictObject({ name: v.optional(artifactName), kernel: v.optional(artifactName), packages: v.optional(v.array(v.pipe(v.string(), v.minLength(1)))) }),
+  "image.build": v.strictObject({
+    name: v.optional(artifactName),
+    kernel: v.optional(artifactName),
+    packages: v.optional(v.array(v.pipe(v.string(), v.minLength(1)))),
+  }),
   "image.import": v.strictObject({ source: path, name: artifactName, kernel: v.optional(artifactName), kernelFrom: v.optional(artifactName) }),
   "image.pull": v.strictObject({ name: artifactName }),
   "image.delete": v.strictObject({ name: artifactName }),
@@ -92,7 +117,19 @@ export type Result<M extends Method> = M extends keyof Results ? Results[M] : un
 export type Rpc = <M extends Method>(method: M, params?: Params<M>, onEvent?: (e: ProgressEvent) => void, signal?: AbortSignal) => Promise<Result<M>>;
 
 /** Methods whose response streams progress events before the final envelope. */
-export const STREAMING = new Set<Method>(["vm.create", "vm.start", "vm.resume", "vm.restart", "vm.snapshot.restore", "vm.fork", "image.build", "kernel.build", "image.pull", "kernel.pull", "image.import"]);
+export const STREAMING = new Set<Method>([
+  "vm.create",
+  "vm.start",
+  "vm.resume",
+  "vm.restart",
+  "vm.snapshot.restore",
+  "vm.fork",
+  "image.build",
+  "kernel.build",
+  "image.pull",
+  "kernel.pull",
+  "image.import",
+]);
 
 /** The one envelope every answer travels in. */
 export type Envelope<T = unknown> = { ok: true; result: T } | { ok: false; error: WireError };

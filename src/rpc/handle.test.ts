@@ -47,7 +47,16 @@ describe("handle()", () => {
   });
 
   test("bad JSON, non-objects, unknown methods and huge bodies are invalid_argument", async () => {
-    for (const body of ["{", "[]", "null", "42", JSON.stringify({ method: "nope" }), JSON.stringify({ method: "vm.list", params: "x" }), JSON.stringify({ method: "vm.stats", params: [] }), JSON.stringify({ method: "vm.list", params: null })]) {
+    for (const body of [
+      "{",
+      "[]",
+      "null",
+      "42",
+      JSON.stringify({ method: "nope" }),
+      JSON.stringify({ method: "vm.list", params: "x" }),
+      JSON.stringify({ method: "vm.stats", params: [] }),
+      JSON.stringify({ method: "vm.list", params: null }),
+    ]) {
       const res = await rpc(body);
       expect(res.ok).toBe(false);
       expect(res.error.code).toBe("invalid_argument");
@@ -57,7 +66,14 @@ describe("handle()", () => {
   });
 
   test("unknown throws become internal, are logged, and carry no stack", async () => {
-    const d: HandleDeps = { handlers: { "vm.list": async () => { throw new Error("boom at /secret/path"); } }, logError: (e) => errors.push(e) };
+    const d: HandleDeps = {
+      handlers: {
+        "vm.list": async () => {
+          throw new Error("boom at /secret/path");
+        },
+      },
+      logError: (e) => errors.push(e),
+    };
     const res = await rpc({ method: "vm.list", params: {} }, d);
     expect(res.error.code).toBe("internal");
     expect(JSON.stringify(res)).not.toMatch(/\\n\s+at /);
@@ -71,11 +87,19 @@ describe("handle()", () => {
 
   test("streaming methods send events then the envelope as JSON lines", async () => {
     const d: HandleDeps = {
-      handlers: { "kernel.build": async (_p, ctx) => { ctx.progress({ stage: "boot", status: "start" }); return { id: "x" }; } },
+      handlers: {
+        "kernel.build": async (_p, ctx) => {
+          ctx.progress({ stage: "boot", status: "start" });
+          return { id: "x" };
+        },
+      },
       logError: () => {},
     };
     const res = await handle(new Request("http://banger/rpc", { method: "POST", body: JSON.stringify({ method: "kernel.build", params: {} }) }), d);
-    const lines = (await res.text()).trim().split("\n").map((l) => JSON.parse(l));
+    const lines = (await res.text())
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect(lines).toEqual([{ event: { stage: "boot", status: "start" } }, { ok: true, result: { id: "x" } }]);
   });
 

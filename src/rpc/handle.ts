@@ -21,8 +21,7 @@ export interface HandleDeps {
   heartbeatMs?: number;
 }
 
-const json = (body: Envelope, status = 200) =>
-  new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
+const json = (body: Envelope, status = 200) => new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
 
 const fail = (err: BangerError, status = 200) => json({ ok: false, error: err.toJSON() }, status);
 
@@ -64,12 +63,14 @@ async function readCall(request: Request): Promise<{ method: Method; params: Par
   try {
     body = JSON.parse(text);
   } catch {
-    return new BangerError("invalid_argument", "request body is not valid JSON", { hint: "Send {\"method\": ..., \"params\": {...}}." });
+    return new BangerError("invalid_argument", "request body is not valid JSON", { hint: 'Send {"method": ..., "params": {...}}.' });
   }
   if (typeof body !== "object" || body === null || Array.isArray(body)) return new BangerError("invalid_argument", "request body must be a JSON object");
   const { method, params } = body as { method?: unknown; params?: unknown };
   if (!isMethod(method)) {
-    return new BangerError("invalid_argument", `method: unknown method ${JSON.stringify(method)?.slice(0, 80)}`, { hint: "See src/rpc/contract.ts for the method list." });
+    return new BangerError("invalid_argument", `method: unknown method ${JSON.stringify(method)?.slice(0, 80)}`, {
+      hint: "See src/rpc/contract.ts for the method list.",
+    });
   }
   // valibot takes an array for an object with no required keys, so shape is checked first.
   if (params !== undefined && (typeof params !== "object" || params === null || Array.isArray(params))) {

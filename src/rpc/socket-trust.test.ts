@@ -95,23 +95,27 @@ describe("runtime dir rules (lstat, before any connection)", () => {
     expect(await call(join(root, "nope", "banger.sock"), "daemon.status").catch((e) => e)).toBeInstanceOf(DaemonUnreachable);
   });
 
-  testNeeds("another user's runtime dir, or another user's socket in ours, is refused and never connected to (root: chown to nobody)", [[isRoot, "needs root to chown to nobody"]], async () => {
-    const theirs = join(root, "theirs");
-    mkdirSync(theirs, { mode: 0o700 });
-    const fake = await recorder(join(theirs, "banger.sock"));
-    chownSync(theirs, NOBODY, NOBODY);
-    const e = await rejection(call(join(theirs, "banger.sock"), "daemon.status"));
-    expect(e.code).toBe("permission_denied");
-    expect(e.message).toContain(`${theirs} is owned by uid ${NOBODY}, not by you`);
-    expect(e.hint).toContain(`rm -r ${theirs}`);
-    expect(() => prepareTrustedDir(theirs)).toThrow(`${theirs} is owned by uid ${NOBODY}`);
+  testNeeds(
+    "another user's runtime dir, or another user's socket in ours, is refused and never connected to (root: chown to nobody)",
+    [[isRoot, "needs root to chown to nobody"]],
+    async () => {
+      const theirs = join(root, "theirs");
+      mkdirSync(theirs, { mode: 0o700 });
+      const fake = await recorder(join(theirs, "banger.sock"));
+      chownSync(theirs, NOBODY, NOBODY);
+      const e = await rejection(call(join(theirs, "banger.sock"), "daemon.status"));
+      expect(e.code).toBe("permission_denied");
+      expect(e.message).toContain(`${theirs} is owned by uid ${NOBODY}, not by you`);
+      expect(e.hint).toContain(`rm -r ${theirs}`);
+      expect(() => prepareTrustedDir(theirs)).toThrow(`${theirs} is owned by uid ${NOBODY}`);
 
-    const mine = join(root, "mine");
-    mkdirSync(mine, { mode: 0o700 });
-    const planted = await recorder(join(mine, "banger.sock"));
-    chownSync(join(mine, "banger.sock"), NOBODY, NOBODY);
-    expect(() => assertTrustedSocket(join(mine, "banger.sock"))).toThrow(`banger.sock is owned by uid ${NOBODY}`);
-    expect((await rejection(call(join(mine, "banger.sock"), "daemon.status"))).code).toBe("permission_denied");
-    expect(fake.connections() + planted.connections()).toBe(0);
-  });
+      const mine = join(root, "mine");
+      mkdirSync(mine, { mode: 0o700 });
+      const planted = await recorder(join(mine, "banger.sock"));
+      chownSync(join(mine, "banger.sock"), NOBODY, NOBODY);
+      expect(() => assertTrustedSocket(join(mine, "banger.sock"))).toThrow(`banger.sock is owned by uid ${NOBODY}`);
+      expect((await rejection(call(join(mine, "banger.sock"), "daemon.status"))).code).toBe("permission_denied");
+      expect(fake.connections() + planted.connections()).toBe(0);
+    },
+  );
 });

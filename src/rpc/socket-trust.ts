@@ -63,7 +63,13 @@ export function assertTrustedSocket(socket: string, owner: Owner = currentOwner(
   assertTrustedDir(dirname(socket), owner);
   const st = lstatOrNull(socket);
   if (!st) return;
-  const why = st.isSymbolicLink() ? "is a symbolic link" : !st.isSocket() ? "is not a socket" : st.uid !== owner.uid ? `is owned by uid ${st.uid}, not by you (uid ${owner.uid})` : null;
+  const why = st.isSymbolicLink()
+    ? "is a symbolic link"
+    : !st.isSocket()
+      ? "is not a socket"
+      : st.uid !== owner.uid
+        ? `is owned by uid ${st.uid}, not by you (uid ${owner.uid})`
+        : null;
   if (why) throw refused(socket, why);
 }
 
@@ -71,9 +77,13 @@ export function assertTrustedSocket(socket: string, owner: Owner = currentOwner(
 export function assertSocketPathFits(socket: string): void {
   const bytes = Buffer.byteLength(socket);
   if (bytes <= MAX_SOCKET_PATH_BYTES) return;
-  throw new BangerError("invalid_argument", `the daemon socket path ${socket} is ${bytes} bytes, longer than the ${MAX_SOCKET_PATH_BYTES} bytes a Unix socket path may have`, {
-    hint: "Set XDG_RUNTIME_DIR to a short directory only you can write (such as /run/user/$(id -u)), or XDG_STATE_HOME to a shorter path.",
-  });
+  throw new BangerError(
+    "invalid_argument",
+    `the daemon socket path ${socket} is ${bytes} bytes, longer than the ${MAX_SOCKET_PATH_BYTES} bytes a Unix socket path may have`,
+    {
+      hint: "Set XDG_RUNTIME_DIR to a short directory only you can write (such as /run/user/$(id -u)), or XDG_STATE_HOME to a shorter path.",
+    },
+  );
 }
 
 /**
@@ -86,7 +96,8 @@ export function prepareTrustedDir(dir: string, owner: Owner = currentOwner()): v
     mkdirSync(dir, { mode: 0o700 });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "EACCES" || code === "EPERM") throw new BangerError("permission_denied", `cannot create banger's runtime directory ${dir}: permission denied`, { hint: `${FIX}.`, cause: err });
+    if (code === "EACCES" || code === "EPERM")
+      throw new BangerError("permission_denied", `cannot create banger's runtime directory ${dir}: permission denied`, { hint: `${FIX}.`, cause: err });
     if (code !== "EEXIST") throw err;
   }
   const st = lstatSync(dir);

@@ -37,7 +37,11 @@ export class ArtifactStore {
     return this.db.query<KernelRow, [string]>("SELECT * FROM kernels WHERE name = ?").get(name);
   }
   putKernel(k: KernelRow) {
-    this.db.query("INSERT OR REPLACE INTO kernels (name, version, path, sha256, size_bytes, source, created_at, initrd_path) VALUES ($name, $version, $path, $sha256, $size_bytes, $source, $created_at, $initrd_path)").run({ initrd_path: null, ...k } as never);
+    this.db
+      .query(
+        "INSERT OR REPLACE INTO kernels (name, version, path, sha256, size_bytes, source, created_at, initrd_path) VALUES ($name, $version, $path, $sha256, $size_bytes, $source, $created_at, $initrd_path)",
+      )
+      .run({ initrd_path: null, ...k } as never);
   }
   deleteKernel(name: string) {
     this.db.query("DELETE FROM kernels WHERE name = ?").run(name);
@@ -51,7 +55,9 @@ export class ArtifactStore {
   }
   putImage(i: ImageRow) {
     this.db
-      .query("INSERT OR REPLACE INTO images (name, rootfs_path, work_seed_path, kernel, agent_version, fingerprint, size_bytes, source, created_at) VALUES ($name, $rootfs_path, $work_seed_path, $kernel, $agent_version, $fingerprint, $size_bytes, $source, $created_at)")
+      .query(
+        "INSERT OR REPLACE INTO images (name, rootfs_path, work_seed_path, kernel, agent_version, fingerprint, size_bytes, source, created_at) VALUES ($name, $rootfs_path, $work_seed_path, $kernel, $agent_version, $fingerprint, $size_bytes, $source, $created_at)",
+      )
       .run(i as never);
   }
   deleteImage(name: string) {

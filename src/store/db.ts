@@ -80,7 +80,12 @@ function corrupt(path: string, err: unknown): BangerError {
 /** Applies each known migration not yet recorded; ids this build does not know are left alone. */
 export function migrate(db: Database, migrations: Migration[]) {
   db.run(`CREATE TABLE IF NOT EXISTS schema_migrations (id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`);
-  const applied = new Set(db.query<{ id: number }, []>("SELECT id FROM schema_migrations").all().map((r) => r.id));
+  const applied = new Set(
+    db
+      .query<{ id: number }, []>("SELECT id FROM schema_migrations")
+      .all()
+      .map((r) => r.id),
+  );
   for (const m of migrations) {
     if (applied.has(m.id)) continue;
     db.transaction(() => {
@@ -92,5 +97,8 @@ export function migrate(db: Database, migrations: Migration[]) {
 
 /** The ids recorded in schema_migrations. */
 export function appliedMigrations(db: Database): number[] {
-  return db.query<{ id: number }, []>("SELECT id FROM schema_migrations ORDER BY id").all().map((r) => r.id);
+  return db
+    .query<{ id: number }, []>("SELECT id FROM schema_migrations ORDER BY id")
+    .all()
+    .map((r) => r.id);
 }

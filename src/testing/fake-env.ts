@@ -17,7 +17,9 @@ export function privateNet(): { bridge: string; subnet: string } {
  * A TestHome whose banger uses the fake Firecracker, a private bridge with a TAP pool made by
  * the real `host setup`, and a tiny image (real ext4 files) registered in the store.
  */
-export async function fakeFirecrackerHome(opts: { taps?: number; env?: Record<string, string>; config?: string; firecrackerBin?: string } = {}): Promise<TestHome & { teardownNet(): Promise<void> }> {
+export async function fakeFirecrackerHome(
+  opts: { taps?: number; env?: Record<string, string>; config?: string; firecrackerBin?: string } = {},
+): Promise<TestHome & { teardownNet(): Promise<void> }> {
   const { bridge, subnet } = privateNet();
   const home = new TestHome({ BANGER_SKIP_SSH_WAIT: "1", ...opts.env }) as TestHome & { teardownNet(): Promise<void> };
   const wrapper = join(home.root, "firecracker");
@@ -60,6 +62,16 @@ export async function seedTinyImage(home: TestHome, name = "bookworm") {
   const store = new ArtifactStore(db);
   const now = new Date().toISOString();
   store.putKernel({ name: "default", version: "0.0.0-test", path: kernel, sha256: "0".repeat(64), size_bytes: 1, source: "test", created_at: now });
-  store.putImage({ name, rootfs_path: rootfs, work_seed_path: seed, kernel: "default", agent_version: "test", fingerprint: "test", size_bytes: 64 << 20, source: "test", created_at: now });
+  store.putImage({
+    name,
+    rootfs_path: rootfs,
+    work_seed_path: seed,
+    kernel: "default",
+    agent_version: "test",
+    fingerprint: "test",
+    size_bytes: 64 << 20,
+    source: "test",
+    created_at: now,
+  });
   db.close();
 }

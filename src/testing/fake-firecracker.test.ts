@@ -18,7 +18,11 @@ describe("schema validation follows serde", () => {
   const cases: Array<[string, string, string | null]> = [
     ["BootSource", '{"kernel_image_path":"/k"}', null],
     ["BootSource", '{"boot_args":"x"}', "missing field `kernel_image_path` at line 1 column 17"],
-    ["BootSource", '{"kernel_image_path":"/k","x":1}', "unknown field `x`, expected one of `boot_args`, `initrd_path`, `kernel_image_path` at line 1 column 29"],
+    [
+      "BootSource",
+      '{"kernel_image_path":"/k","x":1}',
+      "unknown field `x`, expected one of `boot_args`, `initrd_path`, `kernel_image_path` at line 1 column 29",
+    ],
     ["MachineConfiguration", '{"vcpu_count":"2","mem_size_mib":1}', 'invalid type: string "2", expected u8 at line 1 column 17'],
     ["MachineConfiguration", '{"vcpu_count":-1,"mem_size_mib":1}', "invalid value: integer `-1`, expected u8 at line 1 column 16"],
     ["Logger", '{"level":"Loud"}', "unknown variant `Loud`, expected one of `Error`, `Warning`, `Info`, `Debug`, `Trace`, `Off` at line 1 column 15"],

@@ -61,7 +61,12 @@ export async function main(argv: string[]): Promise<void> {
   });
   process.on("exit", () => guest.halt());
   vmm = new FakeVmm(loadApiSpec(), {
-    id: args.id, version: FAKE_VERSION, ignoreCtrlAltDel: args.ignoreCtrlAltDel, guest, exit, rebootDelayMs: 150,
+    id: args.id,
+    version: FAKE_VERSION,
+    ignoreCtrlAltDel: args.ignoreCtrlAltDel,
+    guest,
+    exit,
+    rebootDelayMs: 150,
   });
   try {
     if (args.logPath) vmm.setLogger({ log_path: args.logPath, level: args.level, show_level: args.showLevel, show_log_origin: args.showLogOrigin });

@@ -9,8 +9,20 @@ import { hasBin, hasFile, isRoot, sharedDir, testCacheDir } from "./skip";
 /** Bump when the package list or the tree preparation changes; it keys the cache. */
 const ROOTFS_VERSION = "bookworm-1";
 const ROOTFS_PACKAGES = [
-  "systemd-sysv", "udev", "dbus", "openssh-server", "iproute2", "git", "ca-certificates", "sudo",
-  "curl", "python3", "openssl", "procps", "iputils-ping", "dnsutils",
+  "systemd-sysv",
+  "udev",
+  "dbus",
+  "openssh-server",
+  "iproute2",
+  "git",
+  "ca-certificates",
+  "sudo",
+  "curl",
+  "python3",
+  "openssl",
+  "procps",
+  "iputils-ping",
+  "dnsutils",
 ];
 const KERNEL_NAME = "vmlinux-6.1.192";
 
@@ -89,10 +101,9 @@ export function testKernel(): Promise<string> {
 /** A Debian bookworm minbase rootfs tarball (mmdebstrap, ~30 s the first time), cached. */
 export function testRootfsTar(): Promise<string> {
   return buildOnce(join(testCacheDir, `rootfs-${ROOTFS_VERSION}.tar`), async (tmp) => {
-    await hostRunner.run(
-      ["mmdebstrap", "--quiet", "--variant=minbase", `--include=${ROOTFS_PACKAGES.join(",")}`, "--format=tar", "bookworm", tmp],
-      { timeoutMs: 600_000 },
-    );
+    await hostRunner.run(["mmdebstrap", "--quiet", "--variant=minbase", `--include=${ROOTFS_PACKAGES.join(",")}`, "--format=tar", "bookworm", tmp], {
+      timeoutMs: 600_000,
+    });
   });
 }
 

@@ -34,7 +34,10 @@ async function fileHash(paths: string[]): Promise<string> {
 export async function goldenImage(): Promise<{ dir: string; meta: ImageRow }> {
   const glue = Array.from(new Bun.Glob("src/images/glue/*").scanSync({ cwd: projectRoot }), (f) => join(projectRoot, f));
   const agent = (await hostRunner.run([join(projectRoot, "dist", "banger-agent"), "--version"])).stdout.trim();
-  const inputs = [...glue.sort(), ...["build.ts", "image-kernel.ts", "kernel/initrd.ts", "kernel/initrd-init.sh"].map((f) => join(projectRoot, "src/images", f))];
+  const inputs = [
+    ...glue.sort(),
+    ...["build.ts", "image-kernel.ts", "kernel/initrd.ts", "kernel/initrd-init.sh"].map((f) => join(projectRoot, "src/images", f)),
+  ];
   const key = `${await fileHash(inputs)}-${agent.replace(/[^A-Za-z0-9.+-]/g, "")}`;
   const dir = await buildOnce(join(testCacheDir, `banger-image-${key}`), async (tmp) => {
     const home = new TestHome();
@@ -70,7 +73,10 @@ export async function realHome(opts: { taps?: number; config?: string; env?: Rec
   home.subnet = subnet;
   mkdirSync(join(home.env.XDG_CONFIG_HOME!, "banger"), { recursive: true });
   const port = 20000 + Math.floor(Math.random() * 20000);
-  writeFileSync(home.paths.configFile, `vmm = "qemu"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 6}\ndns_listen = "127.0.0.1:${port}"\nstop_grace = "20s"\n${warmOff(opts.config)}${opts.config ?? ""}`);
+  writeFileSync(
+    home.paths.configFile,
+    `vmm = "qemu"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 6}\ndns_listen = "127.0.0.1:${port}"\nstop_grace = "20s"\n${warmOff(opts.config)}${opts.config ?? ""}`,
+  );
   home.teardownNet = async () => void (await home.run(["host", "teardown"]));
   try {
     const setup = await home.run(["host", "setup"]);

@@ -44,11 +44,20 @@ export class RecordingDriver implements Driver {
     }
     const server = createServer((sock) => {
       sock.on("error", () => {});
-      sock.on("data", lineServer(createHandler(fakeGuest(plan.vmId)), (line) => sock.write(line)));
+      sock.on(
+        "data",
+        lineServer(createHandler(fakeGuest(plan.vmId)), (line) => sock.write(line)),
+      );
     });
     await new Promise<void>((r) => server.listen(agentPath, r));
     this.agents.set(pid, server);
-    return { vmm: "firecracker", pid, controlSocket: join(plan.dir, "api.sock"), agent: { kind: "hybrid-vsock", path: agentPath }, startedAt: new Date(0).toISOString() };
+    return {
+      vmm: "firecracker",
+      pid,
+      controlSocket: join(plan.dir, "api.sock"),
+      agent: { kind: "hybrid-vsock", path: agentPath },
+      startedAt: new Date(0).toISOString(),
+    };
   }
 
   async stop(handle: VmmHandle): Promise<"graceful" | "killed" | "already-exited"> {
@@ -267,5 +276,15 @@ async function seedImage(paths: Paths, artifacts: ArtifactStore): Promise<void> 
   writeFileSync(kernel, "\x7fELF harness kernel\n");
   const now = new Date(0).toISOString();
   artifacts.putKernel({ name: "default", version: "0.0.0-test", path: kernel, sha256: "0".repeat(64), size_bytes: 1, source: "test", created_at: now });
-  artifacts.putImage({ name: "bookworm", rootfs_path: rootfs, work_seed_path: seed, kernel: "default", agent_version: "harness", fingerprint: "test", size_bytes: 16 << 20, source: "test", created_at: now });
+  artifacts.putImage({
+    name: "bookworm",
+    rootfs_path: rootfs,
+    work_seed_path: seed,
+    kernel: "default",
+    agent_version: "harness",
+    fingerprint: "test",
+    size_bytes: 16 << 20,
+    source: "test",
+    created_at: now,
+  });
 }

@@ -26,12 +26,7 @@ export function missing(checks: Array<[boolean, string]>): string | null {
  * A test that needs something from the machine (root, qemu, a booted guest). Skips with
  * the reason printed when it is missing, except under CI where it fails.
  */
-export function testNeeds(
-  name: string,
-  checks: Array<[boolean, string]>,
-  fn: () => Promise<void> | void,
-  timeoutMs?: number,
-) {
+export function testNeeds(name: string, checks: Array<[boolean, string]>, fn: () => Promise<void> | void, timeoutMs?: number) {
   const why = missing(checks);
   if (why && !inCI) {
     test.skip(`${name} (skipped: ${why})`, () => {});

@@ -46,7 +46,10 @@ export function allocate(subnet: string, taps: string[], taken: Taken): Allocati
       break;
     }
   }
-  if (!ip) throw new BangerError("failed_precondition", `no free guest address left in ${subnet}`, { hint: "Delete unused VMs, or set a larger `subnet` in the config." });
+  if (!ip)
+    throw new BangerError("failed_precondition", `no free guest address left in ${subnet}`, {
+      hint: "Delete unused VMs, or set a larger `subnet` in the config.",
+    });
   const tap = taps.find((t) => !taken.taps.has(t));
   if (!tap) {
     throw new BangerError("failed_precondition", `all ${taps.length} TAP devices of the pool are in use`, {

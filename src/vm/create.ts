@@ -32,7 +32,10 @@ export function resolveArtifacts(deps: VmServiceDeps, imageName: string | undefi
   }
   const kname = kernelName ?? image.kernel ?? deps.config.default_kernel;
   const kernel = deps.artifacts.kernel(kname);
-  if (!kernel) throw new BangerError("not_found", `kernel "${kname}" is not registered`, { hint: `Run \`banger kernel import <vmlinux> --name ${kname}\` or \`banger kernel pull ${kname}\`.` });
+  if (!kernel)
+    throw new BangerError("not_found", `kernel "${kname}" is not registered`, {
+      hint: `Run \`banger kernel import <vmlinux> --name ${kname}\` or \`banger kernel pull ${kname}\`.`,
+    });
   return { image, kernel };
 }
 
@@ -63,7 +66,9 @@ export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex):
         // Independent processes (ssh-keygen, mkfs): run side by side.
         await Promise.all([
           onFullDisk("host key", ctx.dir.hostKey, deps.paths.vmsDir, () => makeHostKey(deps, ctx.dir, ctx.vm.name)),
-          onFullDisk("overlay disk", ctx.dir.overlay, deps.paths.vmsDir, () => createOverlayDisk(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES, { runner: deps.runner })),
+          onFullDisk("overlay disk", ctx.dir.overlay, deps.paths.vmsDir, () =>
+            createOverlayDisk(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES, { runner: deps.runner }),
+          ),
         ]);
       },
       undo: async (ctx) => {
@@ -72,7 +77,10 @@ export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex):
     },
     {
       name: "work disk",
-      run: async (ctx) => onFullDisk("work disk", ctx.dir.workDisk, deps.paths.vmsDir, () => createWorkDisk({ seed: ctx.image.work_seed_path, path: ctx.dir.workDisk, sizeBytes: ctx.vm.disk_bytes }, { runner: deps.runner })),
+      run: async (ctx) =>
+        onFullDisk("work disk", ctx.dir.workDisk, deps.paths.vmsDir, () =>
+          createWorkDisk({ seed: ctx.image.work_seed_path, path: ctx.dir.workDisk, sizeBytes: ctx.vm.disk_bytes }, { runner: deps.runner }),
+        ),
     },
     ...(startSteps(deps, rt) as Step<CreateCtx>[]),
   ];
@@ -82,7 +90,8 @@ export async function allocateRow(deps: VmServiceDeps, ctx: CreateCtx) {
   const existing = deps.vms.list();
   const names = new Set(existing.map((v) => v.name));
   const name = ctx.params.name ?? randomName(names);
-  if (names.has(name)) throw new BangerError("already_exists", `a VM named "${name}" already exists`, { hint: `Pick another --name, or \`banger vm delete ${name}\` first.` });
+  if (names.has(name))
+    throw new BangerError("already_exists", `a VM named "${name}" already exists`, { hint: `Pick another --name, or \`banger vm delete ${name}\` first.` });
   const a = allocate(deps.config.subnet, deps.network.poolTaps(), {
     ips: new Set(existing.map((v) => v.ip)),
     cids: new Set(existing.map((v) => v.cid)),

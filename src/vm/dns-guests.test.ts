@@ -2,7 +2,8 @@ import { describe, expect, test } from "bun:test";
 import type { VmRow } from "../store/vms.ts";
 import { vmDnsGuests } from "./dns-guests.ts";
 
-const row = (name: string, ip: string, extra: Partial<VmRow> = {}): VmRow => ({ id: `id-${name}`, name, ip, nat: false, net: "", net_group: "", ...extra }) as VmRow;
+const row = (name: string, ip: string, extra: Partial<VmRow> = {}): VmRow =>
+  ({ id: `id-${name}`, name, ip, nat: false, net: "", net_group: "", ...extra }) as VmRow;
 
 describe("vmDnsGuests", () => {
   const rows = [

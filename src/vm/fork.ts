@@ -22,7 +22,8 @@ import { runSteps, type Step } from "./steps.ts";
 /** Names for the copies: the one asked for, else <source>-f<N> not yet taken. */
 export function forkNames(source: string, taken: Set<string>, count: number, name?: string): string[] {
   if (name) {
-    if (count !== 1) throw new BangerError("invalid_argument", "--name makes one copy; leave it out with --count", { hint: `banger vm fork ${source} --count ${count}` });
+    if (count !== 1)
+      throw new BangerError("invalid_argument", "--name makes one copy; leave it out with --count", { hint: `banger vm fork ${source} --count ${count}` });
     if (taken.has(name)) throw new BangerError("already_exists", `a VM named "${name}" already exists`, { hint: "Pick another --name." });
     return [name];
   }
@@ -45,7 +46,19 @@ function allocateCopies(deps: VmServiceDeps, source: VmRow, names: string[]): Vm
       taps: new Set(existing.map((v) => v.tap)),
     });
     const now = new Date().toISOString();
-    const row: VmRow = { ...source, ...a, id: randomBytes(6).toString("hex"), name, state: "creating", desired_state: "running", teardown: {}, last_error: null, created_at: now, updated_at: now, started_at: null };
+    const row: VmRow = {
+      ...source,
+      ...a,
+      id: randomBytes(6).toString("hex"),
+      name,
+      state: "creating",
+      desired_state: "running",
+      teardown: {},
+      last_error: null,
+      created_at: now,
+      updated_at: now,
+      started_at: null,
+    };
     deps.vms.insert(row);
     rows.push(row);
   }
@@ -81,10 +94,16 @@ async function identityFor(deps: VmServiceDeps, vm: VmRow) {
   const dir = dirOf(deps, vm.id);
   const gw = deps.network.gateway();
   return {
-    hostname: vm.name, ip: vm.ip, prefix: gw.prefix, gateway: gw.ip, mac: vm.mac,
+    hostname: vm.name,
+    ip: vm.ip,
+    prefix: gw.prefix,
+    gateway: gw.ip,
+    mac: vm.mac,
     machineId: randomBytes(16).toString("hex"),
-    hostKey: readFileSync(dir.hostKey, "utf8"), hostKeyPub: readFileSync(`${dir.hostKey}.pub`, "utf8").trim(),
-    timeMs: Date.now(), entropy: randomBytes(32).toString("hex"),
+    hostKey: readFileSync(dir.hostKey, "utf8"),
+    hostKeyPub: readFileSync(`${dir.hostKey}.pub`, "utf8").trim(),
+    timeMs: Date.now(),
+    entropy: randomBytes(32).toString("hex"),
   };
 }
 
@@ -128,12 +147,27 @@ export async function removeCopy(deps: VmServiceDeps, rt: Runtime, vm: VmRow) {
 }
 
 /** Makes `count` running copies of a running (or paused) VM; the source runs on. */
-export async function forkVm(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex, source: VmRow, opts: { name?: string; count?: number }, call: CallContext): Promise<{ copies: VmView[]; errors: string[]; ms: number }> {
-  if (source.state !== "running" && source.state !== "paused") throw new BangerError("failed_precondition", `VM ${source.name} is ${source.state}; only a running VM can be forked`, { hint: `Start it: banger vm start ${source.name}` });
+export async function forkVm(
+  deps: VmServiceDeps,
+  rt: Runtime,
+  allocLock: Mutex,
+  source: VmRow,
+  opts: { name?: string; count?: number },
+  call: CallContext,
+): Promise<{ copies: VmView[]; errors: string[]; ms: number }> {
+  if (source.state !== "running" && source.state !== "paused")
+    throw new BangerError("failed_precondition", `VM ${source.name} is ${source.state}; only a running VM can be forked`, {
+      hint: `Start it: banger vm start ${source.name}`,
+    });
   const problem = deps.drivers(source.vmm).forkProblem();
-  if (problem) throw new BangerError("failed_precondition", `cannot fork ${source.name}: ${problem}`, { hint: "Take a disk snapshot instead (banger vm snapshot create), or use vmm = \"qemu\"." });
+  if (problem)
+    throw new BangerError("failed_precondition", `cannot fork ${source.name}: ${problem}`, {
+      hint: 'Take a disk snapshot instead (banger vm snapshot create), or use vmm = "qemu".',
+    });
   const t0 = performance.now();
-  const copies = await allocLock.run(async () => allocateCopies(deps, source, forkNames(source.name, new Set(deps.vms.list().map((v) => v.name)), opts.count ?? 1, opts.name)));
+  const copies = await allocLock.run(async () =>
+    allocateCopies(deps, source, forkNames(source.name, new Set(deps.vms.list().map((v) => v.name)), opts.count ?? 1, opts.name)),
+  );
   try {
     call.progress({ stage: "freeze", status: "start" });
     await freezeInto(deps, rt, source, copies);

@@ -85,7 +85,10 @@ test("snapshots: disk-only and --memory are listed, restored (memory resumes, di
   expect(row("s1").state).toBe("running");
   expect(h.driver.calls.filter((c) => /^(pause|resume|snapshot) /.test(c)).map((c) => c.split(" ")[0])).toEqual(["pause", "resume", "snapshot", "resume"]);
   await expect(h.svc.snapshotCreate(row("s1"), "d1", false)).rejects.toThrow('already has a snapshot "d1"');
-  expect((await h.svc.snapshotList(row("s1"))).map((s) => [s.name, s.memory])).toEqual([["d1", false], ["m1", true]]);
+  expect((await h.svc.snapshotList(row("s1"))).map((s) => [s.name, s.memory])).toEqual([
+    ["d1", false],
+    ["m1", true],
+  ]);
   writeFileSync(dir.overlay, "B");
   expect(await h.svc.snapshotRestore(row("s1"), "d1", callCtx())).toContain("restored d1 (disks); started");
   expect(await Bun.file(dir.overlay).text()).toBe("A");

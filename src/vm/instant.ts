@@ -63,7 +63,8 @@ async function unpause(deps: VmServiceDeps, rt: Runtime, vm: VmRow): Promise<str
 /** Saves the VM's state to its directory and ends the VMM; nothing of it runs afterwards. */
 export async function suspendVm(deps: VmServiceDeps, rt: Runtime, vm: VmRow): Promise<string> {
   if (vm.state === "suspended") return "already suspended";
-  if (vm.state !== "running" && vm.state !== "paused") throw new BangerError("failed_precondition", `VM ${vm.name} is ${vm.state}; only a running or paused VM can be suspended`);
+  if (vm.state !== "running" && vm.state !== "paused")
+    throw new BangerError("failed_precondition", `VM ${vm.name} is ${vm.state}; only a running or paused VM can be suspended`);
   const dir = dirOf(deps, vm.id);
   const handle = liveHandle(rt, deps, vm);
   const t0 = performance.now();
@@ -77,7 +78,10 @@ export async function suspendVm(deps: VmServiceDeps, rt: Runtime, vm: VmRow): Pr
     // The VMM may still run (paused by the save): let it go on as it was.
     rmSync(dir.savedState, { force: true });
     if (isSameProcess(handle.pid, handle.pidStartTime)) {
-      await deps.drivers(vm.vmm).resume(handle).catch(() => {});
+      await deps
+        .drivers(vm.vmm)
+        .resume(handle)
+        .catch(() => {});
       deps.vms.update(vm.id, { state: "running", last_error: `suspend failed: ${(err as Error).message}` });
     } else {
       await stopVmm(deps, rt, vm, dir, 0);
@@ -96,7 +100,10 @@ export async function suspendVm(deps: VmServiceDeps, rt: Runtime, vm: VmRow): Pr
 export async function resumeVm(deps: VmServiceDeps, rt: Runtime, vm: VmRow, call: CallContext, opts: { cold?: boolean } = {}): Promise<string | null> {
   if (vm.state === "paused") return unpause(deps, rt, vm);
   if (vm.state === "running") return "already running";
-  if (vm.state !== "suspended") throw new BangerError("failed_precondition", `VM ${vm.name} is ${vm.state}; only a paused or suspended VM can be resumed`, { hint: `Start it: banger vm start ${vm.name}` });
+  if (vm.state !== "suspended")
+    throw new BangerError("failed_precondition", `VM ${vm.name} is ${vm.state}; only a paused or suspended VM can be resumed`, {
+      hint: `Start it: banger vm start ${vm.name}`,
+    });
   return restoreVm(deps, rt, vm, call, opts);
 }
 
@@ -104,7 +111,8 @@ export async function resumeVm(deps: VmServiceDeps, rt: Runtime, vm: VmRow, call
 export async function restoreVm(deps: VmServiceDeps, rt: Runtime, vm: VmRow, call: CallContext, opts: { cold?: boolean } = {}): Promise<string | null> {
   const dir = dirOf(deps, vm.id);
   const meta = readSavedMeta(dir);
-  if (!meta) throw new BangerError("failed_precondition", `VM ${vm.name} has no complete saved state`, { hint: `Start it cold: banger vm start --cold ${vm.name}` });
+  if (!meta)
+    throw new BangerError("failed_precondition", `VM ${vm.name} has no complete saved state`, { hint: `Start it cold: banger vm start --cold ${vm.name}` });
   const problem = await deps.drivers(vm.vmm).restoreProblem(meta);
   if (problem) {
     if (opts.cold) return null;
@@ -153,7 +161,11 @@ export function restoreSteps(deps: VmServiceDeps, rt: Runtime, opts: RestoreOpti
           undo: async (ctx: StartCtx) => {
             const row = deps.vms.get(ctx.vm.id) ?? ctx.vm;
             const handle = knownHandle(rt, row, ctx.dir);
-            if (handle && isSameProcess(handle.pid, handle.pidStartTime)) await deps.drivers(row.vmm).kill(handle).catch(() => {});
+            if (handle && isSameProcess(handle.pid, handle.pidStartTime))
+              await deps
+                .drivers(row.vmm)
+                .kill(handle)
+                .catch(() => {});
             await releaseRunning(deps, rt, row, ctx.dir, handle);
             deps.vms.update(ctx.vm.id, { teardown: {} });
           },
@@ -171,7 +183,11 @@ export async function reconcileSaved(deps: VmServiceDeps, rt: Runtime, row: VmRo
   const dir = dirOf(deps, row.id);
   const complete = readSavedMeta(dir) !== null;
   if (complete || !handle) {
-    if (handle) await deps.drivers(row.vmm).kill(handle).catch(() => {});
+    if (handle)
+      await deps
+        .drivers(row.vmm)
+        .kill(handle)
+        .catch(() => {});
     await releaseRunning(deps, rt, row, dir, handle);
     if (complete) {
       deps.vms.update(row.id, { state: "suspended", teardown: {} });
@@ -182,7 +198,10 @@ export async function reconcileSaved(deps: VmServiceDeps, rt: Runtime, row: VmRo
     return "stopped";
   }
   rmSync(dir.savedState, { force: true });
-  await deps.drivers(row.vmm).resume(handle).catch(() => {});
+  await deps
+    .drivers(row.vmm)
+    .resume(handle)
+    .catch(() => {});
   deps.vms.update(row.id, { state: "running", last_error: "the daemon stopped during a suspend; the VM runs on" });
   return null;
 }

@@ -63,7 +63,8 @@ export async function syncGroups(deps: VmServiceDeps): Promise<void> {
 /** `vm set --net/--nat/--group`: stored at once, and applied at once when the VM is running. */
 export async function setNet(deps: VmServiceDeps, vm: VmRow, p: Pick<Params<"vm.set">, "net" | "nat" | "group">): Promise<string[]> {
   const notes: string[] = [];
-  if (p.net !== undefined && p.nat !== undefined) throw new BangerError("invalid_argument", "pass either --net or --nat/--no-nat, not both", { hint: NET_POLICY_HINT });
+  if (p.net !== undefined && p.nat !== undefined)
+    throw new BangerError("invalid_argument", "pass either --net or --nat/--no-nat, not both", { hint: NET_POLICY_HINT });
   const text = p.net !== undefined ? formatNetPolicy(parseNetPolicy(p.net)) : p.nat === undefined ? undefined : p.nat ? "nat" : "none";
   const group = p.group === undefined ? undefined : checkGroup(p.group.trim().toLowerCase());
   const net = text !== undefined && text !== vm.net ? text : undefined;

@@ -64,7 +64,10 @@ export function parseNetPolicy(text: string): NetPolicy {
   const t = text.trim();
   if (t === "none" || t === "nat") return { mode: t };
   if (!t.startsWith("allow:")) throw bad(`invalid network policy "${text}": expected none, nat or allow:<rules>`);
-  const parts = t.slice("allow:".length).split(",").map((p) => p.trim());
+  const parts = t
+    .slice("allow:".length)
+    .split(",")
+    .map((p) => p.trim());
   if (parts.some((p) => p === "")) throw bad(`empty rule in network policy "${text}": list rules separated by single commas`);
   const rules: AllowRule[] = [];
   for (const p of parts) {
@@ -104,13 +107,24 @@ export function policyCidrs(policy: NetPolicy): Array<{ cidr: string; port?: num
 }
 
 /** Ranges a resolved name never opens: private, shared, loopback, link-local (metadata), multicast, reserved. */
-const NEVER_RESOLVED = ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4"];
+const NEVER_RESOLVED = [
+  "0.0.0.0/8",
+  "10.0.0.0/8",
+  "100.64.0.0/10",
+  "127.0.0.0/8",
+  "169.254.0.0/16",
+  "172.16.0.0/12",
+  "192.0.0.0/24",
+  "192.168.0.0/16",
+  "224.0.0.0/4",
+  "240.0.0.0/4",
+];
 
 function inCidr(ip: string, cidr: string): boolean {
   const [base, len] = cidr.split("/");
   const prefix = Number(len);
   const mask = prefix === 0 ? 0 : (~0 << (32 - prefix)) >>> 0;
-  return ((ipToInt(ip) & mask) >>> 0) === ((ipToInt(base!) & mask) >>> 0);
+  return (ipToInt(ip) & mask) >>> 0 === (ipToInt(base!) & mask) >>> 0;
 }
 
 /**

@@ -35,9 +35,14 @@ export function hostNetworkPort(config: Config, net: NetDeps): NetworkPort {
       try {
         master = basename(readlinkSync(`/sys/class/net/${tap}/master`));
       } catch {
-        throw new BangerError("failed_precondition", `TAP device ${tap} does not exist or is not on bridge ${config.bridge}`, { hint: "Run `sudo banger host setup` (once per boot unless you used --systemd)." });
+        throw new BangerError("failed_precondition", `TAP device ${tap} does not exist or is not on bridge ${config.bridge}`, {
+          hint: "Run `sudo banger host setup` (once per boot unless you used --systemd).",
+        });
       }
-      if (master !== config.bridge) throw new BangerError("failed_precondition", `TAP device ${tap} is attached to ${master}, not ${config.bridge}`, { hint: "Run `sudo banger host setup`." });
+      if (master !== config.bridge)
+        throw new BangerError("failed_precondition", `TAP device ${tap} is attached to ${master}, not ${config.bridge}`, {
+          hint: "Run `sudo banger host setup`.",
+        });
     },
     async applyVm(vm) {
       await runNetRequest(net, config.bridge, { op: "apply", ip: vm.ip, mac: vm.mac, tap: vm.tap, net: formatNetPolicy(vm.policy) });

@@ -101,7 +101,13 @@ test("a guest listing a thousand ports gets at most MAX_PROBED_PORTS probes, PRO
     inFlight--;
     return "http" as const;
   };
-  const sockets = Array.from({ length: 1000 }, (_, i) => ({ proto: "tcp" as const, address: "0.0.0.0", port: i + 1, process: "\x1b]52;c;eA==\x07evil", command: "a\x1b[2Jb" }));
+  const sockets = Array.from({ length: 1000 }, (_, i) => ({
+    proto: "tcp" as const,
+    address: "0.0.0.0",
+    port: i + 1,
+    process: "\x1b]52;c;eA==\x07evil",
+    command: "a\x1b[2Jb",
+  }));
   const view = await buildPortsView(sockets, { vmName: "t1", probeHost: "10.0.0.2", probe, dropped: 5 });
   expect(calls).toBe(MAX_PROBED_PORTS);
   expect(most).toBeLessThanOrEqual(PROBE_CONCURRENCY);

@@ -142,5 +142,14 @@ export function renderPortsTable(view: PortsView, opts: { commandWidth?: number 
   const cells = view.ports.map((r) => [r.proto, oneLine(r.endpoint, 120), oneLine(r.process, 32), oneLine(r.command, opts.commandWidth ?? 120)]);
   const all = [headers, ...cells];
   const widths = headers.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
-  return all.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd()).join("\n") + more;
+  return (
+    all
+      .map((r) =>
+        r
+          .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+          .join("  ")
+          .trimEnd(),
+      )
+      .join("\n") + more
+  );
 }

@@ -23,7 +23,10 @@ export async function reconcile(svc: VmService): Promise<{ kept: string[]; stopp
         const dir = dirOf(deps, row.id);
         if (row.state === "creating") {
           // A crash between spawning the VMM and recording it leaves it findable only by its command line.
-          const orphan = await deps.drivers(row.vmm).rediscover(row.id, dir.dir).catch(() => null);
+          const orphan = await deps
+            .drivers(row.vmm)
+            .rediscover(row.id, dir.dir)
+            .catch(() => null);
           if (orphan) rt.handles.set(row.id, orphan);
           await stopVmm(deps, rt, row, dir, 0);
           rmSync(dir.dir, { recursive: true, force: true });
@@ -31,16 +34,25 @@ export async function reconcile(svc: VmService): Promise<{ kept: string[]; stopp
           report.removed.push(row.name);
           return;
         }
-        const found = await deps.drivers(row.vmm).rediscover(row.id, dir.dir).catch(() => null);
+        const found = await deps
+          .drivers(row.vmm)
+          .rediscover(row.id, dir.dir)
+          .catch(() => null);
         const known = knownHandle(rt, row, dir);
         const handle = found ?? (known && isSameProcess(known.pid, known.pidStartTime) ? known : null);
         const saved = await reconcileSaved(deps, rt, row, handle);
         if (saved) return void report[saved].push(row.name);
         if (handle && row.state !== "stopped") {
-          const vmmState = await deps.drivers(row.vmm).state(handle).catch(() => "running" as const);
+          const vmmState = await deps
+            .drivers(row.vmm)
+            .state(handle)
+            .catch(() => "running" as const);
           if (vmmState === "not-started") {
             // A restore the crash interrupted: the saved state is still there to try again.
-            await deps.drivers(row.vmm).kill(handle).catch(() => {});
+            await deps
+              .drivers(row.vmm)
+              .kill(handle)
+              .catch(() => {});
             await releaseRunning(deps, rt, row, dir, handle);
             const back = readSavedMeta(dir) ? "suspended" : "stopped";
             deps.vms.update(row.id, { state: back, teardown: {} });
@@ -48,7 +60,10 @@ export async function reconcile(svc: VmService): Promise<{ kept: string[]; stopp
           }
           rt.handles.set(row.id, handle);
           deps.dns.set(row.name, row.ip);
-          deps.vms.update(row.id, { state: vmmState === "paused" ? "paused" : "running", teardown: { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket } });
+          deps.vms.update(row.id, {
+            state: vmmState === "paused" ? "paused" : "running",
+            teardown: { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket },
+          });
           await applyNet(deps, deps.vms.get(row.id)!).catch((err) => deps.log(`network rules of ${row.name}: ${(err as Error).message}`));
           report.kept.push(row.name);
           return;

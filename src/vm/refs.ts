@@ -10,11 +10,18 @@ export function resolveRef(ref: string, vms: VmRow[]): VmRow {
   const prefixed = vms.filter((v) => v.id.startsWith(ref));
   if (prefixed.length === 1) return prefixed[0]!;
   if (prefixed.length > 1) {
-    throw new BangerError("invalid_argument", `"${ref}" is ambiguous: it matches ${prefixed.map((v) => `${v.name} (${v.id})`).join(", ")}`, { hint: "Use the full name or a longer id prefix.", details: { candidates: prefixed.map((v) => v.name) } });
+    throw new BangerError("invalid_argument", `"${ref}" is ambiguous: it matches ${prefixed.map((v) => `${v.name} (${v.id})`).join(", ")}`, {
+      hint: "Use the full name or a longer id prefix.",
+      details: { candidates: prefixed.map((v) => v.name) },
+    });
   }
   const close = similar(ref, vms);
   const candidates = close.length ? close : vms.map((v) => v.name).slice(0, 10);
-  throw new BangerError("not_found", `no VM "${ref}"${close.length ? `; did you mean ${close.join(", ")}?` : candidates.length ? `; VMs: ${candidates.join(", ")}` : ""}`, { hint: "`banger vm list` shows the VMs.", details: { candidates } });
+  throw new BangerError(
+    "not_found",
+    `no VM "${ref}"${close.length ? `; did you mean ${close.join(", ")}?` : candidates.length ? `; VMs: ${candidates.join(", ")}` : ""}`,
+    { hint: "`banger vm list` shows the VMs.", details: { candidates } },
+  );
 }
 
 /** Names close to a typo: shared prefix or small edit distance. */

@@ -45,7 +45,14 @@ export function knownHandle(rt: Runtime, vm: VmRow, dir: VmPaths): VmmHandle | n
   if (h) return h;
   const t = vm.teardown;
   if (!t.pid || !t.controlSocket) return null;
-  return { vmm: vm.vmm, pid: t.pid, pidStartTime: t.pidStartTime, controlSocket: t.controlSocket, agent: { kind: "virtio-serial", path: dir.agentSocket }, startedAt: vm.started_at ?? "" };
+  return {
+    vmm: vm.vmm,
+    pid: t.pid,
+    pidStartTime: t.pidStartTime,
+    controlSocket: t.controlSocket,
+    agent: { kind: "virtio-serial", path: dir.agentSocket },
+    startedAt: vm.started_at ?? "",
+  };
 }
 
 /** Kernel args banger adds beyond the driver's: the boot glue and the guest's static network. */
@@ -93,8 +100,21 @@ export function startSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
       name: "boot",
       run: async (ctx) => {
         const key = await deps.sshKey();
-        const pushAgent = deps.agent.binaryPath && ctx.image.agent_version !== deps.agent.version ? { version: deps.agent.version, binaryPath: deps.agent.binaryPath } : undefined;
-        const spec = await provisionSpec({ name: ctx.vm.name, config: deps.config, home: deps.paths.home, runner: deps.runner, publicKey: key.publicKey, hostKeyPath: ctx.dir.hostKey, nameservers: deps.network.nameservers(), agent: pushAgent, warn: (m) => ctx.warnings.push(m) });
+        const pushAgent =
+          deps.agent.binaryPath && ctx.image.agent_version !== deps.agent.version
+            ? { version: deps.agent.version, binaryPath: deps.agent.binaryPath }
+            : undefined;
+        const spec = await provisionSpec({
+          name: ctx.vm.name,
+          config: deps.config,
+          home: deps.paths.home,
+          runner: deps.runner,
+          publicKey: key.publicKey,
+          hostKeyPath: ctx.dir.hostKey,
+          nameservers: deps.network.nameservers(),
+          agent: pushAgent,
+          warn: (m) => ctx.warnings.push(m),
+        });
         await onFullDisk("config drive", ctx.dir.configDrive, deps.paths.vmsDir, () => buildConfigDrive(ctx.dir.configDrive, spec, { runner: deps.runner }));
         rmSync(ctx.dir.consoleLog, { force: true });
         recordHandle(deps, rt, ctx, await deps.drivers(ctx.vm.vmm).start(bootPlan(deps, ctx)));
@@ -106,7 +126,11 @@ export function startSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
       run: async (ctx) => {
         const handle = ctx.handle!;
         const driver = deps.drivers(ctx.vm.vmm);
-        const ready = await waitForAgent(() => driver.connectAgent(handle, AGENT_PORT), { timeoutMs: deps.readiness.agentTimeoutMs, intervalMs: 200, logPath: ctx.dir.consoleLog });
+        const ready = await waitForAgent(() => driver.connectAgent(handle, AGENT_PORT), {
+          timeoutMs: deps.readiness.agentTimeoutMs,
+          intervalMs: 200,
+          logPath: ctx.dir.consoleLog,
+        });
         rt.agents.set(ctx.vm.id, ready.client);
       },
       undo: async (ctx) => closeAgent(rt, ctx.vm.id),
@@ -116,7 +140,13 @@ export function startSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
       run: async (ctx) => {
         if (deps.readiness.skipSsh) return;
         const key = await deps.sshKey();
-        await waitForSsh({ host: ctx.vm.ip, user: "root", privateKey: readFileSync(key.path, "utf8"), knownHostKey: readFileSync(`${ctx.dir.hostKey}.pub`, "utf8").trim(), timeoutMs: deps.readiness.sshTimeoutMs });
+        await waitForSsh({
+          host: ctx.vm.ip,
+          user: "root",
+          privateKey: readFileSync(key.path, "utf8"),
+          knownHostKey: readFileSync(`${ctx.dir.hostKey}.pub`, "utf8").trim(),
+          timeoutMs: deps.readiness.sshTimeoutMs,
+        });
       },
     },
     {
@@ -175,7 +205,10 @@ export async function stopVmm(deps: VmServiceDeps, rt: Runtime, given: VmRow, di
 
 /** Releases what exists only while a VMM runs (sockets, NAT, DNS, handles); the VMM is already gone. */
 export async function releaseRunning(deps: VmServiceDeps, rt: Runtime, vm: VmRow, dir: VmPaths, handle: VmmHandle | null) {
-  await deps.drivers(vm.vmm).cleanup(handle, dir.dir).catch((err) => deps.log(`cleanup ${vm.name}: ${(err as Error).message}`));
+  await deps
+    .drivers(vm.vmm)
+    .cleanup(handle, dir.dir)
+    .catch((err) => deps.log(`cleanup ${vm.name}: ${(err as Error).message}`));
   await releaseNet(deps, deps.vms.get(vm.id) ?? vm).catch((err) => deps.log(`network rules of ${vm.name}: ${(err as Error).message}`));
   deps.dns.delete(vm.name);
   rt.handles.delete(vm.id);

@@ -67,7 +67,14 @@ export class VmService {
     const steps = createSteps(this.deps, this.rt, this.allocLock);
     // The VM's lock is taken once its id exists; until then nothing else can name it.
     try {
-      await runSteps(steps, ctx, { progress: call.progress, signal: call.signal, log: this.deps.log, failAt: this.deps.failAt?.(), pauseAt: this.deps.pauseAt?.(), beforeUndo: () => this.keepConsoleTail(ctx) });
+      await runSteps(steps, ctx, {
+        progress: call.progress,
+        signal: call.signal,
+        log: this.deps.log,
+        failAt: this.deps.failAt?.(),
+        pauseAt: this.deps.pauseAt?.(),
+        beforeUndo: () => this.keepConsoleTail(ctx),
+      });
     } finally {
       this.syncKnownHosts();
     }
@@ -83,8 +90,10 @@ export class VmService {
    */
   private keepGoldenLater(id: string) {
     if (this.deps.config.warm_cache <= 0) return;
-    const kept = this.withVm(id, (vm) => keepGolden(this.deps, this.rt, vm))
-      .then((msg) => this.deps.log(`warm start: ${msg}`), (err) => this.deps.log(`warm start: ${(err as Error).message}`));
+    const kept = this.withVm(id, (vm) => keepGolden(this.deps, this.rt, vm)).then(
+      (msg) => this.deps.log(`warm start: ${msg}`),
+      (err) => this.deps.log(`warm start: ${(err as Error).message}`),
+    );
     this.golden = Promise.all([this.golden, kept]).then(() => {});
   }
 
@@ -122,7 +131,8 @@ export class VmService {
     if (vm.state === "suspended") return this.discard(vm);
     if (vm.state === "stopped" && !knownHandle(this.rt, vm, dirOf(this.deps, vm.id))) return "already stopped";
     // A paused guest cannot hear the power button; let it run so it can shut down cleanly.
-    if (vm.state === "paused") await resumeVm(this.deps, this.rt, vm, { progress: () => {}, signal: new AbortController().signal } as unknown as CallContext).catch(() => {});
+    if (vm.state === "paused")
+      await resumeVm(this.deps, this.rt, vm, { progress: () => {}, signal: new AbortController().signal } as unknown as CallContext).catch(() => {});
     this.deps.vms.update(vm.id, { state: "stopping", desired_state: "stopped" });
     const how = await stopVmm(this.deps, this.rt, vm, dirOf(this.deps, vm.id), this.graceMs());
     return `stopped (${how})`;
@@ -200,10 +210,15 @@ export class VmService {
     const running = vm.state === "running";
     if (p.cpus !== undefined || p.memory !== undefined) {
       this.deps.vms.update(vm.id, { cpus: p.cpus ?? vm.cpus, memory_mib: p.memory ?? vm.memory_mib });
-      notes.push(`${[p.cpus !== undefined && `cpus ${p.cpus}`, p.memory !== undefined && `memory ${p.memory} MiB`].filter(Boolean).join(", ")}${running ? " (applied on next start)" : ""}`);
+      notes.push(
+        `${[p.cpus !== undefined && `cpus ${p.cpus}`, p.memory !== undefined && `memory ${p.memory} MiB`].filter(Boolean).join(", ")}${running ? " (applied on next start)" : ""}`,
+      );
     }
     if (p.disk !== undefined) {
-      if (p.disk < vm.disk_bytes) throw new BangerError("invalid_argument", `the work disk of ${vm.name} is ${vm.disk_bytes} bytes; it can grow but never shrink`, { hint: "Ask for a size at least as large as the current one." });
+      if (p.disk < vm.disk_bytes)
+        throw new BangerError("invalid_argument", `the work disk of ${vm.name} is ${vm.disk_bytes} bytes; it can grow but never shrink`, {
+          hint: "Ask for a size at least as large as the current one.",
+        });
       this.deps.vms.update(vm.id, { disk_bytes: p.disk });
       if (!running) await growWorkDisk(dirOf(this.deps, vm.id).workDisk, p.disk, { runner: this.deps.runner });
       notes.push(`disk ${p.disk} bytes${running ? " (grown on next start)" : ""}`);
@@ -233,7 +248,9 @@ export class VmService {
   /** A failed create removes the VM dir; its console tail goes to the daemon log first, for diagnosis. */
   private keepConsoleTail(ctx: { vm?: VmRow; dir?: { consoleLog: string } }) {
     if (!ctx.vm || !ctx.dir || !existsSync(ctx.dir.consoleLog)) return;
-    const tail = printable(tailLines(ctx.dir.consoleLog, 40, 256 * 1024), { lines: true }).split("\n").join("\n  | ");
+    const tail = printable(tailLines(ctx.dir.consoleLog, 40, 256 * 1024), { lines: true })
+      .split("\n")
+      .join("\n  | ");
     this.deps.log(`console of ${ctx.vm.name} before undo:\n  | ${tail}`);
   }
 

@@ -32,7 +32,14 @@ function snapshotDir(dir: VmPaths, name: string) {
 
 /** The file names inside a snapshot directory. */
 export function snapshotFiles(sdir: string) {
-  return { info: join(sdir, "snapshot.json"), overlay: join(sdir, "overlay.ext4"), work: join(sdir, "work.ext4"), state: join(sdir, "vmstate"), memory: join(sdir, "ram"), meta: join(sdir, "vmstate.json") };
+  return {
+    info: join(sdir, "snapshot.json"),
+    overlay: join(sdir, "overlay.ext4"),
+    work: join(sdir, "work.ext4"),
+    state: join(sdir, "vmstate"),
+    memory: join(sdir, "ram"),
+    meta: join(sdir, "vmstate.json"),
+  };
 }
 
 /** A default name from the time: s-20260102-150405. */
@@ -44,17 +51,24 @@ export function defaultSnapshotName(now = new Date()): string {
 export async function createSnapshot(deps: VmServiceDeps, rt: Runtime, vm: VmRow, name: string, memory: boolean): Promise<string> {
   const dir = dirOf(deps, vm.id);
   const final = snapshotDir(dir, name);
-  if (existsSync(final)) throw new BangerError("already_exists", `VM ${vm.name} already has a snapshot "${name}"`, { hint: `Delete it first (banger vm snapshot delete ${vm.name} ${name}) or pick another name.` });
+  if (existsSync(final))
+    throw new BangerError("already_exists", `VM ${vm.name} already has a snapshot "${name}"`, {
+      hint: `Delete it first (banger vm snapshot delete ${vm.name} ${name}) or pick another name.`,
+    });
   const live = vm.state === "running" || vm.state === "paused";
   if (memory && !live && vm.state !== "suspended") {
-    throw new BangerError("failed_precondition", `VM ${vm.name} is ${vm.state}; a --memory snapshot needs a running, paused or suspended VM`, { hint: "Leave out --memory for a disk-only snapshot." });
+    throw new BangerError("failed_precondition", `VM ${vm.name} is ${vm.state}; a --memory snapshot needs a running, paused or suspended VM`, {
+      hint: "Leave out --memory for a disk-only snapshot.",
+    });
   }
   const tmp = snapshotDir(dir, `${PARTIAL}${name}`);
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true, mode: 0o700 });
   const t0 = performance.now();
   try {
-    await onFullDisk("snapshot", tmp, deps.paths.vmsDir, () => (live ? snapshotLive(deps, rt, vm, dir, tmp, memory) : copyAtRest(dir, tmp, memory && vm.state === "suspended")));
+    await onFullDisk("snapshot", tmp, deps.paths.vmsDir, () =>
+      live ? snapshotLive(deps, rt, vm, dir, tmp, memory) : copyAtRest(dir, tmp, memory && vm.state === "suspended"),
+    );
     writeFileSync(snapshotFiles(tmp).info, JSON.stringify({ name, created_at: new Date().toISOString(), memory }, null, 2));
     renameSync(tmp, final);
   } catch (err) {
@@ -126,7 +140,10 @@ export async function restoreSnapshotFiles(deps: VmServiceDeps, rt: Runtime, vm:
   if (wasRunning) await stopVmm(deps, rt, vm, dir, 0);
   discardSavedState(dir);
   const f = snapshotFiles(sdir);
-  for (const [from, to] of [[f.overlay, dir.overlay], [f.work, dir.workDisk]] as const) {
+  for (const [from, to] of [
+    [f.overlay, dir.overlay],
+    [f.work, dir.workDisk],
+  ] as const) {
     rmSync(to, { force: true });
     await sparseCopy(from, to);
   }
@@ -144,7 +161,9 @@ async function findSnapshot(deps: VmServiceDeps, vm: VmRow, name: string): Promi
   const sdir = snapshotDir(dirOf(deps, vm.id), name);
   if (name.startsWith(PARTIAL) || !existsSync(snapshotFiles(sdir).info)) {
     const names = (await listSnapshots(deps, vm)).map((s) => s.name);
-    throw new BangerError("not_found", `VM ${vm.name} has no snapshot "${name}"${names.length ? `; it has ${names.join(", ")}` : ""}`, { hint: `banger vm snapshot list ${vm.name}` });
+    throw new BangerError("not_found", `VM ${vm.name} has no snapshot "${name}"${names.length ? `; it has ${names.join(", ")}` : ""}`, {
+      hint: `banger vm snapshot list ${vm.name}`,
+    });
   }
   return sdir;
 }

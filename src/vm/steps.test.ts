@@ -3,7 +3,11 @@ import { runSteps, type Step } from "./steps.ts";
 
 const recorder = () => {
   const lines: string[] = [];
-  const steps: Step<unknown>[] = ["a", "b", "c"].map((name) => ({ name, run: async () => void lines.push(`run ${name}`), undo: async () => void lines.push(`undo ${name}`) }));
+  const steps: Step<unknown>[] = ["a", "b", "c"].map((name) => ({
+    name,
+    run: async () => void lines.push(`run ${name}`),
+    undo: async () => void lines.push(`undo ${name}`),
+  }));
   return { lines, steps, log: (m: string) => lines.push(m.replace(/ \d+ms/, "")) };
 };
 

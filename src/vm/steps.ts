@@ -12,7 +12,11 @@ export interface Step<C> {
  * Runs steps in order, reporting each with its time. The first failure (or a cancel) stops
  * the list and undoes the completed steps in reverse, so nothing is left behind.
  */
-export async function runSteps<C>(steps: Step<C>[], ctx: C, opts: { progress(e: ProgressEvent): void; signal: AbortSignal; log(msg: string): void; failAt?: string; pauseAt?: string; beforeUndo?: () => void }): Promise<void> {
+export async function runSteps<C>(
+  steps: Step<C>[],
+  ctx: C,
+  opts: { progress(e: ProgressEvent): void; signal: AbortSignal; log(msg: string): void; failAt?: string; pauseAt?: string; beforeUndo?: () => void },
+): Promise<void> {
   const done: Step<C>[] = [];
   for (const step of steps) {
     const started = performance.now();
@@ -31,7 +35,14 @@ export async function runSteps<C>(steps: Step<C>[], ctx: C, opts: { progress(e: 
     } catch (err) {
       const elapsedMs = Math.round(performance.now() - started);
       opts.progress({ stage: step.name, status: "failed", elapsedMs, message: (err as Error).message });
-      opts.log(`step ${step.name} failed after ${elapsedMs}ms: ${(err as Error).message}; undoing ${done.map((s) => s.name).reverse().join(", ") || "nothing"}`);
+      opts.log(
+        `step ${step.name} failed after ${elapsedMs}ms: ${(err as Error).message}; undoing ${
+          done
+            .map((s) => s.name)
+            .reverse()
+            .join(", ") || "nothing"
+        }`,
+      );
       opts.beforeUndo?.();
       await undoAll(done, ctx, opts.log);
       throw err;

@@ -217,7 +217,14 @@ export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mu
   const name = params.image ?? deps.config.default_image;
   if (!deps.artifacts.image(name)) return null;
   const { image, kernel } = resolveArtifacts(deps, params.image, params.kernel);
-  const parts = keyParts(image, kernel, params.cpus ?? deps.config.cpus, params.memory ?? deps.config.memory, params.disk ?? parseSize(deps.config.disk)!, deps.defaultVmm());
+  const parts = keyParts(
+    image,
+    kernel,
+    params.cpus ?? deps.config.cpus,
+    params.memory ?? deps.config.memory,
+    params.disk ?? parseSize(deps.config.disk)!,
+    deps.defaultVmm(),
+  );
   const golden = await findGolden(deps, parts);
   if (!golden) return null;
   const ctx = { params, image, kernel, warnings: [] } as unknown as CreateCtx;

@@ -19,7 +19,10 @@ function guest() {
   return { shell: localShell(root), dir: join(root, "repo") };
 }
 
-const indexHash = (dir: string) => createHash("sha256").update(readFileSync(join(dir, ".git", "index"))).digest("hex");
+const indexHash = (dir: string) =>
+  createHash("sha256")
+    .update(readFileSync(join(dir, ".git", "index")))
+    .digest("hex");
 
 describe("prepareWorkspace", () => {
   test("carries history, staged, unstaged and untracked files but not ignored ones; host untouched", async () => {

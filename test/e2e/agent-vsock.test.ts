@@ -60,14 +60,38 @@ function guestFiles() {
 // with its clock stuck at 0.000000; a preset frequency avoids that (0 of 6 vs 5 of 5 boots).
 function bootGuest(kernel: string, image: string, consoleLog: string, agentSock: string) {
   const argv = [
-    "qemu-system-x86_64", "-M", "microvm", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024",
-    "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-    "-kernel", kernel, "-append", `console=ttyS0 reboot=k panic=1 root=/dev/vda rw tsc_early_khz=2000000 ${process.env.BANGER_TEST_BOOT_ARGS ?? ""}`.trim(),
-    "-drive", `id=root,file=${image},format=raw,if=none`, "-device", "virtio-blk-device,drive=root",
-    "-device", "virtio-serial-device",
-    "-chardev", `socket,id=ag,path=${agentSock},server=on,wait=off`,
-    "-device", "virtserialport,chardev=ag,name=org.banger.agent",
-    "-serial", `file:${consoleLog}`,
+    "qemu-system-x86_64",
+    "-M",
+    "microvm",
+    "-accel",
+    "tcg",
+    "-cpu",
+    "max",
+    "-smp",
+    "1",
+    "-m",
+    "1024",
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-no-reboot",
+    "-kernel",
+    kernel,
+    "-append",
+    `console=ttyS0 reboot=k panic=1 root=/dev/vda rw tsc_early_khz=2000000 ${process.env.BANGER_TEST_BOOT_ARGS ?? ""}`.trim(),
+    "-drive",
+    `id=root,file=${image},format=raw,if=none`,
+    "-device",
+    "virtio-blk-device,drive=root",
+    "-device",
+    "virtio-serial-device",
+    "-chardev",
+    `socket,id=ag,path=${agentSock},server=on,wait=off`,
+    "-device",
+    "virtserialport,chardev=ag,name=org.banger.agent",
+    "-serial",
+    `file:${consoleLog}`,
   ];
   const proc = Bun.spawn(argv, { stdout: "ignore", stderr: "pipe" });
   cleanups.push(() => proc.kill("SIGKILL"));
@@ -143,7 +167,11 @@ testNeeds(
       if (!web) await Bun.sleep(200);
     }
     expect(web).toMatchObject({ process: "python3", command: "/usr/bin/python3 -m http.server 8080" });
-    const view = await buildPortsView((await client.ports()).sockets, { vmName: "t1", probeHost: "192.0.2.1", probe: async (_h, p) => (p === 8080 ? "http" : null) });
+    const view = await buildPortsView((await client.ports()).sockets, {
+      vmName: "t1",
+      probeHost: "192.0.2.1",
+      probe: async (_h, p) => (p === 8080 ? "http" : null),
+    });
     expect(view.ports.filter((r) => r.port === 8080).map((r) => r.endpoint)).toEqual(["http://t1.vm:8080"]);
 
     // The guest kills the agent a while after the vsock probe; systemd's Restart=always

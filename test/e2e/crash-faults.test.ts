@@ -91,7 +91,8 @@ describe("daemon and VMM crashes", () => {
       expect(h.daemonPid()).not.toBe(old);
       expect(JSON.parse(list.stdout)).toEqual([]);
       // Before "allocate" ran there is no row to undo; after it, reconcile must have removed it.
-      if (CREATE_STEPS.indexOf(step) > CREATE_STEPS.indexOf("allocate")) expect(readFileSync(h.paths.daemonLog, "utf8").slice(logFrom)).toContain("removed crashy");
+      if (CREATE_STEPS.indexOf(step) > CREATE_STEPS.indexOf("allocate"))
+        expect(readFileSync(h.paths.daemonLog, "utf8").slice(logFrom)).toContain("removed crashy");
       await expectNothingLeft(h);
     });
   }
@@ -172,7 +173,11 @@ describe("disk full during create", () => {
     // A real create first measures what each disk really takes (they are sparse), then each
     // failing create gets just less than the disk it is making needs.
     const vm = await createJson(h!, ["--name", "measure"]);
-    const need = { overlay: allocated(join(vm.dir, "overlay.ext4")), work: allocated(join(vm.dir, "work.ext4")), config: allocated(join(vm.dir, "config.ext4")) };
+    const need = {
+      overlay: allocated(join(vm.dir, "overlay.ext4")),
+      work: allocated(join(vm.dir, "work.ext4")),
+      config: allocated(join(vm.dir, "config.ext4")),
+    };
     console.log(`allocated: overlay ${need.overlay >> 10} KiB, work disk ${need.work >> 10} KiB, config drive ${need.config >> 10} KiB`);
     expect((await h!.run(["vm", "delete", "--force", "measure"])).code).toBe(0);
     const margin = 256 << 10; // for the host key, the row and log lines
@@ -200,49 +205,59 @@ describe("disk full during create", () => {
 });
 
 describe("the DNS port taken at daemon start (another user's daemon, say)", () => {
-  testNeeds("a dns_listen that is no address still stops the start: the CLI names it, not an older run's error", [[existsSync(bangerBin), "dist/banger not built"]], async () => {
-    const h = new TestHome();
-    try {
-      writeFileSync(h.paths.configFile, `dns_listen = "999.1.1.1:53"\n`);
-      // An older daemon's lines in the log must not be taken for this start's failure.
-      mkdirSync(h.paths.stateDir, { recursive: true });
-      writeFileSync(h.paths.daemonLog, "banger: some stale error from an earlier run\n");
-      const r = await h.run(["vm", "list"]);
-      expect(r.code).toBe(1);
-      expect(r.stderr).toContain(`the daemon could not start: invalid address "999.1.1.1:53" for dns_listen`);
-      expect(r.stderr).not.toContain("stale error");
-      expect(daemonPids(h.paths.socket)).toEqual([]);
-    } finally {
-      await h.cleanup();
-    }
-  });
+  testNeeds(
+    "a dns_listen that is no address still stops the start: the CLI names it, not an older run's error",
+    [[existsSync(bangerBin), "dist/banger not built"]],
+    async () => {
+      const h = new TestHome();
+      try {
+        writeFileSync(h.paths.configFile, `dns_listen = "999.1.1.1:53"\n`);
+        // An older daemon's lines in the log must not be taken for this start's failure.
+        mkdirSync(h.paths.stateDir, { recursive: true });
+        writeFileSync(h.paths.daemonLog, "banger: some stale error from an earlier run\n");
+        const r = await h.run(["vm", "list"]);
+        expect(r.code).toBe(1);
+        expect(r.stderr).toContain(`the daemon could not start: invalid address "999.1.1.1:53" for dns_listen`);
+        expect(r.stderr).not.toContain("stale error");
+        expect(daemonPids(h.paths.socket)).toEqual([]);
+      } finally {
+        await h.cleanup();
+      }
+    },
+  );
 
-  testNeeds("the daemon starts without that listener; daemon status says so and doctor gives the dns_listen fix", [[existsSync(bangerBin), "dist/banger not built"]], async () => {
-    const squatter = dgram.createSocket("udp4");
-    await new Promise<void>((r) => squatter.bind(0, "127.0.0.1", () => r()));
-    const addr = `127.0.0.1:${squatter.address().port}`;
-    const h = new TestHome();
-    try {
-      mkdirSync(h.paths.configDir, { recursive: true });
-      writeFileSync(h.paths.configFile, `dns_listen = "${addr}"\n`);
-      const list = await h.run(["vm", "list"]);
-      expect(list.code).toBe(0);
-      const status = await h.run(["daemon", "status"]);
-      expect(status.code).toBe(0);
-      expect(status.stdout).toContain(`dns: not listening: DNS address ${addr} is already in use`);
-      expect(status.stdout).toContain("dns_listen");
-      const json = JSON.parse((await h.run(["daemon", "status", "--json"])).stdout);
-      expect(json.dns).toBe("");
-      expect(json.dnsProblem.message).toContain(addr);
-      const doctor = JSON.parse((await h.run(["doctor", "--json"])).stdout) as { checks: Array<{ name: string; status: string; detail: string; fix?: string }> };
-      const dns = doctor.checks.find((c) => c.name === "dns port")!;
-      expect(dns.status).toBe("fail");
-      expect(dns.detail).toContain(addr);
-      expect(dns.fix).toContain("dns_listen");
-      expect(readFileSync(h.paths.daemonLog, "utf8")).toContain(".vm DNS not listening");
-    } finally {
-      squatter.close();
-      await h.cleanup();
-    }
-  });
+  testNeeds(
+    "the daemon starts without that listener; daemon status says so and doctor gives the dns_listen fix",
+    [[existsSync(bangerBin), "dist/banger not built"]],
+    async () => {
+      const squatter = dgram.createSocket("udp4");
+      await new Promise<void>((r) => squatter.bind(0, "127.0.0.1", () => r()));
+      const addr = `127.0.0.1:${squatter.address().port}`;
+      const h = new TestHome();
+      try {
+        mkdirSync(h.paths.configDir, { recursive: true });
+        writeFileSync(h.paths.configFile, `dns_listen = "${addr}"\n`);
+        const list = await h.run(["vm", "list"]);
+        expect(list.code).toBe(0);
+        const status = await h.run(["daemon", "status"]);
+        expect(status.code).toBe(0);
+        expect(status.stdout).toContain(`dns: not listening: DNS address ${addr} is already in use`);
+        expect(status.stdout).toContain("dns_listen");
+        const json = JSON.parse((await h.run(["daemon", "status", "--json"])).stdout);
+        expect(json.dns).toBe("");
+        expect(json.dnsProblem.message).toContain(addr);
+        const doctor = JSON.parse((await h.run(["doctor", "--json"])).stdout) as {
+          checks: Array<{ name: string; status: string; detail: string; fix?: string }>;
+        };
+        const dns = doctor.checks.find((c) => c.name === "dns port")!;
+        expect(dns.status).toBe("fail");
+        expect(dns.detail).toContain(addr);
+        expect(dns.fix).toContain("dns_listen");
+        expect(readFileSync(h.paths.daemonLog, "utf8")).toContain(".vm DNS not listening");
+      } finally {
+        squatter.close();
+        await h.cleanup();
+      }
+    },
+  );
 });

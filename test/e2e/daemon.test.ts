@@ -104,7 +104,16 @@ describe("daemon lifecycle (compiled binary)", () => {
 
   testNeeds("--help on any command or group prints its help and exits 0; an unknown word in a group exits 2", built, async () => {
     const h = home();
-    for (const argv of [["--help"], ["vm", "create", "--help"], ["version", "--help"], ["vm", "ssh", "--help"], ["vm", "workspace", "export", "--help"], ["vm", "workspace", "--help"], ["vm"], ["kernel", "--help"]]) {
+    for (const argv of [
+      ["--help"],
+      ["vm", "create", "--help"],
+      ["version", "--help"],
+      ["vm", "ssh", "--help"],
+      ["vm", "workspace", "export", "--help"],
+      ["vm", "workspace", "--help"],
+      ["vm"],
+      ["kernel", "--help"],
+    ]) {
       const r = await h.run(argv);
       expect({ argv, code: r.code, stderr: r.stderr }).toEqual({ argv, code: 0, stderr: "" });
       expect(r.stdout).toMatch(/Usage:/);
@@ -114,7 +123,10 @@ describe("daemon lifecycle (compiled binary)", () => {
     const v = await h.run(["--version"]);
     expect(v.code).toBe(0);
     expect(v.stdout).toBe((await h.run(["version"])).stdout);
-    for (const [argv, said] of [[["vm", "frobnicate"], "banger vm frobnicate"], [["vm", "workspace", "frobnicate"], "banger vm workspace frobnicate"]] as const) {
+    for (const [argv, said] of [
+      [["vm", "frobnicate"], "banger vm frobnicate"],
+      [["vm", "workspace", "frobnicate"], "banger vm workspace frobnicate"],
+    ] as const) {
       const r = await h.run([...argv]);
       expect(r.code).toBe(2);
       expect(r.stderr).toContain(`unknown command: ${said}`);

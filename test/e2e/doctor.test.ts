@@ -22,7 +22,24 @@ testNeeds("doctor --json matches its schema, covers every check, and reports thi
   const r = await h.run(["doctor", "--json"]);
   const report = v.parse(reportSchema, JSON.parse(r.stdout));
   const names = report.checks.map((c) => c.name);
-  for (const n of ["config", "kvm", "firecracker", "qemu", "vhost-vsock", "tun", "bridge/NAT", "nftables", "e2fsprogs", "mmdebstrap", "ssh", "disk space", "default kernel", "default image", "daemon", "dns port"]) {
+  for (const n of [
+    "config",
+    "kvm",
+    "firecracker",
+    "qemu",
+    "vhost-vsock",
+    "tun",
+    "bridge/NAT",
+    "nftables",
+    "e2fsprogs",
+    "mmdebstrap",
+    "ssh",
+    "disk space",
+    "default kernel",
+    "default image",
+    "daemon",
+    "dns port",
+  ]) {
     expect(names).toContain(n);
   }
   for (const c of report.checks) if (c.status !== "pass") expect(c.fix).toBeTruthy();

@@ -88,42 +88,47 @@ async function slowestDuring<T>(work: Promise<T>): Promise<{ result: T; slowestM
 }
 
 describe("a hostile guest (fake Firecracker, hostile agent)", () => {
-  testNeeds("escapes, a foreign name, 100,000 ports and an endless console are contained", needs, async () => {
-    const created = await h.run(["vm", "create", "--name", "evil"]);
-    expect(created.code).toBe(0);
-    const consoleLog = join(JSON.parse((await h.run(["vm", "show", "evil", "--json"])).stdout).dir, "console.log");
+  testNeeds(
+    "escapes, a foreign name, 100,000 ports and an endless console are contained",
+    needs,
+    async () => {
+      const created = await h.run(["vm", "create", "--name", "evil"]);
+      expect(created.code).toBe(0);
+      const consoleLog = join(JSON.parse((await h.run(["vm", "show", "evil", "--json"])).stdout).dir, "console.log");
 
-    const health = await h.run(["vm", "health", "evil"]);
-    expect(health.code).toBe(0);
-    expect(health.stdout).toStartWith("evil: agent evil healthy");
-    expect(health.stdout + health.stderr).not.toMatch(/[\x1b\x07\x9b]/);
-    const healthJson = JSON.parse((await h.run(["vm", "health", "evil", "--json"])).stdout);
-    expect(healthJson.name).toBe("evil");
-    expect(healthJson.version).toBe(`evil${OSC52}`); // --json keeps the exact string
+      const health = await h.run(["vm", "health", "evil"]);
+      expect(health.code).toBe(0);
+      expect(health.stdout).toStartWith("evil: agent evil healthy");
+      expect(health.stdout + health.stderr).not.toMatch(/[\x1b\x07\x9b]/);
+      const healthJson = JSON.parse((await h.run(["vm", "health", "evil", "--json"])).stdout);
+      expect(healthJson.name).toBe("evil");
+      expect(healthJson.version).toBe(`evil${OSC52}`); // --json keeps the exact string
 
-    const ports = await slowestDuring(h.run(["vm", "ports", "evil", "--json"]));
-    expect(ports.result.code).toBe(0);
-    const view = JSON.parse(ports.result.stdout);
-    expect(view.ports.length).toBeLessThanOrEqual(1024);
-    expect(view.dropped).toBe(100_000 - 1024);
-    const table = await h.run(["vm", "ports", "evil"]);
-    expect(table.stdout).toContain(`${100_000 - 1024} more listeners not shown`);
-    console.log(`vm ports with 100,000 listed: slowest vm.list meanwhile ${Math.round(ports.slowestMs)} ms`);
-    expect(ports.slowestMs).toBeLessThan(1000);
+      const ports = await slowestDuring(h.run(["vm", "ports", "evil", "--json"]));
+      expect(ports.result.code).toBe(0);
+      const view = JSON.parse(ports.result.stdout);
+      expect(view.ports.length).toBeLessThanOrEqual(1024);
+      expect(view.dropped).toBe(100_000 - 1024);
+      const table = await h.run(["vm", "ports", "evil"]);
+      expect(table.stdout).toContain(`${100_000 - 1024} more listeners not shown`);
+      console.log(`vm ports with 100,000 listed: slowest vm.list meanwhile ${Math.round(ports.slowestMs)} ms`);
+      expect(ports.slowestMs).toBeLessThan(1000);
 
-    // The console has been flooded since boot: sample its size for a while.
-    let most = 0;
-    for (let i = 0; i < 40; i++) {
-      most = Math.max(most, statSync(consoleLog).size);
-      await Bun.sleep(50);
-    }
-    console.log(`console.log peaked at ${most} bytes (cap ${CONSOLE_MAX}); console.log.1 is ${statSync(`${consoleLog}.1`).size} bytes`);
-    expect(most).toBeLessThanOrEqual(CONSOLE_MAX);
-    expect(statSync(`${consoleLog}.1`).size).toBeLessThanOrEqual(CONSOLE_MAX);
+      // The console has been flooded since boot: sample its size for a while.
+      let most = 0;
+      for (let i = 0; i < 40; i++) {
+        most = Math.max(most, statSync(consoleLog).size);
+        await Bun.sleep(50);
+      }
+      console.log(`console.log peaked at ${most} bytes (cap ${CONSOLE_MAX}); console.log.1 is ${statSync(`${consoleLog}.1`).size} bytes`);
+      expect(most).toBeLessThanOrEqual(CONSOLE_MAX);
+      expect(statSync(`${consoleLog}.1`).size).toBeLessThanOrEqual(CONSOLE_MAX);
 
-    const logs = await h.run(["vm", "logs", "evil", "--lines", "50"]);
-    expect(logs.code).toBe(0);
-    expect(logs.stdout).toContain("flood red");
-    expect(logs.stdout).not.toMatch(/[\x1b\x07\x9b]/);
-  }, T);
+      const logs = await h.run(["vm", "logs", "evil", "--lines", "50"]);
+      expect(logs.code).toBe(0);
+      expect(logs.stdout).toContain("flood red");
+      expect(logs.stdout).not.toMatch(/[\x1b\x07\x9b]/);
+    },
+    T,
+  );
 });

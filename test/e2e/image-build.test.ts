@@ -63,7 +63,10 @@ async function cachedImage(): Promise<BuiltImage & { buildMs: number }> {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(join(testCacheDir, "images"), { recursive: true });
   const t0 = performance.now();
-  const built = await buildImage({ name: "golden", outDir, agentBinary: agent, onStage: (s) => console.log(`image build: ${s} at ${((performance.now() - t0) / 1000).toFixed(1)} s`) }, { runner: hostRunner, uid: 0, which: Bun.which });
+  const built = await buildImage(
+    { name: "golden", outDir, agentBinary: agent, onStage: (s) => console.log(`image build: ${s} at ${((performance.now() - t0) / 1000).toFixed(1)} s`) },
+    { runner: hostRunner, uid: 0, which: Bun.which },
+  );
   await Bun.write(meta, JSON.stringify(built));
   return { ...built, buildMs: performance.now() - t0 };
 }
@@ -107,46 +110,100 @@ async function buildDrive(vm: Vm): Promise<void> {
     await Bun.write(join(syncDir, "sub", "run.sh"), "#!/bin/sh\necho synced\n");
     await hostRunner.run(["chmod", "0750", join(syncDir, "sub", "run.sh")]);
   }
-  await buildConfigDrive(join(vm.dir, "config.ext4"), {
-    hostname: vm.name,
-    authorizedKeys: [(await Bun.file(`${clientKey}.pub`).text()).trim()],
-    hostKey: { private: await Bun.file(join(vm.dir, "hostkey")).text(), public: await Bun.file(join(vm.dir, "hostkey.pub")).text() },
-    resolvConf: "nameserver 10.0.2.3\n",
-    gitconfig: "[user]\n\tname = Test User\n\temail = test@example.com\n",
-    files: [
-      { guestPath: "~/bin/tool", content: "#!/bin/sh\necho tool\n", mode: 0o755 },
-      { guestPath: "~/.config/secret", content: "s3cret" },
-      { guestPath: "~/synced", hostPath: syncDir },
-    ],
-    env: { BANGER_VM_NAME: vm.name },
-  }, { runner: hostRunner });
+  await buildConfigDrive(
+    join(vm.dir, "config.ext4"),
+    {
+      hostname: vm.name,
+      authorizedKeys: [(await Bun.file(`${clientKey}.pub`).text()).trim()],
+      hostKey: { private: await Bun.file(join(vm.dir, "hostkey")).text(), public: await Bun.file(join(vm.dir, "hostkey.pub")).text() },
+      resolvConf: "nameserver 10.0.2.3\n",
+      gitconfig: "[user]\n\tname = Test User\n\temail = test@example.com\n",
+      files: [
+        { guestPath: "~/bin/tool", content: "#!/bin/sh\necho tool\n", mode: 0o755 },
+        { guestPath: "~/.config/secret", content: "s3cret" },
+        { guestPath: "~/synced", hostPath: syncDir },
+      ],
+      env: { BANGER_VM_NAME: vm.name },
+    },
+    { runner: hostRunner },
+  );
 }
 
 function boot(vm: Vm): void {
-  const drive = (id: string, file: string, ro: boolean) => ["-drive", `if=none,id=${id},file=${file},format=raw${ro ? ",readonly=on" : ""}`, "-device", `virtio-blk-device,drive=${id}`];
+  const drive = (id: string, file: string, ro: boolean) => [
+    "-drive",
+    `if=none,id=${id},file=${file},format=raw${ro ? ",readonly=on" : ""}`,
+    "-device",
+    `virtio-blk-device,drive=${id}`,
+  ];
   // Under TCG the guest TSC runs at the host's rate; telling the kernel skips PIT calibration,
   // which hangs or fails when the host is busy.
   const mhz = /cpu MHz\s*:\s*([\d.]+)/.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1];
   const tsc = mhz ? ` tsc_early_khz=${Math.round(Number(mhz) * 1000)}` : "";
   const args = glueBootArgs({ guestIp: "10.0.2.15", gatewayIp: "10.0.2.2", netmask: "255.255.255.0", hostname: vm.name });
-  vm.proc = Bun.spawn([
-    "qemu-system-x86_64", "-M", "microvm", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024",
-    "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-    "-kernel", kernel, "-append", `console=ttyS0 reboot=k panic=1 root=/dev/vda ro ${args}${tsc}`,
-    "-serial", `file:${vm.console}`,
-    ...drive("vda", image.rootfs, true), ...drive("vdb", join(vm.dir, "overlay.ext4"), false),
-    ...drive("vdc", join(vm.dir, "work.ext4"), false), ...drive("vdd", join(vm.dir, "config.ext4"), true),
-    "-netdev", `user,id=n0,hostfwd=tcp:127.0.0.1:${vm.port}-:22`, "-device", "virtio-net-device,netdev=n0",
-  ], { stdout: "ignore", stderr: Bun.file(join(vm.dir, "qemu.stderr")) });
+  vm.proc = Bun.spawn(
+    [
+      "qemu-system-x86_64",
+      "-M",
+      "microvm",
+      "-accel",
+      "tcg",
+      "-cpu",
+      "max",
+      "-smp",
+      "1",
+      "-m",
+      "1024",
+      "-nodefaults",
+      "-no-user-config",
+      "-display",
+      "none",
+      "-no-reboot",
+      "-kernel",
+      kernel,
+      "-append",
+      `console=ttyS0 reboot=k panic=1 root=/dev/vda ro ${args}${tsc}`,
+      "-serial",
+      `file:${vm.console}`,
+      ...drive("vda", image.rootfs, true),
+      ...drive("vdb", join(vm.dir, "overlay.ext4"), false),
+      ...drive("vdc", join(vm.dir, "work.ext4"), false),
+      ...drive("vdd", join(vm.dir, "config.ext4"), true),
+      "-netdev",
+      `user,id=n0,hostfwd=tcp:127.0.0.1:${vm.port}-:22`,
+      "-device",
+      "virtio-net-device,netdev=n0",
+    ],
+    { stdout: "ignore", stderr: Bun.file(join(vm.dir, "qemu.stderr")) },
+  );
   procs.push(vm.proc);
 }
 
 async function ssh(vm: Vm, cmd: string, allowFailure = false) {
-  return hostRunner.run([
-    "ssh", "-i", clientKey, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-    "-o", `UserKnownHostsFile=${join(vm.dir, "known_hosts")}`, "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
-    "-p", String(vm.port), "root@127.0.0.1", cmd,
-  ], { allowFailure, timeoutMs: 60_000 });
+  return hostRunner.run(
+    [
+      "ssh",
+      "-i",
+      clientKey,
+      "-o",
+      "IdentitiesOnly=yes",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "StrictHostKeyChecking=yes",
+      "-o",
+      `UserKnownHostsFile=${join(vm.dir, "known_hosts")}`,
+      "-o",
+      "ConnectTimeout=5",
+      "-o",
+      "LogLevel=ERROR",
+      "-p",
+      String(vm.port),
+      "root@127.0.0.1",
+      cmd,
+    ],
+    { allowFailure, timeoutMs: 60_000 },
+  );
 }
 
 async function waitSsh(vm: Vm, deadlineMs = 180_000): Promise<number> {
@@ -176,19 +233,48 @@ async function startVm(vm: Vm): Promise<void> {
 }
 
 async function checkVm(vm: Vm): Promise<void> {
-  const out = (await ssh(vm, [
-    "findmnt -n -o FSTYPE /", "findmnt -n -o SOURCE /root", "hostname", "cat /etc/hostname",
-    "for l in root overlay work; do readlink -f /dev/disk/by-label/banger-$l; done",
-    "stat -c '%a %U %G' /root /root/.ssh /root/.ssh/authorized_keys /root/bin/tool /root/.config/secret /root/synced/sub/run.sh",
-    "cat /root/bin/tool /root/.gitconfig", "git config --global user.email", ". /etc/banger/env; echo $BANGER_VM_NAME",
-    "systemctl is-active banger-agent", "cat /etc/banger/agent-version",
-  ].join("; "))).stdout.split("\n");
+  const out = (
+    await ssh(
+      vm,
+      [
+        "findmnt -n -o FSTYPE /",
+        "findmnt -n -o SOURCE /root",
+        "hostname",
+        "cat /etc/hostname",
+        "for l in root overlay work; do readlink -f /dev/disk/by-label/banger-$l; done",
+        "stat -c '%a %U %G' /root /root/.ssh /root/.ssh/authorized_keys /root/bin/tool /root/.config/secret /root/synced/sub/run.sh",
+        "cat /root/bin/tool /root/.gitconfig",
+        "git config --global user.email",
+        ". /etc/banger/env; echo $BANGER_VM_NAME",
+        "systemctl is-active banger-agent",
+        "cat /etc/banger/agent-version",
+      ].join("; "),
+    )
+  ).stdout.split("\n");
   expect(out.slice(0, 7)).toEqual(["overlay", "/dev/vdc", vm.name, vm.name, "/dev/vda", "/dev/vdb", "/dev/vdc"]);
   expect(out.slice(7, 13)).toEqual(["755 root root", "700 root root", "600 root root", "755 root root", "600 root root", "750 root root"]);
-  expect(out.slice(13)).toEqual(["#!/bin/sh", "echo tool", "[user]", "\tname = Test User", "\temail = test@example.com", "test@example.com", vm.name, "active", image.agentVersion, ""]);
+  expect(out.slice(13)).toEqual([
+    "#!/bin/sh",
+    "echo tool",
+    "[user]",
+    "\tname = Test User",
+    "\temail = test@example.com",
+    "test@example.com",
+    vm.name,
+    "active",
+    image.agentVersion,
+    "",
+  ]);
   const sshd = (await ssh(vm, "sshd -T")).stdout;
   expect(sshd).toMatch(/^permitrootlogin (prohibit-password|without-password)$/m);
-  for (const line of ["pubkeyauthentication yes", "passwordauthentication no", "kbdinteractiveauthentication no", "authorizedkeysfile /root/.ssh/authorized_keys", "strictmodes yes", "loglevel INFO"]) {
+  for (const line of [
+    "pubkeyauthentication yes",
+    "passwordauthentication no",
+    "kbdinteractiveauthentication no",
+    "authorizedkeysfile /root/.ssh/authorized_keys",
+    "strictmodes yes",
+    "loglevel INFO",
+  ]) {
     expect(sshd.split("\n")).toContain(line);
   }
   const mounts = (await ssh(vm, "cat /proc/mounts")).stdout;
@@ -207,36 +293,41 @@ describe("golden image", () => {
     kernel = (await importKernel({ src: join(sharedDir, "kernels/vmlinux-6.1.192.zst"), kernelsDir: join(tmp, "kernels") })).path;
   });
 
-  testNeeds("builds with mmdebstrap and boots two VMs from one read-only base under QEMU (TCG)", needs, async () => {
-    const built = await cachedImage();
-    image = built;
-    if (built.buildMs) console.log(`image build: ${(built.buildMs / 1000).toFixed(1)} s, rootfs ${(built.sizeBytes / 2 ** 20).toFixed(0)} MiB`);
-    expect(image.packages.some((p) => p.startsWith("openssh-server="))).toBe(true);
-    expect(image.agentVersion.length).toBeGreaterThan(0);
-    // mkfs.ext4 -d keeps owners and modes: setuid sudo, group-owned shadow
-    const stat = async (p: string) => (await hostRunner.run(["debugfs", "-R", `stat ${p}`, image.rootfs])).stdout;
-    expect(await stat("/usr/bin/sudo")).toMatch(/Mode:\s+04755/);
-    expect(await stat("/etc/shadow")).toMatch(/Group:\s+42\s/);
-    expect(await stat("/usr/lib/banger/init")).toMatch(/Mode:\s+0755/);
-    const baseSha = await sha256(image.rootfs);
+  testNeeds(
+    "builds with mmdebstrap and boots two VMs from one read-only base under QEMU (TCG)",
+    needs,
+    async () => {
+      const built = await cachedImage();
+      image = built;
+      if (built.buildMs) console.log(`image build: ${(built.buildMs / 1000).toFixed(1)} s, rootfs ${(built.sizeBytes / 2 ** 20).toFixed(0)} MiB`);
+      expect(image.packages.some((p) => p.startsWith("openssh-server="))).toBe(true);
+      expect(image.agentVersion.length).toBeGreaterThan(0);
+      // mkfs.ext4 -d keeps owners and modes: setuid sudo, group-owned shadow
+      const stat = async (p: string) => (await hostRunner.run(["debugfs", "-R", `stat ${p}`, image.rootfs])).stdout;
+      expect(await stat("/usr/bin/sudo")).toMatch(/Mode:\s+04755/);
+      expect(await stat("/etc/shadow")).toMatch(/Group:\s+42\s/);
+      expect(await stat("/usr/lib/banger/init")).toMatch(/Mode:\s+0755/);
+      const baseSha = await sha256(image.rootfs);
 
-    // one VM at a time: two TCG guests plus other load on 2 cores starve the guests' timer calibration
-    const [a, b] = [await prepareVm("vm-a"), await prepareVm("vm-b")];
-    await startVm(a);
-    await checkVm(a);
-    await ssh(a, "echo a > /etc/only-a && echo a > /root/work-a && sync");
-    await poweroff(a);
+      // one VM at a time: two TCG guests plus other load on 2 cores starve the guests' timer calibration
+      const [a, b] = [await prepareVm("vm-a"), await prepareVm("vm-b")];
+      await startVm(a);
+      await checkVm(a);
+      await ssh(a, "echo a > /etc/only-a && echo a > /root/work-a && sync");
+      await poweroff(a);
 
-    await startVm(b);
-    await checkVm(b);
-    await ssh(b, "echo b > /etc/only-b && sync");
-    expect((await ssh(b, "ls /etc/only-a /root/work-a 2>&1; cat /etc/only-b", true)).stdout).toMatch(/No such file[\s\S]*No such file[\s\S]*\nb\n$/);
-    await poweroff(b);
+      await startVm(b);
+      await checkVm(b);
+      await ssh(b, "echo b > /etc/only-b && sync");
+      expect((await ssh(b, "ls /etc/only-a /root/work-a 2>&1; cat /etc/only-b", true)).stdout).toMatch(/No such file[\s\S]*No such file[\s\S]*\nb\n$/);
+      await poweroff(b);
 
-    // stop/start keeps vm-a's overlay and work disk; the config drive is rebuilt
-    await startVm(a);
-    expect((await ssh(a, "cat /etc/only-a /root/work-a; stat -c '%a' /root/.ssh; ls /etc/only-b 2>&1", true)).stdout).toMatch(/^a\na\n700\n.*No such file/);
-    await poweroff(a);
-    expect(await sha256(image.rootfs)).toBe(baseSha);
-  }, 20 * 60_000);
+      // stop/start keeps vm-a's overlay and work disk; the config drive is rebuilt
+      await startVm(a);
+      expect((await ssh(a, "cat /etc/only-a /root/work-a; stat -c '%a' /root/.ssh; ls /etc/only-b 2>&1", true)).stdout).toMatch(/^a\na\n700\n.*No such file/);
+      await poweroff(a);
+      expect(await sha256(image.rootfs)).toBe(baseSha);
+    },
+    20 * 60_000,
+  );
 });

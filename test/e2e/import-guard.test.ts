@@ -53,38 +53,54 @@ function layout(name: string, blobs: Uint8Array[]): string {
 }
 
 describe("image import of crafted images (real daemon)", () => {
-  testNeeds("a negative-size tar and a gzip bomb are refused while vm list keeps answering", built, async () => {
-    expect((await home.run(["daemon", "status"])).code).toBe(0);
+  testNeeds(
+    "a negative-size tar and a gzip bomb are refused while vm list keeps answering",
+    built,
+    async () => {
+      expect((await home.run(["daemon", "status"])).code).toBe(0);
 
-    const negative = layout("negative", [negativeSizeTar()]);
-    const t0 = performance.now();
-    const neg = await latencyDuring(home.run(["image", "import", negative, "--name", "neg"]));
-    console.log(`negative-size tar refused in ${Math.round(performance.now() - t0)} ms; slowest vm.list ${Math.round(neg.slowestMs)} ms over ${neg.answers} answers`);
-    expect(neg.result.code).not.toBe(0);
-    expect(neg.result.stderr).toContain('size field of the header at byte 0 is "-0001000"');
+      const negative = layout("negative", [negativeSizeTar()]);
+      const t0 = performance.now();
+      const neg = await latencyDuring(home.run(["image", "import", negative, "--name", "neg"]));
+      console.log(
+        `negative-size tar refused in ${Math.round(performance.now() - t0)} ms; slowest vm.list ${Math.round(neg.slowestMs)} ms over ${neg.answers} answers`,
+      );
+      expect(neg.result.code).not.toBe(0);
+      expect(neg.result.stderr).toContain('size field of the header at byte 0 is "-0001000"');
 
-    // 4 GiB of zeros in about 4 MiB: the cap of 256 MiB stops it while it streams.
-    const bomb = layout("bomb", [gzipBombLayer(4096)]);
-    const t1 = performance.now();
-    const b = await latencyDuring(home.run(["image", "import", bomb, "--name", "bomb"]));
-    console.log(`gzip bomb refused in ${Math.round(performance.now() - t1)} ms; slowest vm.list ${Math.round(b.slowestMs)} ms over ${b.answers} answers`);
-    expect(b.result.code).not.toBe(0);
-    expect(b.result.stderr).toContain("unpacks to more than the import cap of 256 MiB");
-    expect(b.result.stderr).toContain("import_max_size");
-    expect(Math.max(neg.slowestMs, b.slowestMs)).toBeLessThan(1000);
+      // 4 GiB of zeros in about 4 MiB: the cap of 256 MiB stops it while it streams.
+      const bomb = layout("bomb", [gzipBombLayer(4096)]);
+      const t1 = performance.now();
+      const b = await latencyDuring(home.run(["image", "import", bomb, "--name", "bomb"]));
+      console.log(`gzip bomb refused in ${Math.round(performance.now() - t1)} ms; slowest vm.list ${Math.round(b.slowestMs)} ms over ${b.answers} answers`);
+      expect(b.result.code).not.toBe(0);
+      expect(b.result.stderr).toContain("unpacks to more than the import cap of 256 MiB");
+      expect(b.result.stderr).toContain("import_max_size");
+      expect(Math.max(neg.slowestMs, b.slowestMs)).toBeLessThan(1000);
 
-    // Nothing is left: no image row, no image directory, no scratch directory.
-    const list = await home.run(["image", "list", "--json"]);
-    expect(JSON.parse(list.stdout)).toEqual([]);
-    const images = join(home.paths.stateDir, "images");
-    expect(existsSync(images) ? readdirSync(images) : []).toEqual([]);
+      // Nothing is left: no image row, no image directory, no scratch directory.
+      const list = await home.run(["image", "list", "--json"]);
+      expect(JSON.parse(list.stdout)).toEqual([]);
+      const images = join(home.paths.stateDir, "images");
+      expect(existsSync(images) ? readdirSync(images) : []).toEqual([]);
 
-    // A genuine image still imports through the worker, with its progress lines.
-    const good = join(home.root, "good");
-    writeOciLayout(good, [{ layers: [[{ path: "etc/", type: "dir" }, { path: "etc/motd", data: "hello\n" }]] }]);
-    const ok = await home.run(["image", "import", good, "--name", "good"]);
-    expect(ok.stderr + ok.stdout).toContain("layer 1/1");
-    expect(ok.code).toBe(0);
-    expect(JSON.parse((await home.run(["image", "list", "--json"])).stdout).map((i: { name: string }) => i.name)).toEqual(["good"]);
-  }, 120_000);
+      // A genuine image still imports through the worker, with its progress lines.
+      const good = join(home.root, "good");
+      writeOciLayout(good, [
+        {
+          layers: [
+            [
+              { path: "etc/", type: "dir" },
+              { path: "etc/motd", data: "hello\n" },
+            ],
+          ],
+        },
+      ]);
+      const ok = await home.run(["image", "import", good, "--name", "good"]);
+      expect(ok.stderr + ok.stdout).toContain("layer 1/1");
+      expect(ok.code).toBe(0);
+      expect(JSON.parse((await home.run(["image", "list", "--json"])).stdout).map((i: { name: string }) => i.name)).toEqual(["good"]);
+    },
+    120_000,
+  );
 });

@@ -45,7 +45,13 @@ beforeAll(async () => {
   hostPort = hostServer.port!;
   outside = Bun.spawn(["ip", "netns", "exec", ns, "python3", "-m", "http.server", "8000", "--bind", "0.0.0.0"], { stdout: "ignore", stderr: "ignore" });
   for (let i = 0; i < 100; i++) {
-    if (await fetch(`http://${svc}:8000/`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)) break;
+    if (
+      await fetch(`http://${svc}:8000/`, { signal: AbortSignal.timeout(1000) }).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      break;
     await Bun.sleep(200);
   }
 }, 900_000);
@@ -67,7 +73,8 @@ const ssh = async (vm: string, script: string) => {
   return { ...r, out: r.stdout.trim() };
 };
 /** curl's exit code from the guest: 0 answered, 28 timed out (dropped), 7 refused. */
-const curl = async (vm: string, url: string, extra = "") => Number((await ssh(vm, `curl -s -o /dev/null -m 4 ${extra} ${url}; echo $?`)).out.split("\n").at(-1));
+const curl = async (vm: string, url: string, extra = "") =>
+  Number((await ssh(vm, `curl -s -o /dev/null -m 4 ${extra} ${url}; echo $?`)).out.split("\n").at(-1));
 /** True when a TCP connection from the guest opens (whatever the service then says). */
 const connects = async (vm: string, host: string, port: number, extra = "") => {
   const r = await ssh(vm, `curl -s -o /dev/null --connect-timeout 4 -m 5 -w '%{time_connect}' ${extra} http://${host}:${port}/; true`);
@@ -80,84 +87,117 @@ const set = async (...args: string[]) => {
 };
 
 describe("network policy and the default-deny bridge on real guests (needs qemu, root, nft)", () => {
-  testNeeds("two guests boot under the default policy (none); the host still reaches their sshd", needs, async () => {
-    for (const name of ["na", "nb"]) {
-      const r = await h.run(["vm", "create", "--name", name]);
-      if (r.code !== 0) throw new Error(`vm create ${name}: ${r.stderr}`);
-      const v = JSON.parse((await h.run(["vm", "show", name, "--json"])).stdout);
-      expect(v.net).toBe("none");
-      vms[name] = { ip: v.ip, mac: v.mac };
-    }
-    expect((await ssh("na", "echo ok")).out).toBe("ok");
-  }, T);
+  testNeeds(
+    "two guests boot under the default policy (none); the host still reaches their sshd",
+    needs,
+    async () => {
+      for (const name of ["na", "nb"]) {
+        const r = await h.run(["vm", "create", "--name", name]);
+        if (r.code !== 0) throw new Error(`vm create ${name}: ${r.stderr}`);
+        const v = JSON.parse((await h.run(["vm", "show", name, "--json"])).stdout);
+        expect(v.net).toBe("none");
+        vms[name] = { ip: v.ip, mac: v.mac };
+      }
+      expect((await ssh("na", "echo ok")).out).toBe("ok");
+    },
+    T,
+  );
 
-  testNeeds("default policy: a host service on the gateway is unreachable, DNS on the gateway is reachable, the outside is not", needs, async () => {
-    expect(await fetch(`http://${gw}:${hostPort}/`).then((r) => r.text())).toBe("host");
-    expect(await curl("na", `http://${gw}:${hostPort}/`)).toBe(28);
-    expect(await connects("na", gw, 53)).toBe(true);
-    expect(await curl("na", `http://${svc}:8000/`)).toBe(28);
-  }, T);
+  testNeeds(
+    "default policy: a host service on the gateway is unreachable, DNS on the gateway is reachable, the outside is not",
+    needs,
+    async () => {
+      expect(await fetch(`http://${gw}:${hostPort}/`).then((r) => r.text())).toBe("host");
+      expect(await curl("na", `http://${gw}:${hostPort}/`)).toBe(28);
+      expect(await connects("na", gw, 53)).toBe(true);
+      expect(await curl("na", `http://${svc}:8000/`)).toBe(28);
+    },
+    T,
+  );
 
-  testNeeds("guests reach each other only within one group (vm set --group, live)", needs, async () => {
-    expect(await connects("na", vms.nb!.ip, 22)).toBe(false);
-    expect(await set("na", "nb", "--group", "g1")).toContain("group g1");
-    expect(await connects("na", vms.nb!.ip, 22)).toBe(true);
-    expect(await connects("nb", vms.na!.ip, 22)).toBe(true);
-    await set("nb", "--group", "");
-    expect(await connects("na", vms.nb!.ip, 22)).toBe(false);
-  }, T);
+  testNeeds(
+    "guests reach each other only within one group (vm set --group, live)",
+    needs,
+    async () => {
+      expect(await connects("na", vms.nb!.ip, 22)).toBe(false);
+      expect(await set("na", "nb", "--group", "g1")).toContain("group g1");
+      expect(await connects("na", vms.nb!.ip, 22)).toBe(true);
+      expect(await connects("nb", vms.na!.ip, 22)).toBe(true);
+      await set("nb", "--group", "");
+      expect(await connects("na", vms.nb!.ip, 22)).toBe(false);
+    },
+    T,
+  );
 
-  testNeeds("vm set --net applies live: allow:<CIDR:port> reaches only that; nat reaches both; none neither; the host never", needs, async () => {
-    await set("na", "--net", `allow:${svc}:8000`);
-    expect(await curl("na", `http://${svc}:8000/`)).toBe(0);
-    expect(await curl("na", `http://${other}:8000/`)).toBe(28);
-    expect(await curl("na", `http://${gw}:${hostPort}/`)).toBe(28);
-    expect(await set("na", "--net", "nat")).toContain("net nat");
-    expect(await curl("na", `http://${svc}:8000/`)).toBe(0);
-    expect(await curl("na", `http://${other}:8000/`)).toBe(0);
-    expect(await curl("na", `http://${gw}:${hostPort}/`)).toBe(28);
-    await set("na", "--net", "none");
-    expect(await curl("na", `http://${svc}:8000/`)).toBe(28);
-    expect(await curl("na", `http://${other}:8000/`)).toBe(28);
-  }, T);
+  testNeeds(
+    "vm set --net applies live: allow:<CIDR:port> reaches only that; nat reaches both; none neither; the host never",
+    needs,
+    async () => {
+      await set("na", "--net", `allow:${svc}:8000`);
+      expect(await curl("na", `http://${svc}:8000/`)).toBe(0);
+      expect(await curl("na", `http://${other}:8000/`)).toBe(28);
+      expect(await curl("na", `http://${gw}:${hostPort}/`)).toBe(28);
+      expect(await set("na", "--net", "nat")).toContain("net nat");
+      expect(await curl("na", `http://${svc}:8000/`)).toBe(0);
+      expect(await curl("na", `http://${other}:8000/`)).toBe(0);
+      expect(await curl("na", `http://${gw}:${hostPort}/`)).toBe(28);
+      await set("na", "--net", "none");
+      expect(await curl("na", `http://${svc}:8000/`)).toBe(28);
+      expect(await curl("na", `http://${other}:8000/`)).toBe(28);
+    },
+    T,
+  );
 
-  testNeeds("--net allow:svc.test: the guest fetches http://svc.test/ and fails for other.test, its raw IP and the host; --net nat: both", needs, async () => {
-    await set("na", "--net", "allow:svc.test");
-    expect(await curl("na", "http://svc.test:8000/")).toBe(0);
-    // other.test is REFUSED by the resolver (curl: 6, could not resolve), its address is closed.
-    expect(await curl("na", "http://other.test:8000/")).toBe(6);
-    expect(await curl("na", `http://${other}:8000/`)).toBe(28);
-    expect(await curl("na", `http://${gw}:${hostPort}/`)).toBe(28);
-    await set("na", "--net", "nat");
-    expect(await curl("na", "http://svc.test:8000/")).toBe(0);
-    expect(await curl("na", "http://other.test:8000/")).toBe(0);
-    await set("na", "--net", "none");
-    expect(await curl("na", "http://svc.test:8000/")).not.toBe(0);
-  }, T);
+  testNeeds(
+    "--net allow:svc.test: the guest fetches http://svc.test/ and fails for other.test, its raw IP and the host; --net nat: both",
+    needs,
+    async () => {
+      await set("na", "--net", "allow:svc.test");
+      expect(await curl("na", "http://svc.test:8000/")).toBe(0);
+      // other.test is REFUSED by the resolver (curl: 6, could not resolve), its address is closed.
+      expect(await curl("na", "http://other.test:8000/")).toBe(6);
+      expect(await curl("na", `http://${other}:8000/`)).toBe(28);
+      expect(await curl("na", `http://${gw}:${hostPort}/`)).toBe(28);
+      await set("na", "--net", "nat");
+      expect(await curl("na", "http://svc.test:8000/")).toBe(0);
+      expect(await curl("na", "http://other.test:8000/")).toBe(0);
+      await set("na", "--net", "none");
+      expect(await curl("na", "http://svc.test:8000/")).not.toBe(0);
+    },
+    T,
+  );
 
-  testNeeds("a guest that takes a NAT guest's address gets nothing through, and that guest is unaffected", needs, async () => {
-    await set("nb", "--net", "nat");
-    const b = vms.nb!.ip;
-    expect((await ssh("na", `ip addr add ${b}/32 dev eth0`)).code).toBe(0);
-    try {
-      // As B: no way out, no DNS on the gateway, nothing to B's peers.
-      expect(await curl("na", `http://${svc}:8000/`, `--interface ${b}`)).toBe(28);
-      expect(await connects("na", gw, 53, `--interface ${b}`)).toBe(false);
-      // B itself: still out, still resolving, still reachable.
-      expect(await curl("nb", `http://${svc}:8000/`)).toBe(0);
-      expect(await connects("nb", gw, 53)).toBe(true);
-      expect((await ssh("nb", "echo ok")).out).toBe("ok");
-    } finally {
-      await ssh("na", `ip addr del ${b}/32 dev eth0`);
-    }
-    // Its own address still works for what its policy allows (DNS on the gateway).
-    expect(await connects("na", gw, 53)).toBe(true);
-  }, T);
+  testNeeds(
+    "a guest that takes a NAT guest's address gets nothing through, and that guest is unaffected",
+    needs,
+    async () => {
+      await set("nb", "--net", "nat");
+      const b = vms.nb!.ip;
+      expect((await ssh("na", `ip addr add ${b}/32 dev eth0`)).code).toBe(0);
+      try {
+        // As B: no way out, no DNS on the gateway, nothing to B's peers.
+        expect(await curl("na", `http://${svc}:8000/`, `--interface ${b}`)).toBe(28);
+        expect(await connects("na", gw, 53, `--interface ${b}`)).toBe(false);
+        // B itself: still out, still resolving, still reachable.
+        expect(await curl("nb", `http://${svc}:8000/`)).toBe(0);
+        expect(await connects("nb", gw, 53)).toBe(true);
+        expect((await ssh("nb", "echo ok")).out).toBe("ok");
+      } finally {
+        await ssh("na", `ip addr del ${b}/32 dev eth0`);
+      }
+      // Its own address still works for what its policy allows (DNS on the gateway).
+      expect(await connects("na", gw, 53)).toBe(true);
+    },
+    T,
+  );
 
-  testNeeds("a router advertisement sent from a guest changes no route on the host", needs, async () => {
-    const before = sh("ip -6 route show table all").stdout.toString();
-    // A raw ICMPv6 RA to all-nodes announcing 2001:db8:bad::/64 and a default route (perl-base is in every Debian).
-    const ra = `perl -MSocket=:all -e '
+  testNeeds(
+    "a router advertisement sent from a guest changes no route on the host",
+    needs,
+    async () => {
+      const before = sh("ip -6 route show table all").stdout.toString();
+      // A raw ICMPv6 RA to all-nodes announcing 2001:db8:bad::/64 and a default route (perl-base is in every Debian).
+      const ra = `perl -MSocket=:all -e '
       socket(my $s, AF_INET6, SOCK_RAW, 58) or die "socket: $!";
       my $if = 0; open(my $f, "<", "/sys/class/net/eth0/ifindex") and $if = <$f> + 0;
       setsockopt($s, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, pack("i", 255)) or die;
@@ -166,12 +206,16 @@ describe("network policy and the default-deny bridge on real guests (needs qemu,
       my $msg = pack("CCnCCnNN", 134, 0, 0, 64, 0, 1800, 0, 0) . $pfx;
       for (1..3) { send($s, $msg, 0, pack_sockaddr_in6(0, inet_pton(AF_INET6, "ff02::1"), $if, 0)) or die "send: $!"; select(undef, undef, undef, 0.3) }
       print "sent\\n"'`;
-    const sent = await ssh("na", ra);
-    expect(sent.out).toBe("sent");
-    await Bun.sleep(1000);
-    const after = sh("ip -6 route show table all").stdout.toString();
-    expect(after).not.toContain("2001:db8:bad");
-    expect(after.split("\n").filter((l) => l.includes(h.bridge) && !l.includes("fe80::"))).toEqual(before.split("\n").filter((l) => l.includes(h.bridge) && !l.includes("fe80::")));
-    expect(sh(`sysctl -n net.ipv6.conf.${h.bridge}.accept_ra`).stdout.toString().trim()).toBe("0");
-  }, T);
+      const sent = await ssh("na", ra);
+      expect(sent.out).toBe("sent");
+      await Bun.sleep(1000);
+      const after = sh("ip -6 route show table all").stdout.toString();
+      expect(after).not.toContain("2001:db8:bad");
+      expect(after.split("\n").filter((l) => l.includes(h.bridge) && !l.includes("fe80::"))).toEqual(
+        before.split("\n").filter((l) => l.includes(h.bridge) && !l.includes("fe80::")),
+      );
+      expect(sh(`sysctl -n net.ipv6.conf.${h.bridge}.accept_ra`).stdout.toString().trim()).toBe("0");
+    },
+    T,
+  );
 });

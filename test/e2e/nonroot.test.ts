@@ -10,7 +10,10 @@ import { hasBin, testNeeds } from "../../src/testing/skip.ts";
 import { helperPath, sudoersPath } from "../../src/host/network/net-helper.ts";
 import { existsSync } from "node:fs";
 
-const needs = [...realGuestChecks(), [hasBin("useradd") && hasBin("userdel") && hasBin("setpriv") && hasBin("sudo"), "needs useradd, userdel, setpriv and sudo"] as [boolean, string]];
+const needs = [
+  ...realGuestChecks(),
+  [hasBin("useradd") && hasBin("userdel") && hasBin("setpriv") && hasBin("sudo"), "needs useradd, userdel, setpriv and sudo"] as [boolean, string],
+];
 const ready = needs.every(([ok]) => ok);
 const user = `bgu${Math.random().toString(36).slice(2, 7)}`;
 let uid = 0;
@@ -28,7 +31,12 @@ const run = (argv: string[]) => {
 
 /** A banger call as the unprivileged user. */
 async function asUser(args: string[]): Promise<CliResult> {
-  const p = Bun.spawn(["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", bangerBin, ...args], { env: h.env, cwd: h.root, stdout: "pipe", stderr: "pipe" });
+  const p = Bun.spawn(["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", bangerBin, ...args], {
+    env: h.env,
+    cwd: h.root,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   return { code, stdout, stderr };
 }
@@ -47,7 +55,10 @@ beforeAll(async () => {
   uid = Number(run(["id", "-u", user]));
   gid = Number(run(["id", "-g", user]));
   ({ bridge, subnet } = privateNet());
-  writeFileSync(h.paths.configFile, `vmm = "qemu"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = 2\ndns_listen = "127.0.0.1:${20000 + Math.floor(Math.random() * 20000)}"\nstop_grace = "20s"\n`);
+  writeFileSync(
+    h.paths.configFile,
+    `vmm = "qemu"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = 2\ndns_listen = "127.0.0.1:${20000 + Math.floor(Math.random() * 20000)}"\nstop_grace = "20s"\n`,
+  );
   const setup = await h.run(["host", "setup", "--owner", `${uid}:${gid}`]);
   if (setup.code !== 0) throw new Error(`host setup: ${setup.stderr}`);
   // Most distributions ship /dev/net/tun as 0666; some machines (this kind among them) do not.
@@ -72,25 +83,37 @@ afterAll(async () => {
 });
 
 describe("an unprivileged user after host setup (real guest)", () => {
-  testNeeds("create, ssh, stop/start keeping /root, delete: all as the user, with no root", needs, async () => {
-    await ok(["vm", "create", "--name", "u1"]);
-    const vm = JSON.parse(await ok(["vm", "show", "u1", "--json"])) as { pid: number };
-    expect(uidOf(vm.pid)).toBe(uid);
-    expect(uidOf(Number(readFileSync(h.paths.daemonPidFile, "utf8")))).toBe(uid);
-    expect(await ok(["vm", "ssh", "u1", "--", "sh", "-c", "echo kept > /root/data && uname -r"])).toContain("6.1.192");
-    expect(await ok(["vm", "stop", "u1"])).toContain("stopped");
-    await ok(["vm", "start", "u1"]);
-    expect((await ok(["vm", "ssh", "u1", "--", "cat", "/root/data"])).trim()).toBe("kept");
-    expect(await ok(["vm", "ports", "u1"])).toMatch(/tcp\s+u1\.vm:22\s+sshd/);
-    // Per-VM rules go through the one root-owned helper sudo allows; sudo allows nothing else.
-    expect(await ok(["vm", "set", "u1", "--nat"])).toContain("net nat");
-    expect(Bun.spawnSync(["nft", "list", "set", "inet", `banger_${bridge}`, "nat_guests"]).stdout.toString()).toContain(JSON.parse(await ok(["vm", "show", "u1", "--json"])).ip);
-    expect(await ok(["vm", "set", "u1", "--net", "none"])).toContain("net none");
-    const direct = Bun.spawnSync(["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "sudo", "-n", "nft", "list", "ruleset"], { stderr: "pipe" });
-    expect(direct.exitCode).not.toBe(0);
-    const forged = Bun.spawnSync(["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "sudo", "-n", helperPath(bridge), "net-apply", "banger0"], { stderr: "pipe" });
-    expect(forged.exitCode).not.toBe(0);
-    expect(await ok(["vm", "delete", "--force", "u1"])).toContain("deleted");
-    expect(JSON.parse(await ok(["vm", "list", "--json"]))).toEqual([]);
-  }, 300_000);
+  testNeeds(
+    "create, ssh, stop/start keeping /root, delete: all as the user, with no root",
+    needs,
+    async () => {
+      await ok(["vm", "create", "--name", "u1"]);
+      const vm = JSON.parse(await ok(["vm", "show", "u1", "--json"])) as { pid: number };
+      expect(uidOf(vm.pid)).toBe(uid);
+      expect(uidOf(Number(readFileSync(h.paths.daemonPidFile, "utf8")))).toBe(uid);
+      expect(await ok(["vm", "ssh", "u1", "--", "sh", "-c", "echo kept > /root/data && uname -r"])).toContain("6.1.192");
+      expect(await ok(["vm", "stop", "u1"])).toContain("stopped");
+      await ok(["vm", "start", "u1"]);
+      expect((await ok(["vm", "ssh", "u1", "--", "cat", "/root/data"])).trim()).toBe("kept");
+      expect(await ok(["vm", "ports", "u1"])).toMatch(/tcp\s+u1\.vm:22\s+sshd/);
+      // Per-VM rules go through the one root-owned helper sudo allows; sudo allows nothing else.
+      expect(await ok(["vm", "set", "u1", "--nat"])).toContain("net nat");
+      expect(Bun.spawnSync(["nft", "list", "set", "inet", `banger_${bridge}`, "nat_guests"]).stdout.toString()).toContain(
+        JSON.parse(await ok(["vm", "show", "u1", "--json"])).ip,
+      );
+      expect(await ok(["vm", "set", "u1", "--net", "none"])).toContain("net none");
+      const direct = Bun.spawnSync(["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "sudo", "-n", "nft", "list", "ruleset"], {
+        stderr: "pipe",
+      });
+      expect(direct.exitCode).not.toBe(0);
+      const forged = Bun.spawnSync(
+        ["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "sudo", "-n", helperPath(bridge), "net-apply", "banger0"],
+        { stderr: "pipe" },
+      );
+      expect(forged.exitCode).not.toBe(0);
+      expect(await ok(["vm", "delete", "--force", "u1"])).toContain("deleted");
+      expect(JSON.parse(await ok(["vm", "list", "--json"]))).toEqual([]);
+    },
+    300_000,
+  );
 });

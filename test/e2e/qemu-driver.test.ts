@@ -108,121 +108,171 @@ describe("QEMU microvm driver with a real guest under TCG (needs qemu, mmdebstra
     if (problem) expect(seen[0]).toContain("using TCG (slow)");
   });
 
-  testNeeds("boots to a login prompt, serves the agent channel, maps drives in plan order (real guest)", checks, async () => {
-    const g = await boot();
-    const bootMs = await g.waitForConsole(login, 180_000);
-    console.log(`qemu e2e: boot to login prompt ${bootMs} ms (accel ${driver.resolveAccel()})`);
-    expect(g.consoleText()).toContain("Welcome to");
-    expect(await driver.state(g.handle)).toBe("running");
+  testNeeds(
+    "boots to a login prompt, serves the agent channel, maps drives in plan order (real guest)",
+    checks,
+    async () => {
+      const g = await boot();
+      const bootMs = await g.waitForConsole(login, 180_000);
+      console.log(`qemu e2e: boot to login prompt ${bootMs} ms (accel ${driver.resolveAccel()})`);
+      expect(g.consoleText()).toContain("Welcome to");
+      expect(await driver.state(g.handle)).toBe("running");
 
-    const sock = await driver.connectAgent(g.handle, 1024);
-    try {
-      const report = await readUntil(sock, /disks .*\n/, 60_000);
-      // plan.drives[i] is /dev/vd{a,b,c}[i]: sizes in 512-byte sectors, then the ro flag.
-      expect(report).toContain("disks vda=2097152:0 vdb=32768:1 vdc=65536:0");
-      sock.write("ping 123\n");
-      expect(await readUntil(sock, /echo:ping 123\n/, 10_000)).toContain("echo:ping 123");
-    } finally {
-      sock.destroy();
-    }
-  }, 300_000);
+      const sock = await driver.connectAgent(g.handle, 1024);
+      try {
+        const report = await readUntil(sock, /disks .*\n/, 60_000);
+        // plan.drives[i] is /dev/vd{a,b,c}[i]: sizes in 512-byte sectors, then the ro flag.
+        expect(report).toContain("disks vda=2097152:0 vdb=32768:1 vdc=65536:0");
+        sock.write("ping 123\n");
+        expect(await readUntil(sock, /echo:ping 123\n/, 10_000)).toContain("echo:ping 123");
+      } finally {
+        sock.destroy();
+      }
+    },
+    300_000,
+  );
 
-  testNeeds("a second driver instance rediscovers the running QEMU by its QMP socket (real guest)", checks, async () => {
-    const g = guests[0]!;
-    const restarted = new QemuDriver({ accel: "auto", warn: () => {} });
-    const found = await restarted.rediscover(g.plan.vmId, g.dir);
-    expect(found).not.toBeNull();
-    expect(found!.pid).toBe(g.handle.pid);
-    expect(found!.pidStartTime).toBe(g.handle.pidStartTime);
-    expect(found!.agent).toEqual(g.handle.agent);
-    expect(await restarted.state(found!)).toBe("running");
-    expect(await restarted.rediscover("some-other-vm", g.dir)).toBeNull();
-    expect(await restarted.rediscover(g.plan.vmId, join(g.dir, "elsewhere"))).toBeNull();
-  }, 60_000);
+  testNeeds(
+    "a second driver instance rediscovers the running QEMU by its QMP socket (real guest)",
+    checks,
+    async () => {
+      const g = guests[0]!;
+      const restarted = new QemuDriver({ accel: "auto", warn: () => {} });
+      const found = await restarted.rediscover(g.plan.vmId, g.dir);
+      expect(found).not.toBeNull();
+      expect(found!.pid).toBe(g.handle.pid);
+      expect(found!.pidStartTime).toBe(g.handle.pidStartTime);
+      expect(found!.agent).toEqual(g.handle.agent);
+      expect(await restarted.state(found!)).toBe("running");
+      expect(await restarted.rediscover("some-other-vm", g.dir)).toBeNull();
+      expect(await restarted.rediscover(g.plan.vmId, join(g.dir, "elsewhere"))).toBeNull();
+    },
+    60_000,
+  );
 
-  testNeeds("graceful stop powers the guest off within the grace and QEMU exits (real guest)", checks, async () => {
-    const g = guests[0]!;
-    const t0 = Date.now();
-    expect(await driver.stop(g.handle, grace)).toBe("graceful");
-    console.log(`qemu e2e: graceful stop took ${Date.now() - t0} ms`);
-    expect(isAlive(g.handle.pid)).toBe(false);
-    expect(await driver.state(g.handle)).toBe("exited");
-    expect(await driver.stop(g.handle, grace)).toBe("already-exited");
-    await driver.cleanup(g.handle, g.dir);
-    for (const f of Object.values(qemuFiles(g.dir))) expect(existsSync(f)).toBe(false);
-  }, 60_000);
+  testNeeds(
+    "graceful stop powers the guest off within the grace and QEMU exits (real guest)",
+    checks,
+    async () => {
+      const g = guests[0]!;
+      const t0 = Date.now();
+      expect(await driver.stop(g.handle, grace)).toBe("graceful");
+      console.log(`qemu e2e: graceful stop took ${Date.now() - t0} ms`);
+      expect(isAlive(g.handle.pid)).toBe(false);
+      expect(await driver.state(g.handle)).toBe("exited");
+      expect(await driver.stop(g.handle, grace)).toBe("already-exited");
+      await driver.cleanup(g.handle, g.dir);
+      for (const f of Object.values(qemuFiles(g.dir))) expect(existsSync(f)).toBe(false);
+    },
+    60_000,
+  );
 
-  testNeeds("QEMU outlives a daemon killed with SIGKILL and the next one rediscovers it (real guest)", checks, async () => {
-    const dir = mkdtempSync(join(tmpdir(), "banger-orphan-"));
-    const plan = { ...guests[0]!.plan, vmId: "orphan-vm", dir, consoleLog: join(dir, "console.log"), vmmLog: join(dir, "vmm.log"), memoryFile: join(dir, "ram") };
-    // A separate process plays the daemon: it starts QEMU, prints the handle and dies hard.
-    const code = `import { QemuDriver } from ${JSON.stringify(join(projectRoot, "src/vm/drivers/qemu.ts"))};
+  testNeeds(
+    "QEMU outlives a daemon killed with SIGKILL and the next one rediscovers it (real guest)",
+    checks,
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "banger-orphan-"));
+      const plan = {
+        ...guests[0]!.plan,
+        vmId: "orphan-vm",
+        dir,
+        consoleLog: join(dir, "console.log"),
+        vmmLog: join(dir, "vmm.log"),
+        memoryFile: join(dir, "ram"),
+      };
+      // A separate process plays the daemon: it starts QEMU, prints the handle and dies hard.
+      const code = `import { QemuDriver } from ${JSON.stringify(join(projectRoot, "src/vm/drivers/qemu.ts"))};
 const h = await new QemuDriver({ accel: "auto", warn: () => {} }).start(JSON.parse(process.env.PLAN));
 console.log(JSON.stringify(h));
 process.kill(process.pid, "SIGKILL");`;
-    const daemon = Bun.spawn(["bun", "-e", code], { env: { ...process.env, PLAN: JSON.stringify(plan) }, stdout: "pipe", stderr: "inherit" });
-    const out = await new Response(daemon.stdout).text();
-    expect(await daemon.exited).not.toBe(0);
-    const started = JSON.parse(out.trim()) as { pid: number };
-    try {
-      const found = await driver.rediscover("orphan-vm", dir);
-      expect(found?.pid).toBe(started.pid);
-      expect(await driver.state(found!)).toBe("running");
-      await driver.kill(found!);
-      expect(isAlive(started.pid)).toBe(false);
-    } finally {
-      if (isAlive(started.pid)) process.kill(started.pid, "SIGKILL");
-      await driver.cleanup(null, dir);
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }, 60_000);
+      const daemon = Bun.spawn(["bun", "-e", code], { env: { ...process.env, PLAN: JSON.stringify(plan) }, stdout: "pipe", stderr: "inherit" });
+      const out = await new Response(daemon.stdout).text();
+      expect(await daemon.exited).not.toBe(0);
+      const started = JSON.parse(out.trim()) as { pid: number };
+      try {
+        const found = await driver.rediscover("orphan-vm", dir);
+        expect(found?.pid).toBe(started.pid);
+        expect(await driver.state(found!)).toBe("running");
+        await driver.kill(found!);
+        expect(isAlive(started.pid)).toBe(false);
+      } finally {
+        if (isAlive(started.pid)) process.kill(started.pid, "SIGKILL");
+        await driver.cleanup(null, dir);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    60_000,
+  );
 
-  testNeeds("kill ends a booting QEMU at once and leaves nothing behind (real guest)", checks, async () => {
-    const g = await boot();
-    await g.waitForConsole(/Linux version/, 60_000);
-    const t0 = Date.now();
-    await driver.kill(g.handle);
-    console.log(`qemu e2e: kill took ${Date.now() - t0} ms`);
-    expect(isAlive(g.handle.pid)).toBe(false);
-    expect(await driver.rediscover(g.plan.vmId, g.dir)).toBeNull();
-    await driver.cleanup(g.handle, g.dir);
-    for (const f of Object.values(qemuFiles(g.dir))) expect(existsSync(f)).toBe(false);
-  }, 120_000);
-
-  testNeeds("the guest is reachable by SSH over its TAP with the fixture key (real guest, root)", checks, async () => {
-    const tap = `bgq${process.pid % 100000}`;
-    const ip = (...argv: string[]) => hostRunner.run(["ip", ...argv]);
-    await ip("tuntap", "add", "dev", tap, "mode", "tap");
-    try {
-      await ip("addr", "add", "172.29.77.1/24", "dev", tap);
-      await ip("link", "set", tap, "up");
-      const g = await bootTestGuest({
-        image,
-        driver,
-        nic: { tap, mac: "06:00:ac:1d:4d:02" },
-        extraBootArgs: "ip=172.29.77.2::172.29.77.1:255.255.255.0:guest:eth0:off",
-      });
-      guests.push(g);
+  testNeeds(
+    "kill ends a booting QEMU at once and leaves nothing behind (real guest)",
+    checks,
+    async () => {
+      const g = await boot();
+      await g.waitForConsole(/Linux version/, 60_000);
       const t0 = Date.now();
-      const key = await testSshKey();
-      const ssh = ["ssh", "-i", key.privateKeyPath, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=3", "-o", "BatchMode=yes", "root@172.29.77.2"];
-      let out = "";
-      for (const deadline = Date.now() + 120_000; Date.now() < deadline && !out.includes("hello-from-guest"); await Bun.sleep(500)) {
-        out = (await hostRunner.run([...ssh, "echo hello-from-guest; cat /sys/class/net/eth0/address"], { allowFailure: true, timeoutMs: 10_000 })).stdout;
+      await driver.kill(g.handle);
+      console.log(`qemu e2e: kill took ${Date.now() - t0} ms`);
+      expect(isAlive(g.handle.pid)).toBe(false);
+      expect(await driver.rediscover(g.plan.vmId, g.dir)).toBeNull();
+      await driver.cleanup(g.handle, g.dir);
+      for (const f of Object.values(qemuFiles(g.dir))) expect(existsSync(f)).toBe(false);
+    },
+    120_000,
+  );
+
+  testNeeds(
+    "the guest is reachable by SSH over its TAP with the fixture key (real guest, root)",
+    checks,
+    async () => {
+      const tap = `bgq${process.pid % 100000}`;
+      const ip = (...argv: string[]) => hostRunner.run(["ip", ...argv]);
+      await ip("tuntap", "add", "dev", tap, "mode", "tap");
+      try {
+        await ip("addr", "add", "172.29.77.1/24", "dev", tap);
+        await ip("link", "set", tap, "up");
+        const g = await bootTestGuest({
+          image,
+          driver,
+          nic: { tap, mac: "06:00:ac:1d:4d:02" },
+          extraBootArgs: "ip=172.29.77.2::172.29.77.1:255.255.255.0:guest:eth0:off",
+        });
+        guests.push(g);
+        const t0 = Date.now();
+        const key = await testSshKey();
+        const ssh = [
+          "ssh",
+          "-i",
+          key.privateKeyPath,
+          "-o",
+          "StrictHostKeyChecking=no",
+          "-o",
+          "UserKnownHostsFile=/dev/null",
+          "-o",
+          "ConnectTimeout=3",
+          "-o",
+          "BatchMode=yes",
+          "root@172.29.77.2",
+        ];
+        let out = "";
+        for (const deadline = Date.now() + 120_000; Date.now() < deadline && !out.includes("hello-from-guest"); await Bun.sleep(500)) {
+          out = (await hostRunner.run([...ssh, "echo hello-from-guest; cat /sys/class/net/eth0/address"], { allowFailure: true, timeoutMs: 10_000 })).stdout;
+        }
+        expect(out).toContain("hello-from-guest");
+        console.log(`qemu e2e: SSH over the TAP answered ${Date.now() - t0} ms after start`);
+        expect(out).toContain("06:00:ac:1d:4d:02");
+        expect(await driver.stop(g.handle, grace)).toBe("graceful");
+      } finally {
+        for (const g of guests) {
+          await g.dispose();
+          expect(isAlive(g.handle.pid)).toBe(false);
+        }
+        guests.length = 0;
+        await hostRunner.run(["ip", "link", "del", tap], { allowFailure: true });
       }
-      expect(out).toContain("hello-from-guest");
-      console.log(`qemu e2e: SSH over the TAP answered ${Date.now() - t0} ms after start`);
-      expect(out).toContain("06:00:ac:1d:4d:02");
-      expect(await driver.stop(g.handle, grace)).toBe("graceful");
-    } finally {
-      for (const g of guests) {
-        await g.dispose();
-        expect(isAlive(g.handle.pid)).toBe(false);
-      }
-      guests.length = 0;
-      await hostRunner.run(["ip", "link", "del", tap], { allowFailure: true });
-    }
-  }, 240_000);
+    },
+    240_000,
+  );
 
   testNeeds("no QEMU process of these tests outlives them (real guest)", checks, async () => {
     for (const g of guests) {

@@ -30,7 +30,10 @@ function randomBody(i: number): string | Uint8Array {
     case 0:
       return crypto.getRandomValues(new Uint8Array(rand(512)));
     case 1:
-      return JSON.stringify({ method: methods[rand(methods.length)], params: { [["ref", "refs", "name", "cpus", "x"][rand(5)]!]: junkValues[rand(junkValues.length)] } });
+      return JSON.stringify({
+        method: methods[rand(methods.length)],
+        params: { [["ref", "refs", "name", "cpus", "x"][rand(5)]!]: junkValues[rand(junkValues.length)] },
+      });
     case 2:
       return JSON.stringify({ method: `nope.${rand(1000)}`, params: {} });
     case 3:
@@ -54,29 +57,34 @@ function rawGarbage(socket: string, bytes: Uint8Array): Promise<void> {
   });
 }
 
-testNeeds("200 random and malformed requests leave the daemon up and the store unchanged", [[existsSync(bangerBin), "dist/banger not built"]], async () => {
-  const first = await h.run(["daemon", "status", "--json"]);
-  const pid = JSON.parse(first.stdout).pid;
-  const before = dump(h.paths.dbFile);
-  let answered = 0;
-  for (let i = 0; i < 200; i++) {
-    if (i % 10 === 9) {
-      await rawGarbage(h.paths.socket, crypto.getRandomValues(new Uint8Array(rand(4096) + 1)));
-      continue;
+testNeeds(
+  "200 random and malformed requests leave the daemon up and the store unchanged",
+  [[existsSync(bangerBin), "dist/banger not built"]],
+  async () => {
+    const first = await h.run(["daemon", "status", "--json"]);
+    const pid = JSON.parse(first.stdout).pid;
+    const before = dump(h.paths.dbFile);
+    let answered = 0;
+    for (let i = 0; i < 200; i++) {
+      if (i % 10 === 9) {
+        await rawGarbage(h.paths.socket, crypto.getRandomValues(new Uint8Array(rand(4096) + 1)));
+        continue;
+      }
+      const body = randomBody(i);
+      const res = await fetch("http://banger/rpc", { method: "POST", unix: h.paths.socket, body } as RequestInit).catch(() => null);
+      if (!res) continue;
+      const text = await res.text();
+      if (res.status === 413) continue;
+      const env = JSON.parse(text);
+      if (env.ok) throw new Error(`accepted: ${String(body).slice(0, 200)} -> ${JSON.stringify(env).slice(0, 100)}`);
+      expect(["invalid_argument", "not_found", "not_available"]).toContain(env.error.code);
+      answered++;
     }
-    const body = randomBody(i);
-    const res = await fetch("http://banger/rpc", { method: "POST", unix: h.paths.socket, body } as RequestInit).catch(() => null);
-    if (!res) continue;
-    const text = await res.text();
-    if (res.status === 413) continue;
-    const env = JSON.parse(text);
-    if (env.ok) throw new Error(`accepted: ${String(body).slice(0, 200)} -> ${JSON.stringify(env).slice(0, 100)}`);
-    expect(["invalid_argument", "not_found", "not_available"]).toContain(env.error.code);
-    answered++;
-  }
-  expect(answered).toBeGreaterThan(150);
-  expect(alive(pid)).toBe(true);
-  const after = await h.run(["daemon", "status", "--json"]);
-  expect(JSON.parse(after.stdout).pid).toBe(pid);
-  expect(dump(h.paths.dbFile)).toBe(before);
-}, 60_000);
+    expect(answered).toBeGreaterThan(150);
+    expect(alive(pid)).toBe(true);
+    const after = await h.run(["daemon", "status", "--json"]);
+    expect(JSON.parse(after.stdout).pid).toBe(pid);
+    expect(dump(h.paths.dbFile)).toBe(before);
+  },
+  60_000,
+);

@@ -19,7 +19,12 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   if (!h) return;
-  await h.run(["vm", "delete", "--force", ...(JSON.parse((await h.run(["vm", "list", "--json"])).stdout || "[]") as Array<{ name: string }>).map((v) => v.name)]);
+  await h.run([
+    "vm",
+    "delete",
+    "--force",
+    ...(JSON.parse((await h.run(["vm", "list", "--json"])).stdout || "[]") as Array<{ name: string }>).map((v) => v.name),
+  ]);
   await h.teardownNet();
   await h.cleanup();
 });
@@ -76,7 +81,9 @@ describe("VM lifecycle against the fake Firecracker", () => {
       expect(rows()).toEqual([]);
       expect(vmDirs()).toEqual([]);
       expect(await nat()).toEqual([]);
-      const procs = Bun.spawnSync(["pgrep", "-f", `fake-firecracker.ts.*${h.paths.vmsDir}`]).stdout.toString().trim();
+      const procs = Bun.spawnSync(["pgrep", "-f", `fake-firecracker.ts.*${h.paths.vmsDir}`])
+        .stdout.toString()
+        .trim();
       expect(procs).toBe("");
     });
   }
@@ -96,7 +103,11 @@ describe("VM lifecycle against the fake Firecracker", () => {
     const dup = await h.run(["vm", "create", "--name", "taken"]);
     expect(dup.code).toBe(1);
     expect(dup.stderr).toContain('a VM named "taken" already exists');
-    const direct = await fetch("http://banger/rpc", { method: "POST", unix: h.paths.socket, body: JSON.stringify({ method: "vm.create", params: { cpus: 0, memory: 64, name: "Bad_" } }) } as RequestInit).then((r) => r.json() as Promise<{ error: { code: string; message: string } }>);
+    const direct = await fetch("http://banger/rpc", {
+      method: "POST",
+      unix: h.paths.socket,
+      body: JSON.stringify({ method: "vm.create", params: { cpus: 0, memory: 64, name: "Bad_" } }),
+    } as RequestInit).then((r) => r.json() as Promise<{ error: { code: string; message: string } }>);
     expect(direct.error.code).toBe("invalid_argument");
     expect(direct.error.message).toContain("cpus");
     expect(rows().map((r) => r.name)).toEqual(["taken"]);
@@ -121,15 +132,24 @@ describe("VM lifecycle against the fake Firecracker", () => {
       const r = await h.run(args);
       return { r, start, end: performance.now() };
     };
-    const [x, y, z] = await Promise.all([timed(["vm", "create", "--name", "x"]), timed(["vm", "create", "--name", "y"]), timed(["vm", "delete", "--force", "z"])]);
+    const [x, y, z] = await Promise.all([
+      timed(["vm", "create", "--name", "x"]),
+      timed(["vm", "create", "--name", "y"]),
+      timed(["vm", "delete", "--force", "z"]),
+    ]);
     for (const t of [x, y, z]) expect(t.r.code).toBe(0);
     const overlap = Math.min(x.end, y.end, z.end) - Math.max(x.start, y.start, z.start);
-    console.log(`parallel ops overlap: ${Math.round(overlap)} ms (create x ${Math.round(x.end - x.start)} ms, create y ${Math.round(y.end - y.start)} ms, delete z ${Math.round(z.end - z.start)} ms)`);
+    console.log(
+      `parallel ops overlap: ${Math.round(overlap)} ms (create x ${Math.round(x.end - x.start)} ms, create y ${Math.round(y.end - y.start)} ms, delete z ${Math.round(z.end - z.start)} ms)`,
+    );
     expect(overlap).toBeGreaterThan(0);
     const logBefore = readFileSync(h.paths.daemonLog, "utf8").length;
     const [s1, s2] = await Promise.all([h.run(["vm", "restart", "x"]), h.run(["vm", "stop", "x"])]);
     expect(s1.code + s2.code).toBe(0);
-    const log = readFileSync(h.paths.daemonLog, "utf8").slice(logBefore).split("\n").filter((l) => / lock x (acquired|released)/.test(l));
+    const log = readFileSync(h.paths.daemonLog, "utf8")
+      .slice(logBefore)
+      .split("\n")
+      .filter((l) => / lock x (acquired|released)/.test(l));
     expect(log.map((l) => l.split(" lock x ")[1])).toEqual(["acquired", "released", "acquired", "released"]);
     await h.run(["vm", "delete", "--force", "x", "y"]);
   });

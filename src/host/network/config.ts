@@ -75,7 +75,7 @@ export function parseSubnet(text: string): Subnet {
   const ip = ipToInt(m[1]!);
   const mask = prefix === 0 ? 0 : (~0 << (32 - prefix)) >>> 0;
   const network = intToIp((ip & mask) >>> 0);
-  if (ip === ((ip & mask) >>> 0)) {
+  if (ip === (ip & mask) >>> 0) {
     throw new BangerError("invalid_argument", `bridge subnet "${text}" names the network, not a gateway address`, {
       hint: `Use a host address such as ${intToIp(ip + 1)}/${prefix}`,
     });
@@ -150,7 +150,7 @@ export function checkDnsPort(port: number | undefined): void {
 /** Checks a guest address is a plain IPv4 inside the bridge subnet. */
 export function checkGuestIp(subnet: Subnet, ip: string): void {
   const mask = (~0 << (32 - subnet.prefix)) >>> 0;
-  if (!net.isIPv4(ip) || ((ipToInt(ip) & mask) >>> 0) !== ipToInt(subnet.network.split("/")[0]!)) {
+  if (!net.isIPv4(ip) || (ipToInt(ip) & mask) >>> 0 !== ipToInt(subnet.network.split("/")[0]!)) {
     throw new BangerError("invalid_argument", `guest address "${ip}" is not an IPv4 address inside ${subnet.network}`, {
       hint: "Guest addresses come from the bridge subnet in config.toml",
     });

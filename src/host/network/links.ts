@@ -98,7 +98,10 @@ export async function ensureBridge(deps: NetDeps, cfg: HostNetConfig, state: Lin
 async function ensureNoRouterAds(deps: NetDeps, bridge: string): Promise<string[]> {
   const key = `net.ipv6.conf.${bridge}.accept_ra`;
   // Without IPv6 on the host there is nothing to turn off.
-  const now = await read(deps, ["sysctl", "-n", key]).then((r) => r.stdout.trim(), () => null);
+  const now = await read(deps, ["sysctl", "-n", key]).then(
+    (r) => r.stdout.trim(),
+    () => null,
+  );
   if (now === null || now === "0") return [];
   await priv(deps, ["sysctl", "-q", "-w", `${key}=0`]);
   return [`set ${key}=0`];

@@ -32,7 +32,6 @@ describe("NAT per VM", () => {
     const err = await natAdd({ runner: new FakeHost(model(setUpHost)), sudo: false }, cfg, { guestIp: "10.0.0.5", tap: "bgr0t1" }).catch((e) => e);
     expect(err.code).toBe("invalid_argument");
   });
-
 });
 
 describe("status, detection, config helpers", () => {
@@ -75,15 +74,23 @@ describe("status, detection, config helpers", () => {
   });
 
   test("systemd unit carries the user's config location and TAP owner to the boot-time run", () => {
-    const text = systemdUnitText({ bridge: "banger0" }, { exec: ["/usr/local/bin/banger", "host", "setup", "--owner", "1000:1000"], env: { XDG_CONFIG_HOME: "/home/ada b/.config" } });
+    const text = systemdUnitText(
+      { bridge: "banger0" },
+      { exec: ["/usr/local/bin/banger", "host", "setup", "--owner", "1000:1000"], env: { XDG_CONFIG_HOME: "/home/ada b/.config" } },
+    );
     expect(text).toContain('Environment="XDG_CONFIG_HOME=/home/ada b/.config"\nExecStart=/usr/local/bin/banger host setup --owner 1000:1000');
   });
 
   test("systemd unit is written and enabled once, then left alone", async () => {
     const spec = { path: "/tmp/x/banger-host.service", exec: ["/bin/banger", "host", "setup"] };
     const text = systemdUnitText(cfg, spec);
-    const r1 = new FakeHost((a) => (a[0] === "cat" ? { code: 1 } : a[0] === "systemctl" && a[1] === "is-enabled" ? { code: 1, stdout: "disabled" } : model(setUpHost)(a)));
-    expect(await hostSetup({ runner: r1, sudo: false }, { ...cfg, systemdUnit: spec })).toEqual(["wrote /tmp/x/banger-host.service", "enabled banger-host.service"]);
+    const r1 = new FakeHost((a) =>
+      a[0] === "cat" ? { code: 1 } : a[0] === "systemctl" && a[1] === "is-enabled" ? { code: 1, stdout: "disabled" } : model(setUpHost)(a),
+    );
+    expect(await hostSetup({ runner: r1, sudo: false }, { ...cfg, systemdUnit: spec })).toEqual([
+      "wrote /tmp/x/banger-host.service",
+      "enabled banger-host.service",
+    ]);
     expect(r1.stdin[r1.calls.findIndex((c) => c[0] === "tee")]).toBe(text);
     const r2 = new FakeHost((a) => (a[0] === "cat" ? { stdout: text } : a[0] === "systemctl" ? { stdout: "enabled\n" } : model(setUpHost)(a)));
     expect(await hostSetup({ runner: r2, sudo: false }, { ...cfg, systemdUnit: spec })).toEqual([]);

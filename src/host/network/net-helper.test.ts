@@ -4,7 +4,11 @@ import { FakeHost, model } from "./fake-host.ts";
 import { helperPath, netApplyMain, runNetRequest, sudoersLine, sudoersPath } from "./net-helper.ts";
 
 const deps = { runner: new FakeHost(model({})), sudo: false };
-const fail = async (p: Promise<unknown>) => (await p.then(() => null, (e) => e)) as BangerError;
+const fail = async (p: Promise<unknown>) =>
+  (await p.then(
+    () => null,
+    (e) => e,
+  )) as BangerError;
 
 test("the sudoers line allows exactly the helper with net-apply and this bridge, for one uid", () => {
   expect(sudoersLine(1000, "banger0")).toBe("#1000 ALL=(root) NOPASSWD: /usr/local/libexec/banger/banger0/banger net-apply banger0");

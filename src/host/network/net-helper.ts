@@ -39,8 +39,17 @@ const mac = v.pipe(v.string(), v.regex(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/));
 export const NET_REQUEST = v.variant("op", [
   v.strictObject({ op: v.literal("apply"), ip, mac, tap: ifname, net: v.pipe(v.string(), v.maxLength(16384)) }),
   v.strictObject({ op: v.literal("remove"), ip, tap: ifname }),
-  v.strictObject({ op: v.literal("groups"), members: v.pipe(v.array(v.strictObject({ ip, tap: ifname, group: v.pipe(v.string(), v.maxLength(64)) })), v.maxLength(1024)) }),
-  v.strictObject({ op: v.literal("resolved"), ip, tap: ifname, addrs: v.pipe(v.array(ip), v.maxLength(64)), ttl: v.pipe(v.number(), v.minValue(0), v.maxValue(1e9)) }),
+  v.strictObject({
+    op: v.literal("groups"),
+    members: v.pipe(v.array(v.strictObject({ ip, tap: ifname, group: v.pipe(v.string(), v.maxLength(64)) })), v.maxLength(1024)),
+  }),
+  v.strictObject({
+    op: v.literal("resolved"),
+    ip,
+    tap: ifname,
+    addrs: v.pipe(v.array(ip), v.maxLength(64)),
+    ttl: v.pipe(v.number(), v.minValue(0), v.maxValue(1e9)),
+  }),
 ]);
 
 export type NetRequest = v.InferOutput<typeof NET_REQUEST>;
@@ -120,11 +129,14 @@ export async function runNetRequest(deps: NetDeps, bridge: string, req: NetReque
   try {
     r = await deps.runner.run(argv, { stdin: JSON.stringify(req), allowFailure: true });
   } catch (err) {
-    throw new BangerError("permission_denied", `per-VM firewall rules need root, and \`${argv.join(" ")}\` could not run: ${(err as Error).message}`, { hint: HELPER_HINT });
+    throw new BangerError("permission_denied", `per-VM firewall rules need root, and \`${argv.join(" ")}\` could not run: ${(err as Error).message}`, {
+      hint: HELPER_HINT,
+    });
   }
   if (r.code === 0) return;
   const msg = (r.stderr || r.stdout).trim().split("\n")[0] ?? "";
-  if (/^sudo: /m.test(r.stderr)) throw new BangerError("permission_denied", `\`sudo -n ${helperPath(bridge)} net-apply ${bridge}\` was refused: ${msg}`, { hint: HELPER_HINT });
+  if (/^sudo: /m.test(r.stderr))
+    throw new BangerError("permission_denied", `\`sudo -n ${helperPath(bridge)} net-apply ${bridge}\` was refused: ${msg}`, { hint: HELPER_HINT });
   throw new BangerError("failed_precondition", `banger's firewall helper failed: ${msg}`, { hint: HELPER_HINT });
 }
 

@@ -9,8 +9,7 @@ export interface NetDeps {
 }
 
 /** The hint every permission failure carries. */
-export const SETUP_HINT =
-  "run `sudo banger host setup` once (it needs root), or allow banger's user passwordless `sudo -n` for ip, nft and iptables";
+export const SETUP_HINT = "run `sudo banger host setup` once (it needs root), or allow banger's user passwordless `sudo -n` for ip, nft and iptables";
 
 const SUDO_FAILURE = /^sudo: /m;
 const NOT_PERMITTED = /Operation not permitted|Permission denied|must be run as root|you must be root/i;

@@ -76,13 +76,22 @@ describe("banger's initrd", () => {
   test("modules load after their dependencies, once each; built-in ones are skipped, missing ones refused", () => {
     const order = moduleLoadOrder(["virtio_blk", "vmw_vsock_virtio_transport", "ext4"], parseModulesDep(dep), new Set(["ext4"]));
     expect(order.map((p) => p.split("/").pop())).toEqual([
-      "virtio_ring.ko", "virtio.ko", "virtio_blk.ko", "vsock.ko", "vmw_vsock_virtio_transport_common.ko", "vmw_vsock_virtio_transport.ko",
+      "virtio_ring.ko",
+      "virtio.ko",
+      "virtio_blk.ko",
+      "vsock.ko",
+      "vmw_vsock_virtio_transport_common.ko",
+      "vmw_vsock_virtio_transport.ko",
     ]);
     expect(() => moduleLoadOrder(["overlay"], parseModulesDep(dep), new Set())).toThrow(/no module overlay/);
   });
 
   test("the cpio archive is newc with a trailer, names and data padded to 4 bytes", () => {
-    const a = writeCpio([{ path: "bin", type: "dir" }, { path: "/init", type: "file", data: "#!/bin/sh\n", mode: 0o755 }, { path: "bin/sh", type: "symlink", target: "busybox" }]);
+    const a = writeCpio([
+      { path: "bin", type: "dir" },
+      { path: "/init", type: "file", data: "#!/bin/sh\n", mode: 0o755 },
+      { path: "bin/sh", type: "symlink", target: "busybox" },
+    ]);
     const text = new TextDecoder("latin1").decode(a);
     expect(text.startsWith("070701")).toBe(true);
     expect(a.length % 4).toBe(0);

@@ -13,9 +13,7 @@ import initScript from "./initrd-init.sh" with { type: "text" };
  * ACPI), the disks, the network card and the agent's channels (virtio-serial, vsock), overlayfs
  * for the glue's root, and the ACPI power button for a graceful stop.
  */
-export const INITRD_MODULES = [
-  "virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "vmw_vsock_virtio_transport", "overlay", "button",
-];
+export const INITRD_MODULES = ["virtio_mmio", "virtio_blk", "virtio_net", "virtio_console", "vmw_vsock_virtio_transport", "overlay", "button"];
 
 /** Where busybox-static puts its binary in a Debian tree. */
 export const BUSYBOX_PATHS = ["usr/bin/busybox", "bin/busybox"];
@@ -26,7 +24,9 @@ export function parseModulesDep(text: string): Map<string, string[]> {
   for (const line of text.split("\n")) {
     const [path, rest] = line.split(":");
     if (!path || rest === undefined) continue;
-    const name = basename(path).replace(/\.ko(\.\w+)?$/, "").replace(/-/g, "_");
+    const name = basename(path)
+      .replace(/\.ko(\.\w+)?$/, "")
+      .replace(/-/g, "_");
     deps.set(name, [path, ...rest.trim().split(/\s+/).filter(Boolean)]);
   }
   return deps;
@@ -52,14 +52,21 @@ export function moduleLoadOrder(wanted: string[], deps: Map<string, string[]>, b
 
 /** Names of the modules built into the kernel (modules.builtin), so wanting one of them is fine. */
 function parseBuiltin(text: string): Set<string> {
-  return new Set(text.split("\n").filter(Boolean).map((p) => basename(p).replace(/\.ko$/, "").replace(/-/g, "_")));
+  return new Set(
+    text
+      .split("\n")
+      .filter(Boolean)
+      .map((p) => basename(p).replace(/\.ko$/, "").replace(/-/g, "_")),
+  );
 }
 
 /** Builds the initrd for kernel `release` from a Debian tree that has its modules and busybox-static. */
 export async function buildInitrd(tree: string, release: string): Promise<Uint8Array> {
   const modDir = join(tree, "lib/modules", release);
   const depText = await readFile(join(modDir, "modules.dep"), "utf8").catch(() => {
-    throw new BangerError("failed_precondition", `the image has no modules for kernel ${release} (${modDir}/modules.dep)`, { hint: "Install the kernel package in the image" });
+    throw new BangerError("failed_precondition", `the image has no modules for kernel ${release} (${modDir}/modules.dep)`, {
+      hint: "Install the kernel package in the image",
+    });
   });
   const builtin = parseBuiltin(await readFile(join(modDir, "modules.builtin"), "utf8").catch(() => ""));
   const order = moduleLoadOrder(INITRD_MODULES, parseModulesDep(depText), builtin);

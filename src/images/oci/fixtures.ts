@@ -95,7 +95,10 @@ export function writeRawLayout(dir: string, blobs: Uint8Array[]): void {
   const config = { mediaType: "application/vnd.oci.image.config.v1+json", ...put(configFor({ layers: [] }, blobs.map(sha256Digest))) };
   const manifest = put(enc.encode(JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json", config, layers })));
   writeFileSync(join(dir, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
-  writeFileSync(join(dir, "index.json"), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", ...manifest }] }));
+  writeFileSync(
+    join(dir, "index.json"),
+    JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", ...manifest }] }),
+  );
 }
 
 /** A tar of one member whose size field reads as a negative octal number (-512): about 1.5 KB. */
@@ -113,7 +116,9 @@ export function negativeSizeTar(): Uint8Array {
  * (each MiB of zeros is ~1 KiB), so a GiB costs about a MiB and is made in milliseconds.
  */
 export function gzipBombLayer(mib: number): Uint8Array {
-  const header = writeTar([{ path: "zeros", data: "" }]).subarray(0, 512).slice();
+  const header = writeTar([{ path: "zeros", data: "" }])
+    .subarray(0, 512)
+    .slice();
   header.fill(0, 124, 136);
   header.set(enc.encode((mib * 1024 * 1024).toString(8).padStart(11, "0")), 124);
   fixChecksum(header);

@@ -58,7 +58,14 @@ export interface ImportOciResult {
 }
 
 /** Unpacks a layer to `dest` (streaming, capped) and checks both of its digests. */
-async function layerTar(src: ImageSource, layer: SelectedImage["layers"][number], label: string, dest: string, limits: ImportLimits, used: ImportUsage): Promise<void> {
+async function layerTar(
+  src: ImageSource,
+  layer: SelectedImage["layers"][number],
+  label: string,
+  dest: string,
+  limits: ImportLimits,
+  used: ImportUsage,
+): Promise<void> {
   const file = src.open(layer.path);
   try {
     const got = await unpackLayer(file, dest, label, limits, used);
@@ -72,7 +79,12 @@ async function layerTar(src: ImageSource, layer: SelectedImage["layers"][number]
 }
 
 /** Unpacks and applies one layer; the unpacked tar is deleted again at once. */
-async function importLayer(src: ImageSource, layer: LayerRef, label: string, ctx: { tree: FlatTree; blobs: BlobStore; scratch: string; limits: ImportLimits; used: ImportUsage }): Promise<void> {
+async function importLayer(
+  src: ImageSource,
+  layer: LayerRef,
+  label: string,
+  ctx: { tree: FlatTree; blobs: BlobStore; scratch: string; limits: ImportLimits; used: ImportUsage },
+): Promise<void> {
   const dest = join(ctx.scratch, "layer.tar");
   try {
     await layerTar(src, layer, label, dest, ctx.limits, ctx.used);
@@ -102,7 +114,12 @@ export async function applyExtras(tree: FlatTree, extras: ExtraEntry[], blobs: B
       if (data === undefined) throw new BangerError("invalid_argument", `extra file ${x.path} has neither content nor fromFile`);
       const blob = join(blobs.dir, String(blobs.next++));
       await Bun.write(blob, data);
-      tree.putLeaf(path, { kind: "file", meta: { ...meta, mode: x.mode ?? 0o644 }, blob, size: typeof data === "string" ? Buffer.byteLength(data) : data.length });
+      tree.putLeaf(path, {
+        kind: "file",
+        meta: { ...meta, mode: x.mode ?? 0o644 },
+        blob,
+        size: typeof data === "string" ? Buffer.byteLength(data) : data.length,
+      });
     }
   }
 }

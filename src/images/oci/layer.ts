@@ -30,9 +30,13 @@ function listEntries(tar: SourceFile, limits: ImportLimits, used: ImportUsage): 
   const entries: TarEntry[] = [];
   for (const e of tarEntries((o, n) => tar.readAt(o, n), tar.size)) {
     if (++used.entries > limits.maxEntries) {
-      throw new BangerError("invalid_argument", `entry ${JSON.stringify(e.path)} is past the import cap of ${limits.maxEntries} entries (all layers together)`, {
-        hint: "The image is crafted or very large; raise import_max_entries in the config if it is genuine.",
-      });
+      throw new BangerError(
+        "invalid_argument",
+        `entry ${JSON.stringify(e.path)} is past the import cap of ${limits.maxEntries} entries (all layers together)`,
+        {
+          hint: "The image is crafted or very large; raise import_max_entries in the config if it is genuine.",
+        },
+      );
     }
     entries.push(e);
   }
@@ -58,7 +62,10 @@ async function metaOf(e: TarEntry, blobs: BlobStore): Promise<Meta> {
   const meta: Meta = { mode: e.mode & 0o7777, uid: e.uid, gid: e.gid, mtime: e.mtime };
   const xattrs = Object.entries(e.xattrs);
   if (xattrs.length > MAX_XATTRS) {
-    throw new BangerError("invalid_argument", `entry ${JSON.stringify(e.path)} has ${xattrs.length} extended attributes; the most an entry may carry is ${MAX_XATTRS}`);
+    throw new BangerError(
+      "invalid_argument",
+      `entry ${JSON.stringify(e.path)} has ${xattrs.length} extended attributes; the most an entry may carry is ${MAX_XATTRS}`,
+    );
   }
   for (const [name, value] of xattrs) {
     if (!XATTR_NAME.test(name)) continue;
@@ -113,7 +120,14 @@ async function applyEntry(tree: FlatTree, e: TarEntry, tar: SourceFile, blobs: B
 }
 
 /** Applies one unpacked layer tar to the tree; errors name the entry and the layer. */
-export async function applyLayer(tree: FlatTree, tar: SourceFile, label: string, blobs: BlobStore, limits: ImportLimits = NO_LIMITS, used: ImportUsage = { bytes: 0, entries: 0 }): Promise<void> {
+export async function applyLayer(
+  tree: FlatTree,
+  tar: SourceFile,
+  label: string,
+  blobs: BlobStore,
+  limits: ImportLimits = NO_LIMITS,
+  used: ImportUsage = { bytes: 0, entries: 0 },
+): Promise<void> {
   try {
     const entries = listEntries(tar, limits, used);
     applyWhiteouts(tree, entries);

@@ -95,12 +95,18 @@ function checkPlatform(config: OciImageConfig): void {
   const os = config.os ?? "linux";
   const arch = config.architecture ?? "amd64";
   if (os !== "linux" || arch !== "amd64") {
-    throw new BangerError("failed_precondition", `the image is ${os}/${arch}; banger guests are linux/amd64`, { hint: "Import the linux/amd64 variant of the image." });
+    throw new BangerError("failed_precondition", `the image is ${os}/${arch}; banger guests are linux/amd64`, {
+      hint: "Import the linux/amd64 variant of the image.",
+    });
   }
 }
 
 /** Follows an index (or manifest list) down to the linux/amd64 image manifest. */
-async function resolveManifest(src: ImageSource, desc: Descriptor, depth = 0): Promise<{ digest: string; manifest: { config: Descriptor; layers: Descriptor[] } }> {
+async function resolveManifest(
+  src: ImageSource,
+  desc: Descriptor,
+  depth = 0,
+): Promise<{ digest: string; manifest: { config: Descriptor; layers: Descriptor[] } }> {
   const bytes = await readBlob(src, desc.digest);
   const doc = parseJson<{ mediaType?: string; manifests?: Descriptor[]; config?: Descriptor; layers?: Descriptor[] }>(bytes, `manifest ${desc.digest}`);
   if (doc.manifests || INDEX_TYPES.includes(doc.mediaType ?? "")) {
@@ -124,7 +130,11 @@ async function selectOci(src: ImageSource, ref: string | undefined): Promise<Sel
   const config = parseJson<OciImageConfig>(await readBlob(src, manifest.config.digest), "image config");
   checkPlatform(config);
   const diffIds = config.rootfs?.diff_ids ?? [];
-  const layers = manifest.layers.map((l, i) => ({ path: blobPath(l.digest), digest: l.digest, diffId: diffIds.length === manifest.layers.length ? diffIds[i] : undefined }));
+  const layers = manifest.layers.map((l, i) => ({
+    path: blobPath(l.digest),
+    digest: l.digest,
+    diffId: diffIds.length === manifest.layers.length ? diffIds[i] : undefined,
+  }));
   return { digest, config, layers };
 }
 
@@ -133,7 +143,12 @@ async function selectDocker(src: ImageSource, ref: string | undefined): Promise<
   const entries = parseJson<Entry[]>(await src.read("manifest.json"), "manifest.json");
   const configDigests = new Map<Entry, string>();
   for (const e of entries) configDigests.set(e, sha256Digest(await src.read(e.Config)));
-  const chosen = pickOne(entries, (e) => e.RepoTags ?? [], ref, (e) => configDigests.get(e) === ref);
+  const chosen = pickOne(
+    entries,
+    (e) => e.RepoTags ?? [],
+    ref,
+    (e) => configDigests.get(e) === ref,
+  );
   const config = parseJson<OciImageConfig>(await src.read(chosen.Config), "image config");
   checkPlatform(config);
   const diffIds = config.rootfs?.diff_ids ?? [];

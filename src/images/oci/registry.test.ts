@@ -35,7 +35,10 @@ const server: ReturnType<typeof Bun.serve> = Bun.serve({
     requests.push(url.pathname);
     if (url.pathname === "/token") return Response.json({ token: `tok-${url.searchParams.get("scope")}` });
     if (!req.headers.get("authorization")?.startsWith("Bearer tok-repository:test/")) {
-      return new Response("no", { status: 401, headers: { "www-authenticate": `Bearer realm="http://127.0.0.1:${server.port}/token",service="test",scope="repository:test/app:pull"` } });
+      return new Response("no", {
+        status: 401,
+        headers: { "www-authenticate": `Bearer realm="http://127.0.0.1:${server.port}/token",service="test",scope="repository:test/app:pull"` },
+      });
     }
     const m = /^\/v2\/test\/(app|evil|endless)\/(manifests|blobs)\/(.+)$/.exec(url.pathname);
     if (m?.[1] === "evil") return new Response("{}"); // a registry that answers anything for any digest
@@ -61,22 +64,37 @@ test("parses registry references; loopback uses http", () => {
 
 const tools: Array<[boolean, string]> = [[hasBin("mkfs.ext4") && hasBin("debugfs"), "e2fsprogs not installed"]];
 
-testNeeds("pulls the linux/amd64 image of an index from a local registry with token auth and imports it", tools, async () => {
-  const d = join(base, "pull");
-  mkdirSync(join(d, "work"), { recursive: true });
-  const r = await importOci({ source: `registry://127.0.0.1:${server.port}/test/app:multi`, outPath: join(d, "r.ext4"), workDir: join(d, "work"), runner: hostRunner });
-  expect(r.digest).toBe(amd64.digest);
-  expect(r.layers).toBe(2);
-  const cat = Bun.spawnSync(["debugfs", "-R", "cat /etc/hostname", r.rootfs], { stderr: "pipe" }).stdout.toString();
-  expect(cat).toBe("from-registry\n");
-  expect(requests).toContain("/token");
-  expect(requests.some((p) => p.includes("0000000000"))).toBe(false);
-}, 30_000);
+testNeeds(
+  "pulls the linux/amd64 image of an index from a local registry with token auth and imports it",
+  tools,
+  async () => {
+    const d = join(base, "pull");
+    mkdirSync(join(d, "work"), { recursive: true });
+    const r = await importOci({
+      source: `registry://127.0.0.1:${server.port}/test/app:multi`,
+      outPath: join(d, "r.ext4"),
+      workDir: join(d, "work"),
+      runner: hostRunner,
+    });
+    expect(r.digest).toBe(amd64.digest);
+    expect(r.layers).toBe(2);
+    const cat = Bun.spawnSync(["debugfs", "-R", "cat /etc/hostname", r.rootfs], { stderr: "pipe" }).stdout.toString();
+    expect(cat).toBe("from-registry\n");
+    expect(requests).toContain("/token");
+    expect(requests.some((p) => p.includes("0000000000"))).toBe(false);
+  },
+  30_000,
+);
 
 test("refuses a manifest whose content does not match the digest asked for", async () => {
   const d = join(base, "bad");
   mkdirSync(join(d, "work"), { recursive: true });
-  const err = await importOci({ source: `registry://127.0.0.1:${server.port}/test/evil@${amd64.digest}`, outPath: join(d, "r.ext4"), workDir: join(d, "work"), runner: hostRunner }).catch((e) => e);
+  const err = await importOci({
+    source: `registry://127.0.0.1:${server.port}/test/evil@${amd64.digest}`,
+    outPath: join(d, "r.ext4"),
+    workDir: join(d, "work"),
+    runner: hostRunner,
+  }).catch((e) => e);
   expect(err).toBeInstanceOf(BangerError);
   expect(err.message).toContain("does not match its digest");
 });
@@ -84,9 +102,21 @@ test("refuses a manifest whose content does not match the digest asked for", asy
 test("a registry that never stops sending is cut off at the import cap, for manifests and blobs", async () => {
   const d = join(base, "endless");
   mkdirSync(join(d, "work"), { recursive: true });
-  const err = await importOci({ source: `registry://127.0.0.1:${server.port}/test/endless:1`, outPath: join(d, "r.ext4"), workDir: join(d, "work"), runner: hostRunner, limits: { maxBytes: 8 << 20, maxEntries: 100 } }).catch((e) => e);
+  const err = await importOci({
+    source: `registry://127.0.0.1:${server.port}/test/endless:1`,
+    outPath: join(d, "r.ext4"),
+    workDir: join(d, "work"),
+    runner: hostRunner,
+    limits: { maxBytes: 8 << 20, maxEntries: 100 },
+  }).catch((e) => e);
   expect(err).toBeInstanceOf(BangerError);
   expect(err.message).toContain("is larger than 16 MiB; no real manifest is");
-  const blob = await importOci({ source: `registry://127.0.0.1:${server.port}/test/endless@${amd64.digest}`, outPath: join(d, "r2.ext4"), workDir: join(d, "work"), runner: hostRunner, limits: { maxBytes: 8 << 20, maxEntries: 100 } }).catch((e) => e);
+  const blob = await importOci({
+    source: `registry://127.0.0.1:${server.port}/test/endless@${amd64.digest}`,
+    outPath: join(d, "r2.ext4"),
+    workDir: join(d, "work"),
+    runner: hostRunner,
+    limits: { maxBytes: 8 << 20, maxEntries: 100 },
+  }).catch((e) => e);
   expect(blob.message).toMatch(/blob sha256:[0-9a-f]+ takes the download past the import cap of 8 MiB/);
 }, 30_000);

@@ -23,10 +23,14 @@ const MANIFEST_TYPES = [
 /** Parses a registry source; loopback registries are spoken to over plain HTTP, all others over HTTPS. */
 export function parseRegistryRef(source: string): RegistryRef {
   const component = "[a-z0-9]+(?:[._-][a-z0-9]+)*";
-  const re = new RegExp(`^registry://([A-Za-z0-9.-]+(?::\\d+)?|\\[::1\\](?::\\d+)?)/(${component}(?:/${component})*)(?::([\\w][\\w.-]{0,127})|@(sha256:[0-9a-f]{64}))?$`);
+  const re = new RegExp(
+    `^registry://([A-Za-z0-9.-]+(?::\\d+)?|\\[::1\\](?::\\d+)?)/(${component}(?:/${component})*)(?::([\\w][\\w.-]{0,127})|@(sha256:[0-9a-f]{64}))?$`,
+  );
   const m = re.exec(source);
   if (!m) {
-    throw new BangerError("invalid_argument", `${JSON.stringify(source)} is not a registry reference`, { hint: "Use registry://HOST/NAME:TAG, e.g. registry://registry-1.docker.io/library/debian:bookworm" });
+    throw new BangerError("invalid_argument", `${JSON.stringify(source)} is not a registry reference`, {
+      hint: "Use registry://HOST/NAME:TAG, e.g. registry://registry-1.docker.io/library/debian:bookworm",
+    });
   }
   const host = m[1]!;
   const local = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$/.test(host);
@@ -104,9 +108,15 @@ async function saveManifest(fetchFn: Fetch, ref: RegistryRef, reference: string,
   const res = await get(fetchFn, `${ref.base}/v2/${ref.name}/manifests/${reference}`, MANIFEST_TYPES, auth);
   const bytes = await readSmall(res, `manifest ${reference} from ${ref.display}`);
   const digest = `sha256:${new Bun.CryptoHasher("sha256").update(bytes).digest("hex")}`;
-  if (reference.startsWith("sha256:") && digest !== reference) throw new BangerError("invalid_argument", `manifest ${reference} from ${ref.display} does not match its digest`);
+  if (reference.startsWith("sha256:") && digest !== reference)
+    throw new BangerError("invalid_argument", `manifest ${reference} from ${ref.display} does not match its digest`);
   await Bun.write(join(dir, blobPath(digest)), bytes);
-  const doc = parseJson(bytes, `manifest ${reference} from ${ref.display}`) as { mediaType?: string; manifests?: Array<{ digest: string; platform?: { os?: string; architecture?: string } }>; config?: { digest: string }; layers?: Array<{ digest: string }> };
+  const doc = parseJson(bytes, `manifest ${reference} from ${ref.display}`) as {
+    mediaType?: string;
+    manifests?: Array<{ digest: string; platform?: { os?: string; architecture?: string } }>;
+    config?: { digest: string };
+    layers?: Array<{ digest: string }>;
+  };
   return { digest, size: bytes.length, mediaType: doc.mediaType ?? res.headers.get("content-type") ?? "", doc };
 }
 

@@ -40,9 +40,13 @@ function kindOf(has: (rel: string) => boolean): "oci" | "docker" | undefined {
 }
 
 function tooBig(rel: string, size: number): never {
-  throw new BangerError("invalid_argument", `image file ${rel} is ${size} bytes; metadata files (index, manifest, config) may be at most ${MAX_METADATA_BYTES}`, {
-    hint: "The image is malformed or crafted; re-export it with skopeo, docker or podman.",
-  });
+  throw new BangerError(
+    "invalid_argument",
+    `image file ${rel} is ${size} bytes; metadata files (index, manifest, config) may be at most ${MAX_METADATA_BYTES}`,
+    {
+      hint: "The image is malformed or crafted; re-export it with skopeo, docker or podman.",
+    },
+  );
 }
 
 /** Reads `length` bytes at `offset` of an open file, looping over short reads. */
@@ -105,7 +109,10 @@ function indexTar(path: string, fd: number): Map<string, Member> {
   const readAt: ReadAt = (offset, length) => readFd(fd, offset, length);
   const members = new Map<string, Member>();
   for (const e of tarEntries(readAt, total)) {
-    const key = e.path.split("/").filter((p) => p !== "" && p !== ".").join("/");
+    const key = e.path
+      .split("/")
+      .filter((p) => p !== "" && p !== ".")
+      .join("/");
     if (e.type === "file") members.set(key, { offset: e.dataOffset, size: e.size });
     else if (e.type === "hardlink") members.set(key, { offset: 0, size: 0, link: e.linkname });
     else if (e.type === "symlink") members.set(key, { offset: 0, size: 0, link: resolveRelative(key, e.linkname) });

@@ -11,10 +11,7 @@ export interface Meta {
 }
 
 /** A non-directory inode; hard links are several tree nodes sharing one Leaf object. */
-export type Leaf =
-  | { kind: "file"; meta: Meta; blob: string; size: number }
-  | { kind: "symlink"; meta: Meta; target: string }
-  | { kind: "fifo"; meta: Meta };
+export type Leaf = { kind: "file"; meta: Meta; blob: string; size: number } | { kind: "symlink"; meta: Meta; target: string } | { kind: "fifo"; meta: Meta };
 
 /** A directory with its children by name. */
 export interface Dir {

@@ -9,7 +9,9 @@ import { writeTar, type TarInput } from "../tar.ts";
 import { dockerSaveTar, writeOciLayout } from "./fixtures.ts";
 import { importOci } from "./import.ts";
 
-const tools: Array<[boolean, string]> = [[hasBin("mkfs.ext4") && hasBin("debugfs") && hasBin("e2fsck"), "e2fsprogs (mkfs.ext4, debugfs, e2fsck) not installed"]];
+const tools: Array<[boolean, string]> = [
+  [hasBin("mkfs.ext4") && hasBin("debugfs") && hasBin("e2fsck"), "e2fsprogs (mkfs.ext4, debugfs, e2fsck) not installed"],
+];
 const base = mkdtempSync(join(tmpdir(), "banger-oci-unsafe-"));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
 
@@ -25,16 +27,24 @@ const cases: Array<{ name: string; layer: TarInput[]; entry: string; says: strin
   { name: "an absolute path", layer: [{ path: "/etc/abs", data: "x" }], entry: '"/etc/abs"', says: "absolute" },
   {
     name: "a file written through a symlink that leaves the root",
-    layer: [{ path: "evil", type: "symlink", linkname: "../../../../tmp" }, { path: "evil/pwned", data: "x" }],
-    entry: '"evil/pwned"', says: "outside the image root",
+    layer: [
+      { path: "evil", type: "symlink", linkname: "../../../../tmp" },
+      { path: "evil/pwned", data: "x" },
+    ],
+    entry: '"evil/pwned"',
+    says: "outside the image root",
   },
   {
     name: "a hard link to outside",
-    layer: [{ path: "hl", type: "hardlink", linkname: "../../etc/shadow" }], entry: '"hl"', says: '".."',
+    layer: [{ path: "hl", type: "hardlink", linkname: "../../etc/shadow" }],
+    entry: '"hl"',
+    says: '".."',
   },
   {
     name: "a hard link to a missing file",
-    layer: [{ path: "hl", type: "hardlink", linkname: "nope/missing" }], entry: '"hl"', says: "does not exist",
+    layer: [{ path: "hl", type: "hardlink", linkname: "nope/missing" }],
+    entry: '"hl"',
+    says: "does not exist",
   },
   { name: "a char device node", layer: [{ path: "dev/null", type: "char" }], entry: '"dev/null"', says: "device node" },
   { name: "a block device node", layer: [{ path: "dev/sda", type: "block" }], entry: '"dev/sda"', says: "device node" },
@@ -66,10 +76,13 @@ testNeeds("rejects a docker-save manifest whose layer path leaves the archive", 
   const d = join(base, "docker-manifest");
   mkdirSync(join(d, "work"), { recursive: true });
   const manifest = [{ Config: "c.json", RepoTags: ["x:1"], Layers: ["../../etc/passwd"] }];
-  writeFileSync(join(d, "save.tar"), writeTar([
-    { path: "c.json", data: JSON.stringify({ os: "linux", architecture: "amd64" }) },
-    { path: "manifest.json", data: JSON.stringify(manifest) },
-  ]));
+  writeFileSync(
+    join(d, "save.tar"),
+    writeTar([
+      { path: "c.json", data: JSON.stringify({ os: "linux", architecture: "amd64" }) },
+      { path: "manifest.json", data: JSON.stringify(manifest) },
+    ]),
+  );
   const err = await importOci({ source: join(d, "save.tar"), outPath: join(d, "r.ext4"), workDir: join(d, "work"), runner: hostRunner }).catch((e) => e);
   expect(err).toBeInstanceOf(BangerError);
   expect(err.message).toContain('"../../etc/passwd"');
@@ -93,7 +106,17 @@ testNeeds("rejects a device node in a docker-save tarball too, and a non-amd64 i
 testNeeds("follows an absolute symlink parent inside the image, as the guest would", tools, async () => {
   const d = join(base, "abs-symlink");
   mkdirSync(join(d, "work"), { recursive: true });
-  writeOciLayout(join(d, "layout"), [{ layers: [[{ path: "etc/", type: "dir" }, { path: "cfg", type: "symlink", linkname: "/etc" }], [{ path: "cfg/app.conf", data: "v=1" }]] }]);
+  writeOciLayout(join(d, "layout"), [
+    {
+      layers: [
+        [
+          { path: "etc/", type: "dir" },
+          { path: "cfg", type: "symlink", linkname: "/etc" },
+        ],
+        [{ path: "cfg/app.conf", data: "v=1" }],
+      ],
+    },
+  ]);
   const r = await importOci({ source: join(d, "layout"), outPath: join(d, "r.ext4"), workDir: join(d, "work"), runner: hostRunner });
   const out = Bun.spawnSync(["debugfs", "-R", "cat /etc/app.conf", r.rootfs], { stderr: "pipe" }).stdout.toString();
   expect(out).toBe("v=1");

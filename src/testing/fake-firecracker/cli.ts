@@ -41,7 +41,14 @@ const BOOL_FLAGS: Record<string, keyof FakeArgs> = {
   "ignore-ctrl-alt-del": "ignoreCtrlAltDel",
 };
 // Accepted for compatibility; the fake has no use for their values.
-const IGNORED_VALUE_FLAGS = new Set(["seccomp-filter", "start-time-us", "start-time-cpu-us", "parent-cpu-time-us", "mmds-size-limit", "http-api-max-payload-size"]);
+const IGNORED_VALUE_FLAGS = new Set([
+  "seccomp-filter",
+  "start-time-us",
+  "start-time-cpu-us",
+  "parent-cpu-time-us",
+  "mmds-size-limit",
+  "http-api-max-payload-size",
+]);
 
 /** Parses argv (without the program name) with Firecracker's defaults. */
 export function parseArgs(argv: string[]): FakeArgs {

@@ -117,7 +117,7 @@ export function validateBody(spec: ApiSpec, definition: string, raw: string): st
 
 function checkNode(spec: ApiSpec, node: SchemaNode, value: unknown, field: string, raw: string): string | null {
   const name = node.$ref ? refName(node.$ref) : field;
-  const def = node.$ref ? spec.definitions[name] ?? {} : node;
+  const def = node.$ref ? (spec.definitions[name] ?? {}) : node;
   if (def.enum) return checkEnum(def.enum, value, raw);
   switch (def.type ?? (def.properties ? "object" : undefined)) {
     case "object":

@@ -23,13 +23,20 @@ interface SnapshotFile {
 
 /** PUT /snapshot/create: only a paused VM; Diff needs dirty page tracking. */
 export function createSnapshot(cfg: VmConfig, state: string, version: string, guest: GuestState, body: Body): void {
-  if (state !== "Paused") throw new FaultError("Create snapshot error: Cannot save the microVM state: Operation not allowed: save/restore unavailable while running");
+  if (state !== "Paused")
+    throw new FaultError("Create snapshot error: Cannot save the microVM state: Operation not allowed: save/restore unavailable while running");
   if (body.snapshot_type === "Diff" && !cfg.machine.track_dirty_pages) {
     throw new FaultError("Diff snapshots are not allowed on uVMs with dirty page tracking disabled.");
   }
   const snap: SnapshotFile = {
-    fake_firecracker_snapshot: 1, version, machine: cfg.machine, bootSource: cfg.bootSource,
-    drives: [...cfg.drives.values()], nics: [...cfg.nics.values()], vsock: cfg.vsock, guest,
+    fake_firecracker_snapshot: 1,
+    version,
+    machine: cfg.machine,
+    bootSource: cfg.bootSource,
+    drives: [...cfg.drives.values()],
+    nics: [...cfg.nics.values()],
+    vsock: cfg.vsock,
+    guest,
   };
   try {
     writeFileSync(body.snapshot_path as string, JSON.stringify(snap));
@@ -57,8 +64,14 @@ const LOAD = "Load snapshot error: ";
 export function readSnapshotForLoad(body: Body): { snap: SnapshotFile; memGuest: GuestState } {
   const hasFile = body.mem_file_path !== undefined;
   const hasBackend = body.mem_backend !== undefined;
-  if (hasFile && hasBackend) throw new FaultError("An error occurred when deserializing the json body of a request: too many fields: either `mem_backend` or `mem_file_path` exclusively is required.");
-  if (!hasFile && !hasBackend) throw new FaultError("An error occurred when deserializing the json body of a request: missing field: either `mem_backend` or `mem_file_path` is required.");
+  if (hasFile && hasBackend)
+    throw new FaultError(
+      "An error occurred when deserializing the json body of a request: too many fields: either `mem_backend` or `mem_file_path` exclusively is required.",
+    );
+  if (!hasFile && !hasBackend)
+    throw new FaultError(
+      "An error occurred when deserializing the json body of a request: missing field: either `mem_backend` or `mem_file_path` is required.",
+    );
   const backend = body.mem_backend as { backend_type: string; backend_path: string } | undefined;
   if (backend?.backend_type === "Uffd") throw new FaultError(`${LOAD}Failed to restore from snapshot: the fake supports only the File memory backend`);
   const memPath = (backend?.backend_path ?? body.mem_file_path) as string;
@@ -70,7 +83,9 @@ export function readSnapshotForLoad(body: Body): { snap: SnapshotFile; memGuest:
     throw new FaultError(`${LOAD}Failed to restore from snapshot: Failed to get snapshot state from file: Failed to load snapshot state from file: ${why}`);
   }
   if (!existsSync(memPath)) {
-    throw new FaultError(`${LOAD}Failed to restore from snapshot: Failed to load guest memory: Error creating guest memory from file: No such file or directory (os error 2)`);
+    throw new FaultError(
+      `${LOAD}Failed to restore from snapshot: Failed to load guest memory: Error creating guest memory from file: No such file or directory (os error 2)`,
+    );
   }
   const memText = readHead(memPath, 64 * 1024).replace(/\0[\s\S]*$/, "");
   const memGuest = JSON.parse(memText) as GuestState;
@@ -93,7 +108,8 @@ function readHead(path: string, bytes: number): string {
 function applyOverrides(snap: SnapshotFile, body: Body): void {
   for (const o of (body.network_overrides as Array<{ iface_id: string; host_dev_name: string }> | undefined) ?? []) {
     const nic = snap.nics.find((n) => n.iface_id === o.iface_id);
-    if (!nic) throw new FaultError(`${LOAD}Failed to restore from snapshot: Invalid network configuration override: no network interface with id ${o.iface_id}`);
+    if (!nic)
+      throw new FaultError(`${LOAD}Failed to restore from snapshot: Invalid network configuration override: no network interface with id ${o.iface_id}`);
     nic.host_dev_name = o.host_dev_name;
   }
   const vsock = body.vsock_override as { uds_path: string } | undefined;

@@ -1,9 +1,7 @@
 import { appendFileSync, existsSync } from "node:fs";
 import type { ApiReply, ApiRequest } from "./http.ts";
 import { matchOperation, validateBody, type ApiSpec } from "./schema.ts";
-import {
-  FaultError, defaultConfig, exportConfig, ioDisplay, probeOpen, setBootSource, setDrive, setMachineConfig, setNic, type VmConfig,
-} from "./devices.ts";
+import { FaultError, defaultConfig, exportConfig, ioDisplay, probeOpen, setBootSource, setDrive, setMachineConfig, setNic, type VmConfig } from "./devices.ts";
 import { HybridVsockBridge } from "./vsock.ts";
 import { bootResourcesConfigured, createSnapshot, readSnapshotForLoad, restoreConfig } from "./snapshot.ts";
 import type { PretendGuest } from "./guest.ts";
@@ -24,13 +22,33 @@ type State = "Not started" | "Running" | "Paused";
 
 // Operations valid only before / only after InstanceStart (rpc_interface.rs).
 const PRE_BOOT = new Set([
-  "PUT /machine-config", "PATCH /machine-config", "PUT /boot-source", "PUT /logger", "PUT /metrics", "PUT /vsock",
-  "PUT /balloon", "PUT /entropy", "PUT /serial", "PUT /cpu-config", "PUT /mmds/config", "PUT /snapshot/load",
-  "PUT /drives/{drive_id}", "PUT /network-interfaces/{iface_id}", "PUT /pmem/{id}", "PUT /hotplug/memory",
+  "PUT /machine-config",
+  "PATCH /machine-config",
+  "PUT /boot-source",
+  "PUT /logger",
+  "PUT /metrics",
+  "PUT /vsock",
+  "PUT /balloon",
+  "PUT /entropy",
+  "PUT /serial",
+  "PUT /cpu-config",
+  "PUT /mmds/config",
+  "PUT /snapshot/load",
+  "PUT /drives/{drive_id}",
+  "PUT /network-interfaces/{iface_id}",
+  "PUT /pmem/{id}",
+  "PUT /hotplug/memory",
 ]);
 const POST_BOOT = new Set([
-  "PATCH /drives/{drive_id}", "PATCH /network-interfaces/{iface_id}", "PATCH /pmem/{id}", "PATCH /vm",
-  "PUT /snapshot/create", "PATCH /balloon", "GET /balloon/statistics", "PATCH /balloon/statistics", "PATCH /hotplug/memory",
+  "PATCH /drives/{drive_id}",
+  "PATCH /network-interfaces/{iface_id}",
+  "PATCH /pmem/{id}",
+  "PATCH /vm",
+  "PUT /snapshot/create",
+  "PATCH /balloon",
+  "GET /balloon/statistics",
+  "PATCH /balloon/statistics",
+  "PATCH /hotplug/memory",
 ]);
 const AFTER = "The requested operation is not supported after starting the microVM.";
 const BEFORE = "The requested operation is not supported before starting the microVM.";
@@ -92,19 +110,19 @@ export class FakeVmm {
       case "PUT /machine-config":
       case "PATCH /machine-config":
         this.machineTouched = true;
-        return setMachineConfig(this.cfg, body, op.startsWith("PATCH")), ok;
+        return (setMachineConfig(this.cfg, body, op.startsWith("PATCH")), ok);
       case "PUT /boot-source":
-        return setBootSource(this.cfg, body), ok;
+        return (setBootSource(this.cfg, body), ok);
       case "PUT /drives/{drive_id}":
-        return setDrive(this.cfg, body), ok;
+        return (setDrive(this.cfg, body), ok);
       case "PUT /network-interfaces/{iface_id}":
-        return setNic(this.cfg, body), ok;
+        return (setNic(this.cfg, body), ok);
       case "PUT /logger":
-        return this.setLogger(body), ok;
+        return (this.setLogger(body), ok);
       case "PUT /metrics":
-        return this.setMetrics(body.metrics_path as string), ok;
+        return (this.setMetrics(body.metrics_path as string), ok);
       case "PUT /vsock":
-        return await this.setVsock(body), ok;
+        return (await this.setVsock(body), ok);
       case "PATCH /vm":
         this.state = body.state === "Paused" ? "Paused" : "Running";
         if (this.state === "Paused") this.opts.guest.freeze();
@@ -120,7 +138,7 @@ export class FakeVmm {
         this.log("Snapshot created");
         return ok;
       case "PUT /snapshot/load":
-        return await this.loadSnapshot(body), ok;
+        return (await this.loadSnapshot(body), ok);
       default:
         if (op.startsWith("PUT ")) this.cfg.other.set(op.slice(5), body);
         return ok;
@@ -137,7 +155,12 @@ export class FakeVmm {
         throw new FaultError(`Logger error: Failed to open target file: ${ioDisplay(err)}`);
       }
     }
-    this.cfg.logger = { log_path: path ?? null, level: body.level ?? "Info", show_level: body.show_level ?? false, show_log_origin: body.show_log_origin ?? false };
+    this.cfg.logger = {
+      log_path: path ?? null,
+      level: body.level ?? "Info",
+      show_level: body.show_level ?? false,
+      show_log_origin: body.show_log_origin ?? false,
+    };
     this.log("Successfully set the logger");
   }
 

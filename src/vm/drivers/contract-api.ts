@@ -55,7 +55,9 @@ export function apiRulesContract(opts: ContractOptions): void {
     const sock = join(dir, "fc.sock");
     writeFileSync(sock, "");
     const proc = Bun.spawn([...opts.bin, "--api-sock", sock, "--id", "taken"], { stdout: "pipe", stderr: "pipe" });
-    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]).finally(() => rmSync(dir, { recursive: true, force: true }));
+    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]).finally(() =>
+      rmSync(dir, { recursive: true, force: true }),
+    );
     expect(code).not.toBe(0);
     expect(out + err).toContain(`Failed to open the API socket at: ${sock}. Check that it is not already used.`);
   });
@@ -133,9 +135,15 @@ export function apiRulesContract(opts: ContractOptions): void {
 
 // Endpoints banger uses, with the id their path parameter takes.
 const TABLE: Array<[string, string, string | null]> = [
-  ["PUT", "/boot-source", null], ["PUT", "/drives/{drive_id}", "rootfs"], ["PUT", "/logger", null],
-  ["PUT", "/machine-config", null], ["PUT", "/metrics", null], ["PUT", "/network-interfaces/{iface_id}", "eth0"],
-  ["PUT", "/vsock", null], ["PUT", "/actions", null], ["PATCH", "/vm", null],
+  ["PUT", "/boot-source", null],
+  ["PUT", "/drives/{drive_id}", "rootfs"],
+  ["PUT", "/logger", null],
+  ["PUT", "/machine-config", null],
+  ["PUT", "/metrics", null],
+  ["PUT", "/network-interfaces/{iface_id}", "eth0"],
+  ["PUT", "/vsock", null],
+  ["PUT", "/actions", null],
+  ["PATCH", "/vm", null],
 ];
 
 /** [method, path, what, body, expected fragment] for missing, mistyped and unknown fields. */
@@ -161,7 +169,7 @@ export function specCases(): Array<[string, string, string, unknown, string]> {
 }
 
 function resolveNode(defs: Record<string, SchemaNode>, node: SchemaNode): SchemaNode {
-  return node.$ref ? defs[node.$ref.replace("#/definitions/", "")] ?? {} : node;
+  return node.$ref ? (defs[node.$ref.replace("#/definitions/", "")] ?? {}) : node;
 }
 
 function sample(defs: Record<string, SchemaNode>, key: string, node: SchemaNode, id: string | null): unknown {

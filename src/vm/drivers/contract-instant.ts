@@ -29,7 +29,12 @@ export function instantContract(opts: ContractOptions, h: InstantHelpers): void 
     await h.health(driver, handle, 10_000);
     await driver.pause(handle);
     expect(await driver.state(handle)).toBe("paused");
-    expect(await h.health(driver, handle, 800).then(() => "answered", () => "silent")).toBe("silent");
+    expect(
+      await h.health(driver, handle, 800).then(
+        () => "answered",
+        () => "silent",
+      ),
+    ).toBe("silent");
     await driver.resume(handle);
     expect(await driver.state(handle)).toBe("running");
     expect(await h.health(driver, handle, 10_000)).toMatchObject({ ok: true });
@@ -66,7 +71,11 @@ export function instantContract(opts: ContractOptions, h: InstantHelpers): void 
         for (const deadline = Date.now() + 3000; !existsSync(sock) && Date.now() < deadline; ) await Bun.sleep(10);
         await Bun.sleep(50);
         return async (method: string, path: string, body?: unknown) => {
-          const res = await fetch(`http://localhost${path}`, { unix: sock, method, body: body === undefined ? undefined : JSON.stringify(body) } as RequestInit);
+          const res = await fetch(`http://localhost${path}`, {
+            unix: sock,
+            method,
+            body: body === undefined ? undefined : JSON.stringify(body),
+          } as RequestInit);
           const text = await res.text();
           return { status: res.status, fault: text ? (JSON.parse(text).fault_message as string | undefined) : undefined };
         };
@@ -86,21 +95,37 @@ export function instantContract(opts: ContractOptions, h: InstantHelpers): void 
       expect(running.status).toBe(400);
       expect(running.fault).toContain("save/restore unavailable while running");
       expect((await a("PATCH", "/vm", { state: "Paused" })).status).toBe(204);
-      expect((await a("PUT", "/snapshot/create", { ...snap, snapshot_type: "Diff" })).fault).toContain("Diff snapshots are not allowed on uVMs with dirty page tracking disabled");
+      expect((await a("PUT", "/snapshot/create", { ...snap, snapshot_type: "Diff" })).fault).toContain(
+        "Diff snapshots are not allowed on uVMs with dirty page tracking disabled",
+      );
       expect((await a("PUT", "/snapshot/create", snap)).status).toBe(204);
-      expect((await a("PUT", "/snapshot/load", { snapshot_path: snap.snapshot_path, mem_backend: { backend_type: "File", backend_path: snap.mem_file_path } })).fault).toBe("The requested operation is not supported after starting the microVM.");
+      expect(
+        (await a("PUT", "/snapshot/load", { snapshot_path: snap.snapshot_path, mem_backend: { backend_type: "File", backend_path: snap.mem_file_path } }))
+          .fault,
+      ).toBe("The requested operation is not supported after starting the microVM.");
 
       const b = await spawn("snap-b");
       await b("PUT", "/boot-source", { kernel_image_path: kernel });
-      expect((await b("PUT", "/snapshot/load", { snapshot_path: snap.snapshot_path, mem_backend: { backend_type: "File", backend_path: snap.mem_file_path } })).fault).toContain("Loading a microVM snapshot not allowed after configuring boot-specific resources");
+      expect(
+        (await b("PUT", "/snapshot/load", { snapshot_path: snap.snapshot_path, mem_backend: { backend_type: "File", backend_path: snap.mem_file_path } }))
+          .fault,
+      ).toContain("Loading a microVM snapshot not allowed after configuring boot-specific resources");
 
       const c = await spawn("snap-c");
-      const missing = await c("PUT", "/snapshot/load", { snapshot_path: snap.snapshot_path, mem_backend: { backend_type: "File", backend_path: join(dir, "no-such-mem") } });
+      const missing = await c("PUT", "/snapshot/load", {
+        snapshot_path: snap.snapshot_path,
+        mem_backend: { backend_type: "File", backend_path: join(dir, "no-such-mem") },
+      });
       expect(missing.status).toBe(400);
       expect(missing.fault).toContain("No such file or directory");
       const bad = await c("PUT", "/snapshot/load", { snapshot_path: snap.snapshot_path, vsock_override: {} });
       expect(bad.status).toBe(400);
-      const loaded = await c("PUT", "/snapshot/load", { snapshot_path: snap.snapshot_path, mem_backend: { backend_type: "File", backend_path: snap.mem_file_path }, vsock_override: { uds_path: join(dir, "c.vsock") }, resume_vm: true });
+      const loaded = await c("PUT", "/snapshot/load", {
+        snapshot_path: snap.snapshot_path,
+        mem_backend: { backend_type: "File", backend_path: snap.mem_file_path },
+        vsock_override: { uds_path: join(dir, "c.vsock") },
+        resume_vm: true,
+      });
       expect(loaded.status).toBe(204);
       expect(existsSync(join(dir, "c.vsock"))).toBe(true);
     } finally {

@@ -95,7 +95,9 @@ export function driverContract(name: string, makeDriver: () => Driver, opts: Con
       const plan = await newPlan();
       live.push({ driver: makeDriver(), handle: null, dir: plan.dir });
       plan.kernelPath = join(plan.dir, "no-such-vmlinux");
-      const err = await makeDriver().start(plan).catch((e) => e);
+      const err = await makeDriver()
+        .start(plan)
+        .catch((e) => e);
       expect(err).toBeInstanceOf(BangerError);
       expect(err.message).toContain("Boot source error: The kernel file cannot be opened: No such file or directory (os error 2)");
       expect(findByArgs("--api-sock", firecrackerFiles(plan.dir).apiSocket).filter(isAlive)).toEqual([]);
@@ -117,9 +119,13 @@ export function driverContract(name: string, makeDriver: () => Driver, opts: Con
       const plan = await newPlan();
       live.push({ driver: makeDriver(), handle: null, dir: plan.dir });
       plan.initrdPath = join(plan.dir, "no-such-initrd");
-      const err = await makeDriver().start(plan).catch((e) => e);
+      const err = await makeDriver()
+        .start(plan)
+        .catch((e) => e);
       expect(err).toBeInstanceOf(BangerError);
-      expect(err.message).toContain("Boot source error: The initrd file cannot be opened due to invalid path or invalid permissions. No such file or directory (os error 2)");
+      expect(err.message).toContain(
+        "Boot source error: The initrd file cannot be opened due to invalid path or invalid permissions. No such file or directory (os error 2)",
+      );
       expect(findByArgs("--api-sock", firecrackerFiles(plan.dir).apiSocket).filter(isAlive)).toEqual([]);
       assertNothingLeft(plan.dir);
     });

@@ -19,7 +19,8 @@ export function firecrackerBinaryVersion(argv: string[]): string | null {
 /** Firecracker loads only snapshots of its own version here (banger never converts them). */
 export function firecrackerRestoreProblem(meta: SavedStateMeta, version: string | null): string | null {
   if (meta.vmm !== "firecracker") return `the saved state was written by ${meta.vmm}, not Firecracker`;
-  if (version !== meta.version) return `the saved state was written by Firecracker ${meta.version} and this host runs Firecracker ${version ?? "(unknown version)"}`;
+  if (version !== meta.version)
+    return `the saved state was written by Firecracker ${meta.version} and this host runs Firecracker ${version ?? "(unknown version)"}`;
   return null;
 }
 
@@ -45,7 +46,8 @@ export function snapshotLoadBody(plan: BootPlan, files: SavedStateFiles, agentSo
 /** Loads the snapshot into a fresh Firecracker and resumes it. */
 export async function firecrackerLoadState(api: FirecrackerApi, plan: BootPlan, files: SavedStateFiles, agentSocket: string): Promise<void> {
   for (const f of [files.state, files.memory]) {
-    if (!existsSync(f)) throw new BangerError("not_found", `the saved state file ${f} is missing`, { hint: "Start the VM cold instead (banger vm start --cold)." });
+    if (!existsSync(f))
+      throw new BangerError("not_found", `the saved state file ${f} is missing`, { hint: "Start the VM cold instead (banger vm start --cold)." });
   }
   await api.request("PUT", "/logger", { log_path: plan.vmmLog, level: "Info", show_level: true, show_log_origin: false });
   await api.request("PUT", "/snapshot/load", snapshotLoadBody(plan, files, agentSocket));

@@ -63,9 +63,22 @@ driverContract("real firecracker", () => new FirecrackerDriver({ bin: realBin })
 
 function plan(dir: string, over: Partial<BootPlan> = {}): BootPlan {
   return {
-    vmId: "unit", dir, kernelPath: "/k", extraBootArgs: "ip=dhcp", cpus: 2, memoryMib: 512, cid: 7,
-    drives: [{ id: "rootfs", path: "/r", readOnly: true }, { id: "work", path: "/w", readOnly: false }],
-    nic: { tap: "tap0", mac: "06:00:ac:10:00:02" }, consoleLog: join(dir, "c.log"), vmmLog: join(dir, "v.log"), memoryFile: join(dir, "memory"), ...over,
+    vmId: "unit",
+    dir,
+    kernelPath: "/k",
+    extraBootArgs: "ip=dhcp",
+    cpus: 2,
+    memoryMib: 512,
+    cid: 7,
+    drives: [
+      { id: "rootfs", path: "/r", readOnly: true },
+      { id: "work", path: "/w", readOnly: false },
+    ],
+    nic: { tap: "tap0", mac: "06:00:ac:10:00:02" },
+    consoleLog: join(dir, "c.log"),
+    vmmLog: join(dir, "v.log"),
+    memoryFile: join(dir, "memory"),
+    ...over,
   };
 }
 
@@ -75,8 +88,15 @@ test("boot steps go logger, metrics, machine, boot source, drives, network, vsoc
   const api: FirecrackerApi = { request: async (m, p, b): Promise<FcResponse> => (calls.push([m, p, b]), { status: 204, body: null }) };
   for (const [, step] of bootSteps(plan(dir), firecrackerFiles(dir))) await step(api);
   expect(calls.map(([m, p]) => `${m} ${p}`)).toEqual([
-    "PUT /logger", "PUT /metrics", "PUT /machine-config", "PUT /boot-source", "PUT /drives/rootfs", "PUT /drives/work",
-    "PUT /network-interfaces/eth0", "PUT /vsock", "PUT /actions",
+    "PUT /logger",
+    "PUT /metrics",
+    "PUT /machine-config",
+    "PUT /boot-source",
+    "PUT /drives/rootfs",
+    "PUT /drives/work",
+    "PUT /network-interfaces/eth0",
+    "PUT /vsock",
+    "PUT /actions",
   ]);
   expect(calls[3]![2]).toEqual({ kernel_image_path: "/k", boot_args: "console=ttyS0 reboot=k panic=1 pci=off ip=dhcp" });
   expect(calls[4]![2]).toEqual({ drive_id: "rootfs", path_on_host: "/r", is_root_device: true, is_read_only: true });
@@ -88,7 +108,11 @@ test("boot steps go logger, metrics, machine, boot source, drives, network, vsoc
 
 test("a missing TAP fails the network step with Firecracker's message and leaves nothing", async () => {
   const dir = vmDir();
-  const p = plan(dir, { kernelPath: fixtureFile("vmlinux"), drives: [{ id: "rootfs", path: fixtureFile("rootfs.ext4"), readOnly: false }], nic: { tap: "bgnotap9", mac: "06:00:00:00:00:01" } });
+  const p = plan(dir, {
+    kernelPath: fixtureFile("vmlinux"),
+    drives: [{ id: "rootfs", path: fixtureFile("rootfs.ext4"), readOnly: false }],
+    nic: { tap: "bgnotap9", mac: "06:00:00:00:00:01" },
+  });
   const err = await new FirecrackerDriver({ bin: fake }).start(p).catch((e) => e);
   expect(err.message).toContain('boot step "network" failed');
   expect(err.message).toContain("Open tap device failed");
@@ -98,7 +122,9 @@ test("a missing TAP fails the network step with Firecracker's message and leaves
 test("connectAgent retries until a slow agent listens (fake --agent-delay-ms 600)", async () => {
   const dir = vmDir();
   const driver = new FirecrackerDriver({ bin: [...fake, "--agent-delay-ms", "600"] });
-  const handle = await driver.start(plan(dir, { kernelPath: fixtureFile("vmlinux"), drives: [{ id: "rootfs", path: fixtureFile("rootfs.ext4"), readOnly: false }], nic: undefined }));
+  const handle = await driver.start(
+    plan(dir, { kernelPath: fixtureFile("vmlinux"), drives: [{ id: "rootfs", path: fixtureFile("rootfs.ext4"), readOnly: false }], nic: undefined }),
+  );
   try {
     const t0 = Date.now();
     const sock = await driver.connectAgent(handle, 1024);
@@ -116,10 +142,12 @@ test("fake start reaches Running (and prints how long it took, for the benchmark
   const dir = vmDir();
   const driver = new FirecrackerDriver({ bin: fake });
   const t0 = performance.now();
-  const handle = await driver.start(plan(dir, { kernelPath: fixtureFile("vmlinux"), drives: [{ id: "rootfs", path: fixtureFile("rootfs.ext4"), readOnly: false }], nic: undefined }));
+  const handle = await driver.start(
+    plan(dir, { kernelPath: fixtureFile("vmlinux"), drives: [{ id: "rootfs", path: fixtureFile("rootfs.ext4"), readOnly: false }], nic: undefined }),
+  );
   const ms = performance.now() - t0;
   console.log(`fake firecracker: spawn to InstanceStart in ${ms.toFixed(0)} ms`);
-  expect((await driver.state(handle))).toBe("running");
+  expect(await driver.state(handle)).toBe("running");
   await driver.stop(handle, 3000);
   await driver.cleanup(handle, dir);
 });

@@ -6,9 +6,7 @@ import { tailLines } from "../../host/tail.ts";
 import { printable } from "../../printable.ts";
 import { UnixSocketApi, type FirecrackerApi } from "./firecracker-api.ts";
 import { dialHybridVsock } from "./hybrid-vsock.ts";
-import {
-  findByArgs, isAlive, isSameProcess, signalGroup, startTime, startedAt, systemClock, waitForExit, type Clock,
-} from "./process.ts";
+import { findByArgs, isAlive, isSameProcess, signalGroup, startTime, startedAt, systemClock, waitForExit, type Clock } from "./process.ts";
 import { firecrackerBinaryVersion, firecrackerLoadState, firecrackerRestoreProblem, firecrackerSaveState } from "./firecracker-state.ts";
 import type { AgentStream, BootPlan, Driver, SavedStateFiles, SavedStateMeta, VmmHandle, VmmState } from "./types.ts";
 
@@ -281,10 +279,20 @@ type Step = [string, (api: FirecrackerApi) => Promise<unknown>];
 export function bootSteps(plan: BootPlan, files: ReturnType<typeof firecrackerFiles>): Step[] {
   const put = (path: string, body: unknown) => (api: FirecrackerApi) => api.request("PUT", path, body);
   const steps: Step[] = [
-    ["logger", (api) => (touch(plan.vmmLog), api.request("PUT", "/logger", { log_path: plan.vmmLog, level: "Info", show_level: true, show_log_origin: false }))],
+    [
+      "logger",
+      (api) => (touch(plan.vmmLog), api.request("PUT", "/logger", { log_path: plan.vmmLog, level: "Info", show_level: true, show_log_origin: false })),
+    ],
     ["metrics", (api) => (touch(files.metrics), api.request("PUT", "/metrics", { metrics_path: files.metrics }))],
     ["machine-config", put("/machine-config", { vcpu_count: plan.cpus, mem_size_mib: plan.memoryMib, smt: false })],
-    ["boot-source", put("/boot-source", { kernel_image_path: plan.kernelPath, ...(plan.initrdPath ? { initrd_path: plan.initrdPath } : {}), boot_args: `${BASE_BOOT_ARGS} ${plan.extraBootArgs}`.trim() })],
+    [
+      "boot-source",
+      put("/boot-source", {
+        kernel_image_path: plan.kernelPath,
+        ...(plan.initrdPath ? { initrd_path: plan.initrdPath } : {}),
+        boot_args: `${BASE_BOOT_ARGS} ${plan.extraBootArgs}`.trim(),
+      }),
+    ],
   ];
   plan.drives.forEach((d, i) => {
     steps.push([`drive ${d.id}`, put(`/drives/${d.id}`, { drive_id: d.id, path_on_host: d.path, is_root_device: i === 0, is_read_only: d.readOnly })]);
@@ -303,7 +311,12 @@ function touch(path: string): void {
 
 function tail(path: string): string {
   try {
-    return printable(tailLines(path, 3, 64 * 1024), { lines: true }).trim().split("\n").join(" | ") || "(no output)";
+    return (
+      printable(tailLines(path, 3, 64 * 1024), { lines: true })
+        .trim()
+        .split("\n")
+        .join(" | ") || "(no output)"
+    );
   } catch {
     return "(no output)";
   }

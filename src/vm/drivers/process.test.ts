@@ -31,16 +31,20 @@ describe("process lookups count only this user's processes", () => {
     expect(isOwnDaemon(pid)).toBe(false);
   });
 
-  testNeeds("another user's decoy with the same argv is not ours (root: runs it as nobody)", [[process.getuid?.() === 0 && hasBin("setpriv"), "needs root and setpriv"]], async () => {
-    const value = `unix:/tmp/decoy-${process.pid}.sock`;
-    const pid = decoy(value, 65534);
-    // setpriv (root, with the same words in its argv) drops to nobody and then execs sh in this pid.
-    await until(() => cmdline(pid)?.[0] === "sh" && !isOwnProcess(pid));
-    expect(cmdline(pid)).toContain("-qmp");
-    expect(isOwnProcess(pid)).toBe(false);
-    expect(findByArgs("-qmp", value)).toEqual([]);
-    // Nor does "is the recorded VMM alive" count it, whatever pid a handle names.
-    expect(isAlive(pid)).toBe(true);
-    expect(isSameProcess(pid)).toBe(false);
-  });
+  testNeeds(
+    "another user's decoy with the same argv is not ours (root: runs it as nobody)",
+    [[process.getuid?.() === 0 && hasBin("setpriv"), "needs root and setpriv"]],
+    async () => {
+      const value = `unix:/tmp/decoy-${process.pid}.sock`;
+      const pid = decoy(value, 65534);
+      // setpriv (root, with the same words in its argv) drops to nobody and then execs sh in this pid.
+      await until(() => cmdline(pid)?.[0] === "sh" && !isOwnProcess(pid));
+      expect(cmdline(pid)).toContain("-qmp");
+      expect(isOwnProcess(pid)).toBe(false);
+      expect(findByArgs("-qmp", value)).toEqual([]);
+      // Nor does "is the recorded VMM alive" count it, whatever pid a handle names.
+      expect(isAlive(pid)).toBe(true);
+      expect(isSameProcess(pid)).toBe(false);
+    },
+  );
 });

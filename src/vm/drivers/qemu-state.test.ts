@@ -4,8 +4,17 @@ import { parseQemuVersion, qemuRestoreProblem, shellQuote } from "./qemu-state.t
 import type { BootPlan } from "./types.ts";
 
 const plan: BootPlan = {
-  vmId: "vm1", dir: "/s/vm1", kernelPath: "/k", extraBootArgs: "", drives: [{ id: "root", path: "/r", readOnly: true }],
-  cpus: 1, memoryMib: 512, cid: 3, consoleLog: "/s/vm1/c.log", vmmLog: "/s/vm1/v.log", memoryFile: "/s/vm1/ram,x",
+  vmId: "vm1",
+  dir: "/s/vm1",
+  kernelPath: "/k",
+  extraBootArgs: "",
+  drives: [{ id: "root", path: "/r", readOnly: true }],
+  cpus: 1,
+  memoryMib: 512,
+  cid: 3,
+  consoleLog: "/s/vm1/c.log",
+  vmmLog: "/s/vm1/v.log",
+  memoryFile: "/s/vm1/ram,x",
 };
 const meta = { vmm: "qemu" as const, version: "7.2.11", accel: "tcg", savedAt: "2026-01-01T00:00:00Z" };
 

@@ -70,7 +70,8 @@ export async function qemuSaveState(qmpPath: string, files: SavedStateFiles, acc
 
 /** Loads device state into a QEMU started with `-incoming defer` and lets the guest run on. */
 export async function qemuLoadState(qmpPath: string, files: SavedStateFiles, clock: Clock = systemClock, linkDownNic?: string): Promise<void> {
-  if (!existsSync(files.state)) throw new BangerError("not_found", `the saved state ${files.state} is missing`, { hint: "Start the VM cold instead (banger vm start --cold)." });
+  if (!existsSync(files.state))
+    throw new BangerError("not_found", `the saved state ${files.state} is missing`, { hint: "Start the VM cold instead (banger vm start --cold)." });
   const qmp = await QmpClient.open(qmpPath, QMP_TIMEOUT_MS);
   try {
     await qmp.execute("migrate-set-capabilities", IGNORE_SHARED, QMP_TIMEOUT_MS);

@@ -234,7 +234,14 @@ describe("QMP client against a scripted server", () => {
 describe("QemuDriver.start failures leave nothing behind", () => {
   let dir: string;
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
-  const planIn = (d: string): BootPlan => ({ ...plan, dir: d, nic: undefined, consoleLog: join(d, "console.log"), vmmLog: join(d, "vmm.log"), memoryFile: join(d, "ram") });
+  const planIn = (d: string): BootPlan => ({
+    ...plan,
+    dir: d,
+    nic: undefined,
+    consoleLog: join(d, "console.log"),
+    vmmLog: join(d, "vmm.log"),
+    memoryFile: join(d, "ram"),
+  });
   const quiet = { accel: "tcg" as const, warn: () => {}, hasVhostVsock: () => false };
 
   test("a missing QEMU binary is not_available", async () => {

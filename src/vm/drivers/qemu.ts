@@ -56,20 +56,33 @@ export function buildQemuArgv(plan: BootPlan, opts: QemuArgvOptions): string[] {
   const append = `console=ttyS0 reboot=k panic=1 root=/dev/vda ${root.readOnly ? "ro" : "rw"}${tsc} ${plan.extraBootArgs}`.trim();
   const argv = [
     opts.bin,
-    "-name", plan.vmId,
+    "-name",
+    plan.vmId,
     // acpi=on gives the guest the ACPI power button that system_powerdown presses.
-    "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=on,memory-backend=mem",
-    "-accel", opts.accel,
-    "-cpu", opts.accel === "kvm" ? "host" : "max",
-    "-smp", String(plan.cpus),
-    "-m", String(plan.memoryMib),
+    "-M",
+    "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=on,memory-backend=mem",
+    "-accel",
+    opts.accel,
+    "-cpu",
+    opts.accel === "kvm" ? "host" : "max",
+    "-smp",
+    String(plan.cpus),
+    "-m",
+    String(plan.memoryMib),
     // RAM lives in a shared file in the VM directory: suspend then saves only device state (x-ignore-shared).
-    "-object", `memory-backend-file,id=mem,mem-path=${qemuEscape(plan.memoryFile)},size=${plan.memoryMib}M,share=${opts.privateMemory ? "off" : "on"}`,
+    "-object",
+    `memory-backend-file,id=mem,mem-path=${qemuEscape(plan.memoryFile)},size=${plan.memoryMib}M,share=${opts.privateMemory ? "off" : "on"}`,
     // -display none rather than -nographic: QEMU runs detached with no terminal.
-    "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-    "-kernel", plan.kernelPath,
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-no-reboot",
+    "-kernel",
+    plan.kernelPath,
     ...(plan.initrdPath ? ["-initrd", plan.initrdPath] : []),
-    "-append", append,
+    "-append",
+    append,
   ];
   for (const d of plan.drives) {
     const ro = d.readOnly ? "on" : "off";
@@ -160,7 +173,8 @@ export class QemuDriver implements Driver {
       signal(pid, "SIGKILL");
       await waitForExit(pid, 3000, this.clock);
       await this.cleanup(null, plan.dir);
-      if (err instanceof BangerError && !isAlive(pid)) throw new BangerError(err.code, `${err.message} (QEMU: ${tail(plan.vmmLog)})`, { hint: err.hint, cause: err });
+      if (err instanceof BangerError && !isAlive(pid))
+        throw new BangerError(err.code, `${err.message} (QEMU: ${tail(plan.vmmLog)})`, { hint: err.hint, cause: err });
       throw err;
     }
     return {
@@ -204,7 +218,8 @@ export class QemuDriver implements Driver {
 
   /** Starts QEMU waiting for incoming state, loads files.state over the plan's RAM file, and runs the guest. */
   async restore(plan: BootPlan, files: SavedStateFiles, opts: RestoreOptions = {}): Promise<VmmHandle> {
-    if (!existsSync(files.memory)) throw new BangerError("not_found", `the saved RAM file ${files.memory} is missing`, { hint: "Start the VM cold instead (banger vm start --cold)." });
+    if (!existsSync(files.memory))
+      throw new BangerError("not_found", `the saved RAM file ${files.memory} is missing`, { hint: "Start the VM cold instead (banger vm start --cold)." });
     const restorePlan = { ...plan, memoryFile: files.memory };
     const nic = opts.linkDown && plan.nic ? "n0" : undefined;
     return this.launch(restorePlan, { incoming: true, privateMemory: opts.privateMemory }, (qmp) => qemuLoadState(qmp, files, this.clock, nic));
@@ -331,7 +346,8 @@ export async function sparseCopy(from: string, to: string): Promise<void> {
   let err = "";
   proc.stderr!.on("data", (d) => (err += d));
   const code = await new Promise<number>((r) => proc.on("close", (c) => r(c ?? 1)));
-  if (code !== 0) throw new BangerError("internal", `could not copy ${from} to ${to}: ${err.trim()}`, { hint: "Check free space where the VM directory lives (df -h)." });
+  if (code !== 0)
+    throw new BangerError("internal", `could not copy ${from} to ${to}: ${err.trim()}`, { hint: "Check free space where the VM directory lives (df -h)." });
 }
 
 /** Maps QMP's RunState to the driver contract's states. */
@@ -356,7 +372,12 @@ function connectUnix(path: string, timeoutMs: number): Promise<AgentStream> {
     });
     sock.once("error", (err) => {
       clearTimeout(timer);
-      reject(new BangerError("unavailable", `cannot connect to the guest agent socket ${path}: ${err.message}`, { cause: err, hint: "Is the VM running? Check `banger vm show`." }));
+      reject(
+        new BangerError("unavailable", `cannot connect to the guest agent socket ${path}: ${err.message}`, {
+          cause: err,
+          hint: "Is the VM running? Check `banger vm show`.",
+        }),
+      );
     });
   });
 }
@@ -364,7 +385,12 @@ function connectUnix(path: string, timeoutMs: number): Promise<AgentStream> {
 /** The last lines of a log file, for error messages. */
 function tail(path: string): string {
   try {
-    return printable(tailLines(path, 3, 64 * 1024), { lines: true }).trim().split("\n").join(" | ") || "(no output)";
+    return (
+      printable(tailLines(path, 3, 64 * 1024), { lines: true })
+        .trim()
+        .split("\n")
+        .join(" | ") || "(no output)"
+    );
   } catch {
     return "(no output)";
   }

@@ -37,11 +37,7 @@ export class QmpClient {
     const sock = connect(path);
     const client = new QmpClient(sock, path);
     try {
-      await withTimeout(
-        new Promise((resolve, reject) => (client.greeted = { resolve, reject })),
-        timeoutMs,
-        `QMP greeting on ${path}`,
-      );
+      await withTimeout(new Promise((resolve, reject) => (client.greeted = { resolve, reject })), timeoutMs, `QMP greeting on ${path}`);
       await client.execute("qmp_capabilities", undefined, timeoutMs);
       return client;
     } catch (err) {

@@ -42,7 +42,8 @@ export async function syncWorkspace(opts: SyncOptions, deps: { runner?: Runner; 
   const now = deps.now ?? Date.now;
   const started = now();
   const guestDir = opts.guestDir ?? DEFAULT_GUEST_DIR;
-  const isGit = (await runner.run(["git", "-C", opts.from, "rev-parse", "--show-toplevel"], { allowFailure: true, env: { GIT_OPTIONAL_LOCKS: "0" } })).code === 0;
+  const isGit =
+    (await runner.run(["git", "-C", opts.from, "rev-parse", "--show-toplevel"], { allowFailure: true, env: { GIT_OPTIONAL_LOCKS: "0" } })).code === 0;
   const r = isGit ? await syncGit(opts, guestDir, runner) : await syncPlain(opts, guestDir);
   return { ...r, guestDir, ms: now() - started };
 }
@@ -58,7 +59,11 @@ async function syncGit(opts: SyncOptions, guestDir: string, runner: Runner): Pro
   };
   if (state.kind === "empty") return prepare(false);
   const snap = await snapshotHost(runner, src.top);
-  const holds = await hostHas(runner, src.top, [state.tree, state.head, state.synced].filter((x): x is string => !!x));
+  const holds = await hostHas(
+    runner,
+    src.top,
+    [state.tree, state.head, state.synced].filter((x): x is string => !!x),
+  );
   const plan = planSync(state, snap, opts.mode ?? "sync", holds);
   const done = (action: Partial["action"], bytes = 0): Partial => ({ action, kind: "git", source: src.top, bytes });
   switch (plan.action) {
@@ -103,9 +108,13 @@ async function ownWorkError(opts: SyncOptions, guestDir: string, g: GuestState):
 }
 
 export function ownWorkRefusal(guestDir: string, what: string[], vmName = "VM"): BangerError {
-  return new BangerError("failed_precondition", `${guestDir} in ${vmName} has work of its own (${what.join("; ") || "changes"}); bringing the host's changes in would overwrite it`, {
-    hint: `Choose one: \`banger vm workspace export ${vmName}\` first to keep it as a branch, then run again; --replace to discard the guest's work; --keep to run on the guest's tree as it is.`,
-  });
+  return new BangerError(
+    "failed_precondition",
+    `${guestDir} in ${vmName} has work of its own (${what.join("; ") || "changes"}); bringing the host's changes in would overwrite it`,
+    {
+      hint: `Choose one: \`banger vm workspace export ${vmName}\` first to keep it as a branch, then run again; --replace to discard the guest's work; --keep to run on the guest's tree as it is.`,
+    },
+  );
 }
 
 async function syncPlain(opts: SyncOptions, guestDir: string): Promise<Partial> {
@@ -125,7 +134,8 @@ async function syncPlain(opts: SyncOptions, guestDir: string): Promise<Partial> 
     throw plainRefusal(guestDir, changed, opts.vmName);
   }
   const total = send.reduce((a, p) => a + (sizes.get(p) ?? 0), 0);
-  if (total > PLAIN_WARN_BYTES) opts.onNote?.(`copying ${(total / 2 ** 20).toFixed(0)} MiB of ${opts.from} (not a git repository, so all of it); --no-workspace skips the copy`);
+  if (total > PLAIN_WARN_BYTES)
+    opts.onNote?.(`copying ${(total / 2 ** 20).toFixed(0)} MiB of ${opts.from} (not a git repository, so all of it); --no-workspace skips the copy`);
   const { r, bytes } = await streamInto(opts.shell, plainApplyScript(guestDir, remove), spawnTar(opts.from, send.join("\0") + (send.length ? "\0" : "")));
   if (r.code !== 0) {
     throw new BangerError("internal", `copying ${opts.from} into ${guestDir} failed (exit ${r.code}): ${lastLines(r.stderr)}`, {
@@ -136,7 +146,11 @@ async function syncPlain(opts: SyncOptions, guestDir: string): Promise<Partial> 
 }
 
 function plainRefusal(guestDir: string, changed: string[], vmName = "VM"): BangerError {
-  return new BangerError("failed_precondition", `${guestDir} in ${vmName} has changes of its own (${changed.slice(0, 5).join(", ")}${changed.length > 5 ? ", …" : ""}); bringing the host's files in would overwrite them`, {
-    hint: "Choose one: copy what you need out of the guest first (banger vm ssh), then run again; --replace to discard the guest's changes; --keep to run on the guest's files as they are.",
-  });
+  return new BangerError(
+    "failed_precondition",
+    `${guestDir} in ${vmName} has changes of its own (${changed.slice(0, 5).join(", ")}${changed.length > 5 ? ", …" : ""}); bringing the host's files in would overwrite them`,
+    {
+      hint: "Choose one: copy what you need out of the guest first (banger vm ssh), then run again; --replace to discard the guest's changes; --keep to run on the guest's files as they are.",
+    },
+  );
 }

@@ -45,13 +45,20 @@ export async function exportWorkspace(opts: ExportOptions, deps: { runner?: Runn
   const runner = deps.runner ?? hostRunner;
   const guestDir = opts.guestDir ?? DEFAULT_GUEST_DIR;
   const top = await hostTop(runner, opts.to);
-  const branch = opts.patch ? null : opts.branch ?? `banger/${opts.vmName}`;
+  const branch = opts.patch ? null : (opts.branch ?? `banger/${opts.vmName}`);
   if (branch !== null) await checkBranch(runner, top, branch, opts.force ?? false);
   if (opts.patch && pathTaken(opts.patch) && !opts.force) {
     throw new BangerError("already_exists", `${opts.patch} already exists`, { hint: "Use --force to overwrite it, or --patch with another file name." });
   }
   const snap = await snapshotGuest(opts.shell, guestDir);
-  const result = { branch, patch: opts.patch ?? null, commits: snap.count - (snap.dirty ? 1 : 0), uncommittedIncluded: snap.dirty, base: snap.base, tip: snap.tip };
+  const result = {
+    branch,
+    patch: opts.patch ?? null,
+    commits: snap.count - (snap.dirty ? 1 : 0),
+    uncommittedIncluded: snap.dirty,
+    base: snap.base,
+    tip: snap.tip,
+  };
   if (snap.count === 0 || snap.tip === null) {
     const since = snap.base ? `since ${snap.base.slice(0, 12)}` : "at all";
     return { ...result, branch: null, patch: null, summary: `no changes in the guest ${since}; nothing exported` };
@@ -69,7 +76,9 @@ function describe(commits: number, dirty: boolean): string {
 async function hostTop(runner: Runner, path: string): Promise<string> {
   const r = await runner.run(["git", "-C", path, "rev-parse", "--show-toplevel"], { allowFailure: true, env: readOnlyGitEnv });
   if (r.code !== 0) {
-    throw new BangerError("failed_precondition", `${path} is not inside a git repository`, { hint: "Export into the repository the workspace was prepared from (--to PATH)." });
+    throw new BangerError("failed_precondition", `${path} is not inside a git repository`, {
+      hint: "Export into the repository the workspace was prepared from (--to PATH).",
+    });
   }
   return r.stdout.trim();
 }
@@ -77,10 +86,13 @@ async function hostTop(runner: Runner, path: string): Promise<string> {
 /** Refuses a malformed branch name, or an existing branch without force. */
 async function checkBranch(runner: Runner, top: string, branch: string, force: boolean): Promise<void> {
   const ok = await runner.run(["git", "check-ref-format", "--branch", branch], { allowFailure: true });
-  if (ok.code !== 0) throw new BangerError("invalid_argument", `"${branch}" is not a valid branch name`, { hint: "Pass --branch NAME with a valid git branch name." });
+  if (ok.code !== 0)
+    throw new BangerError("invalid_argument", `"${branch}" is not a valid branch name`, { hint: "Pass --branch NAME with a valid git branch name." });
   const r = await runner.run(["git", "-C", top, "rev-parse", "-q", "--verify", `refs/heads/${branch}`], { allowFailure: true, env: readOnlyGitEnv });
   if (r.code === 0 && !force) {
-    throw new BangerError("already_exists", `branch ${branch} already exists in ${top}`, { hint: "Use --force to overwrite it, or --branch NAME to export to another branch." });
+    throw new BangerError("already_exists", `branch ${branch} already exists in ${top}`, {
+      hint: "Use --force to overwrite it, or --branch NAME to export to another branch.",
+    });
   }
 }
 
@@ -103,10 +115,14 @@ async function fetchBundle(runner: Runner, shell: GuestShell, guestDir: string, 
 
 function fetchError(stderr: string, top: string, branch: string, snap: GuestSnapshot): BangerError {
   if (/prerequisite/i.test(stderr)) {
-    return new BangerError("failed_precondition", `${top} lacks the workspace's base commit ${snap.base}`, { hint: "Export into the repository the workspace was prepared from, or use --patch FILE." });
+    return new BangerError("failed_precondition", `${top} lacks the workspace's base commit ${snap.base}`, {
+      hint: "Export into the repository the workspace was prepared from, or use --patch FILE.",
+    });
   }
   if (/checked out/i.test(stderr)) {
-    return new BangerError("failed_precondition", `branch ${branch} is checked out in ${top}; overwriting it would change the working tree`, { hint: "Switch the host checkout to another branch, or export with --branch NAME." });
+    return new BangerError("failed_precondition", `branch ${branch} is checked out in ${top}; overwriting it would change the working tree`, {
+      hint: "Switch the host checkout to another branch, or export with --branch NAME.",
+    });
   }
   return new BangerError("internal", `git fetch of the guest's work into ${top} failed: ${lastLines(stderr)}`);
 }
@@ -140,9 +156,13 @@ export function cappedSink(take: (c: Uint8Array) => void, what: string, max = MA
   return (c) => {
     size += c.length;
     if (size > max) {
-      throw new BangerError("failed_precondition", `${what} passed ${Math.round(max / 1024 ** 2)} MiB, the most banger takes from a guest; it was stopped and nothing was written`, {
-        hint: "Commit large files outside the workspace (or with git-lfs), or copy them out with `banger vm cp`.",
-      });
+      throw new BangerError(
+        "failed_precondition",
+        `${what} passed ${Math.round(max / 1024 ** 2)} MiB, the most banger takes from a guest; it was stopped and nothing was written`,
+        {
+          hint: "Commit large files outside the workspace (or with git-lfs), or copy them out with `banger vm cp`.",
+        },
+      );
     }
     take(c);
   };

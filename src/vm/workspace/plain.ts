@@ -119,7 +119,13 @@ export function plainApplyScript(guestDir: string, remove: string[]): string {
   const d = shq(guestDir);
   const m = manifestFile(guestDir);
   const lines = ["set -e", workspaceLock(guestDir), `mkdir -p ${d}`, `cd ${d}`];
-  for (let i = 0; i < remove.length; i += 200) lines.push(`rm -rf -- ${remove.slice(i, i + 200).map((p) => shq(p)).join(" ")}`);
+  for (let i = 0; i < remove.length; i += 200)
+    lines.push(
+      `rm -rf -- ${remove
+        .slice(i, i + 200)
+        .map((p) => shq(p))
+        .join(" ")}`,
+    );
   lines.push("tar -x --no-same-owner", `mkdir -p ${shq(parentOf(m))}`, `${FIND} > ${shq(m)}.tmp`, `mv ${shq(m)}.tmp ${shq(m)}`);
   return lines.join("\n");
 }

@@ -82,9 +82,10 @@ export interface TarStream {
 
 /** Starts the host tar: the listed paths, or with `list` null the whole tree (full copy). */
 export function spawnTar(top: string, list: string | null): TarStream {
-  const argv = list === null
-    ? ["tar", "-c", "--numeric-owner", "-C", top, "."]
-    : ["tar", "-c", "--numeric-owner", "--no-recursion", "--null", "--verbatim-files-from", "-C", top, "-T", "-"];
+  const argv =
+    list === null
+      ? ["tar", "-c", "--numeric-owner", "-C", top, "."]
+      : ["tar", "-c", "--numeric-owner", "--no-recursion", "--null", "--verbatim-files-from", "-C", top, "-T", "-"];
   const proc = Bun.spawn(argv, { stdin: list === null ? "ignore" : new Blob([list]), stdout: "pipe", stderr: "pipe" });
   const done = (async () => {
     const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
@@ -102,7 +103,12 @@ export function spawnTar(top: string, list: string | null): TarStream {
  * failure explains a truncated stream better than the guest's complaint, unless `guestFirst`
  * says the guest stopped reading on purpose (then the host's complaint is beside the point).
  */
-export async function streamInto(shell: GuestShell, script: string, src: TarStream, guestFirst?: (r: GuestResult) => boolean): Promise<{ r: GuestResult; bytes: number }> {
+export async function streamInto(
+  shell: GuestShell,
+  script: string,
+  src: TarStream,
+  guestFirst?: (r: GuestResult) => boolean,
+): Promise<{ r: GuestResult; bytes: number }> {
   let bytes = 0;
   const counted = src.stdout.pipeThrough(
     new TransformStream<Uint8Array, Uint8Array>({

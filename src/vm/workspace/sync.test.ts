@@ -189,13 +189,33 @@ describe("planSync", () => {
 });
 
 test("plainTransfer: changed and new entries go, removed and retyped ones are deleted first, outermost only", () => {
-  const guest = new Map([["a", "f 1 1"], ["d", "d"], ["d/x", "f 1 1"], ["d/y", "f 1 1"], ["l", "l old"], ["t", "f 1 1"]]);
-  const host = new Map([["a", "f 2 1"], ["l", "l new"], ["t", "d"], ["t/z", "f 1 1"], ["n", "f 1 1"]]);
+  const guest = new Map([
+    ["a", "f 1 1"],
+    ["d", "d"],
+    ["d/x", "f 1 1"],
+    ["d/y", "f 1 1"],
+    ["l", "l old"],
+    ["t", "f 1 1"],
+  ]);
+  const host = new Map([
+    ["a", "f 2 1"],
+    ["l", "l new"],
+    ["t", "d"],
+    ["t/z", "f 1 1"],
+    ["n", "f 1 1"],
+  ]);
   expect(plainTransfer(host, guest)).toEqual({ send: ["a", "l", "n", "t", "t/z"], remove: ["d", "l", "t"] });
 });
 
 test("parseState keeps only object ids from the guest", () => {
   const id = "a".repeat(40);
-  expect(parseState(`kind=git\nsynced=${id}\nsyncedTree=$(reboot)\nbase=\nhead=${id}; rm -rf /\ntree=${id}\n`)).toEqual({ kind: "git", synced: id, syncedTree: null, base: null, head: null, tree: id });
+  expect(parseState(`kind=git\nsynced=${id}\nsyncedTree=$(reboot)\nbase=\nhead=${id}; rm -rf /\ntree=${id}\n`)).toEqual({
+    kind: "git",
+    synced: id,
+    syncedTree: null,
+    base: null,
+    head: null,
+    tree: id,
+  });
   expect(() => parseState("kind=weird\n")).toThrow(/unexpected workspace state/);
 });

@@ -86,7 +86,8 @@ export function parseState(stdout: string): GuestState {
     if (i > 0) kv.set(line.slice(0, i), line.slice(i + 1).trim());
   }
   const kind = kv.get("kind");
-  if (kind !== "empty" && kind !== "git" && kind !== "other") throw new BangerError("internal", `unexpected workspace state from the guest: ${lastLines(stdout)}`);
+  if (kind !== "empty" && kind !== "git" && kind !== "other")
+    throw new BangerError("internal", `unexpected workspace state from the guest: ${lastLines(stdout)}`);
   // Guest data is data: only object ids go on into scripts and comparisons.
   const opt = (k: string) => {
     const v = kv.get(k);

@@ -68,7 +68,9 @@ export function repoState(repo: string): { status: string; head: string; index: 
   return {
     status: git(repo, "status", "--porcelain=v1", "--untracked-files=all"),
     head: readFileSync(join(repo, ".git", "HEAD"), "utf8"),
-    index: createHash("sha256").update(readFileSync(join(repo, ".git", "index"))).digest("hex"),
+    index: createHash("sha256")
+      .update(readFileSync(join(repo, ".git", "index")))
+      .digest("hex"),
     refs: git(repo, "for-each-ref", "--format=%(refname) %(objectname)"),
   };
 }
