@@ -5,15 +5,10 @@ import { ipToInt, parseSubnet } from "../host/network/config.ts";
 import { SSH_NO_LEAK_OPTIONS } from "../host/ssh-options.ts";
 import { VM_NAME_RE } from "../rpc/contract.ts";
 
-/** What `vm.ssh-info` answers. */
-export interface SshInfo {
-  name: string;
-  state: string;
-  ip: string;
-  user: string;
-  key: string;
-  host_key: string;
-}
+import type { SshInfo } from "../rpc/results.ts";
+
+/** What `vm.ssh-info` answers (defined with the other RPC results). */
+export type { SshInfo };
 
 /** A login name ssh and the guest accept as just a name (never an option such as `-oProxyCommand=…`). */
 export const SSH_USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;

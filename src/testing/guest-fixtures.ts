@@ -2,28 +2,15 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSy
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { hostRunner } from "../host/runner";
+import { IMAGE_PACKAGES } from "../images/build.ts";
 import { QemuDriver } from "../vm/drivers/qemu";
 import type { BootPlan, DriveSpec, VmmHandle } from "../vm/drivers/types";
 import { hasBin, hasFile, isRoot, sharedDir, testCacheDir } from "./skip";
 
 /** Bump when the package list or the tree preparation changes; it keys the cache. */
 const ROOTFS_VERSION = "bookworm-1";
-const ROOTFS_PACKAGES = [
-  "systemd-sysv",
-  "udev",
-  "dbus",
-  "openssh-server",
-  "iproute2",
-  "git",
-  "ca-certificates",
-  "sudo",
-  "curl",
-  "python3",
-  "openssl",
-  "procps",
-  "iputils-ping",
-  "dnsutils",
-];
+/** The image's own packages plus the tools the tests call in the guest. */
+const ROOTFS_PACKAGES = [...IMAGE_PACKAGES, "iputils-ping", "dnsutils"];
 const KERNEL_NAME = "vmlinux-6.1.192";
 
 /** Prerequisites of a real-guest test, for testNeeds(name, guestChecks(), …). */
