@@ -82,15 +82,6 @@ export function buildCli() {
     .option(json, "JSON output")
     .action((o) => client.imageList(o));
   cli
-    .command("cache list", "List the warm-start goldens (saved ready VMs that `vm create` restores instead of booting)")
-    .option(json, "JSON output")
-    .action((o) => client.cacheList(o));
-  cli
-    .command("cache prune", "Remove stale goldens and those beyond warm_cache")
-    .option("--all", "Remove every golden")
-    .option(json, "JSON output")
-    .action((o) => client.cachePrune(o));
-  cli
     .command("image show <name>", "Show an image")
     .option(json, "JSON output")
     .action((n, o) => client.imageShow(String(n), o));
@@ -113,6 +104,15 @@ export function buildCli() {
     .option(json, "JSON events")
     .action((o) => client.imageBuild(o));
   cli.command("image delete <name>", "Delete an image (refused while VMs use it)").action((n) => client.imageDelete(String(n)));
+  cli
+    .command("cache list", "List the warm-start goldens (saved ready VMs that `vm create` restores instead of booting)")
+    .option(json, "JSON output")
+    .action((o) => client.cacheList(o));
+  cli
+    .command("cache prune", "Remove stale goldens and those beyond warm_cache")
+    .option("--all", "Remove every golden")
+    .option(json, "JSON output")
+    .action((o) => client.cachePrune(o));
 
   const createOpts = (c: ReturnType<typeof cli.command>) =>
     c
