@@ -63,13 +63,11 @@ export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex):
       name: "rootfs",
       run: async (ctx) => {
         mkdirSync(ctx.dir.dir, { recursive: true, mode: 0o700 });
-        // Independent processes (ssh-keygen, mkfs): run side by side.
-        await Promise.all([
-          onFullDisk("host key", ctx.dir.hostKey, deps.paths.vmsDir, () => makeHostKey(deps, ctx.dir, ctx.vm.name)),
-          onFullDisk("overlay disk", ctx.dir.overlay, deps.paths.vmsDir, () =>
-            createOverlayDisk(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES, { runner: deps.runner }),
-          ),
-        ]);
+        // One after the other: run side by side, a full disk named whichever file lost the race.
+        await onFullDisk("host key", ctx.dir.hostKey, deps.paths.vmsDir, () => makeHostKey(deps, ctx.dir, ctx.vm.name));
+        await onFullDisk("overlay disk", ctx.dir.overlay, deps.paths.vmsDir, () =>
+          createOverlayDisk(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES, { runner: deps.runner }),
+        );
       },
       undo: async (ctx) => {
         if (ctx.dir?.dir) rmSync(ctx.dir.dir, { recursive: true, force: true });
