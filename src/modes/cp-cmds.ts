@@ -115,9 +115,16 @@ async function* counted(stream: ReadableStream<Uint8Array>, add: (n: number) => 
   }
 }
 
+/** The guest's stderr, for the error message: only its last 64 KiB are kept (a guest may write without end). */
+const STDERR_KEEP = 64 * 1024;
 function stderrCollector() {
   let text = "";
-  return { take: (c: Uint8Array) => void (text += new TextDecoder().decode(c)), text: () => text.trim() };
+  const decoder = new TextDecoder();
+  const take = (c: Uint8Array) => {
+    text += decoder.decode(c, { stream: true });
+    if (text.length > STDERR_KEEP) text = text.slice(-STDERR_KEEP);
+  };
+  return { take, text: () => text.trim() };
 }
 
 function failed(what: string, stderr: string, code: number): BangerError {
