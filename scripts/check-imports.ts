@@ -21,7 +21,9 @@ export function isTestCode(file: string): boolean {
 
 /** A file outside src/testing/ named like a fake, a fixture or a contract suite: it belongs in src/testing/. */
 function looksLikeTestCode(file: string): boolean {
-  return !isTestCode(file) && /(^|\/)fake-[^/]*\.ts$|fixtures?\.ts$|\.contract\.ts$|-contract[^/]*\.ts$|\/drivers\/contract[^/]*\.ts$|\/testrepo\.ts$/.test(file);
+  return (
+    !isTestCode(file) && /(^|\/)fake-[^/]*\.ts$|fixtures?\.ts$|\.contract\.ts$|-contract[^/]*\.ts$|\/drivers\/contract[^/]*\.ts$|\/testrepo\.ts$/.test(file)
+  );
 }
 
 /** What `version`, `--help`, `vm list` and `vm show` may load before running: no daemon, no drivers, no store, no ssh2. */
@@ -46,7 +48,12 @@ const DOMAIN = /^src\/(vm|images|workspace|host|store|agent|rpc)\/|^src\/(config
  */
 const RULES: Array<{ from: RegExp; to: RegExp; why: string; staticOnly?: boolean }> = [
   { from: /^src\/(?!modes\/|main\.ts)/, to: /^src\/modes\//, why: "only main.ts loads the two modes; nothing below them imports from src/modes/" },
-  { from: /^src\/cli\//, to: /^src\/daemon\//, staticOnly: true, why: "the CLI loads the daemon only through a dynamic import() (`daemon run`); shared types live in rpc/ or the domain" },
+  {
+    from: /^src\/cli\//,
+    to: /^src\/daemon\//,
+    staticOnly: true,
+    why: "the CLI loads the daemon only through a dynamic import() (`daemon run`); shared types live in rpc/ or the domain",
+  },
   { from: /^src\/daemon\//, to: /^src\/cli\//, why: "the daemon never imports the CLI; what both need lives in rpc/, the domain or a shared leaf" },
   { from: DOMAIN, to: /^src\/(cli|daemon|modes)\//, why: "the domain never imports the CLI, the daemon or the modes; they import it" },
   {
@@ -119,7 +126,8 @@ export function checkImports(root: string): string[] {
       if (r.from.test(e.from) && r.to.test(e.to)) problems.push(`${e.from} imports ${e.to}: ${r.why}`);
     }
   }
-  for (const f of sourceFiles(root)) if (looksLikeTestCode(f)) problems.push(`${f} looks like test code (a fake, fixture or contract suite): move it to src/testing/`);
+  for (const f of sourceFiles(root))
+    if (looksLikeTestCode(f)) problems.push(`${f} looks like test code (a fake, fixture or contract suite): move it to src/testing/`);
   for (const entry of CLI_ENTRIES) {
     for (const f of staticClosure(edges, entry)) {
       if (CLI_FORBIDDEN.some((re) => re.test(f)))
