@@ -2,11 +2,11 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
 import { BangerError } from "../errors.ts";
 import { hasFile, isRoot, testNeeds } from "../testing/skip.ts";
-import { cappedSink } from "../vm/workspace/export.ts";
+import { cappedSink } from "../workspace/export.ts";
 import { hostKeyBlob, MAX_COLLECTED_BYTES, sshConnect, sshExec, sshShell, waitForSsh } from "./ssh.ts";
 import type { Client } from "ssh2";
-import { guestShellContract } from "../vm/workspace/shell.contract.ts";
-import { SSHD, startTestSshd, type TestSshd } from "./sshd-fixture.ts";
+import { guestShellContract } from "../testing/shell-contract.ts";
+import { SSHD, startTestSshd, type TestSshd } from "../testing/sshd-fixture.ts";
 import { rejection } from "../testing/errors.ts";
 
 const canSshd: Array<[boolean, string]> = [

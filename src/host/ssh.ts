@@ -1,7 +1,7 @@
 import type { Duplex } from "node:stream";
 import { Client, type ClientChannel } from "ssh2";
 import { BangerError } from "../errors.ts";
-import type { GuestIo, GuestResult, GuestShell } from "../vm/workspace/shell.ts";
+import type { GuestIo, GuestResult, GuestShell } from "../workspace/shell.ts";
 
 export interface SshConnectOptions {
   host: string;

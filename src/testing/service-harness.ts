@@ -31,6 +31,8 @@ export class RecordingDriver implements Driver {
   readonly kind = "firecracker" as const;
   readonly calls: string[] = [];
   failStart: Error | null = null;
+  /** VMMs whose vCPUs are stopped (by pause or a snapshot), until resumed. */
+  readonly paused = new Set<number>();
   private readonly agents = new Map<number, Server>();
 
   async start(plan: BootPlan): Promise<VmmHandle> {
@@ -79,7 +81,8 @@ export class RecordingDriver implements Driver {
   }
 
   async state(handle: VmmHandle): Promise<VmmState> {
-    return isAlive(handle.pid) ? "running" : "exited";
+    if (!isAlive(handle.pid)) return "exited";
+    return this.paused.has(handle.pid) ? "paused" : "running";
   }
 
   async rediscover(): Promise<VmmHandle | null> {
@@ -88,10 +91,12 @@ export class RecordingDriver implements Driver {
 
   async pause(handle: VmmHandle): Promise<void> {
     this.calls.push(`pause ${handle.pid}`);
+    this.paused.add(handle.pid);
   }
 
   async resume(handle: VmmHandle): Promise<void> {
     this.calls.push(`resume ${handle.pid}`);
+    this.paused.delete(handle.pid);
   }
 
   /** Writes stand-in state and memory files, then ends the process. */
@@ -103,8 +108,10 @@ export class RecordingDriver implements Driver {
     return { vmm: "firecracker", version: "harness", accel: "kvm", savedAt: new Date(0).toISOString() };
   }
 
+  /** Leaves the VMM paused, as a real save does, for the caller to resume. */
   async snapshot(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta> {
     this.calls.push(`snapshot ${handle.pid}`);
+    this.paused.add(handle.pid);
     writeFileSync(files.state, "state");
     writeFileSync(files.memory, "memory");
     return { vmm: "firecracker", version: "harness", accel: "kvm", savedAt: new Date(0).toISOString() };

@@ -57,6 +57,25 @@ async function pauseUntilAborted(name: string, opts: { signal: AbortSignal; log(
   await new Promise<void>((resolve) => opts.signal.addEventListener("abort", () => resolve(), { once: true }));
 }
 
+/** The fault knobs of a service, read once per operation (see VmServiceDeps.failAt / pauseAt). */
+export interface FaultKnobs {
+  failAt?: () => string | undefined;
+  pauseAt?: () => string | undefined;
+  log(msg: string): void;
+}
+
+/**
+ * Test seam for a named point outside a step list (inside suspend, fork, warm start): fails there,
+ * or holds there (until `signal` aborts, else for good) so a test can kill the daemon at that point.
+ */
+export async function faultPoint(knobs: FaultKnobs, name: string, signal?: AbortSignal): Promise<void> {
+  if (knobs.pauseAt?.() === name) {
+    await pauseUntilAborted(name, { signal: signal ?? new AbortController().signal, log: knobs.log });
+    throw new BangerError("cancelled", "cancelled by the user");
+  }
+  if (knobs.failAt?.() === name) throw new BangerError("internal", `injected failure at ${name}`);
+}
+
 async function undoAll<C>(done: Step<C>[], ctx: C, log: (m: string) => void) {
   for (const step of [...done].reverse()) {
     try {

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { bangerBin } from "../../src/testing/cli.ts";
 import { realGuestChecks, realHome, type RealHome } from "../../src/testing/real-env.ts";
 import { testNeeds } from "../../src/testing/skip.ts";
-import { makeBulkRepo } from "../../src/vm/workspace/testrepo.ts";
+import { makeBulkRepo } from "../../src/testing/testrepo.ts";
 
 // `vm exec` and `vm cp` through the compiled CLI against one real QEMU guest (r1), shared
 // by every check here to keep the file to one boot.
