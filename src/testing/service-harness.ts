@@ -268,10 +268,12 @@ export async function serviceHarness(opts: { taps?: number; tapNames?: string[];
     faults,
     restart: () => new VmService(deps),
     close: async () => {
-      await svc.goldensSettled();
-      if (opts.vmm) for (const vm of deps.vms.list()) await svc.delete(vm, true).catch(() => "");
-      // A fake VMM ended by SIGKILL leaves its agent socket and pretend guest behind.
-      if (opts.vmm) sweepDeadFakeAgents();
+      if (opts.vmm) {
+        await svc.goldensSettled();
+        for (const vm of deps.vms.list()) await svc.delete(vm, true).catch(() => "");
+        // A fake VMM ended by SIGKILL leaves its agent socket and pretend guest behind.
+        sweepDeadFakeAgents();
+      }
       await driver.killAll();
       db.close();
       rmSync(root, { recursive: true, force: true });
