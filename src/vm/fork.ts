@@ -7,7 +7,7 @@
 import { linkSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { BangerError } from "../errors.ts";
-import type { CallContext } from "../rpc/handle.ts";
+import type { CallContext } from "./model.ts";
 import type { VmRow } from "../store/vms.ts";
 import { allocate } from "./allocate.ts";
 import { resolveArtifacts } from "./create.ts";

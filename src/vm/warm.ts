@@ -8,7 +8,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { CallContext } from "../rpc/handle.ts";
+import type { CallContext, VmCreateInput } from "./model.ts";
 import type { ImageRow, KernelRow } from "../store/artifacts.ts";
 import type { VmRow } from "../store/vms.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
@@ -16,7 +16,6 @@ import { sparseCopy } from "./drivers/qemu.ts";
 import type { SavedStateMeta, VmmKind } from "./drivers/types.ts";
 import { liveHandle } from "./instant.ts";
 import { dirOf, makeHostKey } from "./runtime.ts";
-import type { Params } from "../rpc/contract.ts";
 import { parseSize } from "../units.ts";
 import { allocateRow, resolveArtifacts, type CreateCtx } from "./create.ts";
 import { forkSteps, removeCopy } from "./fork.ts";
@@ -224,7 +223,7 @@ async function freezeGolden(deps: VmServiceDeps, rt: Runtime, vm: VmRow, to: str
  * `vm create` from a golden: a private copy restored and re-identified, or null when there is no
  * usable golden (or restoring it failed; the half-made VM is removed and the caller boots cold).
  */
-export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex, params: Params<"vm.create">, call: CallContext): Promise<VmRow | null> {
+export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex, params: VmCreateInput, call: CallContext): Promise<VmRow | null> {
   if (params.start === false || deps.config.warm_cache <= 0) return null;
   const name = params.image ?? deps.config.default_image;
   if (!deps.artifacts.image(name)) return null;
