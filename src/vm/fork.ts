@@ -169,7 +169,7 @@ export async function forkVm(
   const problem = deps.drivers(source.vmm).forkProblem();
   if (problem)
     throw new BangerError("failed_precondition", `cannot fork ${source.name}: ${problem}`, {
-      hint: 'Take a disk snapshot instead (banger vm snapshot create), or use vmm = "qemu".',
+      hint: "Take a disk snapshot instead (banger vm snapshot create).",
     });
   const t0 = performance.now();
   const copies = await allocLock.run(async () =>
