@@ -9,7 +9,6 @@ import type { CallContext } from "../rpc/handle.ts";
 import { ArtifactStore } from "../store/artifacts.ts";
 import { openStore } from "../store/db.ts";
 import { rejection } from "../testing/errors.ts";
-import type { VmService } from "../vm/service.ts";
 import { artifactHandlers } from "./artifact-handlers.ts";
 
 const root = mkdtempSync(join(tmpdir(), "banger-artifacts-"));
@@ -31,7 +30,7 @@ test("a kernel build whose caller goes away stops its compile, registers nothing
     },
   };
   const db = openStore(paths.dbFile);
-  const handlers = artifactHandlers({ paths, config: DEFAULTS, db, log: () => {}, runner, vms: {} as VmService });
+  const handlers = artifactHandlers({ paths, config: DEFAULTS, db, log: () => {}, runner, vms: { usersOf: () => [] } });
   const abort = new AbortController();
   const stages: string[] = [];
   const ctx: CallContext = {
@@ -79,7 +78,7 @@ test("an image's own kernel goes with the image: kernel delete refuses it, image
     source: "build:debian-bookworm",
     created_at: now,
   });
-  const vms = { deps: { vms: { list: () => [] } } } as unknown as VmService;
+  const vms = { usersOf: () => [] };
   const handlers = artifactHandlers({ paths, config: DEFAULTS, db, log: () => {}, runner: hostRunner, vms });
   const ctx: CallContext = { signal: new AbortController().signal, progress: () => {} };
   const e = await rejection(handlers["kernel.delete"]!({ name: "deb-kernel" }, ctx));

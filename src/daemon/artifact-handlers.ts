@@ -19,7 +19,8 @@ export interface ArtifactDeps {
   db: Database;
   log(msg: string): void;
   runner: Runner;
-  vms: VmService;
+  /** Which VMs use an image or kernel (an artifact in use is not deleted). */
+  vms: Pick<VmService, "usersOf">;
 }
 
 function kernelRow(k: KernelInfo, source: string): KernelRow {
@@ -105,10 +106,7 @@ export function artifactHandlers(deps: ArtifactDeps): Handlers {
         throw new BangerError("failed_precondition", `kernel ${p.name} is image ${owner}'s own kernel`, {
           hint: `It goes with the image: banger image delete ${owner}.`,
         });
-      const users = deps.vms.deps.vms
-        .list()
-        .filter((v) => v.kernel === p.name)
-        .map((v) => v.name);
+      const users = deps.vms.usersOf({ kernel: p.name });
       if (users.length) throw new BangerError("failed_precondition", `kernel ${p.name} is used by ${users.join(", ")}`, { hint: "Delete those VMs first." });
       await deleteKernel(kernelsDir, p.name).catch(() => {});
       store.deleteKernel(p.name);

@@ -173,22 +173,13 @@ export function imageHandlers(deps: ArtifactDeps & { store: ArtifactStore }): Ha
     "image.show": async (p) => must(p.name),
     "image.delete": async (p) => {
       const image = must(p.name);
-      const users = deps.vms.deps.vms
-        .list()
-        .filter((v) => v.image === p.name)
-        .map((v) => v.name);
+      const users = deps.vms.usersOf({ image: p.name });
       if (users.length)
         throw new BangerError("failed_precondition", `image ${p.name} is used by ${users.join(", ")}`, {
           hint: `Delete those VMs first (banger vm delete ${users.join(" ")}).`,
         });
       const own = store.kernel(imageKernelName(p.name));
-      const kernelUsers =
-        own?.source === `image:${p.name}`
-          ? deps.vms.deps.vms
-              .list()
-              .filter((v) => v.kernel === own.name)
-              .map((v) => v.name)
-          : [];
+      const kernelUsers = own?.source === `image:${p.name}` ? deps.vms.usersOf({ kernel: own.name }) : [];
       if (kernelUsers.length)
         throw new BangerError("failed_precondition", `image ${p.name}'s kernel is used by ${kernelUsers.join(", ")}`, {
           hint: `Delete those VMs first (banger vm delete ${kernelUsers.join(" ")}).`,

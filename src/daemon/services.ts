@@ -21,7 +21,7 @@ import { vmDnsGuests } from "../vm/dns-guests.ts";
 import { reconcile, StatsPoller } from "../vm/reconcile.ts";
 import { VmService } from "../vm/service.ts";
 import { AGENT_VERSION } from "../version.ts";
-import { agentOf, vmHandlers } from "./vm-handlers.ts";
+import { vmHandlers } from "./vm-handlers.ts";
 import type { AgentFor } from "./exec-server.ts";
 import { artifactHandlers } from "./artifact-handlers.ts";
 import { pullAndRegister } from "./image-handlers.ts";
@@ -73,10 +73,11 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
     return d;
   };
   const keyPath = config.ssh_key || paths.sshKey;
+  const vmStore = new VmStore(deps.db);
   const vms = new VmService({
     paths,
     config,
-    vms: new VmStore(deps.db),
+    vms: vmStore,
     artifacts: new ArtifactStore(deps.db),
     runner,
     drivers: driver,
@@ -100,7 +101,7 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   const servers: DnsServer[] = [];
   const dns = await startHostDns(config.dns_listen, records, log);
   if ("server" in dns) servers.push(dns.server);
-  const guests = vmDnsGuests({ vms: vms.deps.vms, records: () => records, network });
+  const guests = vmDnsGuests({ vms: vmStore, records: () => records, network });
   const guestDns = await startGuestDns({ gateway: network.gateway().ip, upstream: config.dns_upstream, records, guests, log });
   if (guestDns) servers.push(guestDns);
   await reconcile(vms);
@@ -110,15 +111,15 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   poller.start(durations.statsPollMs);
   return {
     handlers: { ...vmHandlers(vms, poller), ...artifactHandlers({ paths, config, db: deps.db, log, runner, vms }) },
-    vmCount: () => vms.deps.vms.count(),
-    agentFor: (ref) => agentOf(vms, vms.find(ref)),
+    vmCount: () => vms.count(),
+    agentFor: (ref) => vms.agent(vms.find(ref)),
     dnsAddress: "server" in dns ? `${dns.server.address.host}:${dns.server.address.port}` : "",
     dnsProblem: "problem" in dns ? dns.problem : undefined,
     close: async () => {
       poller.stop();
       consoles.close();
       for (const s of servers) await s.close();
-      for (const a of vms.rt.agents.values()) a.close();
+      vms.closeAgents();
     },
   };
 }
