@@ -24,7 +24,8 @@ import { AGENT_VERSION } from "../version.ts";
 import { vmHandlers } from "./vm-handlers.ts";
 import type { AgentFor } from "./exec-server.ts";
 import { artifactHandlers } from "./artifact-handlers.ts";
-import { pullAndRegister } from "./image-handlers.ts";
+import { ImageService } from "../images/image-service.ts";
+import { KernelService } from "../images/kernel-service.ts";
 
 export interface ServiceDeps {
   paths: Paths;
@@ -74,11 +75,21 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   };
   const keyPath = config.ssh_key || paths.sshKey;
   const vmStore = new VmStore(deps.db);
+  const artifactDeps = {
+    paths,
+    config,
+    store: new ArtifactStore(deps.db),
+    runner,
+    usersOf: (what: { image?: string; kernel?: string }) => vms.usersOf(what),
+    agentBinary: agentBinaryPath,
+  };
+  const images = new ImageService(artifactDeps);
+  const kernels = new KernelService(artifactDeps);
   const vms = new VmService({
     paths,
     config,
     vms: vmStore,
-    artifacts: new ArtifactStore(deps.db),
+    artifacts: artifactDeps.store,
     runner,
     drivers: driver,
     defaultVmm: () => (config.vmm === "auto" ? (Bun.which(config.firecracker_bin) ? "firecracker" : "qemu") : config.vmm),
@@ -94,7 +105,7 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
       stopGraceMs: durations.stopGraceMs,
     },
     failAt: () => process.env.BANGER_FAIL_AT_STEP || undefined,
-    pullImage: async (name) => void (await pullAndRegister({ config, paths, runner }, new ArtifactStore(deps.db), name)),
+    pullImage: async (name) => void (await images.pull(name)),
     pauseAt: () => process.env.BANGER_PAUSE_AT_STEP || undefined,
   });
   await ensureSshKey(keyPath, runner);
@@ -110,7 +121,7 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   poller.trackConsoles();
   poller.start(durations.statsPollMs);
   return {
-    handlers: { ...vmHandlers(vms, poller), ...artifactHandlers({ paths, config, db: deps.db, log, runner, vms }) },
+    handlers: { ...vmHandlers(vms, poller), ...artifactHandlers(kernels, images) },
     vmCount: () => vms.count(),
     agentFor: (ref) => vms.agent(vms.find(ref)),
     dnsAddress: "server" in dns ? `${dns.server.address.host}:${dns.server.address.port}` : "",
