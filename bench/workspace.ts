@@ -8,7 +8,8 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { sshConnect, sshShell } from "../src/host/ssh.ts";
+import { sshConnect } from "../src/host/ssh.ts";
+import { sshShell } from "../src/workspace/ssh-shell.ts";
 import { SSHD, startTestSshd } from "../src/testing/sshd-fixture.ts";
 import { bangerBin } from "../src/testing/cli.ts";
 import { realGuestChecks, realHome } from "../src/testing/real-env.ts";

@@ -3,7 +3,8 @@
  * ready: the copy gets its own clock, RNG state, MAC and address, hostname, machine-id and SSH
  * host key, and forgets its source's neighbours. Imports nothing outside src/agent.
  */
-import { closeSync, openSync, writeSync } from "node:fs";
+import { appendFileSync, chmodSync, closeSync, mkdirSync, openSync, writeFileSync, writeSync } from "node:fs";
+import { dirname, join } from "node:path";
 
 /** What the host sends; every field is checked before anything changes. */
 export interface ReidentifyParams {
@@ -141,5 +142,25 @@ export function guestReidentifyDeps(): ReidentifyDeps {
       if (mode !== undefined) await chmod(path, mode);
     },
     reseed: reseedKernel,
+  };
+}
+
+/**
+ * A pretend guest's (the fake Firecracker's): files go under `root` and commands are only written
+ * down in `root/commands`, so an agent serving a test socket on a host changes nothing of the host.
+ */
+export function pretendReidentifyDeps(root: string): ReidentifyDeps {
+  return {
+    run: async (argv) => {
+      mkdirSync(root, { recursive: true });
+      appendFileSync(join(root, "commands"), `${argv.join(" ")}\n`);
+    },
+    writeFile: async (path, data, mode) => {
+      const at = join(root, path);
+      mkdirSync(dirname(at), { recursive: true });
+      writeFileSync(at, data);
+      if (mode !== undefined) chmodSync(at, mode);
+    },
+    reseed: () => {},
   };
 }

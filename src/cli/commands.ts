@@ -60,7 +60,9 @@ export async function rpc<M extends Method>(method: M, params?: Params<M>, onEve
 export async function doctor(o: Opts) {
   const p = paths();
   const { hostDoctorDeps, runDoctor } = await import("../host/doctor.ts");
-  const report = await runDoctor(hostDoctorDeps(p, hostRunner, () => tryStatus(p)));
+  const { registeredArtifacts } = await import("../store/db.ts");
+  const registered = (kernel: string, image: string) => registeredArtifacts(p.dbFile, kernel, image);
+  const report = await runDoctor(hostDoctorDeps(p, hostRunner, () => tryStatus(p), registered));
   if (o.json) printJson(out, report);
   else {
     for (const c of report.checks) {

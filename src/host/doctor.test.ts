@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type DoctorDeps, runDoctor } from "./doctor.ts";
 import { resolvePaths } from "./paths.ts";
-import { RecordingRunner } from "./runner.ts";
+import { RecordingRunner } from "../testing/recording-runner.ts";
 
 const root = mkdtempSync(join(tmpdir(), "banger-doctor-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -31,6 +31,7 @@ function host(
     udpPortFree: async () => true,
     freeBytes: () => 100 * 1024 ** 3,
     runtimeDirProblem: () => o.runtimeDirProblem ?? null,
+    registered: () => ({ kernel: false, image: false }),
   };
 }
 

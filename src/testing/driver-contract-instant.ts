@@ -4,7 +4,7 @@
  * present) a real Firecracker, so the fake's snapshot behaviour cannot drift from the real one.
  */
 import { expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, linkSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ContractOptions } from "./driver-contract.ts";
@@ -14,9 +14,9 @@ import type { BootPlan, Driver, VmmHandle } from "../vm/drivers/types.ts";
 
 /** What the surrounding contract lends: booting a plan and reading one agent reply. */
 export interface InstantHelpers {
-  boot(): Promise<{ driver: Driver; plan: BootPlan; handle: VmmHandle }>;
+  boot(edit?: (plan: BootPlan) => void): Promise<{ driver: Driver; plan: BootPlan; handle: VmmHandle }>;
   /** Tracks a handle started outside boot() so the suite's cleanup ends it. */
-  adopt(driver: Driver, handle: VmmHandle, dir: string): void;
+  adopt(driver: Driver, handle: VmmHandle | null, dir: string): void;
   health(driver: Driver, handle: VmmHandle, ms?: number): Promise<unknown>;
 }
 
@@ -59,6 +59,50 @@ export function instantContract(opts: ContractOptions, h: InstantHelpers): void 
     expect(config.vsock).toMatchObject({ uds_path: firecrackerFiles(plan.dir).agentSocket });
     expect(config["machine-config"]).toMatchObject({ vcpu_count: plan.cpus, mem_size_mib: plan.memoryMib });
   });
+
+  (opts.agent ? test : test.skip)(
+    "a snapshot loads against another VM directory: its relative drive paths open that directory's copies, a missing copy is refused",
+    async () => {
+      let disk = "";
+      const { driver, plan, handle } = await h.boot((p) => {
+        disk = join(p.dir, "disk");
+        copyFileSync(p.drives[0]!.path, disk);
+        p.drives = [{ id: "rootfs", path: disk, readOnly: false }];
+      });
+      await h.health(driver, handle, 10_000);
+      const frozen = { state: join(plan.dir, "vmstate"), memory: plan.memoryFile };
+      await driver.snapshot(handle, frozen, plan.memoryFile);
+      await driver.resume(handle);
+      const copyDir = mkdtempSync(join(tmpdir(), "banger-fc-copy-"));
+      const copy: BootPlan = {
+        ...plan,
+        vmId: `${plan.vmId}c`,
+        dir: copyDir,
+        drives: [{ id: "rootfs", path: join(copyDir, "disk"), readOnly: false }],
+        consoleLog: join(copyDir, "console.log"),
+        vmmLog: join(copyDir, "vmm.log"),
+        memoryFile: join(copyDir, "memory"),
+      };
+      const files = { state: join(copyDir, "vmstate"), memory: copy.memoryFile };
+      copyFileSync(frozen.state, files.state);
+      linkSync(frozen.memory, files.memory);
+      h.adopt(driver, null, copyDir);
+      const refused = await driver.restore(copy, files, { privateMemory: true }).catch((e: Error) => e);
+      expect(refused).toBeInstanceOf(Error);
+      expect((refused as Error).message).toContain("No such file or directory");
+      copyFileSync(disk, join(copyDir, "disk"));
+      const restored = await driver.restore(copy, files, { privateMemory: true });
+      h.adopt(driver, restored, copyDir);
+      expect(await h.health(driver, restored, 10_000)).toMatchObject({ ok: true });
+      const config = (await (await fetch("http://localhost/vm/config", { unix: restored.controlSocket } as RequestInit)).json()) as {
+        drives: Array<{ path_on_host: string }>;
+        vsock: { uds_path: string };
+      };
+      expect(config.drives.map((d) => d.path_on_host)).toEqual(["disk"]);
+      expect(config.vsock.uds_path).toBe(firecrackerFiles(copyDir).agentSocket);
+      expect(await h.health(driver, handle, 10_000)).toMatchObject({ ok: true });
+    },
+  );
 
   test("snapshot rules: create only when paused, load only on a fresh process, a missing memory file refused", async () => {
     const dir = mkdtempSync(join(tmpdir(), "banger-fcsnap-"));

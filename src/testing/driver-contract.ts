@@ -57,8 +57,9 @@ export function driverContract(name: string, makeDriver: () => Driver, opts: Con
       };
     }
 
-    async function boot(driver = makeDriver()) {
+    async function boot(driver = makeDriver(), edit?: (plan: BootPlan) => void) {
       const plan = await newPlan();
+      edit?.(plan);
       const entry = { driver, handle: null as VmmHandle | null, dir: plan.dir };
       live.push(entry);
       entry.handle = await driver.start(plan);
@@ -177,7 +178,7 @@ export function driverContract(name: string, makeDriver: () => Driver, opts: Con
     apiRulesContract(opts);
 
     instantContract(opts, {
-      boot: () => boot(),
+      boot: (edit) => boot(makeDriver(), edit),
       adopt: (driver, handle, dir) => {
         const entry = live.find((e) => e.dir === dir);
         if (entry) entry.handle = handle;

@@ -24,6 +24,7 @@ import type { NetworkPort, VmServiceDeps } from "../vm/deps.ts";
 import { isAlive } from "../vm/drivers/process.ts";
 import type { AgentStream, BootPlan, Driver, VmmHandle, VmmState, SavedStateFiles, SavedStateMeta } from "../vm/drivers/types.ts";
 import { VmService } from "../vm/service.ts";
+import { sweepDeadFakeAgents } from "./fake-firecracker/guest.ts";
 
 /** Records every call; `failStart` makes the next start throw after spawning (as a VMM crash would). */
 export class RecordingDriver implements Driver {
@@ -216,8 +217,12 @@ export interface Harness {
 const noCall = { progress: () => {}, signal: new AbortController().signal };
 export const callCtx = () => ({ ...noCall, signal: new AbortController().signal });
 
-/** Builds the harness; `taps` sets the TAP pool size. Always `close()` it. */
-export async function serviceHarness(opts: { taps?: number } = {}): Promise<Harness> {
+/**
+ * Builds the harness; `taps` sets the TAP pool size (or `tapNames` names real ones). `vmm` puts
+ * a real driver (the Firecracker driver over the fake, say) in place of the recording one; its
+ * VMs are deleted on close. Always `close()` it.
+ */
+export async function serviceHarness(opts: { taps?: number; tapNames?: string[]; vmm?: Driver } = {}): Promise<Harness> {
   const root = mkdtempSync(join(tmpdir(), "banger-svc-"));
   const paths = resolvePaths({ HOME: root, XDG_RUNTIME_DIR: join(root, "run") });
   mkdirSync(paths.vmsDir, { recursive: true });
@@ -226,7 +231,7 @@ export async function serviceHarness(opts: { taps?: number } = {}): Promise<Harn
   await seedImage(paths, artifacts);
   const config: Config = { ...DEFAULTS, vmm: "firecracker", subnet: "172.31.250.1/24", default_image: "bookworm", warm_cache: 0 };
   const driver = new RecordingDriver();
-  const network = new RecordingNetwork(Array.from({ length: opts.taps ?? 4 }, (_, i) => `tap-h${i}`));
+  const network = new RecordingNetwork(opts.tapNames ?? Array.from({ length: opts.taps ?? 4 }, (_, i) => `tap-h${i}`));
   const records = new Map<string, string>();
   const faults: Harness["faults"] = {};
   const keyPath = join(paths.sshDir, "id_ed25519");
@@ -240,7 +245,7 @@ export async function serviceHarness(opts: { taps?: number } = {}): Promise<Harn
     vms: new VmStore(db),
     artifacts,
     runner: hostRunner,
-    drivers: () => driver,
+    drivers: () => opts.vmm ?? driver,
     defaultVmm: () => "firecracker",
     network,
     dns: { set: (n, ip) => records.set(n, ip), delete: (n) => records.delete(n), clear: () => records.clear() },
@@ -251,8 +256,9 @@ export async function serviceHarness(opts: { taps?: number } = {}): Promise<Harn
     failAt: () => faults.failAt,
     pauseAt: () => faults.pauseAt,
   };
+  const svc = new VmService(deps);
   return {
-    svc: new VmService(deps),
+    svc,
     deps,
     driver,
     network,
@@ -262,6 +268,12 @@ export async function serviceHarness(opts: { taps?: number } = {}): Promise<Harn
     faults,
     restart: () => new VmService(deps),
     close: async () => {
+      if (opts.vmm) {
+        await svc.goldensSettled();
+        for (const vm of deps.vms.list()) await svc.delete(vm, true).catch(() => "");
+        // A fake VMM ended by SIGKILL leaves its agent socket and pretend guest behind.
+        sweepDeadFakeAgents();
+      }
       await driver.killAll();
       db.close();
       rmSync(root, { recursive: true, force: true });

@@ -7,7 +7,7 @@
 import { linkSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { BangerError } from "../errors.ts";
-import type { CallContext } from "../rpc/handle.ts";
+import type { CallContext } from "./model.ts";
 import type { VmRow } from "../store/vms.ts";
 import { allocate } from "./allocate.ts";
 import { resolveArtifacts } from "./create.ts";
@@ -169,7 +169,7 @@ export async function forkVm(
   const problem = deps.drivers(source.vmm).forkProblem();
   if (problem)
     throw new BangerError("failed_precondition", `cannot fork ${source.name}: ${problem}`, {
-      hint: 'Take a disk snapshot instead (banger vm snapshot create), or use vmm = "qemu".',
+      hint: "Take a disk snapshot instead (banger vm snapshot create).",
     });
   const t0 = performance.now();
   const copies = await allocLock.run(async () =>

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync }
 import { sparseCopy } from "./drivers/qemu.ts";
 import { BangerError } from "../errors.ts";
 import type { VmPaths } from "../host/paths.ts";
-import type { CallContext } from "../rpc/handle.ts";
+import type { CallContext } from "./model.ts";
 import type { VmRow } from "../store/vms.ts";
 import type { RestoreOptions, SavedStateFiles, SavedStateMeta, VmmHandle } from "./drivers/types.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";

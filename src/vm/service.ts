@@ -2,24 +2,27 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { dirname } from "node:path";
 import { knownHostsText } from "../host/ssh-config.ts";
 import { BangerError } from "../errors.ts";
-import { tailLines } from "../host/tail.ts";
+import { tailLines, tailRotated } from "../host/tail.ts";
+import { AgentClient } from "../agent/client.ts";
+import type { AgentHealth } from "../agent/protocol.ts";
+import { buildPortsView, type PortsView } from "./ports-view.ts";
+import { webProbe } from "./port-probe.ts";
 import { printable } from "../printable.ts";
 import { growWorkDisk } from "../images/disks.ts";
-import type { CallContext } from "../rpc/handle.ts";
-import type { Params } from "../rpc/contract.ts";
+import type { CallContext, SshInfo, VmCreateInput, VmLogs, VmSetInput } from "./model.ts";
 import type { VmRow } from "../store/vms.ts";
 import { createSteps, resolveArtifacts, type CreateCtx } from "./create.ts";
 import { KeyedLocks, Mutex } from "./locks.ts";
 import { toView, type VmView } from "./model.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import { fanout, resolveRef, type FanoutResult } from "./refs.ts";
-import { dirOf, knownHandle, startSteps, stopVmm, type StartCtx } from "./runtime.ts";
+import { AGENT_PORT, dirOf, knownHandle, startSteps, stopVmm, type StartCtx } from "./runtime.ts";
 import { setNet } from "./net-apply.ts";
 import { runSteps } from "./steps.ts";
 import { isSameProcess } from "./drivers/process.ts";
 import { discardSavedState, pauseVm, resumeVm, suspendVm } from "./instant.ts";
 import { forkVm } from "./fork.ts";
-import { keepGolden, warmCreate } from "./warm.ts";
+import { keepGolden, listGoldens, pruneGoldens, warmCreate, type GoldenInfo } from "./warm.ts";
 import { createSnapshot, defaultSnapshotName, deleteSnapshot, listSnapshots, restoreSnapshotFiles, type SnapshotInfo } from "./snapshots.ts";
 
 /** The VM use cases behind the `vm` RPC methods. */
@@ -44,6 +47,77 @@ export class VmService {
     return resolveRef(ref, this.deps.vms.list());
   }
 
+  /** Every VM's row. */
+  rows(): VmRow[] {
+    return this.deps.vms.list();
+  }
+
+  count(): number {
+    return this.deps.vms.count();
+  }
+
+  /** The names of the VMs built on an image or booting a kernel: what stops the artifact's delete. */
+  usersOf(what: { image?: string; kernel?: string }): string[] {
+    const uses = (v: VmRow) => (what.image !== undefined && v.image === what.image) || (what.kernel !== undefined && v.kernel === what.kernel);
+    return this.deps.vms
+      .list()
+      .filter(uses)
+      .map((v) => v.name);
+  }
+
+  /** The agent client of a running VM (kept open: virtio-serial allows one host connection). */
+  agent(vm: VmRow): AgentClient {
+    if (vm.state !== "running") throw new BangerError("failed_precondition", `VM ${vm.name} is ${vm.state}`, { hint: `Start it: banger vm start ${vm.name}` });
+    let client = this.rt.agents.get(vm.id);
+    if (!client) {
+      const handle = knownHandle(this.rt, vm, dirOf(this.deps, vm.id));
+      if (!handle) throw new BangerError("failed_precondition", `VM ${vm.name} has no running VMM`);
+      const driver = this.deps.drivers(vm.vmm);
+      client = new AgentClient(() => driver.connectAgent(handle, AGENT_PORT));
+      this.rt.agents.set(vm.id, client);
+    }
+    return client;
+  }
+
+  /** The agent's health report; banger's name for the VM comes last, so nothing in the answer can rename it. */
+  async health(vm: VmRow): Promise<AgentHealth & { name: string }> {
+    return { ...(await this.agent(vm).health({ timeoutMs: 5000 })), name: vm.name };
+  }
+
+  /** The guest's listening sockets, with the web ones probed from the host. */
+  async ports(vm: VmRow): Promise<PortsView> {
+    const { sockets, dropped } = await this.agent(vm).ports({ timeoutMs: 5000 });
+    return buildPortsView(sockets, { vmName: vm.name, probeHost: vm.ip, probe: webProbe(), dropped });
+  }
+
+  /** Closes every agent connection (the daemon is going away; the VMs run on). */
+  closeAgents() {
+    for (const a of this.rt.agents.values()) a.close();
+  }
+
+  /** The end of the VM's console and VMM logs (and of their rotated `.1` when needed); at most 100,000 lines. */
+  logs(vm: VmRow, lines: number): VmLogs {
+    const dir = dirOf(this.deps, vm.id);
+    const n = Math.min(lines, 100_000);
+    return { name: vm.name, console_log: dir.consoleLog, vmm_log: dir.vmmLog, console: tailRotated(dir.consoleLog, n), vmm: tailRotated(dir.vmmLog, n) };
+  }
+
+  /** How to reach the VM over ssh: its address, banger's key and the VM's host key. */
+  async sshInfo(vm: VmRow): Promise<SshInfo> {
+    const hostKey = readFileSync(`${dirOf(this.deps, vm.id).hostKey}.pub`, "utf8").trim();
+    return { name: vm.name, state: vm.state, ip: vm.ip, user: "root", key: (await this.deps.sshKey()).path, host_key: hostKey };
+  }
+
+  /** The warm-start copies kept in the cache. */
+  cacheList(): GoldenInfo[] {
+    return listGoldens(this.deps);
+  }
+
+  /** Removes outdated warm-start copies (all of them with `all`). */
+  cachePrune(all?: boolean): { key: string; reason: string }[] {
+    return pruneGoldens(this.deps, { all });
+  }
+
   /** Runs fn holding the VM's lock, on a fresh copy of its row. */
   withVm<T>(id: string, fn: (vm: VmRow) => Promise<T>): Promise<T> {
     return this.locks.run(id, async () => {
@@ -58,7 +132,7 @@ export class VmService {
     });
   }
 
-  async create(params: Params<"vm.create">, call: CallContext): Promise<VmView & { warnings: string[] }> {
+  async create(params: VmCreateInput, call: CallContext): Promise<VmView & { warnings: string[] }> {
     if (!params.cold) {
       const warm = await warmCreate(this.deps, this.rt, this.allocLock, params, call).finally(() => this.syncKnownHosts());
       if (warm) return { ...this.view(warm), warnings: [] };
@@ -138,6 +212,12 @@ export class VmService {
     return `stopped (${how})`;
   }
 
+  /** Stops the VM, then starts it from its fresh row. */
+  async restart(vm: VmRow, call: CallContext): Promise<string> {
+    const stopped = await this.stop(vm);
+    return `${stopped}; ${await this.start(this.deps.vms.get(vm.id)!, call)}`;
+  }
+
   async kill(vm: VmRow): Promise<string> {
     if (vm.state === "suspended") return this.discard(vm);
     this.deps.vms.update(vm.id, { desired_state: "stopped" });
@@ -205,7 +285,7 @@ export class VmService {
     return "deleted";
   }
 
-  async set(vm: VmRow, p: Params<"vm.set">): Promise<string> {
+  async set(vm: VmRow, p: VmSetInput): Promise<string> {
     const notes: string[] = [];
     const running = vm.state === "running";
     if (p.cpus !== undefined || p.memory !== undefined) {

@@ -1,5 +1,5 @@
 import { BangerError } from "../errors.ts";
-import type { ProgressEvent } from "../rpc/contract.ts";
+import type { ProgressEvent } from "./model.ts";
 
 /** One named boot step and how to undo it. */
 export interface Step<C> {

@@ -8,7 +8,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { CallContext } from "../rpc/handle.ts";
+import type { CallContext, VmCreateInput } from "./model.ts";
 import type { ImageRow, KernelRow } from "../store/artifacts.ts";
 import type { VmRow } from "../store/vms.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
@@ -16,7 +16,6 @@ import { sparseCopy } from "./drivers/qemu.ts";
 import type { SavedStateMeta, VmmKind } from "./drivers/types.ts";
 import { liveHandle } from "./instant.ts";
 import { dirOf, makeHostKey } from "./runtime.ts";
-import type { Params } from "../rpc/contract.ts";
 import { parseSize } from "../units.ts";
 import { allocateRow, resolveArtifacts, type CreateCtx } from "./create.ts";
 import { forkSteps, removeCopy } from "./fork.ts";
@@ -156,11 +155,14 @@ export async function copyGoldenInto(deps: VmServiceDeps, g: GoldenInfo, vm: VmR
   const src = goldenDir(deps, g.key);
   const d = dirOf(deps, vm.id);
   mkdirSync(d.dir, { recursive: true, mode: 0o700 });
-  await sparseCopy(join(src, "overlay"), d.overlay);
+  // Side by side: each is one `cp` of a sparse file (or a reflink), so they overlap well.
+  await Promise.all([
+    sparseCopy(join(src, "overlay"), d.overlay),
+    sparseCopy(join(src, "work"), d.workDisk),
+    sparseCopy(join(src, "config"), d.configDrive),
+    sparseCopy(join(src, "state"), d.savedState),
+  ]);
   await faultPoint(deps, "warm copy");
-  await sparseCopy(join(src, "work"), d.workDisk);
-  await sparseCopy(join(src, "config"), d.configDrive);
-  await sparseCopy(join(src, "state"), d.savedState);
   try {
     linkSync(join(src, "memory"), d.memory);
   } catch {
@@ -224,7 +226,7 @@ async function freezeGolden(deps: VmServiceDeps, rt: Runtime, vm: VmRow, to: str
  * `vm create` from a golden: a private copy restored and re-identified, or null when there is no
  * usable golden (or restoring it failed; the half-made VM is removed and the caller boots cold).
  */
-export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex, params: Params<"vm.create">, call: CallContext): Promise<VmRow | null> {
+export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex, params: VmCreateInput, call: CallContext): Promise<VmRow | null> {
   if (params.start === false || deps.config.warm_cache <= 0) return null;
   const name = params.image ?? deps.config.default_image;
   if (!deps.artifacts.image(name)) return null;
@@ -241,12 +243,17 @@ export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mu
   if (!golden) return null;
   const ctx = { params, image, kernel, warnings: [] } as unknown as CreateCtx;
   await allocLock.run(async () => allocateRow(deps, ctx));
+  // The copy runs while the network step sets up the TAP's rules; the restore waits for it.
+  const copied = Promise.all([copyGoldenInto(deps, golden, ctx.vm), makeHostKey(deps, ctx.dir, ctx.vm.name)]);
+  copied.catch(() => {});
+  const steps = forkSteps(deps, rt);
+  steps.splice(
+    steps.findIndex((s) => s.name === "restore"),
+    0,
+    { name: "warm copy", run: async () => void (await copied) },
+  );
   try {
-    call.progress({ stage: "warm copy", status: "start" });
-    await copyGoldenInto(deps, golden, ctx.vm);
-    await makeHostKey(deps, ctx.dir, ctx.vm.name);
-    call.progress({ stage: "warm copy", status: "done" });
-    await runSteps(forkSteps(deps, rt), ctx, {
+    await runSteps(steps, ctx, {
       progress: call.progress,
       signal: call.signal,
       log: deps.log,
@@ -254,6 +261,7 @@ export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mu
       pauseAt: deps.pauseAt?.(),
     });
   } catch (err) {
+    await copied.catch(() => {});
     await removeCopy(deps, rt, ctx.vm);
     if (call.signal.aborted) throw err;
     call.progress({ stage: "warning", status: "info", message: `warm start failed (${(err as Error).message}); booting cold` });

@@ -3,7 +3,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Client } from "ssh2";
-import { sshConnect, sshShell } from "../../src/host/ssh.ts";
+import { sshConnect } from "../../src/host/ssh.ts";
+import { sshShell } from "../../src/workspace/ssh-shell.ts";
 import { SSHD, startTestSshd, type TestSshd } from "../../src/testing/sshd-fixture.ts";
 import { hasFile, isRoot, testNeeds } from "../../src/testing/skip.ts";
 import { exportWorkspace, prepareWorkspace } from "../../src/workspace/index.ts";

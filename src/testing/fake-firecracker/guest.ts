@@ -1,6 +1,6 @@
-import { existsSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { findByArgs, signal } from "../../vm/drivers/process.ts";
 
 /** How the pretend guest runs its agent. */
@@ -9,6 +9,8 @@ export interface GuestOptions {
   agentArgv: string[];
   /** Where the agent listens (stands in for the guest's vsock port 1024). */
   agentSocket: string;
+  /** The pretend guest's own files (what `reidentify` writes: hostname, machine-id, host key). */
+  root: string;
   agentDelayMs: number;
   write: (text: string) => void;
 }
@@ -17,6 +19,12 @@ export interface GuestOptions {
 export const AGENT_PORT = 1024;
 
 const SOCKET_PREFIX = "fake-fc-agent-";
+const ROOT_PREFIX = "fake-fc-guest-";
+
+/** This process's pretend guest files (beside its agent socket, swept the same way). */
+export function guestRootPath(dir = tmpdir()): string {
+  return join(dir, `${ROOT_PREFIX}${process.pid}`);
+}
 
 /** This process's agent socket; sockets of fakes that died by SIGKILL are swept on the way. */
 export function agentSocketPath(dir = tmpdir()): string {
@@ -30,6 +38,8 @@ export function agentSocketPath(dir = tmpdir()): string {
  */
 export function sweepDeadFakeAgents(dir = tmpdir()): void {
   for (const name of readdirSync(dir)) {
+    const gone = Number(name.slice(ROOT_PREFIX.length));
+    if (name.startsWith(ROOT_PREFIX) && gone > 0 && !existsSync(`/proc/${gone}`)) rmSync(join(dir, name), { recursive: true, force: true });
     const pid = Number(name.slice(SOCKET_PREFIX.length, -".sock".length));
     if (!name.startsWith(SOCKET_PREFIX) || !(pid > 0) || existsSync(`/proc/${pid}`)) continue;
     // Its fake died without taking the agent along (e.g. SIGKILL before pdeathsig was armed).
@@ -54,6 +64,19 @@ export interface GuestState {
   bootedAt: number;
   /** Milliseconds the guest had run when frozen (its clock does not move while paused). */
   ranMs: number;
+  /** The guest's own files by path (its identity after a `reidentify`). */
+  files?: Record<string, string>;
+}
+
+/** Every file under `root`, by path relative to it. */
+function readTree(root: string, at = root, out: Record<string, string> = {}): Record<string, string> {
+  if (!existsSync(at)) return out;
+  for (const e of readdirSync(at, { withFileTypes: true })) {
+    const p = join(at, e.name);
+    if (e.isDirectory()) readTree(root, p, out);
+    else out[relative(root, p)] = readFileSync(p, "utf8");
+  }
+  return out;
 }
 
 /** The guest side of a booted fake VM: console output and the agent process. */
@@ -64,6 +87,8 @@ export class PretendGuest {
   private frozen = false;
   private current: GuestState | null = null;
   private runningSince = 0;
+  /** Whether the guest's agent can be reached (after the boot delay, or at once after a restore). */
+  private up = false;
 
   constructor(private readonly opts: GuestOptions) {}
 
@@ -77,7 +102,16 @@ export class PretendGuest {
     w("[    0.300000] Run /sbin/init as init process\n");
     this.current = { cmdline, vcpus, memMib, bootId: crypto.randomUUID(), bootedAt: Date.now(), ranMs: 0 };
     this.runningSince = Date.now();
-    this.timer = setTimeout(() => this.startAgent(), this.opts.agentDelayMs);
+    this.timer = setTimeout(() => this.agentUp(), this.opts.agentDelayMs);
+  }
+
+  /**
+   * Starts the stand-in agent process before any guest runs, unreachable until the guest is up:
+   * a process takes tens of milliseconds to start, which a restored guest (its agent already
+   * running in RAM) does not pay, and a booting one hides in its boot delay.
+   */
+  prestart(): void {
+    if (!this.agent) this.startAgent();
   }
 
   /** Pause: the agent process is stopped (SIGSTOP) as vCPUs would be; nothing answers. */
@@ -97,22 +131,38 @@ export class PretendGuest {
 
   /** The state a snapshot saves (only while frozen, as Firecracker only snapshots a paused VM). */
   state(): GuestState {
-    return { ...this.current! };
+    return { ...this.current!, files: readTree(this.opts.root) };
   }
 
-  /** Continues a saved guest: same boot id and run time, the agent up at once (no boot). */
-  restore(saved: GuestState, paused: boolean): void {
-    this.current = { ...saved };
+  /**
+   * Continues a saved guest: same boot id and run time, no boot. A restored guest's agent is
+   * already running in its RAM, so this resolves once the stand-in agent process listens.
+   */
+  async restore(saved: GuestState, paused: boolean): Promise<void> {
+    const { files, ...rest } = saved;
+    this.current = rest;
+    rmSync(this.opts.root, { recursive: true, force: true });
+    for (const [p, text] of Object.entries(files ?? {})) {
+      mkdirSync(dirname(join(this.opts.root, p)), { recursive: true });
+      writeFileSync(join(this.opts.root, p), text);
+    }
     this.runningSince = Date.now();
     this.opts.write(`[ ${(saved.ranMs / 1000).toFixed(6)}] fake guest ${saved.bootId} restored from snapshot\n`);
-    this.startAgent();
+    this.agentUp();
+    for (const deadline = Date.now() + 5000; !existsSync(this.opts.agentSocket) && this.agent?.exitCode === null && Date.now() < deadline; ) await Bun.sleep(2);
     if (paused) this.freeze();
   }
 
   /** The socket a vsock CONNECT to `port` reaches, or null when nothing listens there yet. */
   listener(port: number): string | null {
-    if (port !== AGENT_PORT || !this.agent || !existsSync(this.opts.agentSocket)) return null;
+    if (port !== AGENT_PORT || !this.up || !this.agent || !existsSync(this.opts.agentSocket)) return null;
     return this.opts.agentSocket;
+  }
+
+  private agentUp(): void {
+    this.prestart();
+    this.up = true;
+    this.opts.write("[    0.900000] banger-agent: started\n");
   }
 
   private startAgent(): void {
@@ -120,12 +170,13 @@ export class PretendGuest {
     rmSync(this.opts.agentSocket, { force: true });
     // pdeathsig ends the agent even when the fake is SIGKILLed, as a guest dies with its VMM.
     const wrap = Bun.which("setpriv") ? ["setpriv", "--pdeathsig", "KILL", "--"] : [];
+    mkdirSync(this.opts.root, { recursive: true, mode: 0o700 });
     this.agent = Bun.spawn([...wrap, ...this.opts.agentArgv, "--unix", this.opts.agentSocket], {
+      env: { ...process.env, BANGER_AGENT_PRETEND_ROOT: this.opts.root },
       stdin: "ignore",
       stdout: "inherit",
       stderr: "inherit",
     });
-    this.opts.write("[    0.900000] banger-agent: started\n");
   }
 
   /** Ends the agent; called whenever the fake exits. */
@@ -134,5 +185,6 @@ export class PretendGuest {
     if (this.timer) clearTimeout(this.timer);
     if (this.agent && this.agent.exitCode === null) this.agent.kill("SIGKILL");
     rmSync(this.opts.agentSocket, { force: true });
+    rmSync(this.opts.root, { recursive: true, force: true });
   }
 }
