@@ -74,6 +74,11 @@ export async function benchForkMemory(ctx: BenchCtx, n = 5): Promise<void> {
       baseline: `${c.rss.toFixed(0)} MiB for ${n} cold VMs`,
       ratio: f.rss / c.rss,
     });
+  } catch (err) {
+    // The home goes with the cleanup below; keep what the daemon said for the report.
+    const logs = await home.run(["daemon", "logs"]);
+    console.log(`   daemon log (tail):\n${logs.stdout.split("\n").slice(-30).join("\n")}${logs.stderr}`);
+    throw err;
   } finally {
     await home.run(["vm", "delete", "--force", "fm", ...forks, ...colds]);
     await home.teardownNet();
