@@ -150,7 +150,13 @@ function fakeGuest(name: string) {
     link: async () => "",
     hostname: () => name,
     // The pretend guest takes a new identity by recording it (nothing on the host changes).
-    reidentify: { run: async () => {}, writeFile: async (p: string, d: string) => void (files[p] = d), reseed: () => {} },
+    reidentify: {
+      run: async () => {},
+      writeFile: async (p: string, d: string) => void (files[p] = d),
+      reseed: () => {},
+      setClock: () => {},
+      reloadSshd: async () => {},
+    },
   };
 }
 
