@@ -111,7 +111,10 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   return {
     handlers: { ...vmHandlers(vms, poller), ...artifactHandlers({ paths, config, db: deps.db, log, runner, vms }) },
     vmCount: () => vms.deps.vms.count(),
-    agentFor: (ref) => agentOf(vms, vms.find(ref)),
+    agentFor: (ref) => {
+      const vm = vms.find(ref);
+      return { client: agentOf(vms, vm), ip: vm.ip ?? "" };
+    },
     dnsAddress: "server" in dns ? `${dns.server.address.host}:${dns.server.address.port}` : "",
     dnsProblem: "problem" in dns ? dns.problem : undefined,
     close: async () => {
