@@ -177,7 +177,7 @@ describe("vm exec on a real guest (needs qemu, root, built dist/)", () => {
   );
 
   testNeeds(
-    "vm run -- cmd and workspace export go through the agent, prepare through ssh unless BANGER_GUEST_TRANSPORT=agent",
+    "vm run -- cmd, workspace prepare (its upload on the bulk channel) and export go through the agent; BANGER_GUEST_TRANSPORT=ssh still works",
     needs,
     async () => {
       const repo = join(tmp, "bulk");
@@ -187,7 +187,7 @@ describe("vm exec on a real guest (needs qemu, root, built dist/)", () => {
       expect(viaSsh.stderr).toBe("");
       expect(viaSsh.code).toBe(0);
       const [viaAgent, agentMs] = await timed(() =>
-        h.run(["vm", "workspace", "prepare", "r1", "--from", repo, "--replace"], { env: { BANGER_GUEST_TRANSPORT: "agent" } }),
+        h.run(["vm", "workspace", "prepare", "r1", "--from", repo, "--replace"]),
       );
       expect(viaAgent.code).toBe(0);
       console.log(
