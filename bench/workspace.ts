@@ -8,13 +8,14 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { sshConnect, sshShell } from "../src/host/ssh.ts";
-import { SSHD, startTestSshd } from "../src/host/sshd-fixture.ts";
+import { sshConnect } from "../src/host/ssh.ts";
+import { sshShell } from "../src/workspace/ssh-shell.ts";
+import { SSHD, startTestSshd } from "../src/testing/sshd-fixture.ts";
 import { bangerBin } from "../src/testing/cli.ts";
 import { realGuestChecks, realHome } from "../src/testing/real-env.ts";
 import { hasFile, isRoot, missing } from "../src/testing/skip.ts";
-import { type GuestShell, localShell, prepareWorkspace, syncWorkspace } from "../src/vm/workspace.ts";
-import { makeBulkRepo } from "../src/vm/workspace/testrepo.ts";
+import { type GuestShell, localShell, prepareWorkspace, syncWorkspace } from "../src/workspace/index.ts";
+import { makeBulkRepo } from "../src/testing/testrepo.ts";
 
 const args = process.argv.slice(2);
 const real = args.includes("--real");

@@ -22,8 +22,10 @@ function tree(files: Record<string, string>): string {
 
 const clean = {
   "src/main.ts": 'const client = () => import("./modes/client.ts");\nexport { client };\n',
-  "src/modes/client.ts": 'import { x } from "../vm/model.ts";\nexport const y = x;\nexport const d = () => import("./daemon.ts");\n',
-  "src/modes/daemon.ts": 'import { Client } from "ssh2";\nimport { x } from "../vm/model.ts";\nexport { Client, x };\n',
+  "src/modes/client.ts": 'export * from "../cli/commands.ts";\n',
+  "src/cli/commands.ts": 'import { x } from "../vm/model.ts";\nexport const y = x;\nexport const d = () => import("../daemon/serve.ts");\n',
+  "src/modes/daemon.ts": 'export { serve } from "../daemon/serve.ts";\n',
+  "src/daemon/serve.ts": 'import { Client } from "ssh2";\nimport { x } from "../vm/model.ts";\nexport const serve = () => [Client, x];\n',
   "src/vm/model.ts": "export const x = 1;\n",
 };
 
@@ -41,8 +43,9 @@ test("a planted import from the domain up into src/modes/ is caught", () => {
 });
 
 test("a static import of the daemon from the CLI is caught, naming the chain's end", () => {
-  const problems = checkImports(tree({ ...clean, "src/modes/client.ts": 'import { x } from "./daemon.ts";\nexport const y = x;\n' }));
-  expect(problems.some((p) => p.includes("src/modes/client.ts loads src/modes/daemon.ts at start-up"))).toBe(true);
+  const problems = checkImports(tree({ ...clean, "src/cli/commands.ts": 'import { serve } from "../daemon/serve.ts";\nexport const y = serve;\n' }));
+  expect(problems.some((p) => p.includes("src/modes/client.ts loads src/daemon/serve.ts at start-up"))).toBe(true);
+  expect(problems.some((p) => p.includes("src/cli/commands.ts imports src/daemon/serve.ts"))).toBe(true);
   expect(problems.some((p) => p.includes("loads ssh2"))).toBe(true);
 });
 
@@ -55,4 +58,25 @@ test("production code importing a fake is caught", () => {
     }),
   );
   expect(problems.join("\n")).toContain("production code never imports test code");
+});
+
+test("the daemon importing the CLI, and the domain importing either room, are caught", () => {
+  const problems = checkImports(
+    tree({
+      ...clean,
+      "src/cli/render.ts": "export const r = 1;\n",
+      "src/daemon/serve.ts": 'import { r } from "../cli/render.ts";\nexport const serve = () => r;\n',
+      "src/workspace/sync.ts": 'import { serve } from "../daemon/serve.ts";\nexport const s = serve;\n',
+      "src/host/paths.ts": 'import { r } from "../cli/render.ts";\nexport const p = r;\n',
+    }),
+  );
+  const text = problems.join("\n");
+  expect(text).toContain("src/daemon/serve.ts imports src/cli/render.ts: the daemon never imports the CLI");
+  expect(text).toContain("src/workspace/sync.ts imports src/daemon/serve.ts: the domain never imports");
+  expect(text).toContain("src/host/paths.ts imports src/cli/render.ts: the domain never imports");
+});
+
+test("a fake or fixture left in a production folder is caught", () => {
+  const problems = checkImports(tree({ ...clean, "src/host/fake-host.ts": "export const h = 1;\n" }));
+  expect(problems.join("\n")).toContain("src/host/fake-host.ts looks like test code");
 });

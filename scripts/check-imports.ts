@@ -14,18 +14,23 @@ export interface Edge {
   dynamic: boolean;
 }
 
-/** Files that are test code wherever they live: fakes, fixtures, contract suites. */
+/** Test code: everything under src/testing/ (fakes, fixtures, contract suites) and the `*.test.ts` beside what they test. */
 export function isTestCode(file: string): boolean {
+  return file.startsWith("src/testing/") || file.endsWith(".test.ts");
+}
+
+/** A file outside src/testing/ named like a fake, a fixture or a contract suite: it belongs in src/testing/. */
+function looksLikeTestCode(file: string): boolean {
   return (
-    file.startsWith("src/testing/") ||
-    /\.test\.ts$|\.contract\.ts$|^src\/vm\/drivers\/contract[^/]*\.ts$|fixtures?\.ts$|\/fake-[^/]*\.ts$|\/testrepo\.ts$/.test(file)
+    !isTestCode(file) && /(^|\/)fake-[^/]*\.ts$|fixtures?\.ts$|\.contract\.ts$|-contract[^/]*\.ts$|\/drivers\/contract[^/]*\.ts$|\/testrepo\.ts$/.test(file)
   );
 }
 
 /** What `version`, `--help`, `vm list` and `vm show` may load before running: no daemon, no drivers, no store, no ssh2. */
 const CLI_ENTRIES = ["src/main.ts", "src/modes/client.ts"];
 const CLI_FORBIDDEN = [
-  /^src\/modes\/(daemon|services|[a-z-]+-handlers|image-import)\.ts$/,
+  /^src\/modes\/daemon\.ts$/,
+  /^src\/daemon\//,
   /^src\/store\//,
   /^src\/vm\/drivers\/(?!process\.ts)/,
   /^src\/vm\/(service|create|runtime|reconcile|steps)\.ts$/,
@@ -34,15 +39,35 @@ const CLI_FORBIDDEN = [
   /^bun:sqlite$/,
 ];
 
-/** Room rules: a file matching `from` may not import a file matching `to`. */
-const RULES: Array<{ from: RegExp; to: RegExp; why: string }> = [
-  { from: /^src\/(?!modes\/|main\.ts)/, to: /^src\/modes\//, why: "only the two modes wire things up; nothing below them imports from src/modes/" },
+/** The domain: what the CLI and the daemon are built on; it never reaches up into them. */
+const DOMAIN = /^src\/(vm|images|workspace|host|store|agent|rpc)\/|^src\/(config|errors|printable|units|version|self|lazy|guest-agent)\.ts$/;
+
+/**
+ * Room rules: a file matching `from` may not import a file matching `to`. A rule marked
+ * `staticOnly` lets a dynamic import() through (the CLI loading the daemon to run it).
+ */
+const RULES: Array<{ from: RegExp; to: RegExp; why: string; staticOnly?: boolean }> = [
+  { from: /^src\/(?!modes\/|main\.ts)/, to: /^src\/modes\//, why: "only main.ts loads the two modes; nothing below them imports from src/modes/" },
   {
-    from: /^src\/(agent|guest-agent\.ts)/,
-    to: /^src\/(host|store|vm|images|modes|rpc)\//,
+    from: /^src\/cli\//,
+    to: /^src\/daemon\//,
+    staticOnly: true,
+    why: "the CLI loads the daemon only through a dynamic import() (`daemon run`); shared types live in rpc/ or the domain",
+  },
+  { from: /^src\/daemon\//, to: /^src\/cli\//, why: "the daemon never imports the CLI; what both need lives in rpc/, the domain or a shared leaf" },
+  { from: DOMAIN, to: /^src\/(cli|daemon|modes)\//, why: "the domain never imports the CLI, the daemon or the modes; they import it" },
+  {
+    from: /^src\/(agent\/|guest-agent\.ts)/,
+    to: /^src\/(host|store|vm|images|workspace|modes|cli|daemon|rpc)\//,
     why: "the guest agent is its own small program: it imports only src/agent/ and shared leaves",
   },
-  { from: /^src\/(store|rpc)\//, to: /^src\/(vm|images|host)\/(?!model\.ts)/, why: "store/ and rpc/ are leaves below the domain" },
+  {
+    from: /^src\/(store|rpc)\//,
+    to: /^src\/(vm|images|host|workspace|agent)\/(?!model\.ts)/,
+    why: "store/ and rpc/ are leaves below the domain (rpc/ may name vm/model.ts types)",
+  },
+  { from: /^src\/store\//, to: /^src\/rpc\//, why: "store/ is a leaf: it does not know the wire" },
+  { from: /^src\/rpc\//, to: /^src\/store\//, why: "rpc/ is a leaf: it does not know the database" },
 ];
 
 function sourceFiles(root: string): string[] {
@@ -96,8 +121,13 @@ export function checkImports(root: string): string[] {
   for (const e of edges) {
     if (isTestCode(e.from)) continue;
     if (isTestCode(e.to)) problems.push(`${e.from} imports ${e.to}: production code never imports test code (fakes, fixtures, contract suites)`);
-    for (const r of RULES) if (r.from.test(e.from) && r.to.test(e.to)) problems.push(`${e.from} imports ${e.to}: ${r.why}`);
+    for (const r of RULES) {
+      if (r.staticOnly && e.dynamic) continue;
+      if (r.from.test(e.from) && r.to.test(e.to)) problems.push(`${e.from} imports ${e.to}: ${r.why}`);
+    }
   }
+  for (const f of sourceFiles(root))
+    if (looksLikeTestCode(f)) problems.push(`${f} looks like test code (a fake, fixture or contract suite): move it to src/testing/`);
   for (const entry of CLI_ENTRIES) {
     for (const f of staticClosure(edges, entry)) {
       if (CLI_FORBIDDEN.some((re) => re.test(f)))

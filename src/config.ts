@@ -3,7 +3,6 @@ import TOML from "@iarna/toml";
 import { existsSync, readFileSync } from "node:fs";
 import * as v from "valibot";
 import { BangerError } from "./errors.ts";
-import type { Paths } from "./host/paths.ts";
 import { parseDuration, parseSize } from "./units.ts";
 
 /** One `[[file_sync]]` entry: a host file or directory copied into the guest on every start. */
@@ -213,7 +212,7 @@ function netPolicyError(text: string): string | null {
 }
 
 /** Reads and validates the config file; a missing file means all defaults. */
-export function loadConfig(paths: Paths): Config {
+export function loadConfig(paths: { configFile: string }): Config {
   if (!existsSync(paths.configFile)) return { ...DEFAULTS };
   let raw: unknown;
   try {

@@ -4,11 +4,11 @@
  * virtio-serial port or (for tests and the fake Firecracker) a unix socket.
  * It imports only src/agent/* so it stays tiny and compiles on its own.
  */
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { AGENT_SERIAL_PATH, AGENT_VSOCK_PORT, encodeLine } from "./agent/protocol.ts";
 import { findSerialPort, openSerialPort, serveSerial } from "./agent/serial.ts";
-import { guestReidentifyDeps } from "./agent/reidentify.ts";
+import { guestReidentifyDeps, pretendReidentifyDeps } from "./agent/reidentify.ts";
 import { createHandler, procDeps, serveConnection, type Handler } from "./agent/server.ts";
 import { serveVsock, vsockRoundTrip } from "./agent/vsock.ts";
 
@@ -78,10 +78,27 @@ function probeVsock(cid: string | undefined, port: string | undefined): number {
   return line.includes('"ok":true') ? 0 : 1;
 }
 
+/**
+ * What --unix serves: no re-identify on a host, except for a pretend guest (the fake Firecracker's),
+ * whose identity lives in files under BANGER_AGENT_PRETEND_ROOT.
+ */
+function testDeps(pretendRoot: string | undefined) {
+  const deps = procDeps(VERSION);
+  if (!pretendRoot) return deps;
+  const named = () => {
+    try {
+      return readFileSync(`${pretendRoot}/etc/hostname`, "utf8").trim();
+    } catch {
+      return "";
+    }
+  };
+  return { ...deps, hostname: () => named() || deps.hostname(), reidentify: pretendReidentifyDeps(pretendRoot) };
+}
+
 async function main(argv: string[]): Promise<number | null> {
   // Only the guest modes may change the machine's identity; --unix serves tests on a host.
   const handler = createHandler({ ...procDeps(VERSION), reidentify: guestReidentifyDeps() });
-  const testHandler = createHandler(procDeps(VERSION));
+  const testHandler = createHandler(testDeps(process.env.BANGER_AGENT_PRETEND_ROOT));
   if (!argv.length) argv = ["--auto"];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { buildCli, joinCommandWords } from "./main.ts";
-import { completionScript } from "./modes/completion.ts";
+import { completionScript } from "./cli/completion.ts";
 
 describe("command table", () => {
   const cli = buildCli();

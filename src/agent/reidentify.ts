@@ -3,7 +3,8 @@
  * ready: the copy gets its own clock, RNG state, MAC and address, hostname, machine-id and SSH
  * host key, and forgets its source's neighbours. Imports nothing outside src/agent.
  */
-import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
+import { appendFileSync, chmodSync, closeSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import { dirname, join } from "node:path";
 
 /** What the host sends; every field is checked before anything changes. */
 export interface ReidentifyParams {
@@ -184,5 +185,28 @@ export function guestReidentifyDeps(): ReidentifyDeps {
     reseed: reseedKernel,
     setClock: setClockMs,
     reloadSshd,
+  };
+}
+
+/**
+ * A pretend guest's (the fake Firecracker's): files go under `root` and commands are only written
+ * down in `root/commands`, so an agent serving a test socket on a host changes nothing of the host.
+ */
+export function pretendReidentifyDeps(root: string): ReidentifyDeps {
+  const note = (line: string) => {
+    mkdirSync(root, { recursive: true });
+    appendFileSync(join(root, "commands"), `${line}\n`);
+  };
+  return {
+    run: async (argv, stdin) => note([argv.join(" "), ...(stdin ?? "").split("\n").filter(Boolean)].join(" | ")),
+    writeFile: async (path, data, mode) => {
+      const at = join(root, path);
+      mkdirSync(dirname(at), { recursive: true });
+      writeFileSync(at, data);
+      if (mode !== undefined) chmodSync(at, mode);
+    },
+    reseed: () => {},
+    setClock: (ms) => note(`clock ${ms}`),
+    reloadSshd: async () => note("reload sshd"),
   };
 }

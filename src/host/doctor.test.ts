@@ -31,6 +31,7 @@ function host(
     udpPortFree: async () => true,
     freeBytes: () => 100 * 1024 ** 3,
     runtimeDirProblem: () => o.runtimeDirProblem ?? null,
+    registered: () => ({ kernel: false, image: false }),
   };
 }
 

@@ -8,8 +8,7 @@ import type { Paths } from "./paths.ts";
 import type { Runner } from "./runner.ts";
 import { currentOwner, runtimeDirProblem } from "../rpc/socket-trust.ts";
 import { DNS_FIX } from "./dns-hint.ts";
-import { openStoreReadOnly } from "../store/db.ts";
-import { hasHardwareVirt } from "../vm/drivers/accel.ts";
+import { hasHardwareVirt } from "./cpu.ts";
 
 export type CheckStatus = "pass" | "warn" | "fail";
 
@@ -39,13 +38,16 @@ export interface DoctorDeps {
   freeBytes(path: string): number;
   /** Why the runtime directory cannot be trusted (another user's, a symlink, open mode), or null. */
   runtimeDirProblem(): string | null;
+  /** Whether the state database has the kernel and the image registered; throws when it cannot be read. */
+  registered(kernel: string, image: string): { kernel: boolean; image: boolean };
 }
 
 /** Real host probes. */
-export function hostDoctorDeps(paths: Paths, runner: Runner, daemonStatus: DoctorDeps["daemonStatus"]): DoctorDeps {
+export function hostDoctorDeps(paths: Paths, runner: Runner, daemonStatus: DoctorDeps["daemonStatus"], registered: DoctorDeps["registered"]): DoctorDeps {
   return {
     paths,
     runner,
+    registered,
     readFile: (p) => readFileSync(p, "utf8"),
     exists: existsSync,
     canOpenRW: (p) => {
@@ -246,25 +248,16 @@ async function checkBridge(deps: DoctorDeps, config: Config | null, checks: Chec
 }
 
 function checkArtifacts(deps: DoctorDeps, config: Config | null, checks: Check[]) {
-  let db;
+  const image = config?.default_image ?? "bookworm";
+  const kernel = config?.default_kernel ?? "default";
+  let found: { kernel: boolean; image: boolean };
   try {
-    db = openStoreReadOnly(deps.paths.dbFile);
+    found = deps.registered(kernel, image);
   } catch (err) {
     checks.push({ name: "state database", status: "fail", detail: (err as Error).message, fix: "Move the file aside to start with an empty state" });
     return;
   }
-  const image = config?.default_image ?? "bookworm";
-  const kernel = config?.default_kernel ?? "default";
-  const has = (table: string, name: string) => {
-    try {
-      return Boolean(db?.query(`SELECT 1 FROM ${table} WHERE name = ?`).get(name));
-    } catch {
-      return false;
-    }
-  };
-  const hasKernel = has("kernels", kernel);
-  const hasImage = has("images", image);
-  db?.close();
+  const { kernel: hasKernel, image: hasImage } = found;
   checks.push(
     hasKernel
       ? { name: "default kernel", status: "pass", detail: kernel }

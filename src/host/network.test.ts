@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { BangerError } from "../errors.ts";
 import { hostSetup, hostTeardown, natAdd } from "./network.ts";
-import { FakeHost, cfg, model, nftJson, setUpHost } from "./network/fake-host.ts";
+import { FakeHost, cfg, model, nftJson, setUpHost } from "../testing/fake-host.ts";
 import { nftBaseScript } from "./network/nft.ts";
 
 describe("hostSetup", () => {

@@ -2,11 +2,12 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
 import { BangerError } from "../errors.ts";
 import { hasFile, isRoot, testNeeds } from "../testing/skip.ts";
-import { cappedSink } from "../vm/workspace/export.ts";
-import { hostKeyBlob, MAX_COLLECTED_BYTES, sshConnect, sshExec, sshShell, readSshBanner, waitForSsh, waitForSshBanner } from "./ssh.ts";
+import { cappedSink } from "../workspace/export.ts";
+import { sshShell } from "../workspace/ssh-shell.ts";
+import { hostKeyBlob, MAX_COLLECTED_BYTES, readSshBanner, sshConnect, sshExec, waitForSsh, waitForSshBanner } from "./ssh.ts";
 import type { Client } from "ssh2";
-import { guestShellContract } from "../vm/workspace/shell.contract.ts";
-import { SSHD, startTestSshd, type TestSshd } from "./sshd-fixture.ts";
+import { guestShellContract } from "../testing/shell-contract.ts";
+import { SSHD, startTestSshd, type TestSshd } from "../testing/sshd-fixture.ts";
 import { rejection } from "../testing/errors.ts";
 
 const canSshd: Array<[boolean, string]> = [
@@ -181,8 +182,8 @@ describe("the banner probe for restored guests", () => {
     };
     await waitForSshBanner("10.0.0.9", 5_000, { read, sleep: async () => {} });
     expect(calls).toBe(3);
-    await expect(waitForSshBanner("10.0.0.9", 50, { read: async () => Promise.reject(new Error("ECONNREFUSED")), sleep: (ms) => Bun.sleep(ms) })).rejects.toThrow(
-      "SSH on 10.0.0.9:22 did not answer within 0s after the restore (last: ECONNREFUSED)",
-    );
+    await expect(
+      waitForSshBanner("10.0.0.9", 50, { read: async () => Promise.reject(new Error("ECONNREFUSED")), sleep: (ms) => Bun.sleep(ms) }),
+    ).rejects.toThrow("SSH on 10.0.0.9:22 did not answer within 0s after the restore (last: ECONNREFUSED)");
   });
 });

@@ -2,7 +2,6 @@ import type { Duplex } from "node:stream";
 import { createConnection } from "node:net";
 import { Client, type ClientChannel } from "ssh2";
 import { BangerError } from "../errors.ts";
-import type { GuestIo, GuestResult, GuestShell } from "../vm/workspace/shell.ts";
 
 export interface SshConnectOptions {
   host: string;
@@ -121,11 +120,18 @@ function collector(what: string) {
   };
 }
 
+/** A finished command: its exit code and whatever output was collected (not streamed to a sink). */
+export interface SshExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
 /**
  * Runs one command over the connection, streaming stdin in with backpressure; resolves with its
  * exit code. A sink that throws (or collected output past its cap) ends the command and rejects.
  */
-export function sshExec(conn: Client, cmd: string, io: SshExecIo = {}): Promise<GuestResult> {
+export function sshExec(conn: Client, cmd: string, io: SshExecIo = {}): Promise<SshExecResult> {
   return new Promise((resolve, reject) => {
     conn.exec(cmd, (err, ch) => {
       if (err) return reject(new BangerError("unavailable", `could not start a command over SSH: ${err.message}`, { cause: err }));
@@ -185,13 +191,6 @@ async function feed(ch: ClientChannel, stdin: SshExecIo["stdin"], closed: () => 
     // The producer failed (its own error reaches the caller that owns it); the remote sees a short stream.
   }
   if (!closed()) ch.end();
-}
-
-/** The workspace's GuestShell over an SSH connection. */
-export function sshShell(conn: Client): GuestShell {
-  return {
-    exec: (cmd: string, io: GuestIo = {}) => sshExec(conn, cmd, { stdin: io.stdin, stdout: io.onStdout, stderr: io.onStderr }),
-  };
 }
 
 export interface WaitForSshOptions extends Omit<SshConnectOptions, "sock" | "timeoutMs"> {

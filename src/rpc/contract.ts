@@ -1,7 +1,10 @@
 import * as v from "valibot";
 import { MIN_DISK_BYTES } from "../config.ts";
 import type { WireError } from "../errors.ts";
+import type { ProgressEvent, VmCreateInput, VmSetInput } from "../vm/model.ts";
 import type { Results } from "./results.ts";
+
+export type { ProgressEvent };
 
 /** DNS-safe VM names: they become `<name>.vm`. */
 export const VM_NAME_RE = /^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/;
@@ -111,6 +114,9 @@ export const METHODS = {
 
 export type Method = keyof typeof METHODS;
 export type Params<M extends Method> = v.InferOutput<(typeof METHODS)[M]>;
+/** The wire's `vm.create` and `vm.set` params are the domain's inputs (vm/model.ts); tsc fails here if they drift apart. */
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+export const WIRE_MATCHES_DOMAIN: [Same<Params<"vm.create">, VmCreateInput>, Same<Omit<Params<"vm.set">, "refs">, VmSetInput>] = [true, true];
 /** What method M answers (see results.ts); methods whose answer nobody reads are `unknown`. */
 export type Result<M extends Method> = M extends keyof Results ? Results[M] : unknown;
 /** One call to the daemon: typed by method, params and answer. */
@@ -135,12 +141,6 @@ export const STREAMING = new Set<Method>([
 export type Envelope<T = unknown> = { ok: true; result: T } | { ok: false; error: WireError };
 
 /** A progress event in a streaming answer (one JSON object per line). */
-export interface ProgressEvent {
-  stage: string;
-  status: "start" | "done" | "failed" | "info";
-  elapsedMs?: number;
-  message?: string;
-}
 
 /** Largest request body the daemon reads. */
 export const MAX_BODY_BYTES = 1024 * 1024;

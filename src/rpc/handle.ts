@@ -1,12 +1,10 @@
 import * as v from "valibot";
 import { BangerError, toBangerError } from "../errors.ts";
+import type { CallContext } from "../vm/model.ts";
 import { METHODS, MAX_BODY_BYTES, STREAMING, isMethod, type Envelope, type Method, type Params, type Result, type ProgressEvent } from "./contract.ts";
 
-/** What a handler receives besides its params: progress reporting and cancellation. */
-export interface CallContext {
-  progress(event: ProgressEvent): void;
-  signal: AbortSignal;
-}
+/** What a handler receives besides its params: progress reporting and cancellation (the domain's CallContext). */
+export type { CallContext };
 
 export type Handler<M extends Method> = (params: Params<M>, ctx: CallContext) => Promise<Result<M>>;
 export type Handlers = { [M in Method]?: Handler<M> };

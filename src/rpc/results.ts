@@ -42,10 +42,28 @@ export interface ForkResult {
   ms: number;
 }
 
+/** What `daemon.status` answers. */
+export interface DaemonStatus {
+  pid: number;
+  version: string;
+  buildId: string;
+  startedAt: string;
+  uptimeS: number;
+  busy: number;
+  socket: string;
+  log: string;
+  vms: number;
+  /** Where the `.vm` DNS server listens; "" when it could not (see dnsProblem). */
+  dns: string;
+  /** Why `.vm` DNS is not served on the host, and the fix. */
+  dnsProblem?: { message: string; hint?: string };
+}
+
 /** The methods that act on several VMs and answer one result per VM. */
 export type FanMethod = "vm.start" | "vm.pause" | "vm.resume" | "vm.suspend" | "vm.stop" | "vm.restart" | "vm.kill" | "vm.delete" | "vm.set";
 
 export interface Results {
+  "daemon.status": DaemonStatus;
   "vm.create": VmView & { warnings: string[] };
   "vm.start": FanoutResult[];
   "vm.pause": FanoutResult[];

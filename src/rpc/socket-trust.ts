@@ -105,3 +105,12 @@ export function prepareTrustedDir(dir: string, owner: Owner = currentOwner()): v
   if (why && st.isDirectory() && st.uid === owner.uid) chmodSync(dir, 0o700);
   else if (why) throw refused(dir, why);
 }
+
+/**
+ * The runtime dir, made 0700 and checked: refused (with the fix) when it is a symlink or
+ * another user's, and when the socket path inside would be too long for a Unix socket.
+ */
+export function prepareRuntimeDir(paths: { socket: string; runtimeDir: string }) {
+  assertSocketPathFits(paths.socket);
+  prepareTrustedDir(paths.runtimeDir);
+}

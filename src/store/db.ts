@@ -22,6 +22,26 @@ export function openStore(path: string, migrations: Migration[] = MIGRATIONS): D
 }
 
 /** Opens state.db read-only (doctor); never creates a file; null when there is no database yet. */
+/**
+ * Whether the database at path has the kernel and the image registered (false for a missing
+ * file); throws when the file is there but cannot be read as banger's state.
+ */
+export function registeredArtifacts(path: string, kernel: string, image: string): { kernel: boolean; image: boolean } {
+  const db = openStoreReadOnly(path);
+  const has = (table: string, name: string) => {
+    try {
+      return Boolean(db?.query(`SELECT 1 FROM ${table} WHERE name = ?`).get(name));
+    } catch {
+      return false;
+    }
+  };
+  try {
+    return { kernel: has("kernels", kernel), image: has("images", image) };
+  } finally {
+    db?.close();
+  }
+}
+
 export function openStoreReadOnly(path: string): Database | null {
   if (!existsSync(path)) return null;
   refuseIfNotSqlite(path);

@@ -5,7 +5,7 @@
  */
 import { existsSync } from "node:fs";
 import { ArgError, parseArgs, type FakeArgs } from "./fake-firecracker/cli.ts";
-import { PretendGuest, agentSocketPath, defaultAgentArgv } from "./fake-firecracker/guest.ts";
+import { PretendGuest, agentSocketPath, defaultAgentArgv, guestRootPath } from "./fake-firecracker/guest.ts";
 import { serveApi } from "./fake-firecracker/http.ts";
 import { loadApiSpec } from "./fake-firecracker/schema.ts";
 import { FakeVmm } from "./fake-firecracker/vmm.ts";
@@ -45,6 +45,7 @@ export async function main(argv: string[]): Promise<void> {
     agentArgv: args.agentCmd ? args.agentCmd.split(/\s+/).filter(Boolean) : defaultAgentArgv(),
     // Outside the VM directory, so a SIGKILLed fake leaves nothing there that real Firecracker would not.
     agentSocket: agentSocketPath(),
+    root: guestRootPath(),
     agentDelayMs: args.agentDelayMs,
     write,
   });

@@ -24,12 +24,15 @@ import type { NetworkPort, VmServiceDeps } from "../vm/deps.ts";
 import { isAlive } from "../vm/drivers/process.ts";
 import type { AgentStream, BootPlan, Driver, VmmHandle, VmmState, SavedStateFiles, SavedStateMeta } from "../vm/drivers/types.ts";
 import { VmService } from "../vm/service.ts";
+import { sweepDeadFakeAgents } from "./fake-firecracker/guest.ts";
 
 /** Records every call; `failStart` makes the next start throw after spawning (as a VMM crash would). */
 export class RecordingDriver implements Driver {
   readonly kind = "firecracker" as const;
   readonly calls: string[] = [];
   failStart: Error | null = null;
+  /** VMMs whose vCPUs are stopped (by pause or a snapshot), until resumed. */
+  readonly paused = new Set<number>();
   private readonly agents = new Map<number, Server>();
 
   async start(plan: BootPlan): Promise<VmmHandle> {
@@ -78,7 +81,8 @@ export class RecordingDriver implements Driver {
   }
 
   async state(handle: VmmHandle): Promise<VmmState> {
-    return isAlive(handle.pid) ? "running" : "exited";
+    if (!isAlive(handle.pid)) return "exited";
+    return this.paused.has(handle.pid) ? "paused" : "running";
   }
 
   async rediscover(): Promise<VmmHandle | null> {
@@ -87,10 +91,12 @@ export class RecordingDriver implements Driver {
 
   async pause(handle: VmmHandle): Promise<void> {
     this.calls.push(`pause ${handle.pid}`);
+    this.paused.add(handle.pid);
   }
 
   async resume(handle: VmmHandle): Promise<void> {
     this.calls.push(`resume ${handle.pid}`);
+    this.paused.delete(handle.pid);
   }
 
   /** Writes stand-in state and memory files, then ends the process. */
@@ -102,8 +108,10 @@ export class RecordingDriver implements Driver {
     return { vmm: "firecracker", version: "harness", accel: "kvm", savedAt: new Date(0).toISOString() };
   }
 
+  /** Leaves the VMM paused, as a real save does, for the caller to resume. */
   async snapshot(handle: VmmHandle, files: SavedStateFiles): Promise<SavedStateMeta> {
     this.calls.push(`snapshot ${handle.pid}`);
+    this.paused.add(handle.pid);
     writeFileSync(files.state, "state");
     writeFileSync(files.memory, "memory");
     return { vmm: "firecracker", version: "harness", accel: "kvm", savedAt: new Date(0).toISOString() };
@@ -215,8 +223,12 @@ export interface Harness {
 const noCall = { progress: () => {}, signal: new AbortController().signal };
 export const callCtx = () => ({ ...noCall, signal: new AbortController().signal });
 
-/** Builds the harness; `taps` sets the TAP pool size. Always `close()` it. */
-export async function serviceHarness(opts: { taps?: number } = {}): Promise<Harness> {
+/**
+ * Builds the harness; `taps` sets the TAP pool size (or `tapNames` names real ones). `vmm` puts
+ * a real driver (the Firecracker driver over the fake, say) in place of the recording one; its
+ * VMs are deleted on close. Always `close()` it.
+ */
+export async function serviceHarness(opts: { taps?: number; tapNames?: string[]; vmm?: Driver } = {}): Promise<Harness> {
   const root = mkdtempSync(join(tmpdir(), "banger-svc-"));
   const paths = resolvePaths({ HOME: root, XDG_RUNTIME_DIR: join(root, "run") });
   mkdirSync(paths.vmsDir, { recursive: true });
@@ -225,7 +237,7 @@ export async function serviceHarness(opts: { taps?: number } = {}): Promise<Harn
   await seedImage(paths, artifacts);
   const config: Config = { ...DEFAULTS, vmm: "firecracker", subnet: "172.31.250.1/24", default_image: "bookworm", warm_cache: 0 };
   const driver = new RecordingDriver();
-  const network = new RecordingNetwork(Array.from({ length: opts.taps ?? 4 }, (_, i) => `tap-h${i}`));
+  const network = new RecordingNetwork(opts.tapNames ?? Array.from({ length: opts.taps ?? 4 }, (_, i) => `tap-h${i}`));
   const records = new Map<string, string>();
   const faults: Harness["faults"] = {};
   const keyPath = join(paths.sshDir, "id_ed25519");
@@ -239,7 +251,7 @@ export async function serviceHarness(opts: { taps?: number } = {}): Promise<Harn
     vms: new VmStore(db),
     artifacts,
     runner: hostRunner,
-    drivers: () => driver,
+    drivers: () => opts.vmm ?? driver,
     defaultVmm: () => "firecracker",
     network,
     dns: { set: (n, ip) => records.set(n, ip), delete: (n) => records.delete(n), clear: () => records.clear() },
@@ -250,8 +262,9 @@ export async function serviceHarness(opts: { taps?: number } = {}): Promise<Harn
     failAt: () => faults.failAt,
     pauseAt: () => faults.pauseAt,
   };
+  const svc = new VmService(deps);
   return {
-    svc: new VmService(deps),
+    svc,
     deps,
     driver,
     network,
@@ -261,6 +274,12 @@ export async function serviceHarness(opts: { taps?: number } = {}): Promise<Harn
     faults,
     restart: () => new VmService(deps),
     close: async () => {
+      if (opts.vmm) {
+        await svc.goldensSettled();
+        for (const vm of deps.vms.list()) await svc.delete(vm, true).catch(() => "");
+        // A fake VMM ended by SIGKILL leaves its agent socket and pretend guest behind.
+        sweepDeadFakeAgents();
+      }
       await driver.killAll();
       db.close();
       rmSync(root, { recursive: true, force: true });

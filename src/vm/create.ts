@@ -2,14 +2,13 @@ import { mkdirSync, rmSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { BangerError } from "../errors.ts";
 import { createOverlayDisk, createWorkDisk, DEFAULT_OVERLAY_BYTES } from "../images/disks.ts";
-import type { Params } from "../rpc/contract.ts";
 import type { ImageRow, KernelRow } from "../store/artifacts.ts";
 import type { VmRow } from "../store/vms.ts";
 import { allocate } from "./allocate.ts";
 import { createPolicy } from "./net-apply.ts";
 import { checkGroup } from "./net-policy.ts";
 import { onFullDisk } from "./no-space.ts";
-import { randomName } from "./model.ts";
+import { randomName, type VmCreateInput } from "./model.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import { dirOf, makeHostKey, startSteps, type StartCtx } from "./runtime.ts";
 import type { Mutex } from "./locks.ts";
@@ -18,7 +17,7 @@ import { parseSize } from "../units.ts";
 
 /** The create-only context: the start context plus what create resolves first. */
 export interface CreateCtx extends StartCtx {
-  params: Params<"vm.create">;
+  params: VmCreateInput;
 }
 
 /** Finds the image and its kernel, or says how to get them. */

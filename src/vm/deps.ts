@@ -66,9 +66,9 @@ export interface VmServiceDeps {
   };
   /** Pulls a missing image from the configured catalog (vm create's first use). */
   pullImage?: (name: string) => Promise<void>;
-  /** Runs before each create step; lets tests inject a failure at a named step. */
+  /** Test seam: the create step (or named point of suspend, fork, warm start; see faultPoint) to fail at. */
   failAt?: () => string | undefined;
-  /** Test seam: the create step to wait before (until cancelled), logging "paused at <step>" so a test can crash the daemon there. */
+  /** Test seam: the step or point to wait before (until cancelled), logging "paused at <step>" so a test can crash the daemon there. */
   pauseAt?: () => string | undefined;
 }
 

@@ -7,7 +7,7 @@
 import { linkSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { BangerError } from "../errors.ts";
-import type { CallContext } from "../rpc/handle.ts";
+import type { CallContext } from "./model.ts";
 import type { VmRow } from "../store/vms.ts";
 import { allocate } from "./allocate.ts";
 import { resolveArtifacts } from "./create.ts";
@@ -17,7 +17,7 @@ import { liveHandle, restoreSteps, savedFiles } from "./instant.ts";
 import type { Mutex } from "./locks.ts";
 import { toView, type VmView } from "./model.ts";
 import { dirOf, knownHandle, makeHostKey, stopVmm, type StartCtx } from "./runtime.ts";
-import { runSteps, type Step } from "./steps.ts";
+import { faultPoint, runSteps, type Step } from "./steps.ts";
 
 /** Names for the copies: the one asked for, else <source>-f<N> not yet taken. */
 export function forkNames(source: string, taken: Set<string>, count: number, name?: string): string[] {
@@ -75,6 +75,7 @@ async function freezeInto(deps: VmServiceDeps, rt: Runtime, source: VmRow, copie
   const first = savedFiles(dirs[0]!);
   try {
     await driver.snapshot(handle, first, src.memory);
+    await faultPoint(deps, "fork freeze");
     for (const d of dirs) {
       await sparseCopy(src.overlay, d.overlay);
       await sparseCopy(src.workDisk, d.workDisk);
@@ -130,7 +131,13 @@ async function startCopy(deps: VmServiceDeps, rt: Runtime, vm: VmRow, call: Call
   const ctx: StartCtx = { vm, image, kernel, dir, warnings: [] };
   try {
     await makeHostKey(deps, dir, vm.name);
-    await runSteps(forkSteps(deps, rt), ctx, { progress: (e) => call.progress({ ...e, stage: `${vm.name}: ${e.stage}` }), signal: call.signal, log: deps.log });
+    await runSteps(forkSteps(deps, rt), ctx, {
+      progress: (e) => call.progress({ ...e, stage: `${vm.name}: ${e.stage}` }),
+      signal: call.signal,
+      log: deps.log,
+      failAt: deps.failAt?.(),
+      pauseAt: deps.pauseAt?.(),
+    });
   } catch (err) {
     await removeCopy(deps, rt, vm);
     throw err;
@@ -162,7 +169,7 @@ export async function forkVm(
   const problem = deps.drivers(source.vmm).forkProblem();
   if (problem)
     throw new BangerError("failed_precondition", `cannot fork ${source.name}: ${problem}`, {
-      hint: 'Take a disk snapshot instead (banger vm snapshot create), or use vmm = "qemu".',
+      hint: "Take a disk snapshot instead (banger vm snapshot create).",
     });
   const t0 = performance.now();
   const copies = await allocLock.run(async () =>

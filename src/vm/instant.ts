@@ -8,13 +8,13 @@ import { sparseCopy } from "./drivers/qemu.ts";
 import { BangerError } from "../errors.ts";
 import { waitForSshBanner } from "../host/ssh.ts";
 import type { VmPaths } from "../host/paths.ts";
-import type { CallContext } from "../rpc/handle.ts";
+import type { CallContext } from "./model.ts";
 import type { VmRow } from "../store/vms.ts";
 import type { RestoreOptions, SavedStateFiles, SavedStateMeta, VmmHandle } from "./drivers/types.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import { resolveArtifacts } from "./create.ts";
 import { bootPlan, closeAgent, dirOf, knownHandle, recordHandle, releaseRunning, startSteps, stopVmm, type StartCtx } from "./runtime.ts";
-import { runSteps, type Step } from "./steps.ts";
+import { faultPoint, runSteps, type Step } from "./steps.ts";
 import { isSameProcess } from "./drivers/process.ts";
 
 /** The saved-state files of a VM directory. */
@@ -74,7 +74,9 @@ export async function suspendVm(deps: VmServiceDeps, rt: Runtime, vm: VmRow): Pr
   closeAgent(rt, vm.id);
   let meta: SavedStateMeta;
   try {
+    await faultPoint(deps, "suspend save");
     meta = await deps.drivers(vm.vmm).suspend(handle, savedFiles(dir));
+    await faultPoint(deps, "suspend record");
   } catch (err) {
     // The VMM may still run (paused by the save): let it go on as it was.
     rmSync(dir.savedState, { force: true });
@@ -91,6 +93,7 @@ export async function suspendVm(deps: VmServiceDeps, rt: Runtime, vm: VmRow): Pr
   }
   // The metadata is written last: a state without it is unfinished and never restored.
   writeFileSync(dir.savedMeta, JSON.stringify(meta, null, 2));
+  await faultPoint(deps, "suspend release");
   await releaseRunning(deps, rt, vm, dir, handle);
   deps.vms.update(vm.id, { state: "suspended", teardown: {}, last_error: null });
   return `suspended (state ${Math.ceil(statSync(dir.savedState).size / 1024)} KiB, ${Math.round(performance.now() - t0)} ms)`;
@@ -158,7 +161,8 @@ export function restoreSteps(deps: VmServiceDeps, rt: Runtime, opts: RestoreOpti
         : {
             name: "restore",
             run: async (ctx: StartCtx) => {
-              deps.vms.update(ctx.vm.id, { state: "starting" });
+              // A fork copy or warm create stays "creating" until ready: a crash before then removes it.
+              if (deps.vms.get(ctx.vm.id)?.state !== "creating") deps.vms.update(ctx.vm.id, { state: "starting" });
               recordHandle(deps, rt, ctx, await deps.drivers(ctx.vm.vmm).restore(bootPlan(deps, ctx), savedFiles(ctx.dir), opts));
             },
             undo: async (ctx: StartCtx) => {

@@ -1,5 +1,47 @@
 import type { VmRow } from "../store/vms.ts";
 
+/** What `vm create` asks for; unset fields take the config's defaults. The RPC contract's `vm.create` params are this. */
+export interface VmCreateInput {
+  name?: string;
+  image?: string;
+  kernel?: string;
+  cpus?: number;
+  /** MiB. */
+  memory?: number;
+  /** Bytes. */
+  disk?: number;
+  nat?: boolean;
+  /** A network policy's text (none, nat, allow:<rules>); the service parses it. */
+  net?: string;
+  group?: string;
+  start?: boolean;
+  cold?: boolean;
+}
+
+/** What `vm set` changes on a VM; unset fields stay. The RPC contract's `vm.set` params are this plus the VMs. */
+export interface VmSetInput {
+  cpus?: number;
+  memory?: number;
+  disk?: number;
+  nat?: boolean;
+  net?: string;
+  group?: string;
+}
+
+/** One progress event of a long operation (a create step started, done, failed, or a note). */
+export interface ProgressEvent {
+  stage: string;
+  status: "start" | "done" | "failed" | "info";
+  elapsedMs?: number;
+  message?: string;
+}
+
+/** What a long operation receives from its caller: progress reporting and cancellation. */
+export interface CallContext {
+  progress(event: ProgressEvent): void;
+  signal: AbortSignal;
+}
+
 /** A VM as the CLI sees it. */
 export interface VmView {
   id: string;

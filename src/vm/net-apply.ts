@@ -1,8 +1,8 @@
 import { BangerError } from "../errors.ts";
-import type { Params } from "../rpc/contract.ts";
 import type { Config } from "../config.ts";
 import type { VmRow } from "../store/vms.ts";
 import type { VmServiceDeps } from "./deps.ts";
+import type { VmSetInput } from "./model.ts";
 import { checkGroup, formatNetPolicy, type NetPolicy, NET_POLICY_HINT, parseNetPolicy, policyFromRow } from "./net-policy.ts";
 
 /** One VM's identity and policy, as the firewall needs them. */
@@ -61,7 +61,7 @@ export async function syncGroups(deps: VmServiceDeps): Promise<void> {
 }
 
 /** `vm set --net/--nat/--group`: stored at once, and applied at once when the VM is running. */
-export async function setNet(deps: VmServiceDeps, vm: VmRow, p: Pick<Params<"vm.set">, "net" | "nat" | "group">): Promise<string[]> {
+export async function setNet(deps: VmServiceDeps, vm: VmRow, p: Pick<VmSetInput, "net" | "nat" | "group">): Promise<string[]> {
   const notes: string[] = [];
   if (p.net !== undefined && p.nat !== undefined)
     throw new BangerError("invalid_argument", "pass either --net or --nat/--no-nat, not both", { hint: NET_POLICY_HINT });

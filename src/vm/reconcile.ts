@@ -1,5 +1,6 @@
 import { applyNet } from "./net-apply.ts";
-import { readFileSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { allocatedBytes } from "../images/disks.ts";
 import type { VmRow } from "../store/vms.ts";
 import { isSameProcess } from "./drivers/process.ts";
@@ -7,6 +8,8 @@ import { dirOf, knownHandle, releaseRunning, stopVmm } from "./runtime.ts";
 import { readSavedMeta, reconcileSaved } from "./instant.ts";
 import type { VmService } from "./service.ts";
 import type { ConsoleCap } from "./console-log.ts";
+import type { VmmHandle } from "./drivers/types.ts";
+import { dropUnfinishedGoldens } from "./warm.ts";
 
 /**
  * Brings the daemon's view in line with the host after a (re)start: live VMMs are kept
@@ -60,8 +63,9 @@ export async function reconcile(svc: VmService): Promise<{ kept: string[]; stopp
           }
           rt.handles.set(row.id, handle);
           deps.dns.set(row.name, row.ip);
+          const paused = vmmState === "paused" && !(await thawFrozen(svc, row, handle));
           deps.vms.update(row.id, {
-            state: vmmState === "paused" ? "paused" : "running",
+            state: paused ? "paused" : "running",
             teardown: { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket },
           });
           await applyNet(deps, deps.vms.get(row.id)!).catch((err) => deps.log(`network rules of ${row.name}: ${(err as Error).message}`));
@@ -76,9 +80,46 @@ export async function reconcile(svc: VmService): Promise<{ kept: string[]; stopp
       }),
     ),
   );
+  removeLeftovers(svc);
   svc.syncKnownHosts();
   deps.log(`reconciled: kept ${report.kept.join(",") || "-"}; stopped ${report.stopped.join(",") || "-"}; removed ${report.removed.join(",") || "-"}`);
   return report;
+}
+
+/**
+ * A VMM found paused under a VM the user did not pause was frozen by an operation the crash cut
+ * short (a fork, a golden for warm start, a snapshot, a restore before its `cont`): it runs on.
+ * False when it is the user's pause (or the resume fails), so the VM is shown paused.
+ */
+async function thawFrozen(svc: VmService, row: VmRow, handle: VmmHandle): Promise<boolean> {
+  if (row.state === "paused") return false;
+  try {
+    await svc.deps.drivers(row.vmm).resume(handle);
+    svc.deps.log(`${row.name} was left frozen by an interrupted ${row.state === "running" ? "fork, snapshot or golden copy" : row.state}; resumed`);
+    return true;
+  } catch (err) {
+    svc.deps.log(`${row.name} is frozen and could not be resumed: ${(err as Error).message}`);
+    return false;
+  }
+}
+
+/**
+ * What a crash leaves outside the rows: a VM directory no row names (a delete or undo cut short
+ * after the row went), a fork's RAM copy half made by a restore, and unfinished goldens.
+ */
+function removeLeftovers(svc: VmService) {
+  const { deps } = svc;
+  const ids = new Set(deps.vms.list().map((v) => v.id));
+  const entries = existsSync(deps.paths.vmsDir) ? readdirSync(deps.paths.vmsDir) : [];
+  for (const name of entries) {
+    if (ids.has(name)) rmSync(`${dirOf(deps, name).memory}.own`, { force: true });
+    else {
+      rmSync(join(deps.paths.vmsDir, name), { recursive: true, force: true });
+      deps.log(`removed ${name} from the VM directory: no VM of that id exists`);
+    }
+  }
+  // Reconcile runs as the daemon starts, so no golden is being written by it: any unfinished one is a crash's.
+  for (const key of dropUnfinishedGoldens(deps, { inProgress: new Set() })) deps.log(`warm start: removed the unfinished golden ${key}`);
 }
 
 /** One sample of a running VM's resource use. */

@@ -45,11 +45,11 @@ test("policies and groups: applied at start, changed live by set, withdrawn at d
   expect(a.group).toBe("web");
   expect(h.network.calls).toContain(`net ${a.ip} allow:svc.test,10.0.0.0/8:443`);
   expect(h.network.calls.at(-1)).toBe(`groups ${a.ip}:web,${b.ip}:web`);
-  expect(await h.svc.set(h.svc.find("g1"), { refs: ["g1"], net: "nat" })).toBe("net nat");
+  expect(await h.svc.set(h.svc.find("g1"), { net: "nat" })).toBe("net nat");
   expect(h.network.nat.has(a.ip)).toBe(true);
-  expect(await h.svc.set(h.svc.find("g2"), { refs: ["g2"], group: "" })).toBe("no group");
+  expect(await h.svc.set(h.svc.find("g2"), { group: "" })).toBe("no group");
   expect(h.network.calls.at(-1)).toBe(`groups ${a.ip}:web`);
-  await expect(h.svc.set(h.svc.find("g1"), { refs: ["g1"], net: "allow:" })).rejects.toThrow(/empty rule/);
+  await expect(h.svc.set(h.svc.find("g1"), { net: "allow:" })).rejects.toThrow(/empty rule/);
   await expect(create("g3", { net: "open" })).rejects.toThrow(/invalid network policy "open"/);
   await expect(create("g4", { net: "allow:a.test", nat: true })).rejects.toThrow(/contradict/);
   await h.svc.delete(h.svc.find("g1"), true);

@@ -5,8 +5,7 @@ import { BangerError } from "../errors.ts";
 import { tailLines } from "../host/tail.ts";
 import { printable } from "../printable.ts";
 import { growWorkDisk } from "../images/disks.ts";
-import type { CallContext } from "../rpc/handle.ts";
-import type { Params } from "../rpc/contract.ts";
+import type { CallContext, VmCreateInput, VmSetInput } from "./model.ts";
 import type { VmRow } from "../store/vms.ts";
 import { createSteps, resolveArtifacts, type CreateCtx } from "./create.ts";
 import { KeyedLocks, Mutex } from "./locks.ts";
@@ -58,7 +57,7 @@ export class VmService {
     });
   }
 
-  async create(params: Params<"vm.create">, call: CallContext): Promise<VmView & { warnings: string[] }> {
+  async create(params: VmCreateInput, call: CallContext): Promise<VmView & { warnings: string[] }> {
     if (!params.cold) {
       const warm = await warmCreate(this.deps, this.rt, this.allocLock, params, call).finally(() => this.syncKnownHosts());
       if (warm) return { ...this.view(warm), warnings: [] };
@@ -205,7 +204,7 @@ export class VmService {
     return "deleted";
   }
 
-  async set(vm: VmRow, p: Params<"vm.set">): Promise<string> {
+  async set(vm: VmRow, p: VmSetInput): Promise<string> {
     const notes: string[] = [];
     const running = vm.state === "running";
     if (p.cpus !== undefined || p.memory !== undefined) {

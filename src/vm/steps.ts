@@ -1,5 +1,5 @@
 import { BangerError } from "../errors.ts";
-import type { ProgressEvent } from "../rpc/contract.ts";
+import type { ProgressEvent } from "./model.ts";
 
 /** One named boot step and how to undo it. */
 export interface Step<C> {
@@ -55,6 +55,25 @@ async function pauseUntilAborted(name: string, opts: { signal: AbortSignal; log(
   opts.log(`paused at ${name}`);
   if (opts.signal.aborted) return;
   await new Promise<void>((resolve) => opts.signal.addEventListener("abort", () => resolve(), { once: true }));
+}
+
+/** The fault knobs of a service, read once per operation (see VmServiceDeps.failAt / pauseAt). */
+export interface FaultKnobs {
+  failAt?: () => string | undefined;
+  pauseAt?: () => string | undefined;
+  log(msg: string): void;
+}
+
+/**
+ * Test seam for a named point outside a step list (inside suspend, fork, warm start): fails there,
+ * or holds there (until `signal` aborts, else for good) so a test can kill the daemon at that point.
+ */
+export async function faultPoint(knobs: FaultKnobs, name: string, signal?: AbortSignal): Promise<void> {
+  if (knobs.pauseAt?.() === name) {
+    await pauseUntilAborted(name, { signal: signal ?? new AbortController().signal, log: knobs.log });
+    throw new BangerError("cancelled", "cancelled by the user");
+  }
+  if (knobs.failAt?.() === name) throw new BangerError("internal", `injected failure at ${name}`);
 }
 
 async function undoAll<C>(done: Step<C>[], ctx: C, log: (m: string) => void) {

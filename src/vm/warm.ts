@@ -8,7 +8,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { CallContext } from "../rpc/handle.ts";
+import type { CallContext, VmCreateInput } from "./model.ts";
 import type { ImageRow, KernelRow } from "../store/artifacts.ts";
 import type { VmRow } from "../store/vms.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
@@ -16,12 +16,11 @@ import { sparseCopy } from "./drivers/qemu.ts";
 import type { SavedStateMeta, VmmKind } from "./drivers/types.ts";
 import { liveHandle } from "./instant.ts";
 import { dirOf, makeHostKey } from "./runtime.ts";
-import type { Params } from "../rpc/contract.ts";
 import { parseSize } from "../units.ts";
 import { allocateRow, resolveArtifacts, type CreateCtx } from "./create.ts";
 import { forkSteps, removeCopy } from "./fork.ts";
 import type { Mutex } from "./locks.ts";
-import { runSteps } from "./steps.ts";
+import { faultPoint, runSteps } from "./steps.ts";
 
 /** What a golden is kept for; a create with the same values can start from it. */
 export interface WarmKeyParts {
@@ -124,12 +123,22 @@ export function pruneGoldens(deps: VmServiceDeps, opts: { all?: boolean } = {}):
       removed.push({ key: g.key, reason });
     } else kept++;
   }
-  for (const n of readdirSync(root)) {
-    if (complete.has(n) || making.has(n)) continue;
-    rmSync(join(root, n), { recursive: true, force: true });
-    removed.push({ key: n, reason: "unfinished" });
-  }
+  for (const key of dropUnfinishedGoldens(deps, { complete })) removed.push({ key, reason: "unfinished" });
   return removed;
+}
+
+/**
+ * Removes what is in the cache directory but no complete golden and not being written now: a
+ * golden a crash cut short, or one whose files went missing. Returns the names removed.
+ */
+export function dropUnfinishedGoldens(deps: VmServiceDeps, opts: { complete?: Set<string>; inProgress?: Set<string> } = {}): string[] {
+  const root = warmRoot(deps);
+  if (!existsSync(root)) return [];
+  const complete = opts.complete ?? new Set(listGoldens(deps).map((g) => g.key));
+  const inProgress = opts.inProgress ?? making;
+  const dropped = readdirSync(root).filter((n) => !complete.has(n) && !inProgress.has(n));
+  for (const n of dropped) rmSync(join(root, n), { recursive: true, force: true });
+  return dropped;
 }
 
 /** A usable golden for this key, or null (none, stale, or saved by a VMM build this host cannot load). */
@@ -147,6 +156,7 @@ export async function copyGoldenInto(deps: VmServiceDeps, g: GoldenInfo, vm: VmR
   const d = dirOf(deps, vm.id);
   mkdirSync(d.dir, { recursive: true, mode: 0o700 });
   await sparseCopy(join(src, "overlay"), d.overlay);
+  await faultPoint(deps, "warm copy");
   await sparseCopy(join(src, "work"), d.workDisk);
   await sparseCopy(join(src, "config"), d.configDrive);
   await sparseCopy(join(src, "state"), d.savedState);
@@ -199,6 +209,7 @@ async function freezeGolden(deps: VmServiceDeps, rt: Runtime, vm: VmRow, to: str
   const src = dirOf(deps, vm.id);
   try {
     const saved = await driver.snapshot(handle, { state: join(to, "state"), memory: join(to, "memory") }, src.memory);
+    await faultPoint(deps, "golden freeze");
     await sparseCopy(src.overlay, join(to, "overlay"));
     await sparseCopy(src.workDisk, join(to, "work"));
     await sparseCopy(src.configDrive, join(to, "config"));
@@ -212,7 +223,7 @@ async function freezeGolden(deps: VmServiceDeps, rt: Runtime, vm: VmRow, to: str
  * `vm create` from a golden: a private copy restored and re-identified, or null when there is no
  * usable golden (or restoring it failed; the half-made VM is removed and the caller boots cold).
  */
-export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex, params: Params<"vm.create">, call: CallContext): Promise<VmRow | null> {
+export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex, params: VmCreateInput, call: CallContext): Promise<VmRow | null> {
   if (params.start === false || deps.config.warm_cache <= 0) return null;
   const name = params.image ?? deps.config.default_image;
   if (!deps.artifacts.image(name)) return null;
@@ -234,7 +245,13 @@ export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mu
     await copyGoldenInto(deps, golden, ctx.vm);
     await makeHostKey(deps, ctx.dir, ctx.vm.name);
     call.progress({ stage: "warm copy", status: "done" });
-    await runSteps(forkSteps(deps, rt), ctx, { progress: call.progress, signal: call.signal, log: deps.log });
+    await runSteps(forkSteps(deps, rt), ctx, {
+      progress: call.progress,
+      signal: call.signal,
+      log: deps.log,
+      failAt: deps.failAt?.(),
+      pauseAt: deps.pauseAt?.(),
+    });
   } catch (err) {
     await removeCopy(deps, rt, ctx.vm);
     if (call.signal.aborted) throw err;

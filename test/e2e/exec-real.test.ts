@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { bangerBin } from "../../src/testing/cli.ts";
 import { realGuestChecks, realHome, type RealHome } from "../../src/testing/real-env.ts";
 import { testNeeds } from "../../src/testing/skip.ts";
-import { makeBulkRepo } from "../../src/vm/workspace/testrepo.ts";
+import { makeBulkRepo } from "../../src/testing/testrepo.ts";
 
 // `vm exec` and `vm cp` through the compiled CLI against one real QEMU guest (r1), shared
 // by every check here to keep the file to one boot.
@@ -186,9 +186,7 @@ describe("vm exec on a real guest (needs qemu, root, built dist/)", () => {
       const [viaSsh, sshMs] = await timed(() => h.run(["vm", "workspace", "prepare", "r1", "--from", repo], { env: ssh }));
       expect(viaSsh.stderr).toBe("");
       expect(viaSsh.code).toBe(0);
-      const [viaAgent, agentMs] = await timed(() =>
-        h.run(["vm", "workspace", "prepare", "r1", "--from", repo, "--replace"]),
-      );
+      const [viaAgent, agentMs] = await timed(() => h.run(["vm", "workspace", "prepare", "r1", "--from", repo, "--replace"]));
       expect(viaAgent.code).toBe(0);
       console.log(
         `workspace prepare of a 20 MiB repo: agent ${(agentMs / 1000).toFixed(1)} s vs ssh ${(sshMs / 1000).toFixed(1)} s (${(agentMs / sshMs).toFixed(2)}x)`,

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { appendFileSync, existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { gzipBombLayer, negativeSizeTar, writeOciLayout, writeRawLayout } from "../../src/images/oci/fixtures.ts";
+import { gzipBombLayer, negativeSizeTar, writeOciLayout, writeRawLayout } from "../../src/testing/oci-fixtures.ts";
 import { call } from "../../src/rpc/client.ts";
 import { bangerBin, TestHome } from "../../src/testing/cli.ts";
 import { hasBin, testNeeds } from "../../src/testing/skip.ts";

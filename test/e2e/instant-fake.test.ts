@@ -21,7 +21,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   if (!h) return;
-  await h.run(["vm", "delete", "--force", "f1"]);
+  await h.run(["vm", "delete", "--force", "f1", "f1-f1", "f1-f2"]);
   await h.teardownNet();
   await h.cleanup();
 });
@@ -121,14 +121,30 @@ describe("pause, resume and suspend against the fake Firecracker", () => {
   );
 
   testNeeds(
-    "fork is refused under Firecracker with the reason, leaving no row or directory behind",
+    "fork --count 2: each copy loads the snapshot against its own disks, TAP and vsock, takes its own identity, and the source runs on",
     needs,
     async () => {
-      const before = (await h.run(["vm", "list", "--json"])).stdout;
-      const r = await h.run(["vm", "fork", "f1", "--count", "2"]);
-      expect(r.code).not.toBe(0);
-      expect(r.stderr).toContain("keep the source VM's disk paths");
-      expect((await h.run(["vm", "list", "--json"])).stdout).toBe(before);
+      const r = await h.run(["vm", "fork", "f1", "--count", "2", "--json"]);
+      expect(r.code).toBe(0);
+      // Progress events come first, one a line; the result is the indented JSON after them.
+      const copies = (JSON.parse(r.stdout.slice(r.stdout.indexOf("{\n"))) as { copies: Array<{ name: string; ip: string; dir: string }> }).copies;
+      expect(copies.map((c) => c.name)).toEqual(["f1-f1", "f1-f2"]);
+      const source = JSON.parse((await h.run(["vm", "show", "f1", "--json"])).stdout) as { ip: string; state: string };
+      expect(source.state).toBe("running");
+      expect(new Set([source.ip, ...copies.map((c) => c.ip)]).size).toBe(3);
+      for (const c of copies) {
+        const health = await h.run(["vm", "health", c.name, "--json"]);
+        expect(health.code).toBe(0);
+        // The pretend guest's hostname is what the copy's re-identify wrote.
+        expect(JSON.parse(health.stdout).hostname).toBe(c.name);
+        const config = (await (await fetch("http://localhost/vm/config", { unix: join(c.dir, "fc.sock") } as RequestInit)).json()) as {
+          drives: Array<{ path_on_host: string }>;
+        };
+        // Paths in the VM directory are relative to it (Firecracker's working directory); the image stays absolute.
+        expect(config.drives.map((d) => d.path_on_host).slice(1)).toEqual(["overlay.ext4", "work.ext4", "config.ext4"]);
+      }
+      expect((await h.run(["vm", "health", "f1"])).code).toBe(0);
+      for (const c of copies) expect((await h.run(["vm", "delete", "--force", c.name])).code).toBe(0);
     },
     T,
   );

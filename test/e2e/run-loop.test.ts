@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { realGuestChecks, realHome, type RealHome } from "../../src/testing/real-env.ts";
 import { testNeeds } from "../../src/testing/skip.ts";
-import { makeCommittedRepo, repoState } from "../../src/vm/workspace/testrepo.ts";
+import { makeCommittedRepo, repoState } from "../../src/testing/testrepo.ts";
 
 // The everyday loop through the compiled CLI on ONE real QEMU guest (lp), shared by every
 // check: the matching directory, a re-run bringing host changes, the guest's own work

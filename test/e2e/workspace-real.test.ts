@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { bangerBin } from "../../src/testing/cli.ts";
 import { realGuestChecks, realHome, type RealHome } from "../../src/testing/real-env.ts";
 import { testNeeds } from "../../src/testing/skip.ts";
-import { git, makeBulkRepo, makeCommittedRepo, makeFixtureRepo, repoState } from "../../src/vm/workspace/testrepo.ts";
+import { git, makeBulkRepo, makeCommittedRepo, makeFixtureRepo, repoState } from "../../src/testing/testrepo.ts";
 
 // Workspace acceptance through the compiled CLI against real QEMU guests: one VM (t1) for
 // prepare and export, then one made by `vm run` (r1) for run and the 200 MB timing.

@@ -3,11 +3,12 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Client } from "ssh2";
-import { sshConnect, sshShell } from "../../src/host/ssh.ts";
-import { SSHD, startTestSshd, type TestSshd } from "../../src/host/sshd-fixture.ts";
+import { sshConnect } from "../../src/host/ssh.ts";
+import { sshShell } from "../../src/workspace/ssh-shell.ts";
+import { SSHD, startTestSshd, type TestSshd } from "../../src/testing/sshd-fixture.ts";
 import { hasFile, isRoot, testNeeds } from "../../src/testing/skip.ts";
-import { exportWorkspace, prepareWorkspace } from "../../src/vm/workspace.ts";
-import { git, makeFixtureRepo, repoState } from "../../src/vm/workspace/testrepo.ts";
+import { exportWorkspace, prepareWorkspace } from "../../src/workspace/index.ts";
+import { git, makeFixtureRepo, repoState } from "../../src/testing/testrepo.ts";
 
 // The "guest" is this machine reached through a real sshd on loopback: the whole path
 // (ssh2 channel, streamed tar, bundle back) is real; only the kernel underneath is shared.

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { detectFirewall, hostSetup, hostStatus, natAdd, natRemove, parseSubnet, systemdUnitText, tapNames } from "../network.ts";
-import { FakeHost, cfg, model, nftJson, setUpHost } from "./fake-host.ts";
+import { FakeHost, cfg, model, nftJson, setUpHost } from "../../testing/fake-host.ts";
 
 describe("NAT per VM", () => {
   test("nftables: an element tagged with tap and ip; repeating is a no-op", async () => {

@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { BangerError } from "../../errors.ts";
-import { FakeHost, model } from "./fake-host.ts";
+import { FakeHost, model } from "../../testing/fake-host.ts";
 import { helperPath, netApplyMain, runNetRequest, sudoersLine, sudoersPath } from "./net-helper.ts";
 
 const deps = { runner: new FakeHost(model({})), sudo: false };

@@ -7,7 +7,7 @@ import { BangerError } from "../../errors.ts";
 import { hostRunner } from "../../host/runner.ts";
 import { hasBin, testNeeds } from "../../testing/skip.ts";
 import type { TarInput } from "../tar.ts";
-import { dockerSaveTar, tarDirectory, writeOciLayout, type FixtureImage } from "./fixtures.ts";
+import { dockerSaveTar, tarDirectory, writeOciLayout, type FixtureImage } from "../../testing/oci-fixtures.ts";
 import { importOci } from "./import.ts";
 
 const tools: Array<[boolean, string]> = [

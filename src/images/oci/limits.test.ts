@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RecordingRunner } from "../../host/runner.ts";
 import { writeTar } from "../tar.ts";
-import { gzipBombLayer, negativeSizeTar, writeRawLayout } from "./fixtures.ts";
+import { gzipBombLayer, negativeSizeTar, writeRawLayout } from "../../testing/oci-fixtures.ts";
 import { importOci } from "./import.ts";
 
 const base = mkdtempSync(join(tmpdir(), "banger-oci-limits-"));

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { BangerError } from "../../errors.ts";
 import { hostRunner } from "../../host/runner.ts";
 import { hasBin, testNeeds } from "../../testing/skip.ts";
-import { writeOciLayout } from "./fixtures.ts";
+import { writeOciLayout } from "../../testing/oci-fixtures.ts";
 import { importOci } from "./import.ts";
 import { parseRegistryRef } from "./registry.ts";
 

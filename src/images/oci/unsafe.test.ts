@@ -6,7 +6,7 @@ import { BangerError } from "../../errors.ts";
 import { hostRunner } from "../../host/runner.ts";
 import { hasBin, testNeeds } from "../../testing/skip.ts";
 import { writeTar, type TarInput } from "../tar.ts";
-import { dockerSaveTar, writeOciLayout } from "./fixtures.ts";
+import { dockerSaveTar, writeOciLayout } from "../../testing/oci-fixtures.ts";
 import { importOci } from "./import.ts";
 
 const tools: Array<[boolean, string]> = [

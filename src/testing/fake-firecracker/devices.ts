@@ -100,14 +100,7 @@ export function setDrive(cfg: VmConfig, body: Body): void {
   }
   const path = body.path_on_host as string | undefined;
   if (path === undefined) throw new FaultError("Drive config error: Unable to create the virtio block device: path_on_host is required");
-  try {
-    probeOpen(path, body.is_read_only ? "r" : "r+");
-  } catch (err) {
-    const [n, kind, text] = osError(err);
-    throw new FaultError(
-      `Drive config error: Unable to create the virtio block device: BackingFile(Os { code: ${n}, kind: ${kind}, message: ${JSON.stringify(text)} }, ${JSON.stringify(path)})`,
-    );
-  }
+  openDrive(path, body.is_read_only === true, "Drive config error: Unable to create the virtio block device: ");
   cfg.drives.set(id, {
     drive_id: id,
     partuuid: body.partuuid ?? null,
@@ -134,14 +127,7 @@ export function setNic(cfg: VmConfig, body: Body, sysClassNet = "/sys/class/net"
       throw new FaultError(`The host device name ${tap} is already in use.`);
     }
   }
-  // A missing device or one that is not TUN/TAP (no tun_flags) fails TUNSETIFF in Firecracker.
-  const missing = !tap || !existsSync(`${sysClassNet}/${tap}`);
-  if (missing || !existsSync(`${sysClassNet}/${tap}/tun_flags`)) {
-    const os = missing ? "No such device (os error 19)" : "Invalid argument (os error 22)";
-    throw new FaultError(
-      `Could not create the network device: Open tap device failed: Error while creating ifreq structure: ${os}. Invalid TUN/TAP Backend provided by ${tap}. Check our documentation on setting up the network devices.`,
-    );
-  }
+  openTap(tap, sysClassNet, "Could not create the network device: ");
   cfg.nics.set(body.iface_id as string, {
     iface_id: body.iface_id,
     host_dev_name: tap,
@@ -149,6 +135,27 @@ export function setNic(cfg: VmConfig, body: Body, sysClassNet = "/sys/class/net"
     rx_rate_limiter: body.rx_rate_limiter ?? null,
     tx_rate_limiter: body.tx_rate_limiter ?? null,
   });
+}
+
+/** Opens a TAP as Firecracker does (TUNSETIFF): a missing device or one that is not TUN/TAP fails. */
+export function openTap(tap: string, sysClassNet: string, prefix: string): void {
+  const missing = !tap || !existsSync(`${sysClassNet}/${tap}`);
+  if (missing || !existsSync(`${sysClassNet}/${tap}/tun_flags`)) {
+    const os = missing ? "No such device (os error 19)" : "Invalid argument (os error 22)";
+    throw new FaultError(
+      `${prefix}Open tap device failed: Error while creating ifreq structure: ${os}. Invalid TUN/TAP Backend provided by ${tap}. Check our documentation on setting up the network devices.`,
+    );
+  }
+}
+
+/** Opens a drive's backing file as Firecracker does; `prefix` names where (config or snapshot load). */
+export function openDrive(path: string, readOnly: boolean, prefix: string): void {
+  try {
+    probeOpen(path, readOnly ? "r" : "r+");
+  } catch (err) {
+    const [n, kind, text] = osError(err);
+    throw new FaultError(`${prefix}BackingFile(Os { code: ${n}, kind: ${kind}, message: ${JSON.stringify(text)} }, ${JSON.stringify(path)})`);
+  }
 }
 
 /** GET /vm/config: every resource, in Firecracker's export shape. */

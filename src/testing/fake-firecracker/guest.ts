@@ -1,6 +1,6 @@
-import { existsSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { findByArgs, signal } from "../../vm/drivers/process.ts";
 
 /** How the pretend guest runs its agent. */
@@ -9,6 +9,8 @@ export interface GuestOptions {
   agentArgv: string[];
   /** Where the agent listens (stands in for the guest's vsock port 1024). */
   agentSocket: string;
+  /** The pretend guest's own files (what `reidentify` writes: hostname, machine-id, host key). */
+  root: string;
   agentDelayMs: number;
   write: (text: string) => void;
 }
@@ -17,6 +19,12 @@ export interface GuestOptions {
 export const AGENT_PORT = 1024;
 
 const SOCKET_PREFIX = "fake-fc-agent-";
+const ROOT_PREFIX = "fake-fc-guest-";
+
+/** This process's pretend guest files (beside its agent socket, swept the same way). */
+export function guestRootPath(dir = tmpdir()): string {
+  return join(dir, `${ROOT_PREFIX}${process.pid}`);
+}
 
 /** This process's agent socket; sockets of fakes that died by SIGKILL are swept on the way. */
 export function agentSocketPath(dir = tmpdir()): string {
@@ -30,6 +38,8 @@ export function agentSocketPath(dir = tmpdir()): string {
  */
 export function sweepDeadFakeAgents(dir = tmpdir()): void {
   for (const name of readdirSync(dir)) {
+    const gone = Number(name.slice(ROOT_PREFIX.length));
+    if (name.startsWith(ROOT_PREFIX) && gone > 0 && !existsSync(`/proc/${gone}`)) rmSync(join(dir, name), { recursive: true, force: true });
     const pid = Number(name.slice(SOCKET_PREFIX.length, -".sock".length));
     if (!name.startsWith(SOCKET_PREFIX) || !(pid > 0) || existsSync(`/proc/${pid}`)) continue;
     // Its fake died without taking the agent along (e.g. SIGKILL before pdeathsig was armed).
@@ -54,6 +64,19 @@ export interface GuestState {
   bootedAt: number;
   /** Milliseconds the guest had run when frozen (its clock does not move while paused). */
   ranMs: number;
+  /** The guest's own files by path (its identity after a `reidentify`). */
+  files?: Record<string, string>;
+}
+
+/** Every file under `root`, by path relative to it. */
+function readTree(root: string, at = root, out: Record<string, string> = {}): Record<string, string> {
+  if (!existsSync(at)) return out;
+  for (const e of readdirSync(at, { withFileTypes: true })) {
+    const p = join(at, e.name);
+    if (e.isDirectory()) readTree(root, p, out);
+    else out[relative(root, p)] = readFileSync(p, "utf8");
+  }
+  return out;
 }
 
 /** The guest side of a booted fake VM: console output and the agent process. */
@@ -97,12 +120,18 @@ export class PretendGuest {
 
   /** The state a snapshot saves (only while frozen, as Firecracker only snapshots a paused VM). */
   state(): GuestState {
-    return { ...this.current! };
+    return { ...this.current!, files: readTree(this.opts.root) };
   }
 
   /** Continues a saved guest: same boot id and run time, the agent up at once (no boot). */
   restore(saved: GuestState, paused: boolean): void {
-    this.current = { ...saved };
+    const { files, ...rest } = saved;
+    this.current = rest;
+    rmSync(this.opts.root, { recursive: true, force: true });
+    for (const [p, text] of Object.entries(files ?? {})) {
+      mkdirSync(dirname(join(this.opts.root, p)), { recursive: true });
+      writeFileSync(join(this.opts.root, p), text);
+    }
     this.runningSince = Date.now();
     this.opts.write(`[ ${(saved.ranMs / 1000).toFixed(6)}] fake guest ${saved.bootId} restored from snapshot\n`);
     this.startAgent();
@@ -120,7 +149,9 @@ export class PretendGuest {
     rmSync(this.opts.agentSocket, { force: true });
     // pdeathsig ends the agent even when the fake is SIGKILLed, as a guest dies with its VMM.
     const wrap = Bun.which("setpriv") ? ["setpriv", "--pdeathsig", "KILL", "--"] : [];
+    mkdirSync(this.opts.root, { recursive: true, mode: 0o700 });
     this.agent = Bun.spawn([...wrap, ...this.opts.agentArgv, "--unix", this.opts.agentSocket], {
+      env: { ...process.env, BANGER_AGENT_PRETEND_ROOT: this.opts.root },
       stdin: "ignore",
       stdout: "inherit",
       stderr: "inherit",
@@ -134,5 +165,6 @@ export class PretendGuest {
     if (this.timer) clearTimeout(this.timer);
     if (this.agent && this.agent.exitCode === null) this.agent.kill("SIGKILL");
     rmSync(this.opts.agentSocket, { force: true });
+    rmSync(this.opts.root, { recursive: true, force: true });
   }
 }

@@ -4,7 +4,7 @@
  * sparse to the VM's memory size. Requests are checked with Firecracker's rules and messages.
  */
 import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from "node:fs";
-import { FaultError, ioDisplay, type VmConfig } from "./devices.ts";
+import { FaultError, ioDisplay, openDrive, openTap, type VmConfig } from "./devices.ts";
 import type { GuestState } from "./guest.ts";
 
 type Body = Record<string, unknown>;
@@ -90,7 +90,19 @@ export function readSnapshotForLoad(body: Body): { snap: SnapshotFile; memGuest:
   const memText = readHead(memPath, 64 * 1024).replace(/\0[\s\S]*$/, "");
   const memGuest = JSON.parse(memText) as GuestState;
   applyOverrides(snap, body);
+  openDevices(snap);
   return { snap, memGuest };
+}
+
+/**
+ * Firecracker re-opens every device of the snapshot at load: drives by their recorded
+ * `path_on_host` (a relative one from the process's working directory, which is how one snapshot
+ * is loaded against another directory's disks) and TAPs by name after `network_overrides`.
+ */
+function openDevices(snap: SnapshotFile, sysClassNet = "/sys/class/net"): void {
+  const restore = `${LOAD}Failed to restore from snapshot: Failed to build microVM from snapshot: `;
+  for (const d of snap.drives) openDrive(d.path_on_host as string, d.is_read_only === true, `${restore}Block device error: `);
+  for (const n of snap.nics) openTap(n.host_dev_name as string, sysClassNet, `${restore}Net device error: `);
 }
 
 /** The first bytes of a (large, sparse) file, without reading the rest. */

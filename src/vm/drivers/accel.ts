@@ -1,5 +1,6 @@
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { BangerError } from "../../errors";
+import { hasHardwareVirt } from "../../host/cpu.ts";
 
 /** Which accelerator the user asked for (config key `accel`). */
 export type AccelChoice = "auto" | "kvm" | "tcg";
@@ -34,14 +35,6 @@ export const hostAccelDeps: Omit<AccelDeps, "warn"> = {
     }
   },
 };
-
-/**
- * True when a `flags` line of /proc/cpuinfo lists vmx (Intel) or svm (AMD). A /dev/kvm
- * without them (nested "PVM" KVM) hangs standard guest kernels, so the flag decides.
- */
-export function hasHardwareVirt(cpuinfo: string): boolean {
-  return cpuinfo.split("\n").some((line) => /^flags\s*:/.test(line) && /\s(vmx|svm)(\s|$)/.test(line));
-}
 
 /** Why KVM is unusable here, or null when it is usable. */
 export function kvmProblem(deps: Omit<AccelDeps, "warn">): string | null {

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { projectRoot, sharedDir, testCacheDir } from "../../testing/skip.ts";
-import { driverContract, readLine } from "./contract.ts";
+import { driverContract, readLine } from "../../testing/driver-contract.ts";
 import { FirecrackerDriver, bootSteps, firecrackerFiles } from "./firecracker.ts";
 import type { FcResponse, FirecrackerApi } from "./firecracker-api.ts";
 import type { BootPlan } from "./types.ts";

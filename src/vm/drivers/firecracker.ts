@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { isAbsolute, join, relative, resolve } from "node:path";
 import { BangerError } from "../../errors.ts";
 import { tailLines } from "../../host/tail.ts";
 import { printable } from "../../printable.ts";
@@ -42,8 +42,13 @@ export class FirecrackerDriver implements Driver {
   private readonly clock: Clock;
   private version: string | null = null;
 
+  private readonly argv: string[];
+
   constructor(private readonly deps: FirecrackerDeps) {
     this.clock = deps.clock ?? systemClock;
+    // Firecracker runs in the VM directory, so a relative binary path is resolved here, once.
+    const [cmd, ...rest] = typeof deps.bin === "string" ? [deps.bin] : deps.bin;
+    this.argv = [cmd!.includes("/") ? resolve(cmd!) : cmd!, ...rest];
   }
 
   private api(socket: string, timeoutMs?: number): FirecrackerApi {
@@ -108,15 +113,22 @@ export class FirecrackerDriver implements Driver {
     return firecrackerSaveState(this.api(handle.controlSocket, SNAPSHOT_TIMEOUT_MS), files, () => this.clock.now());
   }
 
-  /** A Firecracker snapshot names its drives by the source's paths and cannot be pointed at copies on load. */
+  /**
+   * Copies work: drives are given relative to the VM directory (Firecracker's working directory), so
+   * a snapshot loaded in a copy's directory opens that copy's disks; TAP and vsock come from the overrides.
+   */
   forkProblem(): string | null {
-    return "Firecracker snapshots keep the source VM's disk paths (API v1.16 has no drive override on load), so a copy would write to the source's disks; fork needs the QEMU VMM";
+    return null;
   }
 
+  /**
+   * Firecracker has no link control. A restored copy's frames still carry its source's MAC and
+   * address until it is re-identified, and its TAP's anti-spoofing rules drop exactly those.
+   */
   async setLink(): Promise<void> {}
 
   async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
-    this.version ??= firecrackerBinaryVersion(typeof this.deps.bin === "string" ? [this.deps.bin] : this.deps.bin);
+    this.version ??= firecrackerBinaryVersion(this.argv);
     return firecrackerRestoreProblem(meta, this.version);
   }
 
@@ -126,11 +138,13 @@ export class FirecrackerDriver implements Driver {
   }
 
   private spawnVmm(plan: BootPlan, apiSocket: string): number {
-    const [cmd, ...prefix] = typeof this.deps.bin === "string" ? [this.deps.bin] : this.deps.bin;
+    const [cmd, ...prefix] = this.argv;
     const out = openSync(plan.consoleLog, "a");
     try {
       // Detached in its own session so the VM outlives the daemon; its console goes to the VM's log.
+      // The VM directory is its working directory: drive paths in a snapshot are relative to it.
       const child = spawn(cmd!, [...prefix, "--api-sock", apiSocket, "--id", plan.vmId], {
+        cwd: plan.dir,
         detached: true,
         stdio: ["ignore", out, out],
       });
@@ -295,7 +309,8 @@ export function bootSteps(plan: BootPlan, files: ReturnType<typeof firecrackerFi
     ],
   ];
   plan.drives.forEach((d, i) => {
-    steps.push([`drive ${d.id}`, put(`/drives/${d.id}`, { drive_id: d.id, path_on_host: d.path, is_root_device: i === 0, is_read_only: d.readOnly })]);
+    const path = inDir(plan.dir, d.path);
+    steps.push([`drive ${d.id}`, put(`/drives/${d.id}`, { drive_id: d.id, path_on_host: path, is_root_device: i === 0, is_read_only: d.readOnly })]);
   });
   if (plan.nic) {
     steps.push(["network", put("/network-interfaces/eth0", { iface_id: "eth0", host_dev_name: plan.nic.tap, guest_mac: plan.nic.mac })]);
@@ -303,6 +318,15 @@ export function bootSteps(plan: BootPlan, files: ReturnType<typeof firecrackerFi
   steps.push(["vsock", put("/vsock", { guest_cid: plan.cid, uds_path: files.agentSocket })]);
   steps.push(["start", put("/actions", { action_type: "InstanceStart" })]);
   return steps;
+}
+
+/**
+ * A path inside the VM directory relative to it (the VMM's working directory), so the snapshot
+ * names "overlay", not the source's directory; paths elsewhere (the shared image) stay absolute.
+ */
+export function inDir(dir: string, path: string): string {
+  const rel = relative(dir, path);
+  return rel && !rel.startsWith("..") && !isAbsolute(rel) ? rel : path;
 }
 
 function touch(path: string): void {

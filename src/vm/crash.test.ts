@@ -1,0 +1,178 @@
+/**
+ * A daemon killed in the middle of suspend, fork and warm start, in process: the operation is held
+ * at a named point (the pauseAt seam), the service is dropped as a killed daemon's would be, and
+ * a fresh one over the same store and host reconciles. Each VM involved must come out whole
+ * (running, or suspended and resumable, or stopped and startable) or be gone without a trace.
+ */
+import { afterEach, beforeEach, expect, test } from "bun:test";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { callCtx, serviceHarness, type Harness } from "../testing/service-harness.ts";
+import { isAlive } from "./drivers/process.ts";
+import { reconcile } from "./reconcile.ts";
+import { dirOf } from "./runtime.ts";
+import type { VmService } from "./service.ts";
+import { listGoldens, warmRoot } from "./warm.ts";
+
+let h: Harness;
+beforeEach(async () => {
+  h = await serviceHarness({ taps: 4 });
+});
+afterEach(async () => {
+  await h.close();
+});
+
+const create = (svc: VmService, name: string) => svc.create({ name, nat: true } as never, callCtx());
+const row = (name: string) => h.deps.vms.list().find((v) => v.name === name);
+const pidOf = (name: string) => row(name)?.teardown.pid;
+
+/** Starts `op` with the daemon told to hold at `point`; resolves once it holds there (or throws what op threw). */
+async function holdAt(point: string, op: () => Promise<unknown>): Promise<void> {
+  h.faults.pauseAt = point;
+  const log = h.deps.log;
+  const held = new Promise<void>((resolve) => {
+    h.deps.log = (m) => {
+      log(m);
+      if (m === `paused at ${point}`) resolve();
+    };
+  });
+  const ended = op().then(
+    () => Promise.reject(new Error(`the operation ended without holding at ${point}`)),
+    (err) => Promise.reject(err),
+  );
+  ended.catch(() => {});
+  await Promise.race([held, ended]);
+  h.deps.log = log;
+}
+
+/** The old service is abandoned mid-operation (as a kill -9 leaves it); a new one reconciles. */
+async function crashAndRestart(): Promise<VmService> {
+  h.faults.pauseAt = undefined;
+  const svc = h.restart();
+  await reconcile(svc);
+  return svc;
+}
+
+/** No VM directory, DNS name or NAT rule beyond those of the VMs in the store. */
+function expectNoStrays() {
+  const rows = h.deps.vms.list();
+  expect(readdirSync(h.paths.vmsDir).sort()).toEqual(rows.map((v) => v.id).sort());
+  expect([...h.records.keys()].sort()).toEqual(
+    rows
+      .filter((v) => v.state === "running" || v.state === "paused")
+      .map((v) => v.name)
+      .sort(),
+  );
+  expect(h.network.nat.size).toBe(rows.filter((v) => v.state === "running" || v.state === "paused").length);
+}
+
+test("held before the save: the VM runs on, its VMM kept and resumed, no saved state", async () => {
+  await create(h.svc, "s1");
+  const pid = pidOf("s1")!;
+  await holdAt("suspend save", () => h.svc.withVm(row("s1")!.id, (vm) => h.svc.suspend(vm)));
+  expect(row("s1")!.state).toBe("suspending");
+  const svc = await crashAndRestart();
+  expect(row("s1")!.state).toBe("running");
+  expect(pidOf("s1")).toBe(pid);
+  expect(isAlive(pid)).toBe(true);
+  expect(existsSync(dirOf(h.deps, row("s1")!.id).savedState)).toBe(false);
+  expectNoStrays();
+  expect(await svc.withVm(row("s1")!.id, (vm) => svc.suspend(vm))).toContain("suspended");
+});
+
+test("held after the save, before its metadata: the VM is stopped with the partial state removed, and starts again", async () => {
+  await create(h.svc, "s2");
+  const pid = pidOf("s2")!;
+  await holdAt("suspend record", () => h.svc.withVm(row("s2")!.id, (vm) => h.svc.suspend(vm)));
+  const svc = await crashAndRestart();
+  const vm = row("s2")!;
+  expect(vm.state).toBe("stopped");
+  expect(vm.last_error).toContain("during a suspend");
+  expect(vm.teardown).toEqual({});
+  expect(isAlive(pid)).toBe(false);
+  const dir = dirOf(h.deps, vm.id);
+  expect([dir.savedState, dir.savedMeta, dir.memory, dir.handles].filter(existsSync)).toEqual([]);
+  expectNoStrays();
+  expect(await svc.withVm(vm.id, (v) => svc.start(v, callCtx()))).toBe("started");
+});
+
+test("held after the metadata, before the release: the VM stays suspended and resumes", async () => {
+  await create(h.svc, "s3");
+  await holdAt("suspend release", () => h.svc.withVm(row("s3")!.id, (vm) => h.svc.suspend(vm)));
+  const svc = await crashAndRestart();
+  expect(row("s3")!.state).toBe("suspended");
+  expect(row("s3")!.teardown).toEqual({});
+  expectNoStrays();
+  expect(await svc.withVm(row("s3")!.id, (vm) => svc.resume(vm, callCtx()))).toContain("resumed");
+  expect(row("s3")!.state).toBe("running");
+});
+
+test("a fork held while its source is frozen: the copy is gone and the source runs again (not shown paused)", async () => {
+  await create(h.svc, "src");
+  const pid = pidOf("src")!;
+  await holdAt("fork freeze", () => h.svc.withVm(row("src")!.id, (vm) => h.svc.fork(vm, { name: "cp" }, callCtx())));
+  expect(h.driver.paused.has(pid)).toBe(true);
+  expect(row("cp")!.state).toBe("creating");
+  await crashAndRestart();
+  expect(row("cp")).toBeUndefined();
+  expect(row("src")!.state).toBe("running");
+  expect(h.driver.paused.has(pid)).toBe(false);
+  expectNoStrays();
+});
+
+test("a fork held at a copy's re-identify: the copy's VMM is killed and everything of it removed; the source is untouched", async () => {
+  await create(h.svc, "src");
+  await holdAt("reidentify", () => h.svc.withVm(row("src")!.id, (vm) => h.svc.fork(vm, { count: 2 }, callCtx())));
+  const copies = ["src-f1", "src-f2"].map((n) => row(n)!);
+  const pids = copies.map((c) => c.teardown.pid!);
+  expect(pids.every(isAlive)).toBe(true);
+  await crashAndRestart();
+  expect(copies.map((c) => row(c.name))).toEqual([undefined, undefined]);
+  expect(pids.some(isAlive)).toBe(false);
+  expect(row("src")!.state).toBe("running");
+  expect(isAlive(pidOf("src")!)).toBe(true);
+  expectNoStrays();
+});
+
+test("warm start: a golden held while its VM is frozen is dropped and the VM runs; a warm create held midway is removed, the golden kept", async () => {
+  h.deps.config.warm_cache = 1;
+  await holdAt("golden freeze", () => create(h.svc, "cold1"));
+  const pid = pidOf("cold1")!;
+  expect(readdirSync(warmRoot(h.deps)).length).toBe(1);
+  let svc = await crashAndRestart();
+  expect(row("cold1")!.state).toBe("running");
+  expect(h.driver.paused.has(pid)).toBe(false);
+  expect(readdirSync(warmRoot(h.deps))).toEqual([]);
+  // A golden kept whole this time, then warm creates cut short at two points.
+  await create(svc, "cold2");
+  await svc.goldensSettled();
+  const [golden] = listGoldens(h.deps);
+  expect(golden).toBeDefined();
+  for (const point of ["warm copy", "reidentify"]) {
+    await holdAt(point, () => create(svc, "warm"));
+    const w = row("warm")!;
+    expect(w.state).toBe("creating");
+    svc = await crashAndRestart();
+    expect(row("warm")).toBeUndefined();
+    if (w.teardown.pid) expect(isAlive(w.teardown.pid)).toBe(false);
+    expect(listGoldens(h.deps).map((g) => g.key)).toEqual([golden!.key]);
+    expect(readdirSync(warmRoot(h.deps))).toEqual([golden!.key]);
+    expectNoStrays();
+  }
+  // The golden still serves a create.
+  expect((await create(svc, "warm")).state).toBe("running");
+});
+
+test("a VM directory no row names and a fork's half-made RAM copy are removed at restart", async () => {
+  await create(h.svc, "keep");
+  const stray = join(h.paths.vmsDir, "0123456789ab");
+  mkdirSync(stray);
+  writeFileSync(join(stray, "overlay.ext4"), "x");
+  const own = `${dirOf(h.deps, row("keep")!.id).memory}.own`;
+  writeFileSync(own, "half");
+  await crashAndRestart();
+  expect(existsSync(stray)).toBe(false);
+  expect(existsSync(own)).toBe(false);
+  expect(row("keep")!.state).toBe("running");
+  expectNoStrays();
+});
