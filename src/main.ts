@@ -312,7 +312,7 @@ async function main(argv: string[]): Promise<number> {
   // The root entry point sudo allows (see host setup); not a user command, so not in --help.
   if (argv[0] === "net-apply" && argv.length === 2) return (await import("./cli/host-cmds.ts")).netApply(argv[1]!);
   // A hidden mode: the daemon runs heavy image imports in a child process of this program.
-  if (argv[0] === "__import-worker") return (await import("./daemon/import-worker.ts")).runImportWorker();
+  if (argv[0] === "__import-worker") return (await import("./images/import-worker.ts")).runImportWorker();
   const cli = buildCli();
   const names = new Set(cli.commands.flatMap((c) => [c.name, ...c.aliasNames]));
   const args = joinCommandWords(argv, names);

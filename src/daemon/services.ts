@@ -21,10 +21,11 @@ import { vmDnsGuests } from "../vm/dns-guests.ts";
 import { reconcile, StatsPoller } from "../vm/reconcile.ts";
 import { VmService } from "../vm/service.ts";
 import { AGENT_VERSION } from "../version.ts";
-import { agentOf, vmHandlers } from "./vm-handlers.ts";
+import { vmHandlers } from "./vm-handlers.ts";
 import type { AgentFor } from "./exec-server.ts";
 import { artifactHandlers } from "./artifact-handlers.ts";
-import { pullAndRegister } from "./image-handlers.ts";
+import { ImageService } from "../images/image-service.ts";
+import { KernelService } from "../images/kernel-service.ts";
 
 export interface ServiceDeps {
   paths: Paths;
@@ -73,11 +74,22 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
     return d;
   };
   const keyPath = config.ssh_key || paths.sshKey;
+  const vmStore = new VmStore(deps.db);
+  const artifactDeps = {
+    paths,
+    config,
+    store: new ArtifactStore(deps.db),
+    runner,
+    usersOf: (what: { image?: string; kernel?: string }) => vms.usersOf(what),
+    agentBinary: agentBinaryPath,
+  };
+  const images = new ImageService(artifactDeps);
+  const kernels = new KernelService(artifactDeps);
   const vms = new VmService({
     paths,
     config,
-    vms: new VmStore(deps.db),
-    artifacts: new ArtifactStore(deps.db),
+    vms: vmStore,
+    artifacts: artifactDeps.store,
     runner,
     drivers: driver,
     defaultVmm: () => (config.vmm === "auto" ? (Bun.which(config.firecracker_bin) ? "firecracker" : "qemu") : config.vmm),
@@ -93,14 +105,14 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
       stopGraceMs: durations.stopGraceMs,
     },
     failAt: () => process.env.BANGER_FAIL_AT_STEP || undefined,
-    pullImage: async (name) => void (await pullAndRegister({ config, paths, runner }, new ArtifactStore(deps.db), name)),
+    pullImage: async (name) => void (await images.pull(name)),
     pauseAt: () => process.env.BANGER_PAUSE_AT_STEP || undefined,
   });
   await ensureSshKey(keyPath, runner);
   const servers: DnsServer[] = [];
   const dns = await startHostDns(config.dns_listen, records, log);
   if ("server" in dns) servers.push(dns.server);
-  const guests = vmDnsGuests({ vms: vms.deps.vms, records: () => records, network });
+  const guests = vmDnsGuests({ vms: vmStore, records: () => records, network });
   const guestDns = await startGuestDns({ gateway: network.gateway().ip, upstream: config.dns_upstream, records, guests, log });
   if (guestDns) servers.push(guestDns);
   await reconcile(vms);
@@ -109,11 +121,11 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   poller.trackConsoles();
   poller.start(durations.statsPollMs);
   return {
-    handlers: { ...vmHandlers(vms, poller), ...artifactHandlers({ paths, config, db: deps.db, log, runner, vms }) },
-    vmCount: () => vms.deps.vms.count(),
+    handlers: { ...vmHandlers(vms, poller), ...artifactHandlers(kernels, images) },
+    vmCount: () => vms.count(),
     agentFor: (ref) => {
       const vm = vms.find(ref);
-      return { client: agentOf(vms, vm), ip: vm.ip ?? "" };
+      return { client: vms.agent(vm), ip: vm.ip ?? "" };
     },
     dnsAddress: "server" in dns ? `${dns.server.address.host}:${dns.server.address.port}` : "",
     dnsProblem: "problem" in dns ? dns.problem : undefined,
@@ -121,7 +133,7 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
       poller.stop();
       consoles.close();
       for (const s of servers) await s.close();
-      for (const a of vms.rt.agents.values()) a.close();
+      vms.closeAgents();
     },
   };
 }

@@ -4,31 +4,14 @@
  */
 import type { AgentHealth } from "../agent/protocol.ts";
 import type { ImageRow, KernelRow } from "../store/artifacts.ts";
-import type { VmView } from "../vm/model.ts";
+import type { SshInfo, VmLogs, VmView } from "../vm/model.ts";
+
+export type { SshInfo, VmLogs };
 import type { PortsView } from "../vm/ports-view.ts";
 import type { VmStats } from "../vm/reconcile.ts";
 import type { FanoutResult } from "../vm/refs.ts";
 import type { SnapshotInfo } from "../vm/snapshots.ts";
 import type { GoldenInfo } from "../vm/warm.ts";
-
-/** How to reach a VM over ssh; the client checks every field before it goes on a command line. */
-export interface SshInfo {
-  name: string;
-  state: string;
-  ip: string;
-  user: string;
-  key: string;
-  host_key: string;
-}
-
-/** A VM's console and VMM log tails. */
-export interface VmLogs {
-  name: string;
-  console_log: string;
-  vmm_log: string;
-  console: string;
-  vmm: string;
-}
 
 /** One named result of a per-VM action (snapshot create/restore/delete). */
 export interface NamedMessage {

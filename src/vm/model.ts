@@ -42,6 +42,25 @@ export interface CallContext {
   signal: AbortSignal;
 }
 
+/** How to reach a VM over ssh; the client checks every field before it goes on a command line. */
+export interface SshInfo {
+  name: string;
+  state: string;
+  ip: string;
+  user: string;
+  key: string;
+  host_key: string;
+}
+
+/** A VM's console and VMM log tails. */
+export interface VmLogs {
+  name: string;
+  console_log: string;
+  vmm_log: string;
+  console: string;
+  vmm: string;
+}
+
 /** A VM as the CLI sees it. */
 export interface VmView {
   id: string;

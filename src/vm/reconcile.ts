@@ -176,6 +176,27 @@ export class StatsPoller {
     if (this.timer) clearInterval(this.timer);
   }
 
+  /** The latest sample of each running VM (sampled now when there is none yet); stopped VMs show only their disk size. */
+  stats(vms: VmRow[]): Promise<VmStats[]> {
+    return Promise.all(
+      vms.map(async (vm) =>
+        vm.state === "running"
+          ? (this.latest.get(vm.id) ?? (await this.sample(vm)))
+          : {
+              name: vm.name,
+              state: vm.state,
+              pid: null,
+              cpu_percent: null,
+              rss_bytes: null,
+              disk_used_bytes: null,
+              disk_bytes: vm.disk_bytes,
+              uptime_s: null,
+              sampled_at: new Date().toISOString(),
+            },
+      ),
+    );
+  }
+
   /** One round: dead VMMs are torn down (TAP, NAT, DNS released), live ones sampled. */
   async poll(): Promise<void> {
     if (this.polling) return;

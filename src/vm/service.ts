@@ -2,23 +2,27 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { dirname } from "node:path";
 import { knownHostsText } from "../host/ssh-config.ts";
 import { BangerError } from "../errors.ts";
-import { tailLines } from "../host/tail.ts";
+import { tailLines, tailRotated } from "../host/tail.ts";
+import { AgentClient } from "../agent/client.ts";
+import type { AgentHealth } from "../agent/protocol.ts";
+import { buildPortsView, type PortsView } from "./ports-view.ts";
+import { webProbe } from "./port-probe.ts";
 import { printable } from "../printable.ts";
 import { growWorkDisk } from "../images/disks.ts";
-import type { CallContext, VmCreateInput, VmSetInput } from "./model.ts";
+import type { CallContext, SshInfo, VmCreateInput, VmLogs, VmSetInput } from "./model.ts";
 import type { VmRow } from "../store/vms.ts";
 import { createSteps, resolveArtifacts, type CreateCtx } from "./create.ts";
 import { KeyedLocks, Mutex } from "./locks.ts";
 import { toView, type VmView } from "./model.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import { fanout, resolveRef, type FanoutResult } from "./refs.ts";
-import { dirOf, knownHandle, startSteps, stopVmm, type StartCtx } from "./runtime.ts";
+import { AGENT_PORT, dirOf, knownHandle, startSteps, stopVmm, type StartCtx } from "./runtime.ts";
 import { setNet } from "./net-apply.ts";
 import { runSteps } from "./steps.ts";
 import { isSameProcess } from "./drivers/process.ts";
 import { discardSavedState, pauseVm, resumeVm, suspendVm } from "./instant.ts";
 import { forkVm } from "./fork.ts";
-import { keepGolden, warmCreate } from "./warm.ts";
+import { keepGolden, listGoldens, pruneGoldens, warmCreate, type GoldenInfo } from "./warm.ts";
 import { createSnapshot, defaultSnapshotName, deleteSnapshot, listSnapshots, restoreSnapshotFiles, type SnapshotInfo } from "./snapshots.ts";
 
 /** The VM use cases behind the `vm` RPC methods. */
@@ -41,6 +45,77 @@ export class VmService {
 
   find(ref: string): VmRow {
     return resolveRef(ref, this.deps.vms.list());
+  }
+
+  /** Every VM's row. */
+  rows(): VmRow[] {
+    return this.deps.vms.list();
+  }
+
+  count(): number {
+    return this.deps.vms.count();
+  }
+
+  /** The names of the VMs built on an image or booting a kernel: what stops the artifact's delete. */
+  usersOf(what: { image?: string; kernel?: string }): string[] {
+    const uses = (v: VmRow) => (what.image !== undefined && v.image === what.image) || (what.kernel !== undefined && v.kernel === what.kernel);
+    return this.deps.vms
+      .list()
+      .filter(uses)
+      .map((v) => v.name);
+  }
+
+  /** The agent client of a running VM (kept open: virtio-serial allows one host connection). */
+  agent(vm: VmRow): AgentClient {
+    if (vm.state !== "running") throw new BangerError("failed_precondition", `VM ${vm.name} is ${vm.state}`, { hint: `Start it: banger vm start ${vm.name}` });
+    let client = this.rt.agents.get(vm.id);
+    if (!client) {
+      const handle = knownHandle(this.rt, vm, dirOf(this.deps, vm.id));
+      if (!handle) throw new BangerError("failed_precondition", `VM ${vm.name} has no running VMM`);
+      const driver = this.deps.drivers(vm.vmm);
+      client = new AgentClient(() => driver.connectAgent(handle, AGENT_PORT));
+      this.rt.agents.set(vm.id, client);
+    }
+    return client;
+  }
+
+  /** The agent's health report; banger's name for the VM comes last, so nothing in the answer can rename it. */
+  async health(vm: VmRow): Promise<AgentHealth & { name: string }> {
+    return { ...(await this.agent(vm).health({ timeoutMs: 5000 })), name: vm.name };
+  }
+
+  /** The guest's listening sockets, with the web ones probed from the host. */
+  async ports(vm: VmRow): Promise<PortsView> {
+    const { sockets, dropped } = await this.agent(vm).ports({ timeoutMs: 5000 });
+    return buildPortsView(sockets, { vmName: vm.name, probeHost: vm.ip, probe: webProbe(), dropped });
+  }
+
+  /** Closes every agent connection (the daemon is going away; the VMs run on). */
+  closeAgents() {
+    for (const a of this.rt.agents.values()) a.close();
+  }
+
+  /** The end of the VM's console and VMM logs (and of their rotated `.1` when needed); at most 100,000 lines. */
+  logs(vm: VmRow, lines: number): VmLogs {
+    const dir = dirOf(this.deps, vm.id);
+    const n = Math.min(lines, 100_000);
+    return { name: vm.name, console_log: dir.consoleLog, vmm_log: dir.vmmLog, console: tailRotated(dir.consoleLog, n), vmm: tailRotated(dir.vmmLog, n) };
+  }
+
+  /** How to reach the VM over ssh: its address, banger's key and the VM's host key. */
+  async sshInfo(vm: VmRow): Promise<SshInfo> {
+    const hostKey = readFileSync(`${dirOf(this.deps, vm.id).hostKey}.pub`, "utf8").trim();
+    return { name: vm.name, state: vm.state, ip: vm.ip, user: "root", key: (await this.deps.sshKey()).path, host_key: hostKey };
+  }
+
+  /** The warm-start copies kept in the cache. */
+  cacheList(): GoldenInfo[] {
+    return listGoldens(this.deps);
+  }
+
+  /** Removes outdated warm-start copies (all of them with `all`). */
+  cachePrune(all?: boolean): { key: string; reason: string }[] {
+    return pruneGoldens(this.deps, { all });
   }
 
   /** Runs fn holding the VM's lock, on a fresh copy of its row. */
@@ -135,6 +210,12 @@ export class VmService {
     this.deps.vms.update(vm.id, { state: "stopping", desired_state: "stopped" });
     const how = await stopVmm(this.deps, this.rt, vm, dirOf(this.deps, vm.id), this.graceMs());
     return `stopped (${how})`;
+  }
+
+  /** Stops the VM, then starts it from its fresh row. */
+  async restart(vm: VmRow, call: CallContext): Promise<string> {
+    const stopped = await this.stop(vm);
+    return `${stopped}; ${await this.start(this.deps.vms.get(vm.id)!, call)}`;
   }
 
   async kill(vm: VmRow): Promise<string> {

@@ -155,11 +155,14 @@ export async function copyGoldenInto(deps: VmServiceDeps, g: GoldenInfo, vm: VmR
   const src = goldenDir(deps, g.key);
   const d = dirOf(deps, vm.id);
   mkdirSync(d.dir, { recursive: true, mode: 0o700 });
-  await sparseCopy(join(src, "overlay"), d.overlay);
+  // Side by side: each is one `cp` of a sparse file (or a reflink), so they overlap well.
+  await Promise.all([
+    sparseCopy(join(src, "overlay"), d.overlay),
+    sparseCopy(join(src, "work"), d.workDisk),
+    sparseCopy(join(src, "config"), d.configDrive),
+    sparseCopy(join(src, "state"), d.savedState),
+  ]);
   await faultPoint(deps, "warm copy");
-  await sparseCopy(join(src, "work"), d.workDisk);
-  await sparseCopy(join(src, "config"), d.configDrive);
-  await sparseCopy(join(src, "state"), d.savedState);
   try {
     linkSync(join(src, "memory"), d.memory);
   } catch {
@@ -240,12 +243,17 @@ export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mu
   if (!golden) return null;
   const ctx = { params, image, kernel, warnings: [] } as unknown as CreateCtx;
   await allocLock.run(async () => allocateRow(deps, ctx));
+  // The copy runs while the network step sets up the TAP's rules; the restore waits for it.
+  const copied = Promise.all([copyGoldenInto(deps, golden, ctx.vm), makeHostKey(deps, ctx.dir, ctx.vm.name)]);
+  copied.catch(() => {});
+  const steps = forkSteps(deps, rt);
+  steps.splice(
+    steps.findIndex((s) => s.name === "restore"),
+    0,
+    { name: "warm copy", run: async () => void (await copied) },
+  );
   try {
-    call.progress({ stage: "warm copy", status: "start" });
-    await copyGoldenInto(deps, golden, ctx.vm);
-    await makeHostKey(deps, ctx.dir, ctx.vm.name);
-    call.progress({ stage: "warm copy", status: "done" });
-    await runSteps(forkSteps(deps, rt), ctx, {
+    await runSteps(steps, ctx, {
       progress: call.progress,
       signal: call.signal,
       log: deps.log,
@@ -253,6 +261,7 @@ export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mu
       pauseAt: deps.pauseAt?.(),
     });
   } catch (err) {
+    await copied.catch(() => {});
     await removeCopy(deps, rt, ctx.vm);
     if (call.signal.aborted) throw err;
     call.progress({ stage: "warning", status: "info", message: `warm start failed (${(err as Error).message}); booting cold` });

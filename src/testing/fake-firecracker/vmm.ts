@@ -197,7 +197,7 @@ export class FakeVmm {
     restoreConfig(this.cfg, snap);
     const resume = body.resume_vm === true;
     this.state = resume ? "Running" : "Paused";
-    this.opts.guest.restore(memGuest, !resume);
+    await this.opts.guest.restore(memGuest, !resume);
     this.log("Snapshot loaded");
   }
 
