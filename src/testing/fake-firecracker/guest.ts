@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { findByArgs, signal } from "../../vm/drivers/process.ts";
@@ -112,6 +112,21 @@ export class PretendGuest {
    */
   prestart(): void {
     if (!this.agent) this.startAgent();
+  }
+
+  /**
+   * What the guest kernel shows of its disks: /sys/class/block/vdX/size (512-byte sectors) and, as
+   * banger's guest init mounts them, / from /dev/vda and /root from the work disk /dev/vdc.
+   */
+  disks(paths: string[]): void {
+    const root = this.opts.root;
+    paths.forEach((p, i) => {
+      const dev = `vd${String.fromCharCode(97 + i)}`;
+      mkdirSync(join(root, "sys/class/block", dev), { recursive: true });
+      writeFileSync(join(root, "sys/class/block", dev, "size"), `${existsSync(p) ? Math.floor(statSync(p).size / 512) : 0}\n`);
+    });
+    mkdirSync(join(root, "proc"), { recursive: true });
+    writeFileSync(join(root, "proc/mounts"), `/dev/vda / ext4 ro 0 0\n${paths.length >= 3 ? "/dev/vdc /root ext4 rw,noatime 0 0\n" : ""}`);
   }
 
   /** Pause: the agent process is stopped (SIGSTOP) as vCPUs would be; nothing answers. */

@@ -8,7 +8,7 @@ import { UnixSocketApi, type FirecrackerApi } from "./firecracker-api.ts";
 import { dialHybridVsock } from "./hybrid-vsock.ts";
 import { findByArgs, isAlive, isSameProcess, signalGroup, startTime, startedAt, systemClock, waitForExit, type Clock } from "./process.ts";
 import { firecrackerBinaryVersion, firecrackerLoadState, firecrackerRestoreProblem, firecrackerSaveState } from "./firecracker-state.ts";
-import type { AgentStream, BootPlan, Driver, SavedStateFiles, SavedStateMeta, VmmHandle, VmmState } from "./types.ts";
+import type { AgentStream, BootPlan, Driver, DriveSpec, SavedStateFiles, SavedStateMeta, VmmHandle, VmmState } from "./types.ts";
 
 /** Bound on snapshot create/load requests (memory is written or mapped). */
 const SNAPSHOT_TIMEOUT_MS = 60_000;
@@ -126,6 +126,11 @@ export class FirecrackerDriver implements Driver {
    * address until it is re-identified, and its TAP's anti-spoofing rules drop exactly those.
    */
   async setLink(): Promise<void> {}
+
+  /** `PATCH /drives/{id}` with the same file (post-boot only): Firecracker re-reads its size and interrupts the guest. */
+  async growDrive(handle: VmmHandle, dir: string, drive: DriveSpec): Promise<void> {
+    await this.api(handle.controlSocket).request("PATCH", `/drives/${drive.id}`, { drive_id: drive.id, path_on_host: inDir(dir, drive.path) });
+  }
 
   async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
     this.version ??= firecrackerBinaryVersion(this.argv);
