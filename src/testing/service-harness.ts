@@ -175,7 +175,8 @@ function fakeGuest(plan: BootPlan) {
     "/proc/sys/kernel/random/boot_id": `${crypto.randomUUID()}\n`,
     "/proc/mounts": `/dev/vda / ext4 ro 0 0\n/dev/${guestDevice(plan, "work")} /root ext4 rw 0 0\n`,
   };
-  for (const d of plan.drives) files[`/sys/class/block/${guestDevice(plan, d.id)}/size`] = `${existsSync(d.path) ? Math.floor(statSync(d.path).size / 512) : 0}\n`;
+  for (const d of plan.drives)
+    files[`/sys/class/block/${guestDevice(plan, d.id)}/size`] = `${existsSync(d.path) ? Math.floor(statSync(d.path).size / 512) : 0}\n`;
   const readText = async (p: string) => files[p] ?? "";
   const deps = {
     version: "harness",

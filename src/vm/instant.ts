@@ -12,7 +12,7 @@ import type { VmRow } from "../store/vms.ts";
 import type { RestoreOptions, SavedStateFiles, SavedStateMeta, VmmHandle } from "./drivers/types.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import { resolveArtifacts } from "./create.ts";
-import { bootPlan, closeAgent, dirOf, knownHandle, recordHandle, releaseRunning, startSteps, stopVmm, type StartCtx } from "./runtime.ts";
+import { bootPlan, closeAgent, dirOf, knownHandle, recordHandle, releaseRunning, startSteps, stopVmm, type StartCtx } from "./start-stop.ts";
 import { faultPoint, runSteps, type Step } from "./steps.ts";
 import { isSameProcess } from "./drivers/process.ts";
 

@@ -53,7 +53,10 @@ test("a larger --disk restores the golden and grows the copy's work disk online;
   await create("g1", { disk: 8 * GIB });
   expect(listGoldens(h.deps).map((g) => g.diskBytes)).toEqual([8 * GIB]);
   const steps: string[] = [];
-  const big = await h.svc.create({ name: "g2", disk: 9 * GIB } as never, { ...callCtx(), progress: (e: { stage: string; status: string }) => void (e.status === "done" && steps.push(e.stage)) } as never);
+  const big = await h.svc.create(
+    { name: "g2", disk: 9 * GIB } as never,
+    { ...callCtx(), progress: (e: { stage: string; status: string }) => void (e.status === "done" && steps.push(e.stage)) } as never,
+  );
   await h.svc.goldensSettled();
   expect(restores()).toBe(1);
   expect(steps).toContain("warm copy");

@@ -1,7 +1,19 @@
 import { appendFileSync, existsSync } from "node:fs";
 import type { ApiReply, ApiRequest } from "./http.ts";
 import { matchOperation, validateBody, type ApiSpec } from "./schema.ts";
-import { FaultError, defaultConfig, exportConfig, ioDisplay, openDrive, probeOpen, setBootSource, setDrive, setMachineConfig, setNic, type VmConfig } from "./devices.ts";
+import {
+  FaultError,
+  defaultConfig,
+  exportConfig,
+  ioDisplay,
+  openDrive,
+  probeOpen,
+  setBootSource,
+  setDrive,
+  setMachineConfig,
+  setNic,
+  type VmConfig,
+} from "./devices.ts";
 import { HybridVsockBridge } from "./vsock.ts";
 import { bootResourcesConfigured, createSnapshot, readSnapshotForLoad, restoreConfig } from "./snapshot.ts";
 import type { PretendGuest } from "./guest.ts";
