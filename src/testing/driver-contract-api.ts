@@ -49,7 +49,7 @@ const AFTER = "The requested operation is not supported after starting the micro
 const DESERIALIZE = "An error occurred when deserializing the json body of a request: ";
 
 /** Registers the raw API rule tests (inside driverContract's describe). */
-export function apiRulesContract(opts: ContractOptions): void {
+export function apiRulesContract(opts: ContractOptions & { bin: string[] }): void {
   test("refuses an existing API socket path with Firecracker's message", async () => {
     const dir = mkdtempSync(join(tmpdir(), "banger-fcapi-"));
     const sock = join(dir, "fc.sock");
