@@ -54,4 +54,4 @@ test("a watched console is rotated by its watcher as a writer appends, with no p
   expect(rotations).toBeGreaterThanOrEqual(3);
   expect(statSync(`${f}.1`).size).toBeLessThanOrEqual(256 * 1024);
   expect(rotateAt(256 * 1024)).toBe(128 * 1024);
-});
+}, 60_000);
