@@ -163,16 +163,24 @@ test("warm start: a golden held while its VM is frozen is dropped and the VM run
   expect((await create(svc, "warm")).state).toBe("running");
 });
 
-test("a VM directory no row names and a fork's half-made RAM copy are removed at restart", async () => {
+test("left by a restore cut short before its cont, and beside it a stray directory and half-made files: all put right at restart", async () => {
   await create(h.svc, "keep");
+  const vm = row("keep")!;
+  const dir = dirOf(h.deps, vm.id);
+  // The restore had loaded the saved state (the VMM waits, paused) but not yet let it run or cleaned up.
+  h.driver.paused.add(vm.teardown.pid!);
+  h.deps.vms.update(vm.id, { state: "starting" });
+  for (const f of [dir.savedState, dir.savedMeta, `${dir.memory}.own`]) writeFileSync(f, "stale");
+  mkdirSync(join(dir.snapshotsDir, ".partial-s1"), { recursive: true });
+  mkdirSync(join(dir.snapshotsDir, "s0"), { recursive: true });
   const stray = join(h.paths.vmsDir, "0123456789ab");
   mkdirSync(stray);
   writeFileSync(join(stray, "overlay.ext4"), "x");
-  const own = `${dirOf(h.deps, row("keep")!.id).memory}.own`;
-  writeFileSync(own, "half");
   await crashAndRestart();
-  expect(existsSync(stray)).toBe(false);
-  expect(existsSync(own)).toBe(false);
   expect(row("keep")!.state).toBe("running");
+  expect(h.driver.paused.has(vm.teardown.pid!)).toBe(false);
+  expect(existsSync(stray)).toBe(false);
+  expect(readdirSync(dir.dir).filter((f) => f.startsWith("vmstate") || f.endsWith(".own"))).toEqual([]);
+  expect(readdirSync(dir.snapshotsDir)).toEqual(["s0"]);
   expectNoStrays();
 });
