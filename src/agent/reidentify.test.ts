@@ -1,6 +1,9 @@
 import { expect, test } from "bun:test";
 import { createHandler, procDeps } from "./server.ts";
-import { growWork, mountedDevice, parseReidentify, reidentify, type ReidentifyDeps } from "./reidentify.ts";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { growWork, mountedDevice, parseReidentify, pretendReidentifyDeps, reidentify, type ReidentifyDeps } from "./reidentify.ts";
 
 const good = {
   hostname: "web-2",
@@ -58,6 +61,19 @@ test("an agent serving a test socket refuses to re-identify its host", async () 
   const res = await handler({ id: 1, method: "reidentify", params: good });
   expect(res).toMatchObject({ ok: false });
   expect((res as { error: { message: string } }).error.message).toContain("does not re-identify");
+});
+
+test("a pretend guest's re-identify writes its files under its root and only writes its commands down", async () => {
+  const root = mkdtempSync(join(tmpdir(), "banger-pretend-"));
+  try {
+    await reidentify(good, pretendReidentifyDeps(root));
+    expect(readFileSync(join(root, "etc/hostname"), "utf8")).toBe("web-2\n");
+    expect(readFileSync(join(root, "etc/machine-id"), "utf8")).toBe(`${good.machineId}\n`);
+    expect(statSync(join(root, "etc/ssh/ssh_host_ed25519_key")).mode & 0o777).toBe(0o600);
+    expect(readFileSync(join(root, "commands"), "utf8")).toContain("ip addr add 172.30.0.7/24 dev eth0\n");
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });
 
 test("growWorkTo adds a last step: wait until the device at /root shows the new size, then resize2fs it online", async () => {
