@@ -163,6 +163,25 @@ test("warm start: a golden held while its VM is frozen is dropped and the VM run
   expect((await create(svc, "warm")).state).toBe("running");
 });
 
+test("a create killed while its network rules go in: the rules put in so far are withdrawn with the half-made VM", async () => {
+  const applyVm = h.network.applyVm.bind(h.network);
+  let entered!: () => void;
+  const inRules = new Promise<void>((r) => (entered = r));
+  // The NAT entry is in, the rest never comes: the daemon dies here.
+  h.network.applyVm = async (vm) => {
+    h.network.nat.add(vm.ip);
+    entered();
+    await new Promise(() => {});
+  };
+  void create(h.svc, "net1").catch(() => {});
+  await inRules;
+  h.network.applyVm = applyVm;
+  await crashAndRestart();
+  expect(row("net1")).toBeUndefined();
+  expect(h.network.nat.size).toBe(0);
+  expectNoStrays();
+});
+
 test("left by a restore cut short before its cont, and beside it a stray directory and half-made files: all put right at restart", async () => {
   await create(h.svc, "keep");
   const vm = row("keep")!;
