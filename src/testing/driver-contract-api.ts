@@ -49,7 +49,7 @@ const AFTER = "The requested operation is not supported after starting the micro
 const DESERIALIZE = "An error occurred when deserializing the json body of a request: ";
 
 /** Registers the raw API rule tests (inside driverContract's describe). */
-export function apiRulesContract(opts: ContractOptions): void {
+export function apiRulesContract(opts: ContractOptions & { bin: string[] }): void {
   test("refuses an existing API socket path with Firecracker's message", async () => {
     const dir = mkdtempSync(join(tmpdir(), "banger-fcapi-"));
     const sock = join(dir, "fc.sock");
@@ -118,7 +118,11 @@ export function apiRulesContract(opts: ContractOptions): void {
       // PATCH /drives with the same file is how a grown disk is announced; a bad one is refused.
       const patch = (id: string, b: Record<string, unknown>) => vmm.call("PATCH", `/drives/${id}`, { drive_id: id, ...b });
       expect((await patch("rootfs", { path_on_host: drive.path_on_host })).status).toBe(204);
-      for (const bad of [patch("nosuch", { path_on_host: drive.path_on_host }), patch("rootfs", {}), patch("rootfs", { path_on_host: join(vmm.dir, "missing") })]) {
+      for (const bad of [
+        patch("nosuch", { path_on_host: drive.path_on_host }),
+        patch("rootfs", {}),
+        patch("rootfs", { path_on_host: join(vmm.dir, "missing") }),
+      ]) {
         const r = await bad;
         expect(r.status).toBe(400);
         expect(r.body.fault_message).toStartWith("Unable to patch the block device: ");

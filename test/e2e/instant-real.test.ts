@@ -203,7 +203,15 @@ describe("instant VMs on a real guest under QEMU (needs qemu, mmdebstrap, root)"
       expect({ code: w.code, stderr: w.stderr.slice(-2000) }).toMatchObject({ code: 0 });
       expect(w.stdout).toContain("warm copy");
       expect(w.stdout).toContain("grow disk");
-      const df = await h.run(["vm", "ssh", "w1", "--", "sh", "-c", "df -B1 --output=size /root | tail -1; test -s /root/.ssh/authorized_keys && echo seed-present"]);
+      const df = await h.run([
+        "vm",
+        "ssh",
+        "w1",
+        "--",
+        "sh",
+        "-c",
+        "df -B1 --output=size /root | tail -1; test -s /root/.ssh/authorized_keys && echo seed-present",
+      ]);
       expect({ code: df.code, stderr: df.stderr }).toMatchObject({ code: 0 });
       const [fsBytes, seed] = df.stdout.trim().split("\n");
       // ext4 keeps some of the device for itself, but far less than the GiB added.
