@@ -26,14 +26,15 @@ const create = (svc: VmService, name: string) => svc.create({ name, nat: true } 
 const row = (name: string) => h.deps.vms.list().find((v) => v.name === name);
 const pidOf = (name: string) => row(name)?.teardown.pid;
 
-/** Starts `op` with the daemon told to hold at `point`; resolves once it holds there (or throws what op threw). */
-async function holdAt(point: string, op: () => Promise<unknown>): Promise<void> {
+/** Starts `op` with the daemon told to hold at `point`; resolves once `times` runs of it hold there (or throws what op threw). */
+async function holdAt(point: string, op: () => Promise<unknown>, times = 1): Promise<void> {
   h.faults.pauseAt = point;
   const log = h.deps.log;
+  let seen = 0;
   const held = new Promise<void>((resolve) => {
     h.deps.log = (m) => {
       log(m);
-      if (m === `paused at ${point}`) resolve();
+      if (m === `paused at ${point}` && ++seen === times) resolve();
     };
   });
   const ended = op().then(
@@ -122,7 +123,7 @@ test("a fork held while its source is frozen: the copy is gone and the source ru
 
 test("a fork held at a copy's re-identify: the copy's VMM is killed and everything of it removed; the source is untouched", async () => {
   await create(h.svc, "src");
-  await holdAt("reidentify", () => h.svc.withVm(row("src")!.id, (vm) => h.svc.fork(vm, { count: 2 }, callCtx())));
+  await holdAt("reidentify", () => h.svc.withVm(row("src")!.id, (vm) => h.svc.fork(vm, { count: 2 }, callCtx())), 2);
   const copies = ["src-f1", "src-f2"].map((n) => row(n)!);
   const pids = copies.map((c) => c.teardown.pid!);
   expect(pids.every(isAlive)).toBe(true);
