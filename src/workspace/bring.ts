@@ -5,7 +5,7 @@ import { hostManifest, manifestDiff, PLAIN_WARN_BYTES, plainApplyScript, plainTr
 import { DEFAULT_GUEST_DIR, lastLines, prepareWorkspace } from "./prepare.ts";
 import { type GuestShell, shq } from "./shell.ts";
 import { inspectSource, spawnTar, streamInto } from "./source.ts";
-import { applyScript, type GuestState, planSync, readGuestState, type SyncMode } from "./sync.ts";
+import { applyScript, filesScript, type GuestState, parseTreeChanges, planSync, readGuestState, type SyncMode, type TreeChange } from "./sync.ts";
 
 export interface SyncOptions {
   shell: GuestShell;
@@ -79,13 +79,60 @@ async function syncGit(opts: SyncOptions, guestDir: string, runner: Runner): Pro
     case "unchanged":
       if (plan.ownWork) opts.onNote?.(`${guestDir} in the guest has changes of its own; the host has nothing new, so they stay`);
       return done("unchanged");
+    case "files":
+      return done("synced", await applyFiles(opts.shell, guestDir, src.top, state, snap, runner));
     default:
       return done("synced", await applyPack(opts.shell, guestDir, src.top, state, snap, plan.action === "force"));
   }
 }
 
+/** More changed paths than this go as a pack (one git archive argv stays small). */
+const FILES_MAX = 256;
+
+/**
+ * A files-only sync (the host changed working-tree files, not HEAD or the index): the changed
+ * files from the snapshot go in as a tar and nothing else runs in the guest, which saves the
+ * git processes a pack costs under emulation. Any trouble falls back to the pack, forced: the
+ * guest had no work of its own, so what a half-done unpack left is the host's.
+ */
+async function applyFiles(shell: GuestShell, guestDir: string, top: string, state: GuestState, snap: HostSnapshot, runner: Runner): Promise<number> {
+  const diff = await runner.run(["git", "-C", top, "diff-tree", "-r", "-z", "--no-renames", "--name-status", state.syncedTree!, snap.tree], {
+    allowFailure: true,
+    env: { GIT_OPTIONAL_LOCKS: "0" },
+  });
+  const changes = diff.code === 0 ? parseTreeChanges(diff.stdout) : [];
+  if (diff.code !== 0 || !changes.length || changes.length > FILES_MAX) return applyPack(shell, guestDir, top, state, snap, false);
+  const script = filesScript(guestDir, snap, changes);
+  const added = changes.filter((c) => c.status !== "D");
+  const r = added.length ? await streamInto(shell, script, spawnArchive(top, snap.tree, added)) : { r: await shell.exec(script), bytes: 0 };
+  if (r.r.code === 0) return r.bytes;
+  return applyPack(shell, guestDir, top, state, snap, true);
+}
+
+/** The host's environment without its GIT_* variables, with literal pathspecs. */
+function archiveEnv(): Record<string, string> {
+  const env: Record<string, string> = { GIT_LITERAL_PATHSPECS: "1", GIT_OPTIONAL_LOCKS: "0" };
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("GIT_")) env[k] = v;
+  return env;
+}
+
+/** `git archive` of some paths of a tree (literal pathspecs), as a tar stream. */
+function spawnArchive(top: string, tree: string, paths: TreeChange[]) {
+  const proc = Bun.spawn(["git", "-C", top, "archive", "--format=tar", tree, "--", ...paths.map((c) => c.path)], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: archiveEnv(),
+  });
+  const done = (async () => {
+    const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+    if (code !== 0) throw new BangerError("internal", `git archive in ${top} failed (exit ${code}): ${lastLines(stderr)}`);
+  })();
+  return { stdout: proc.stdout, done, kill: () => proc.kill() };
+}
+
 async function applyPack(shell: GuestShell, guestDir: string, top: string, state: GuestState, snap: HostSnapshot, force: boolean): Promise<number> {
-  const { r, bytes } = await streamInto(shell, applyScript(guestDir, state, snap, force), spawnPack(top, snap.commit, state.synced!));
+  const { r, bytes } = await streamInto(shell, applyScript(guestDir, state, snap, force), spawnPack(top, [snap.commit, snap.staged], state.synced!));
   if (r.code !== 0) {
     throw new BangerError("internal", `bringing the host's changes into ${guestDir} failed (exit ${r.code}): ${lastLines(r.stderr)}`, {
       hint: "Look at the checkout in the guest (git status), or start it afresh with --replace.",

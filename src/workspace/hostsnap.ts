@@ -67,11 +67,11 @@ export async function hostHas(runner: Runner, top: string, ids: string[]): Promi
 }
 
 /** A running `git pack-objects` with the objects of `want` the guest lacks (it has `have`), thin. */
-export function spawnPack(top: string, want: string, have: string): { stdout: ReadableStream<Uint8Array>; done: Promise<void>; kill(): void } {
+export function spawnPack(top: string, want: string | string[], have: string): { stdout: ReadableStream<Uint8Array>; done: Promise<void>; kill(): void } {
   const env: Record<string, string> = { ...readOnlyGitEnv };
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("GIT_")) env[k] = v;
   const proc = Bun.spawn(["git", "-C", top, "pack-objects", "--revs", "--thin", "--stdout", "-q"], {
-    stdin: new Blob([`${want}\n^${have}\n`]),
+    stdin: new Blob([`${[want].flat().join("\n")}\n^${have}\n`]),
     stdout: "pipe",
     stderr: "pipe",
     env,

@@ -10,6 +10,17 @@ export const BASE_REF = "refs/banger/base";
 /** The ref in the guest that holds the host snapshot (working tree as a commit) the checkout last matched. */
 export const SYNCED_REF = "refs/banger/synced";
 
+/**
+ * The last sync as the host made it: "<commit> <tree> <staged tree>". Written by the shell's own
+ * printf (no process), it is what a sync that only brings files updates instead of the refs.
+ */
+export const SYNCED_FILE = ".git/banger-synced";
+
+/** Sh (builtins only) that records a sync of `snap` in SYNCED_FILE. */
+export function recordSynced(snap: { commit: string; tree: string; staged: string }): string {
+  return `printf '%s %s %s\\n' ${snap.commit} ${snap.tree} ${snap.staged} > ${SYNCED_FILE}`;
+}
+
 /** Where the workspace lands in the guest unless told otherwise. */
 export const DEFAULT_GUEST_DIR = "/root/repo";
 
@@ -99,7 +110,7 @@ export function unpackScript(guestDir: string, src: SourceRepo, snap: HostSnapsh
   if (src.userName !== null) lines.push(`git config user.name ${shq(src.userName)}`);
   if (src.userEmail !== null) lines.push(`git config user.email ${shq(src.userEmail)}`);
   lines.push(src.head ? `git update-ref ${BASE_REF} ${src.head}` : `git update-ref -d ${BASE_REF} 2>/dev/null || true`);
-  lines.push(`git update-ref ${SYNCED_REF} ${snap.commit}`);
+  lines.push(`git update-ref ${SYNCED_REF} ${snap.commit}`, recordSynced(snap));
   // The copied index holds the host's stat data; refreshing it once makes the first `git status` fast.
   lines.push("git update-index -q --refresh >/dev/null 2>&1 || true");
   return lines.join("\n");

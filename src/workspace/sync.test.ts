@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { rejection } from "../testing/errors.ts";
@@ -51,6 +51,36 @@ describe("syncWorkspace on a git repository", () => {
     expect(git(g.dir, "log", "--format=%H %s")).toBe(git(repo, "log", "--format=%H %s"));
     expect(git(g.dir, ...STATE)).toBe(before.status);
     expect(git(g.dir, "symbolic-ref", "HEAD")).toBe(git(repo, "symbolic-ref", "HEAD"));
+    expect((await sync()).action).toBe("unchanged");
+  });
+
+  test("only working-tree files changed: they arrive as files (no git objects, refs untouched), the next staged change as a pack", async () => {
+    const refBefore = git(g.dir, "rev-parse", "refs/banger/synced");
+    mkdirSync(join(repo, "fresh/deeper"), { recursive: true });
+    writeFileSync(join(repo, "fresh/deeper/n.txt"), "new in a new directory\n");
+    writeFileSync(join(repo, "b.txt"), "b.txt edited a fourth time\n");
+    rmSync(join(repo, "brand-new.txt"));
+    symlinkSync("b.txt", join(repo, "link-to-b"));
+    const r = await sync();
+    expect(r.action).toBe("synced");
+    expect(git(g.dir, "rev-parse", "refs/banger/synced")).toBe(refBefore);
+    expect(read(g.dir, "fresh/deeper/n.txt")).toBe("new in a new directory\n");
+    expect(read(g.dir, "b.txt")).toBe("b.txt edited a fourth time\n");
+    expect(existsSync(join(g.dir, "brand-new.txt"))).toBe(false);
+    expect(readlinkSync(join(g.dir, "link-to-b"))).toBe("b.txt");
+    expect(git(g.dir, ...STATE)).toBe(git(repo, ...STATE));
+    expect((await sync()).action).toBe("unchanged");
+    // A file turned into a directory, then something staged: the pack path, from the files-only record.
+    rmSync(join(repo, "link-to-b"));
+    mkdirSync(join(repo, "link-to-b"));
+    writeFileSync(join(repo, "link-to-b/inside.txt"), "was a link\n");
+    expect((await sync()).action).toBe("synced");
+    expect(read(g.dir, "link-to-b/inside.txt")).toBe("was a link\n");
+    git(repo, "add", "fresh/deeper/n.txt");
+    expect((await sync()).action).toBe("synced");
+    // The staged split arrived (the record names the host's staged tree).
+    expect(read(g.dir, ".git/banger-synced").trim().split(" ")[2]).toBe(git(repo, "write-tree"));
+    expect(git(g.dir, ...STATE)).toBe(git(repo, ...STATE));
     expect((await sync()).action).toBe("unchanged");
   });
 
@@ -166,12 +196,15 @@ describe("syncWorkspace on a plain directory", () => {
 
 describe("planSync", () => {
   const host: HostSnapshot = { commit: "S2", tree: "T2", head: "H1", branch: "refs/heads/main", staged: "I" };
-  const clean: GuestState = { kind: "git", synced: "S1", syncedTree: "T1", base: "H1", head: "H1", tree: "T1" };
+  const clean: GuestState = { kind: "git", synced: "S1", syncedTree: "T1", base: "H1", head: "H1", tree: "T1", staged: null };
   const dirty: GuestState = { ...clean, tree: "Tg" };
   const has = new Set(["S1"]);
   test.each([
     ["empty guest", { ...clean, kind: "empty" }, "sync", has, "prepare"],
     ["clean guest, host changed", clean, "sync", has, "apply"],
+    ["clean guest, only host files changed (HEAD and staged as recorded)", { ...clean, staged: "I" }, "sync", has, "files"],
+    ["clean guest, host staged something new", { ...clean, staged: "I0" }, "sync", has, "apply"],
+    ["clean guest, host committed", { ...clean, staged: "I", base: "H0", head: "H0" }, "sync", has, "apply"],
     ["clean guest, host unchanged", { ...clean, syncedTree: "T2", tree: "T2" }, "sync", has, "unchanged"],
     ["dirty guest, host changed", dirty, "sync", has, "refuse"],
     ["dirty guest, host unchanged", { ...dirty, syncedTree: "T2" }, "sync", has, "unchanged"],
@@ -216,6 +249,14 @@ test("parseState keeps only object ids from the guest", () => {
     base: null,
     head: null,
     tree: id,
+    staged: null,
+  });
+  // The record of a files-only sync wins over the refs it did not update.
+  const [c, t, i] = ["c".repeat(40), "d".repeat(40), "e".repeat(40)];
+  expect(parseState(`kind=git\nsynced=${id}\nsyncedTree=${id}\nfileSynced=${c}\nfileTree=${t}\nstaged=${i}\ntree=${t}\n`)).toMatchObject({
+    synced: c,
+    syncedTree: t,
+    staged: i,
   });
   expect(() => parseState("kind=weird\n")).toThrow(/unexpected workspace state/);
 });

@@ -1,5 +1,5 @@
 import { BangerError } from "../errors.ts";
-import { BASE_REF, lastLines, SYNCED_REF } from "./prepare.ts";
+import { BASE_REF, lastLines, recordSynced, SYNCED_FILE, SYNCED_REF } from "./prepare.ts";
 import type { HostSnapshot } from "./hostsnap.ts";
 import { type GuestShell, shq, workspaceLock } from "./shell.ts";
 
@@ -16,17 +16,20 @@ export interface GuestState {
   head: string | null;
   /** The guest's working tree (tracked and untracked-not-ignored) as a tree id. */
   tree: string | null;
+  /** The host's staged tree at the last sync (from SYNCED_FILE; null when not recorded). */
+  staged: string | null;
 }
 
 /** How a run treats a guest that has work of its own. */
 export type SyncMode = "sync" | "replace" | "keep";
 
 /**
- * What to do: prepare (nothing there), unchanged (host tree already there), apply (bring the
- * host's changes), force (bring them, discarding the guest's), keep (leave the guest's tree),
+ * What to do: prepare (nothing there), unchanged (host tree already there), files (only
+ * working-tree files changed on the host: bring just them), apply (bring the host's changes,
+ * commits and staged state as git objects), force (bring them, discarding the guest's), keep (leave the guest's tree),
  * refuse (the guest has work of its own), reprepare (no usable record of the last sync).
  */
-export type SyncAction = "prepare" | "unchanged" | "apply" | "force" | "keep" | "refuse" | "reprepare";
+export type SyncAction = "prepare" | "unchanged" | "files" | "apply" | "force" | "keep" | "refuse" | "reprepare";
 
 export interface SyncPlan {
   action: SyncAction;
@@ -46,10 +49,11 @@ export function planSync(g: GuestState, h: HostSnapshot, mode: SyncMode, hostHol
     if (!usable) return { action: "reprepare", ownWork };
     return { action: g.tree === h.tree && g.head === h.head ? "unchanged" : "force", ownWork };
   }
-  const hostChanged = !g.synced || h.tree !== g.syncedTree || h.head !== g.base;
+  const hostChanged = !g.synced || h.tree !== g.syncedTree || h.head !== g.base || (!!g.staged && g.staged !== h.staged);
   if (!hostChanged) return { action: "unchanged", ownWork };
   if (ownWork) return { action: "refuse", ownWork };
   if (!usable) return { action: "reprepare", ownWork };
+  if (!changed && h.head === g.base && !!g.staged && g.staged === h.staged) return { action: "files", ownWork };
   return { action: changed ? "force" : "apply", ownWork };
 }
 
@@ -73,6 +77,8 @@ else
   echo "base=$(v '${BASE_REF}^{commit}')"
   echo "head=$(v 'HEAD^{commit}')"
 fi
+# The record of the last sync, when there is one, is newer than the refs (a files-only sync writes only it).
+if [ -f ${SYNCED_FILE} ] && read -r fc ft fs < ${SYNCED_FILE}; then echo "fileSynced=$fc"; echo "fileTree=$ft"; echo "staged=$fs"; fi
 if [ -f .git/index ]; then cp .git/index ${SYNC_INDEX}; else rm -f ${SYNC_INDEX}; fi
 GIT_INDEX_FILE=${SYNC_INDEX} git -c advice.addEmbeddedRepo=false add -A
 echo "tree=$(GIT_INDEX_FILE=${SYNC_INDEX} git write-tree)"
@@ -93,7 +99,16 @@ export function parseState(stdout: string): GuestState {
     const v = kv.get(k);
     return v && /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(v) ? v : null;
   };
-  return { kind, synced: opt("synced"), syncedTree: opt("syncedTree"), base: opt("base"), head: opt("head"), tree: opt("tree") };
+  const fromFile = opt("fileSynced") && opt("fileTree");
+  return {
+    kind,
+    synced: fromFile ? opt("fileSynced") : opt("synced"),
+    syncedTree: fromFile ? opt("fileTree") : opt("syncedTree"),
+    base: opt("base"),
+    head: opt("head"),
+    tree: opt("tree"),
+    staged: fromFile ? opt("staged") : null,
+  };
 }
 
 export async function readGuestState(shell: GuestShell, guestDir: string): Promise<GuestState> {
@@ -122,15 +137,45 @@ export function applyScript(guestDir: string, g: GuestState, h: HostSnapshot, fo
   const toTree = force ? `--reset -u ${h.tree}` : `-m -u ${g.syncedTree} ${h.tree}`;
   if (h.staged === h.tree) lines.push(`${idx} git read-tree --index-output=.git/index ${toTree}`);
   else lines.push(`${idx} git read-tree ${toTree}`, `${idx} git read-tree --index-output=.git/index --reset ${h.staged}`);
-  // The refs in one process: HEAD's branch (or a detached HEAD), base and synced.
+  // The refs in one process: HEAD's branch (or a detached HEAD) and base.
   const refs: string[] = [];
   if (h.head && h.branch) refs.push(`update ${h.branch} ${h.head}`);
   else if (h.head) refs.push("option no-deref", `update HEAD ${h.head}`);
   if (h.head) refs.push(`update ${BASE_REF} ${h.head}`);
   else if (g.base) refs.push(`delete ${BASE_REF}`);
-  refs.push(`update ${SYNCED_REF} ${h.commit}`);
-  lines.push(`printf '%s\\n' ${refs.map(shq).join(" ")} | git update-ref --stdin`);
+  // The sync itself is recorded in SYNCED_FILE (the snapshot commit need not be in the guest: a
+  // files-only sync never sends it, and a staged-only change snapshots the same commit again).
+  if (refs.length) lines.push(`printf '%s\\n' ${refs.map(shq).join(" ")} | git update-ref --stdin`);
+  lines.push(recordSynced(h));
   // HEAD read by the shell itself: no process when it already names the branch.
   if (h.head && h.branch) lines.push(`read -r cur < .git/HEAD || cur=; [ "$cur" = ${shq(`ref: ${h.branch}`)} ] || git symbolic-ref HEAD ${shq(h.branch)}`);
+  return lines.join("\n");
+}
+
+/** A change between two trees as `git diff-tree --name-status -z` reports it. */
+export interface TreeChange {
+  status: string;
+  path: string;
+}
+
+/** Parses `git diff-tree -r -z --no-renames --name-status` output. */
+export function parseTreeChanges(out: string): TreeChange[] {
+  const parts = out.split("\0");
+  const changes: TreeChange[] = [];
+  for (let i = 0; i + 1 < parts.length; i += 2) if (parts[i]) changes.push({ status: parts[i]!, path: parts[i + 1]! });
+  return changes;
+}
+
+/**
+ * Sh for a files-only sync: remove what the host deleted (or turned into another type), unpack
+ * the changed files (a tar of the host snapshot's blobs on stdin, when there are any), record the
+ * sync. No git process: HEAD, the index and the objects are already what they should be.
+ */
+export function filesScript(guestDir: string, h: HostSnapshot, changes: TreeChange[]): string {
+  const lines = ["set -e", workspaceLock(guestDir), `cd ${shq(guestDir)}`];
+  const gone = changes.filter((c) => c.status !== "A" && c.status !== "M").map((c) => shq(c.path));
+  if (gone.length) lines.push(`rm -rf -- ${gone.join(" ")}`);
+  if (changes.some((c) => c.status !== "D")) lines.push("tar -x --no-same-owner");
+  lines.push(recordSynced(h));
   return lines.join("\n");
 }
