@@ -1,7 +1,9 @@
 import { mkdirSync, rmSync } from "node:fs";
 import { randomBytes } from "node:crypto";
+import { join } from "node:path";
 import { BangerError } from "../errors.ts";
-import { createOverlayDisk, createWorkDisk, DEFAULT_OVERLAY_BYTES } from "../images/disks.ts";
+import { DiskTemplates } from "../images/disk-templates.ts";
+import { DEFAULT_OVERLAY_BYTES } from "../images/disks.ts";
 import type { ImageRow, KernelRow } from "../store/artifacts.ts";
 import type { VmRow } from "../store/vms.ts";
 import { allocate } from "./allocate.ts";
@@ -40,6 +42,7 @@ export function resolveArtifacts(deps: VmServiceDeps, imageName: string | undefi
 
 /** The named create steps: resolve, allocate, disks, then the shared start steps. */
 export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex): Step<CreateCtx>[] {
+  const templates = new DiskTemplates(join(deps.paths.cacheDir, "disk-templates"), { runner: deps.runner });
   return [
     {
       name: "resolve image",
@@ -64,9 +67,7 @@ export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex):
         mkdirSync(ctx.dir.dir, { recursive: true, mode: 0o700 });
         // One after the other: run side by side, a full disk named whichever file lost the race.
         await onFullDisk("host key", ctx.dir.hostKey, deps.paths.vmsDir, () => makeHostKey(deps, ctx.dir, ctx.vm.name));
-        await onFullDisk("overlay disk", ctx.dir.overlay, deps.paths.vmsDir, () =>
-          createOverlayDisk(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES, { runner: deps.runner }),
-        );
+        await onFullDisk("overlay disk", ctx.dir.overlay, deps.paths.vmsDir, () => templates.overlay(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES));
       },
       undo: async (ctx) => {
         if (ctx.dir?.dir) rmSync(ctx.dir.dir, { recursive: true, force: true });
@@ -76,7 +77,7 @@ export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex):
       name: "work disk",
       run: async (ctx) =>
         onFullDisk("work disk", ctx.dir.workDisk, deps.paths.vmsDir, () =>
-          createWorkDisk({ seed: ctx.image.work_seed_path, path: ctx.dir.workDisk, sizeBytes: ctx.vm.disk_bytes }, { runner: deps.runner }),
+          templates.workDisk({ seed: ctx.image.work_seed_path, path: ctx.dir.workDisk, sizeBytes: ctx.vm.disk_bytes }),
         ),
     },
     ...(startSteps(deps, rt) as Step<CreateCtx>[]),

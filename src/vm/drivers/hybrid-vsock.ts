@@ -6,7 +6,7 @@ import { systemClock, type Clock } from "./process.ts";
 export interface DialOptions {
   /** Total time to keep retrying (the guest agent may not be listening yet). */
   timeoutMs?: number;
-  /** Pause between attempts. */
+  /** Longest pause between attempts; the first pauses are shorter (2 ms, doubling), so a guest that is nearly up is not waited for a whole interval. */
   retryMs?: number;
   /** How long to wait for the `OK <port>` line on one attempt. */
   ackTimeoutMs?: number;
@@ -62,15 +62,17 @@ export function dialOnce(udsPath: string, port: number, ackTimeoutMs: number): P
 export async function dialHybridVsock(udsPath: string, port: number, opts: DialOptions = {}): Promise<Socket> {
   const clock = opts.clock ?? systemClock;
   const deadline = clock.now() + (opts.timeoutMs ?? 20_000);
+  const maxPause = opts.retryMs ?? 100;
   let last = "no attempt made";
-  for (;;) {
+  for (let attempt = 0; ; attempt++) {
     try {
       return await dialOnce(udsPath, port, opts.ackTimeoutMs ?? 1000);
     } catch (err) {
       last = (err as Error).message;
     }
-    if (clock.now() + (opts.retryMs ?? 100) > deadline) break;
-    await clock.sleep(opts.retryMs ?? 100);
+    const pause = Math.min(2 * 2 ** Math.min(attempt, 16), maxPause);
+    if (clock.now() + pause > deadline) break;
+    await clock.sleep(pause);
   }
   throw new BangerError("unavailable", `Could not reach guest vsock port ${port} through ${udsPath}: ${last}`, {
     hint: "The guest agent may not have started; check the VM's console log (banger vm logs).",
