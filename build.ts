@@ -42,6 +42,9 @@ for (const [entry, name] of [
     minify: true,
     // Precompiled bytecode starts both several times faster (it needs entries without top-level await).
     bytecode: true,
+    // One chunk per lazily imported part: `banger version` loads the command table alone, not
+    // the daemon, ssh2 and the drivers (a single chunk costs their load on every run).
+    ...(name === "banger" ? { format: "esm", splitting: true } : {}),
     define,
   } as Parameters<typeof Bun.build>[0]);
   if (!result.success) {
