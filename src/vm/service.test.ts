@@ -10,6 +10,7 @@ import { isAlive } from "./drivers/process.ts";
 import { Mutex } from "./locks.ts";
 import { reconcile, StatsPoller } from "./reconcile.ts";
 import { dirOf } from "./runtime.ts";
+import { stepNames } from "./steps.ts";
 
 let h: Harness;
 beforeEach(async () => {
@@ -59,7 +60,7 @@ test("policies and groups: applied at start, changed live by set, withdrawn at d
 });
 
 test("a failure at each create step is undone completely: no row, directory, VMM, DNS name or NAT rule", async () => {
-  const names = createSteps(h.deps, h.svc.rt, new Mutex()).map((s) => s.name);
+  const names = stepNames(createSteps(h.deps, h.svc.rt, new Mutex()));
   expect(names).toContain("boot");
   for (const step of names) {
     h.faults.failAt = step;

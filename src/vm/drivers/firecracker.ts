@@ -163,7 +163,7 @@ export class FirecrackerDriver implements Driver {
     const bound = this.deps.socketTimeoutMs ?? 3000;
     const deadline = this.clock.now() + bound;
     const api = this.api(apiSocket);
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
       if (!isAlive(pid)) {
         throw new BangerError("unavailable", `Firecracker exited before its API socket was ready: ${tail(consoleLog)}`, {
           hint: `See ${consoleLog}.`,
@@ -182,7 +182,8 @@ export class FirecrackerDriver implements Driver {
           hint: `See ${consoleLog}.`,
         });
       }
-      await this.clock.sleep(10);
+      // A VMM binds its socket within milliseconds: look again soon, then every 10 ms.
+      await this.clock.sleep(Math.min(1 + attempt, 10));
     }
   }
 

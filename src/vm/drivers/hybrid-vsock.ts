@@ -6,7 +6,7 @@ import { systemClock, type Clock } from "./process.ts";
 export interface DialOptions {
   /** Total time to keep retrying (the guest agent may not be listening yet). */
   timeoutMs?: number;
-  /** Longest pause between attempts; the first pauses are shorter (2 ms, doubling), so a guest that is nearly up is not waited for a whole interval. */
+  /** Longest pause between attempts; the first are 5 ms, so a guest that is nearly up is not waited for a whole interval. */
   retryMs?: number;
   /** How long to wait for the `OK <port>` line on one attempt. */
   ackTimeoutMs?: number;
@@ -70,7 +70,9 @@ export async function dialHybridVsock(udsPath: string, port: number, opts: DialO
     } catch (err) {
       last = (err as Error).message;
     }
-    const pause = Math.min(2 * 2 ** Math.min(attempt, 16), maxPause);
+    // Every 5 ms for the first ~200 ms (a guest agent comes up within tens of ms of a fast
+    // boot), then backing off to maxPause.
+    const pause = Math.min(attempt < 40 ? 5 : 5 * 2 ** Math.min(attempt - 39, 16), maxPause);
     if (clock.now() + pause > deadline) break;
     await clock.sleep(pause);
   }
