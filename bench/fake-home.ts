@@ -54,10 +54,15 @@ function compiledFake(): { bin: string; dir: string } {
   return { bin, dir };
 }
 
-/** A fake-VMM home with `taps` TAPs whose agent starts from the compiled binary. */
-export async function benchFakeHome(taps: number): Promise<FakeHome> {
+/** A fake-VMM home with `taps` TAPs whose agent starts from the compiled binary; `config` is appended to its config file. */
+export async function benchFakeHome(taps: number, config?: string): Promise<FakeHome> {
   const fake = compiledFake();
-  const home = await fakeFirecrackerHome({ taps, env: { FAKE_FC_AGENT_CMD: agentBin, FAKE_FC_API_SPEC: defaultSpecPath() }, firecrackerBin: fake.bin });
+  const home = await fakeFirecrackerHome({
+    taps,
+    env: { FAKE_FC_AGENT_CMD: agentBin, FAKE_FC_API_SPEC: defaultSpecPath() },
+    firecrackerBin: fake.bin,
+    ...(config ? { config } : {}),
+  });
   const cleanup = home.cleanup.bind(home);
   home.cleanup = async () => {
     await cleanup();

@@ -114,8 +114,60 @@ async function benchFake(ctx: BenchCtx, n: number) {
   }
 }
 
+/** Step p50s over several creates' progress lines, as "step 12 ms, ...". */
+function stepP50s(runs: Array<{ steps: Map<string, number> }>): string {
+  const by = new Map<string, number[]>();
+  for (const r of runs) for (const [k, v] of r.steps) by.set(k, [...(by.get(k) ?? []), v]);
+  return [...by].map(([k, xs]) => `${k} ${fmtMs(percentile(xs, 50))}`).join(", ");
+}
+
+/** Fake Firecracker: warm creates (restore + re-identify of the golden) against cold creates of the same settings. */
+async function benchFakeWarm(ctx: BenchCtx, n: number) {
+  heading(`warm start, fake Firecracker: ${n} warm creates vs ${n} cold creates (banger's own overhead)`, ctx.machine);
+  const home = await benchFakeHome(2 * n + 3, "warm_cache = 1\n");
+  const names: string[] = [];
+  const create = async (name: string, extra: string[] = []) => (names.push(name), createVm(home, name, extra));
+  try {
+    await create("fwg");
+    console.log(`   golden kept ${fmtMs(await goldenKept(home, 30_000))} after the first cold create answered`);
+    const cold: Awaited<ReturnType<typeof createVm>>[] = [];
+    const warm: Awaited<ReturnType<typeof createVm>>[] = [];
+    // Interleaved, so both see the same machine load.
+    for (let i = 0; i < n; i++) {
+      cold.push(await create(`fwc${i}`, ["--cold"]));
+      warm.push(await create(`fww${i}`));
+    }
+    if (!warm.every((w) => w.steps.has("reidentify"))) throw new Error("a create expected to be warm booted cold (no reidentify step)");
+    console.log(`   cold step p50s: ${stepP50s(cold)}`);
+    console.log(`   warm step p50s: ${stepP50s(warm)}`);
+    const coldP50 = percentile(
+      cold.map((c) => c.ms),
+      50,
+    );
+    for (const q of [50, 95]) {
+      const v = percentile(
+        warm.map((w) => w.ms),
+        q,
+      );
+      ctx.summary.add({
+        bench: "warm start (fake firecracker)",
+        metric: `warm vm create -> ready p${q} (n=${n}; goal p50 <= 150 ms)`,
+        value: fmtMs(v),
+        baseline: `${fmtMs(coldP50)} cold vm create -> ready p50`,
+        ratio: v / coldP50,
+      });
+    }
+  } finally {
+    await deleteVms(home, names).catch(() => 0);
+    await home.run(["cache", "prune", "--all"]);
+    await home.teardownNet();
+    await home.cleanup();
+  }
+}
+
 export async function benchInstant(ctx: BenchCtx): Promise<void> {
   await benchFake(ctx, ctx.quick ? 5 : 10);
+  await benchFakeWarm(ctx, ctx.quick ? 5 : 10);
   if (ctx.quick) console.log("\n== instant, real guest: skipped (--quick)");
   else await benchReal(ctx, 3);
 }

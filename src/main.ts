@@ -318,7 +318,7 @@ async function main(argv: string[]): Promise<number> {
   // The root entry point sudo allows (see host setup); not a user command, so not in --help.
   if (argv[0] === "net-apply" && argv.length === 2) return (await import("./cli/host-cmds.ts")).netApply(argv[1]!);
   // A hidden mode: the daemon runs heavy image imports in a child process of this program.
-  if (argv[0] === "__import-worker") return (await import("./daemon/import-worker.ts")).runImportWorker();
+  if (argv[0] === "__import-worker") return (await import("./images/import-worker.ts")).runImportWorker();
   // Answered before the command table is built: the version is what scripts ask most often.
   if (isVersionCall(argv)) return (printVersion({ json: argv.includes("--json") }), 0);
   const cli = buildCli();

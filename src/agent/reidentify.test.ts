@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { createHandler, procDeps } from "./server.ts";
-import { parseReidentify, reidentify, type ReidentifyDeps } from "./reidentify.ts";
+import { growWork, mountedDevice, parseReidentify, reidentify, type ReidentifyDeps } from "./reidentify.ts";
 
 const good = {
   hostname: "web-2",
@@ -15,13 +15,18 @@ const good = {
   entropy: "ab".repeat(32),
 };
 
-function recording(): ReidentifyDeps & { log: string[] } {
+const MOUNTS = "/dev/vda / ext4 ro 0 0\noverlay /usr/lib/banger/root overlay rw 0 0\n/dev/vdc /root ext4 rw,noatime 0 0\n";
+
+/** A guest whose files are `files`; each read of a sysfs size takes the next of `sizes` (the interrupt arriving late). */
+function recording(files: Record<string, string> = {}, sizes: string[] = []): ReidentifyDeps & { log: string[] } {
   const log: string[] = [];
   return {
     log,
     run: async (argv) => void log.push(argv.join(" ")),
     writeFile: async (p, d) => void log.push(`write ${p} ${d.split("\n")[0]}`),
     reseed: (b) => void log.push(`reseed ${b.length}`),
+    readText: async (p) => (p.startsWith("/sys/") && sizes.length ? sizes.shift()! : (files[p] ?? "")),
+    sleep: async (ms) => void log.push(`sleep ${ms}`),
   };
 }
 
@@ -53,4 +58,31 @@ test("an agent serving a test socket refuses to re-identify its host", async () 
   const res = await handler({ id: 1, method: "reidentify", params: good });
   expect(res).toMatchObject({ ok: false });
   expect((res as { error: { message: string } }).error.message).toContain("does not re-identify");
+});
+
+test("growWorkTo adds a last step: wait until the device at /root shows the new size, then resize2fs it online", async () => {
+  const gib = 2 ** 30;
+  const deps = recording({ "/proc/mounts": MOUNTS }, [`${(8 * gib) / 512}\n`, `${(8 * gib) / 512}\n`, `${(9 * gib) / 512}\n`]);
+  const r = await reidentify({ ...good, growWorkTo: 9 * gib }, deps);
+  expect(r.done.at(-1)).toBe("grow work");
+  expect(deps.log.filter((l) => l.startsWith("sleep")).length).toBe(2);
+  expect(deps.log.at(-1)).toBe("resize2fs /dev/vdc");
+  // Without it, nothing is read or resized.
+  const plain = recording();
+  expect((await reidentify(good, plain)).done).not.toContain("grow work");
+  expect(plain.log.some((l) => l.includes("resize2fs"))).toBe(false);
+});
+
+test("the grow step fails clearly when the size never shows or /root is not a block device; bad sizes are refused up front", async () => {
+  const deps = recording({ "/proc/mounts": MOUNTS, "/sys/class/block/vdc/size": "16\n" });
+  await expect(growWork(2 ** 30, deps, 200)).rejects.toThrow("/dev/vdc still shows 8192 bytes after 200 ms, not the 1073741824");
+  expect(deps.log.some((l) => l.includes("resize2fs"))).toBe(false);
+  await expect(reidentify({ ...good, growWorkTo: 2 ** 30 }, recording({ "/proc/mounts": "/dev/vda / ext4 ro 0 0\n" }))).rejects.toThrow(
+    "reidentify grow work: nothing is mounted at /root",
+  );
+  expect(() => mountedDevice("tmpfs /root tmpfs rw 0 0\n", "/root")).toThrow("/root is mounted from tmpfs, not a block device");
+  expect(() => mountedDevice("/dev/../sda /root ext4 rw 0 0\n", "/root")).toThrow("not a block device");
+  for (const bad of [-512, 1000, 1.5, "9G"]) {
+    expect(() => parseReidentify({ ...good, growWorkTo: bad })).toThrow("growWorkTo must be a size in bytes");
+  }
 });

@@ -21,6 +21,11 @@ export interface ReidentifyParams {
   entropy: string;
   /** The guest's network interface (default eth0). */
   iface?: string;
+  /**
+   * Set when the host grew the work disk (a warm start asking for a larger --disk): its size in
+   * bytes. The agent waits until the device mounted at /root shows it, then grows the ext4 online.
+   */
+  growWorkTo?: number;
 }
 
 const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
@@ -44,6 +49,9 @@ export function parseReidentify(p: unknown): ReidentifyParams {
   for (const [key, ok, what] of CHECKS) if (!ok(o[key])) throw new Error(`reidentify: ${key} must be ${what}`);
   if (o.iface !== undefined && !(typeof o.iface === "string" && /^[a-z0-9]{1,15}$/.test(o.iface)))
     throw new Error("reidentify: iface must be an interface name");
+  const g = o.growWorkTo;
+  if (g !== undefined && !(Number.isSafeInteger(g) && (g as number) > 0 && (g as number) % 512 === 0))
+    throw new Error("reidentify: growWorkTo must be a size in bytes (a positive multiple of 512)");
   return o as unknown as ReidentifyParams;
 }
 
@@ -53,6 +61,37 @@ export interface ReidentifyDeps {
   writeFile(path: string, data: string, mode?: number): Promise<void>;
   /** Mixes bytes into the kernel's pool and forces the CRNG to reseed. */
   reseed(bytes: Uint8Array): void;
+  /** Reads a text file (/proc/mounts, /sys/class/block/<dev>/size). */
+  readText(path: string): Promise<string>;
+  sleep(ms: number): Promise<void>;
+}
+
+/** How long the grow step waits for the block device to show its new size (the config interrupt). */
+export const GROW_WAIT_MS = 10_000;
+
+/** The block device (a bare name like vdc) mounted at `mountpoint`, from /proc/mounts text. */
+export function mountedDevice(mounts: string, mountpoint: string): string {
+  for (const line of mounts.split("\n")) {
+    const [source, target] = line.split(" ");
+    if (target !== mountpoint) continue;
+    const m = /^\/dev\/([a-z]+[a-z0-9]*)$/.exec(source ?? "");
+    if (!m) throw new Error(`${mountpoint} is mounted from ${source}, not a block device`);
+    return m[1]!;
+  }
+  throw new Error(`nothing is mounted at ${mountpoint}`);
+}
+
+/** Waits for the device to show at least `bytes` (sysfs counts 512-byte sectors), then grows its ext4 online. */
+export async function growWork(bytes: number, deps: ReidentifyDeps, waitMs = GROW_WAIT_MS): Promise<void> {
+  const dev = mountedDevice(await deps.readText("/proc/mounts"), "/root");
+  let seen = 0;
+  for (let waited = 0; ; waited += 50) {
+    seen = Number((await deps.readText(`/sys/class/block/${dev}/size`)).trim()) * 512;
+    if (seen >= bytes) break;
+    if (waited >= waitMs) throw new Error(`/dev/${dev} still shows ${seen} bytes after ${waitMs} ms, not the ${bytes} the host grew it to`);
+    await deps.sleep(50);
+  }
+  await deps.run(["resize2fs", `/dev/${dev}`]);
 }
 
 /** The steps in order, each named for the result (and the error when one fails). */
@@ -89,6 +128,7 @@ export function reidentifySteps(p: ReidentifyParams, deps: ReidentifyDeps): Arra
         await deps.run(["sh", "-c", "systemctl reload ssh 2>/dev/null || pkill -HUP -x sshd || true"]);
       },
     ],
+    ...(p.growWorkTo ? [["grow work", () => growWork(p.growWorkTo!, deps)] as [string, () => Promise<void>]] : []),
   ];
 }
 
@@ -142,6 +182,8 @@ export function guestReidentifyDeps(): ReidentifyDeps {
       if (mode !== undefined) await chmod(path, mode);
     },
     reseed: reseedKernel,
+    readText: (path) => Bun.file(path).text(),
+    sleep: (ms) => Bun.sleep(ms),
   };
 }
 
@@ -162,5 +204,8 @@ export function pretendReidentifyDeps(root: string): ReidentifyDeps {
       if (mode !== undefined) chmodSync(at, mode);
     },
     reseed: () => {},
+    // The pretend guest's /proc/mounts and /sys/class/block are files its fake VMM keeps under root.
+    readText: (path) => Bun.file(join(root, path)).text(),
+    sleep: (ms) => Bun.sleep(ms),
   };
 }

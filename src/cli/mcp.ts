@@ -158,10 +158,19 @@ function vmTools(server: McpServer, { rpc }: McpDeps) {
 }
 
 function guestTools(server: McpServer, deps: McpDeps) {
-  const execIn = async (vm: string, argv: string[], o: Parameters<typeof execCapped>[3]) => {
+  const execIn: ExecIn = async (vm, argv, o) => {
     await deps.ensureDaemon();
     return execCapped(deps.execSocket, vm, argv, o);
   };
+  execTool(server, execIn);
+  readFileTool(server, execIn);
+  writeFileTool(server, execIn);
+}
+
+/** Runs argv in a VM through the agent, output capped (the daemon started first when needed). */
+type ExecIn = (vm: string, argv: string[], o: Parameters<typeof execCapped>[3]) => ReturnType<typeof execCapped>;
+
+function execTool(server: McpServer, execIn: ExecIn) {
   server.registerTool(
     "exec",
     {
@@ -196,6 +205,9 @@ function guestTools(server: McpServer, deps: McpDeps) {
         return ok(result, text);
       }),
   );
+}
+
+function readFileTool(server: McpServer, execIn: ExecIn) {
   server.registerTool(
     "read_file",
     {
@@ -221,6 +233,9 @@ function guestTools(server: McpServer, deps: McpDeps) {
         return ok({ path: a.path, content, truncated: r.stdout_truncated, bytes: r.raw.total() }, content);
       }),
   );
+}
+
+function writeFileTool(server: McpServer, execIn: ExecIn) {
   server.registerTool(
     "write_file",
     {

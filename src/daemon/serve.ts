@@ -10,12 +10,66 @@ import { BUILD_ID, VERSION } from "../version.ts";
 import type { DaemonStatus } from "../rpc/results.ts";
 import { prepareRuntimeDir } from "../rpc/socket-trust.ts";
 import { LOCK_HELD_LINE } from "../self.ts";
-import { buildServices } from "./services.ts";
+import { buildServices, type Services } from "./services.ts";
 import { startExecServer } from "./exec-server.ts";
 
 /** A timestamped line in the daemon log (stdout is the log file). */
 export function log(msg: string) {
   process.stdout.write(`${new Date().toISOString()} ${msg}\n`);
+}
+
+/** What the running daemon knows about itself: for `daemon.status` and a clean stop. */
+interface DaemonState {
+  startedAt: Date;
+  busy: number;
+  stopping: boolean;
+}
+
+/** The daemon's own methods beside the services' handlers. */
+function daemonHandlers(services: Services, paths: Paths, state: DaemonState, shutdown: (why: string) => Promise<void>): Handlers {
+  return {
+    ...services.handlers,
+    "daemon.status": async (): Promise<DaemonStatus> => ({
+      pid: process.pid,
+      version: VERSION,
+      buildId: BUILD_ID,
+      startedAt: state.startedAt.toISOString(),
+      uptimeS: Math.round((Date.now() - state.startedAt.getTime()) / 1000),
+      busy: Math.max(0, state.busy - 1),
+      socket: paths.socket,
+      log: paths.daemonLog,
+      vms: services.vmCount(),
+      dns: services.dnsAddress,
+      ...(services.dnsProblem ? { dnsProblem: services.dnsProblem } : {}),
+    }),
+    "daemon.stop": async () => {
+      setTimeout(() => void shutdown("daemon stop"), 20);
+      return { stopping: true };
+    },
+  };
+}
+
+/** The RPC socket (mode 0600): every request through rpc/handle.ts, refused while stopping. */
+function serveRpc(paths: Paths, handlers: Handlers, state: DaemonState) {
+  const deps = {
+    handlers,
+    logError: (err: unknown, method: string) => log(`error in ${method}: ${(err as Error)?.stack ?? err}`),
+    track: { begin: () => state.busy++, end: () => state.busy-- },
+  };
+  const server = Bun.serve({
+    unix: paths.socket,
+    maxRequestBodySize: MAX_BODY_BYTES * 2,
+    // No idle cut-off for long event streams (vm create, logs -f). Bun's types offer
+    // idleTimeout only beside a port, hence the untyped spread.
+    ...({ idleTimeout: 0 } as object),
+    fetch: (req) => (state.stopping ? new Response("stopping", { status: 503 }) : handle(req, deps)),
+    error: (err) => {
+      log(`serve error: ${err.stack ?? err}`);
+      return new Response(JSON.stringify({ ok: false, error: new BangerError("internal", "daemon error").toJSON() }), { status: 500 });
+    },
+  });
+  chmodSync(paths.socket, 0o600);
+  return server;
 }
 
 /** Runs the daemon until a signal or `daemon stop`: the composition root. */
@@ -30,14 +84,12 @@ export async function runDaemon(paths: Paths = resolvePaths()): Promise<number> 
   rmSync(paths.socket, { force: true });
   const config = loadConfig(paths);
   const db = openStore(paths.dbFile);
-  const startedAt = new Date();
-  let busy = 0;
-  let stopping = false;
+  const state: DaemonState = { startedAt: new Date(), busy: 0, stopping: false };
   const services = await buildServices({ paths, config, db, log });
 
   const shutdown = async (why: string) => {
-    if (stopping) return;
-    stopping = true;
+    if (state.stopping) return;
+    state.stopping = true;
     log(`shutting down (${why})`);
     server.stop(true);
     execServer.close();
@@ -50,44 +102,7 @@ export async function runDaemon(paths: Paths = resolvePaths()): Promise<number> 
     process.exit(0);
   };
 
-  const handlers: Handlers = {
-    ...services.handlers,
-    "daemon.status": async (): Promise<DaemonStatus> => ({
-      pid: process.pid,
-      version: VERSION,
-      buildId: BUILD_ID,
-      startedAt: startedAt.toISOString(),
-      uptimeS: Math.round((Date.now() - startedAt.getTime()) / 1000),
-      busy: Math.max(0, busy - 1),
-      socket: paths.socket,
-      log: paths.daemonLog,
-      vms: services.vmCount(),
-      dns: services.dnsAddress,
-      ...(services.dnsProblem ? { dnsProblem: services.dnsProblem } : {}),
-    }),
-    "daemon.stop": async () => {
-      setTimeout(() => void shutdown("daemon stop"), 20);
-      return { stopping: true };
-    },
-  };
-  const deps = {
-    handlers,
-    logError: (err: unknown, method: string) => log(`error in ${method}: ${(err as Error)?.stack ?? err}`),
-    track: { begin: () => busy++, end: () => busy-- },
-  };
-  const server = Bun.serve({
-    unix: paths.socket,
-    maxRequestBodySize: MAX_BODY_BYTES * 2,
-    // No idle cut-off for long event streams (vm create, logs -f). Bun's types offer
-    // idleTimeout only beside a port, hence the untyped spread.
-    ...({ idleTimeout: 0 } as object),
-    fetch: (req) => (stopping ? new Response("stopping", { status: 503 }) : handle(req, deps)),
-    error: (err) => {
-      log(`serve error: ${err.stack ?? err}`);
-      return new Response(JSON.stringify({ ok: false, error: new BangerError("internal", "daemon error").toJSON() }), { status: 500 });
-    },
-  });
-  chmodSync(paths.socket, 0o600);
+  const server = serveRpc(paths, daemonHandlers(services, paths, state, shutdown), state);
   const execServer = await startExecServer(paths.execSocket, services.agentFor, log);
   writeFileSync(paths.daemonPidFile, `${process.pid}\n`, { mode: 0o600 });
   process.on("SIGTERM", () => void shutdown("SIGTERM"));

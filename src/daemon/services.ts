@@ -15,6 +15,7 @@ import { VmStore } from "../store/vms.ts";
 import { FirecrackerDriver } from "../vm/drivers/firecracker.ts";
 import { QemuDriver } from "../vm/drivers/qemu.ts";
 import type { Driver, VmmKind } from "../vm/drivers/types.ts";
+import type { NetworkPort } from "../vm/deps.ts";
 import { GUEST_DNS_PORT, hostNetworkPort } from "../vm/network-port.ts";
 import { ConsoleCap } from "../vm/console-log.ts";
 import { vmDnsGuests } from "../vm/dns-guests.ts";
@@ -24,7 +25,8 @@ import { AGENT_VERSION } from "../version.ts";
 import { vmHandlers } from "./vm-handlers.ts";
 import type { AgentFor } from "./exec-server.ts";
 import { artifactHandlers } from "./artifact-handlers.ts";
-import { pullAndRegister } from "./image-handlers.ts";
+import { ImageService } from "../images/image-service.ts";
+import { KernelService } from "../images/kernel-service.ts";
 
 export interface ServiceDeps {
   paths: Paths;
@@ -52,16 +54,10 @@ export function agentBinaryPath(): string | null {
   return candidates.find((p) => existsSync(p)) ?? null;
 }
 
-/** Builds the real services from the composition root's dependencies. */
-export async function buildServices(deps: ServiceDeps): Promise<Services> {
-  const { config, paths, log } = deps;
-  const durations = configDurations(config);
-  const runner = hostRunner;
-  const records = new Map<string, string>();
-  const net = { runner, sudo: process.getuid?.() !== 0 };
-  const network = hostNetworkPort(config, net);
+/** The VMM drivers, each made on first use. */
+function driverCache(config: Config, log: (msg: string) => void): (kind: VmmKind) => Driver {
   const drivers = new Map<VmmKind, Driver>();
-  const driver = (kind: VmmKind): Driver => {
+  return (kind) => {
     let d = drivers.get(kind);
     if (!d) {
       d =
@@ -72,32 +68,71 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
     }
     return d;
   };
+}
+
+/** The test seams end-to-end tests set on the daemon they start: the only place they are read from the environment. */
+export function envTestSeams(env: Record<string, string | undefined> = process.env) {
+  return {
+    skipSsh: env.BANGER_SKIP_SSH_WAIT === "1",
+    failAt: () => env.BANGER_FAIL_AT_STEP || undefined,
+    pauseAt: () => env.BANGER_PAUSE_AT_STEP || undefined,
+  };
+}
+
+interface Domain {
+  vms: VmService;
+  vmStore: VmStore;
+  images: ImageService;
+  kernels: KernelService;
+  network: NetworkPort;
+  records: Map<string, string>;
+}
+
+/** The VM, image and kernel services over the real host, stores and drivers. */
+function buildDomain(deps: ServiceDeps): Domain {
+  const { config, paths, log } = deps;
+  const durations = configDurations(config);
+  const runner = hostRunner;
+  const records = new Map<string, string>();
+  const network = hostNetworkPort(config, { runner, sudo: process.getuid?.() !== 0 });
   const keyPath = config.ssh_key || paths.sshKey;
   const vmStore = new VmStore(deps.db);
+  const seams = envTestSeams();
+  const artifactDeps = {
+    paths,
+    config,
+    store: new ArtifactStore(deps.db),
+    runner,
+    usersOf: (what: { image?: string; kernel?: string }) => vms.usersOf(what),
+    agentBinary: agentBinaryPath,
+  };
+  const images = new ImageService(artifactDeps);
   const vms = new VmService({
     paths,
     config,
     vms: vmStore,
-    artifacts: new ArtifactStore(deps.db),
+    artifacts: artifactDeps.store,
     runner,
-    drivers: driver,
+    drivers: driverCache(config, log),
     defaultVmm: () => (config.vmm === "auto" ? (Bun.which(config.firecracker_bin) ? "firecracker" : "qemu") : config.vmm),
     network,
     dns: { set: (n, ip) => records.set(n, ip), delete: (n) => records.delete(n), clear: () => records.clear() },
     log,
     agent: { version: AGENT_VERSION, binaryPath: agentBinaryPath() },
     sshKey: async () => ({ path: keyPath, publicKey: await ensureSshKey(keyPath, runner) }),
-    readiness: {
-      agentTimeoutMs: durations.bootTimeoutMs,
-      sshTimeoutMs: durations.bootTimeoutMs,
-      skipSsh: process.env.BANGER_SKIP_SSH_WAIT === "1",
-      stopGraceMs: durations.stopGraceMs,
-    },
-    failAt: () => process.env.BANGER_FAIL_AT_STEP || undefined,
-    pullImage: async (name) => void (await pullAndRegister({ config, paths, runner }, new ArtifactStore(deps.db), name)),
-    pauseAt: () => process.env.BANGER_PAUSE_AT_STEP || undefined,
+    readiness: { agentTimeoutMs: durations.bootTimeoutMs, sshTimeoutMs: durations.bootTimeoutMs, skipSsh: seams.skipSsh, stopGraceMs: durations.stopGraceMs },
+    failAt: seams.failAt,
+    pullImage: async (name) => void (await images.pull(name)),
+    pauseAt: seams.pauseAt,
   });
-  await ensureSshKey(keyPath, runner);
+  return { vms, vmStore, images, kernels: new KernelService(artifactDeps), network, records };
+}
+
+/** Builds the real services from the composition root's dependencies. */
+export async function buildServices(deps: ServiceDeps): Promise<Services> {
+  const { config, paths, log } = deps;
+  const { vms, vmStore, images, kernels, network, records } = buildDomain(deps);
+  await ensureSshKey(config.ssh_key || paths.sshKey, hostRunner);
   const servers: DnsServer[] = [];
   const dns = await startHostDns(config.dns_listen, records, log);
   if ("server" in dns) servers.push(dns.server);
@@ -108,9 +143,9 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   const consoles = new ConsoleCap(configSizes(config).consoleLogMaxBytes, log);
   const poller = new StatsPoller(vms, consoles);
   poller.trackConsoles();
-  poller.start(durations.statsPollMs);
+  poller.start(configDurations(config).statsPollMs);
   return {
-    handlers: { ...vmHandlers(vms, poller), ...artifactHandlers({ paths, config, db: deps.db, log, runner, vms }) },
+    handlers: { ...vmHandlers(vms, poller), ...artifactHandlers(kernels, images) },
     vmCount: () => vms.count(),
     agentFor: (ref) => vms.agent(vms.find(ref)),
     dnsAddress: "server" in dns ? `${dns.server.address.host}:${dns.server.address.port}` : "",

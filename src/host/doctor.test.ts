@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type DoctorDeps, runDoctor } from "./doctor.ts";
 import { resolvePaths } from "./paths.ts";
-import { RecordingRunner } from "./runner.ts";
+import { RecordingRunner } from "../testing/recording-runner.ts";
 
 const root = mkdtempSync(join(tmpdir(), "banger-doctor-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));

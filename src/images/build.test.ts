@@ -2,7 +2,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { hostRunner, RecordingRunner } from "../host/runner.ts";
+import { hostRunner } from "../host/runner.ts";
+import { RecordingRunner } from "../testing/recording-runner.ts";
 import { agentVersionOf, buildImage, inTreeNamespace, IMAGE_PACKAGES, mmdebstrapArgv, parseDpkgStatus, resolveMode } from "./build.ts";
 import { AGENT_UNIT, glueBootArgs, glueEntries, INIT_SCRIPT, SSHD_DROP_IN } from "./glue/index.ts";
 

@@ -2,7 +2,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { hostRunner, RecordingRunner } from "../host/runner.ts";
+import { hostRunner } from "../host/runner.ts";
+import { RecordingRunner } from "../testing/recording-runner.ts";
 import { hasBin, testNeeds } from "../testing/skip.ts";
 import { allocatedBytes, createOverlayDisk, createWorkDisk, growWorkDisk, makeWorkSeed } from "./disks.ts";
 

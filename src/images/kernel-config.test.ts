@@ -2,7 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { RecordingRunner } from "../host/runner.ts";
+import { RecordingRunner } from "../testing/recording-runner.ts";
 import { BANGER_KERNEL_FRAGMENT, BASE_KERNEL_CONFIG, buildKernel, findKernelSource, fragmentOptions, missingOptions } from "./kernel-config.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "banger-kbuild-"));

@@ -49,6 +49,7 @@ export async function main(argv: string[]): Promise<void> {
     agentDelayMs: args.agentDelayMs,
     write,
   });
+  guest.prestart();
   let vmm: FakeVmm | null = null;
   const exit = (code: number) => {
     guest.halt();

@@ -1,4 +1,5 @@
-import { RecordingRunner, type RunOptions, type RunResult } from "../host/runner.ts";
+import type { RunOptions, RunResult } from "../host/runner.ts";
+import { RecordingRunner } from "./recording-runner.ts";
 import type { HostNetConfig } from "../host/network/config.ts";
 import { NAT_SET, nftBaseChains } from "../host/network/nft.ts";
 

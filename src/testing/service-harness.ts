@@ -8,7 +8,7 @@ import type { GroupMember, VmNet } from "../vm/net-apply.ts";
 import { formatNetPolicy } from "../vm/net-policy.ts";
 import type { Database } from "bun:sqlite";
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,7 +22,7 @@ import { openStore } from "../store/db.ts";
 import { VmStore } from "../store/vms.ts";
 import type { NetworkPort, VmServiceDeps } from "../vm/deps.ts";
 import { isAlive } from "../vm/drivers/process.ts";
-import type { AgentStream, BootPlan, Driver, VmmHandle, VmmState, SavedStateFiles, SavedStateMeta } from "../vm/drivers/types.ts";
+import type { AgentStream, BootPlan, Driver, DriveSpec, VmmHandle, VmmState, SavedStateFiles, SavedStateMeta } from "../vm/drivers/types.ts";
 import { VmService } from "../vm/service.ts";
 import { sweepDeadFakeAgents } from "./fake-firecracker/guest.ts";
 
@@ -34,6 +34,9 @@ export class RecordingDriver implements Driver {
   /** VMMs whose vCPUs are stopped (by pause or a snapshot), until resumed. */
   readonly paused = new Set<number>();
   private readonly agents = new Map<number, Server>();
+  /** Each VMM's pretend guest files (what its agent reads and re-identify writes). */
+  readonly guests = new Map<number, Record<string, string>>();
+  private readonly plans = new Map<number, BootPlan>();
 
   async start(plan: BootPlan): Promise<VmmHandle> {
     this.calls.push(`start ${plan.vmId}`);
@@ -45,15 +48,18 @@ export class RecordingDriver implements Driver {
       process.kill(pid, "SIGKILL");
       throw this.failStart;
     }
+    const guest = fakeGuest(plan);
     const server = createServer((sock) => {
       sock.on("error", () => {});
       sock.on(
         "data",
-        lineServer(createHandler(fakeGuest(plan.vmId)), (line) => sock.write(line)),
+        lineServer(createHandler(guest.deps), (line) => sock.write(line)),
       );
     });
     await new Promise<void>((r) => server.listen(agentPath, r));
     this.agents.set(pid, server);
+    this.guests.set(pid, guest.files);
+    this.plans.set(pid, plan);
     return {
       vmm: "firecracker",
       pid,
@@ -77,6 +83,8 @@ export class RecordingDriver implements Driver {
     } catch {}
     this.agents.get(handle.pid)?.close();
     this.agents.delete(handle.pid);
+    this.guests.delete(handle.pid);
+    this.plans.delete(handle.pid);
     for (let i = 0; i < 200 && isAlive(handle.pid); i++) await Bun.sleep(5);
   }
 
@@ -125,6 +133,13 @@ export class RecordingDriver implements Driver {
     this.calls.push(`link ${handle.pid} ${up ? "up" : "down"}`);
   }
 
+  /** The guest sees the drive's file at its new size at once (the config interrupt). */
+  async growDrive(handle: VmmHandle, _dir: string, drive: DriveSpec, bytes: number): Promise<void> {
+    this.calls.push(`grow ${handle.pid} ${drive.id} ${bytes}`);
+    const files = this.guests.get(handle.pid);
+    if (files) files[`/sys/class/block/${guestDevice(this.plans.get(handle.pid)!, drive.id)}/size`] = `${Math.floor(statSync(drive.path).size / 512)}\n`;
+  }
+
   async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
     return meta.version === "harness" ? null : `the saved state was written by Firecracker ${meta.version}`;
   }
@@ -148,18 +163,37 @@ export class RecordingDriver implements Driver {
   }
 }
 
-/** The agent's /proc view of a guest that has just booted. */
-function fakeGuest(name: string) {
-  const files: Record<string, string> = { "/proc/uptime": "1.00 0.50\n", "/proc/sys/kernel/random/boot_id": `${crypto.randomUUID()}\n` };
-  return {
+/** /dev/vdX of a plan's drive, in attach order. */
+function guestDevice(plan: BootPlan, driveId: string): string {
+  return `vd${String.fromCharCode(97 + plan.drives.findIndex((d) => d.id === driveId))}`;
+}
+
+/** The agent's /proc and /sys view of a guest that has just booted (the work disk mounted at /root). */
+function fakeGuest(plan: BootPlan) {
+  const files: Record<string, string> = {
+    "/proc/uptime": "1.00 0.50\n",
+    "/proc/sys/kernel/random/boot_id": `${crypto.randomUUID()}\n`,
+    "/proc/mounts": `/dev/vda / ext4 ro 0 0\n/dev/${guestDevice(plan, "work")} /root ext4 rw 0 0\n`,
+  };
+  for (const d of plan.drives)
+    files[`/sys/class/block/${guestDevice(plan, d.id)}/size`] = `${existsSync(d.path) ? Math.floor(statSync(d.path).size / 512) : 0}\n`;
+  const readText = async (p: string) => files[p] ?? "";
+  const deps = {
     version: "harness",
-    readText: async (p: string) => files[p] ?? "",
+    readText,
     list: async () => [],
     link: async () => "",
-    hostname: () => name,
-    // The pretend guest takes a new identity by recording it (nothing on the host changes).
-    reidentify: { run: async () => {}, writeFile: async (p: string, d: string) => void (files[p] = d), reseed: () => {} },
+    hostname: () => plan.vmId,
+    // The pretend guest takes a new identity by recording it (nothing on the host changes); commands are kept in /commands.
+    reidentify: {
+      run: async (argv: string[]) => void (files["/commands"] = `${files["/commands"] ?? ""}${argv.join(" ")}\n`),
+      writeFile: async (p: string, d: string) => void (files[p] = d),
+      reseed: () => {},
+      readText,
+      sleep: (ms: number) => Bun.sleep(ms),
+    },
   };
+  return { files, deps };
 }
 
 /** A network port that records what the service asked of the host network. */

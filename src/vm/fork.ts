@@ -4,7 +4,7 @@
  * copy-on-write (hard links of it, so it is freed with the last copy), start with their NIC link
  * down, get their own identity from the guest agent (`reidentify`), and only then go online.
  */
-import { linkSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { linkSync, mkdirSync, readFileSync, rmSync, statSync, truncateSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { BangerError } from "../errors.ts";
 import type { CallContext } from "./model.ts";
@@ -16,7 +16,7 @@ import { sparseCopy } from "./drivers/qemu.ts";
 import { liveHandle, restoreSteps, savedFiles } from "./instant.ts";
 import type { Mutex } from "./locks.ts";
 import { toView, type VmView } from "./model.ts";
-import { dirOf, knownHandle, makeHostKey, stopVmm, type StartCtx } from "./runtime.ts";
+import { bootPlan, dirOf, knownHandle, makeHostKey, stopVmm, type StartCtx } from "./runtime.ts";
 import { faultPoint, runSteps, type Step } from "./steps.ts";
 
 /** Names for the copies: the one asked for, else <source>-f<N> not yet taken. */
@@ -108,16 +108,48 @@ async function identityFor(deps: VmServiceDeps, vm: VmRow) {
   };
 }
 
-/** Restore with the link down, re-identify through the agent, link up, then the usual SSH wait and ready. */
-export function forkSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
+/**
+ * Extends the restored copy's work-disk file to `bytes` (sparse; never shrinks) and tells the VMM,
+ * which tells the guest; the agent's re-identify then grows the ext4 on it.
+ */
+function growDiskStep(deps: VmServiceDeps, rt: Runtime, bytes: number): Step<StartCtx> {
+  return {
+    name: "grow disk",
+    run: async (ctx) => {
+      const work = bootPlan(deps, ctx).drives.find((d) => d.id === "work")!;
+      const have = statSync(work.path).size;
+      if (have > bytes) throw new BangerError("internal", `the work disk of ${ctx.vm.name} is ${have} bytes, larger than the ${bytes} asked for`);
+      truncateSync(work.path, bytes);
+      await deps.drivers(ctx.vm.vmm).growDrive(knownHandle(rt, ctx.vm, ctx.dir)!, ctx.dir.dir, work, bytes);
+    },
+  };
+}
+
+/** Checks the agent's answer: every step it was asked for was done (an older agent skips growing). */
+export function checkReidentified(answer: { done: string[] }, growWorkTo: number | undefined): void {
+  if (growWorkTo && !answer.done.includes("grow work")) {
+    throw new BangerError("internal", `the guest agent did not grow the work disk (it did: ${answer.done.join(", ")})`, {
+      hint: "The image's agent predates online growth; rebuild the image, or create with --cold.",
+    });
+  }
+}
+
+/**
+ * Restore with the link down, re-identify through the agent, link up, then the usual SSH wait and
+ * ready. With `growWorkTo` (a warm start asking for a larger disk than its golden's) the work disk
+ * is grown online between the agent's answer and the re-identify, which resizes the guest's ext4.
+ */
+export function forkSteps(deps: VmServiceDeps, rt: Runtime, opts: { growWorkTo?: number } = {}): Step<StartCtx>[] {
   const steps = restoreSteps(deps, rt, { privateMemory: true, linkDown: true });
   const at = steps.findIndex((s) => s.name === "wait agent") + 1;
-  steps.splice(at, 0, {
+  const grow = opts.growWorkTo;
+  steps.splice(at, 0, ...(grow ? [growDiskStep(deps, rt, grow)] : []), {
     name: "reidentify",
     run: async (ctx) => {
       const agent = rt.agents.get(ctx.vm.id);
       if (!agent) throw new BangerError("internal", `no agent connection to ${ctx.vm.name} after the wait`);
-      await agent.reidentify(await identityFor(deps, ctx.vm), { timeoutMs: 60_000 });
+      const identity = { ...(await identityFor(deps, ctx.vm)), ...(grow ? { growWorkTo: grow } : {}) };
+      checkReidentified(await agent.reidentify(identity, { timeoutMs: 120_000 }), grow);
       await deps.drivers(ctx.vm.vmm).setLink(knownHandle(rt, ctx.vm, ctx.dir)!, true);
     },
   });

@@ -1,9 +1,12 @@
 /**
  * Warm start: after a cold create reaches ready, the new VM is paused for as long as its device
  * state, RAM and disks take to copy into a "golden" in the cache directory, then runs on. A later
- * create with the same key (image, kernel, cpus, memory, disk size, VMM) restores a private copy of
- * the golden and re-identifies it through the agent, exactly as a fork copy is made, instead of
- * booting. The VMM version and accelerator are recorded with the saved state and checked on use.
+ * create with the same key (image, kernel, cpus, memory, VMM) restores a private copy of the golden
+ * and re-identifies it through the agent, exactly as a fork copy is made, instead of booting. The
+ * work-disk size is not in the key: the golden records its own, serves any request at least that
+ * large (the copy's disk is grown online), and a smaller request boots cold and then keeps its
+ * smaller golden in place of the larger one, so one golden per key serves the widest range. The
+ * VMM version and accelerator are recorded with the saved state and checked on use.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -30,12 +33,13 @@ export interface WarmKeyParts {
   kernelSha256: string;
   cpus: number;
   memoryMib: number;
-  diskBytes: number;
   vmm: VmmKind;
 }
 
 /** One golden as listed by `banger cache list`. */
 export interface GoldenInfo extends WarmKeyParts {
+  /** Its work disk's size: the smallest --disk it serves (larger ones are grown online). */
+  diskBytes: number;
   key: string;
   saved: SavedStateMeta;
   createdAt: string;
@@ -50,12 +54,20 @@ const FILES = ["overlay", "work", "config", "state", "memory"] as const;
 const making = new Set<string>();
 
 export function warmKey(p: WarmKeyParts): string {
-  const text = [p.image, p.imageFingerprint, p.kernel, p.kernelSha256, p.cpus, p.memoryMib, p.diskBytes, p.vmm].join("\n");
+  const text = [p.image, p.imageFingerprint, p.kernel, p.kernelSha256, p.cpus, p.memoryMib, p.vmm].join("\n");
   return createHash("sha256").update(text).digest("hex").slice(0, 20);
 }
 
-export function keyParts(image: ImageRow, kernel: KernelRow, cpus: number, memoryMib: number, diskBytes: number, vmm: VmmKind): WarmKeyParts {
-  return { image: image.name, imageFingerprint: image.fingerprint, kernel: kernel.name, kernelSha256: kernel.sha256, cpus, memoryMib, diskBytes, vmm };
+export function keyParts(image: ImageRow, kernel: KernelRow, cpus: number, memoryMib: number, vmm: VmmKind): WarmKeyParts {
+  return { image: image.name, imageFingerprint: image.fingerprint, kernel: kernel.name, kernelSha256: kernel.sha256, cpus, memoryMib, vmm };
+}
+
+/** Why a golden with a `golden`-byte work disk cannot serve a `wanted`-byte one, or null when it can (growing it). */
+export function diskMismatch(golden: number, wanted: number): string | null {
+  if (!Number.isSafeInteger(golden) || golden <= 0) return "the golden does not record its disk size";
+  if (wanted < golden) return `the golden's disk (${golden} bytes) is larger than the ${wanted} asked for, and ext4 does not shrink online`;
+  if (wanted % 512 !== 0) return `${wanted} bytes is not a whole number of 512-byte sectors`;
+  return null;
 }
 
 export function warmRoot(deps: VmServiceDeps): string {
@@ -102,6 +114,7 @@ export function staleReason(deps: VmServiceDeps, g: GoldenInfo): string | null {
   const kernel = deps.artifacts.kernel(g.kernel);
   if (!kernel) return `kernel ${g.kernel} is gone`;
   if (kernel.sha256 !== g.kernelSha256) return `kernel ${g.kernel} changed`;
+  if (warmKey(g) !== g.key) return "made by an older banger (its key changed)";
   return null;
 }
 
@@ -141,11 +154,14 @@ export function dropUnfinishedGoldens(deps: VmServiceDeps, opts: { complete?: Se
   return dropped;
 }
 
-/** A usable golden for this key, or null (none, stale, or saved by a VMM build this host cannot load). */
-export async function findGolden(deps: VmServiceDeps, parts: WarmKeyParts): Promise<GoldenInfo | null> {
+/**
+ * A usable golden for this key and work-disk size, or null (none, stale, a larger disk than asked
+ * for, or saved by a VMM build this host cannot load).
+ */
+export async function findGolden(deps: VmServiceDeps, parts: WarmKeyParts, diskBytes: number): Promise<GoldenInfo | null> {
   if (deps.config.warm_cache <= 0 || deps.drivers(parts.vmm).forkProblem()) return null;
   const g = readGolden(goldenDir(deps, warmKey(parts)));
-  if (!g || staleReason(deps, g)) return null;
+  if (!g || staleReason(deps, g) || diskMismatch(g.diskBytes, diskBytes)) return null;
   if (await deps.drivers(parts.vmm).restoreProblem(g.saved)) return null;
   return g;
 }
@@ -155,11 +171,14 @@ export async function copyGoldenInto(deps: VmServiceDeps, g: GoldenInfo, vm: VmR
   const src = goldenDir(deps, g.key);
   const d = dirOf(deps, vm.id);
   mkdirSync(d.dir, { recursive: true, mode: 0o700 });
-  await sparseCopy(join(src, "overlay"), d.overlay);
+  // Side by side: each is one `cp` of a sparse file (or a reflink), so they overlap well.
+  await Promise.all([
+    sparseCopy(join(src, "overlay"), d.overlay),
+    sparseCopy(join(src, "work"), d.workDisk),
+    sparseCopy(join(src, "config"), d.configDrive),
+    sparseCopy(join(src, "state"), d.savedState),
+  ]);
   await faultPoint(deps, "warm copy");
-  await sparseCopy(join(src, "work"), d.workDisk);
-  await sparseCopy(join(src, "config"), d.configDrive);
-  await sparseCopy(join(src, "state"), d.savedState);
   try {
     linkSync(join(src, "memory"), d.memory);
   } catch {
@@ -180,9 +199,11 @@ export async function keepGolden(deps: VmServiceDeps, rt: Runtime, vm: VmRow): P
   const image = deps.artifacts.image(vm.image);
   const kernel = deps.artifacts.kernel(vm.kernel);
   if (!image || !kernel || vm.state !== "running") return "no golden: the VM is not running";
-  const parts = keyParts(image, kernel, vm.cpus, vm.memory_mib, vm.disk_bytes, vm.vmm);
+  const parts = keyParts(image, kernel, vm.cpus, vm.memory_mib, vm.vmm);
   const key = warmKey(parts);
-  if (readGolden(goldenDir(deps, key))) return "golden already kept";
+  const kept = readGolden(goldenDir(deps, key));
+  // A smaller disk's golden replaces a larger one: it serves every size the larger one did.
+  if (kept && !staleReason(deps, kept) && kept.diskBytes <= vm.disk_bytes) return "golden already kept";
   const tmpName = `.${key}.${randomBytes(4).toString("hex")}.tmp`;
   const tmp = join(warmRoot(deps), tmpName);
   mkdirSync(tmp, { recursive: true, mode: 0o700 });
@@ -190,7 +211,7 @@ export async function keepGolden(deps: VmServiceDeps, rt: Runtime, vm: VmRow): P
   try {
     const saved = await freezeGolden(deps, rt, vm, tmp);
     const now = new Date().toISOString();
-    writeFileSync(join(tmp, "golden.json"), JSON.stringify({ ...parts, key, saved, createdAt: now, usedAt: now }, null, 2));
+    writeFileSync(join(tmp, "golden.json"), JSON.stringify({ ...parts, diskBytes: vm.disk_bytes, key, saved, createdAt: now, usedAt: now }, null, 2));
     rmSync(goldenDir(deps, key), { recursive: true, force: true });
     renameSync(tmp, goldenDir(deps, key));
   } catch (err) {
@@ -228,24 +249,23 @@ export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mu
   const name = params.image ?? deps.config.default_image;
   if (!deps.artifacts.image(name)) return null;
   const { image, kernel } = resolveArtifacts(deps, params.image, params.kernel);
-  const parts = keyParts(
-    image,
-    kernel,
-    params.cpus ?? deps.config.cpus,
-    params.memory ?? deps.config.memory,
-    params.disk ?? parseSize(deps.config.disk)!,
-    deps.defaultVmm(),
-  );
-  const golden = await findGolden(deps, parts);
+  const parts = keyParts(image, kernel, params.cpus ?? deps.config.cpus, params.memory ?? deps.config.memory, deps.defaultVmm());
+  const diskBytes = params.disk ?? parseSize(deps.config.disk)!;
+  const golden = await findGolden(deps, parts, diskBytes);
   if (!golden) return null;
   const ctx = { params, image, kernel, warnings: [] } as unknown as CreateCtx;
   await allocLock.run(async () => allocateRow(deps, ctx));
+  // The copy runs while the network step sets up the TAP's rules; the restore waits for it.
+  const copied = Promise.all([copyGoldenInto(deps, golden, ctx.vm), makeHostKey(deps, ctx.dir, ctx.vm.name)]);
+  copied.catch(() => {});
+  const steps = forkSteps(deps, rt, diskBytes > golden.diskBytes ? { growWorkTo: diskBytes } : {});
+  steps.splice(
+    steps.findIndex((s) => s.name === "restore"),
+    0,
+    { name: "warm copy", run: async () => void (await copied) },
+  );
   try {
-    call.progress({ stage: "warm copy", status: "start" });
-    await copyGoldenInto(deps, golden, ctx.vm);
-    await makeHostKey(deps, ctx.dir, ctx.vm.name);
-    call.progress({ stage: "warm copy", status: "done" });
-    await runSteps(forkSteps(deps, rt), ctx, {
+    await runSteps(steps, ctx, {
       progress: call.progress,
       signal: call.signal,
       log: deps.log,
@@ -253,6 +273,7 @@ export async function warmCreate(deps: VmServiceDeps, rt: Runtime, allocLock: Mu
       pauseAt: deps.pauseAt?.(),
     });
   } catch (err) {
+    await copied.catch(() => {});
     await removeCopy(deps, rt, ctx.vm);
     if (call.signal.aborted) throw err;
     call.progress({ stage: "warning", status: "info", message: `warm start failed (${(err as Error).message}); booting cold` });

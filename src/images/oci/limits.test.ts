@@ -2,7 +2,7 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { RecordingRunner } from "../../host/runner.ts";
+import { RecordingRunner } from "../../testing/recording-runner.ts";
 import { writeTar } from "../tar.ts";
 import { gzipBombLayer, negativeSizeTar, writeRawLayout } from "../../testing/oci-fixtures.ts";
 import { importOci } from "./import.ts";

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { findByArgs, signal } from "../../vm/drivers/process.ts";
@@ -87,6 +87,8 @@ export class PretendGuest {
   private frozen = false;
   private current: GuestState | null = null;
   private runningSince = 0;
+  /** Whether the guest's agent can be reached (after the boot delay, or at once after a restore). */
+  private up = false;
 
   constructor(private readonly opts: GuestOptions) {}
 
@@ -100,7 +102,31 @@ export class PretendGuest {
     w("[    0.300000] Run /sbin/init as init process\n");
     this.current = { cmdline, vcpus, memMib, bootId: crypto.randomUUID(), bootedAt: Date.now(), ranMs: 0 };
     this.runningSince = Date.now();
-    this.timer = setTimeout(() => this.startAgent(), this.opts.agentDelayMs);
+    this.timer = setTimeout(() => this.agentUp(), this.opts.agentDelayMs);
+  }
+
+  /**
+   * Starts the stand-in agent process before any guest runs, unreachable until the guest is up:
+   * a process takes tens of milliseconds to start, which a restored guest (its agent already
+   * running in RAM) does not pay, and a booting one hides in its boot delay.
+   */
+  prestart(): void {
+    if (!this.agent) this.startAgent();
+  }
+
+  /**
+   * What the guest kernel shows of its disks: /sys/class/block/vdX/size (512-byte sectors) and, as
+   * banger's guest init mounts them, / from /dev/vda and /root from the work disk /dev/vdc.
+   */
+  disks(paths: string[]): void {
+    const root = this.opts.root;
+    paths.forEach((p, i) => {
+      const dev = `vd${String.fromCharCode(97 + i)}`;
+      mkdirSync(join(root, "sys/class/block", dev), { recursive: true });
+      writeFileSync(join(root, "sys/class/block", dev, "size"), `${existsSync(p) ? Math.floor(statSync(p).size / 512) : 0}\n`);
+    });
+    mkdirSync(join(root, "proc"), { recursive: true });
+    writeFileSync(join(root, "proc/mounts"), `/dev/vda / ext4 ro 0 0\n${paths.length >= 3 ? "/dev/vdc /root ext4 rw,noatime 0 0\n" : ""}`);
   }
 
   /** Pause: the agent process is stopped (SIGSTOP) as vCPUs would be; nothing answers. */
@@ -123,8 +149,11 @@ export class PretendGuest {
     return { ...this.current!, files: readTree(this.opts.root) };
   }
 
-  /** Continues a saved guest: same boot id and run time, the agent up at once (no boot). */
-  restore(saved: GuestState, paused: boolean): void {
+  /**
+   * Continues a saved guest: same boot id and run time, no boot. A restored guest's agent is
+   * already running in its RAM, so this resolves once the stand-in agent process listens.
+   */
+  async restore(saved: GuestState, paused: boolean): Promise<void> {
     const { files, ...rest } = saved;
     this.current = rest;
     rmSync(this.opts.root, { recursive: true, force: true });
@@ -134,14 +163,21 @@ export class PretendGuest {
     }
     this.runningSince = Date.now();
     this.opts.write(`[ ${(saved.ranMs / 1000).toFixed(6)}] fake guest ${saved.bootId} restored from snapshot\n`);
-    this.startAgent();
+    this.agentUp();
+    for (const deadline = Date.now() + 5000; !existsSync(this.opts.agentSocket) && this.agent?.exitCode === null && Date.now() < deadline; ) await Bun.sleep(2);
     if (paused) this.freeze();
   }
 
   /** The socket a vsock CONNECT to `port` reaches, or null when nothing listens there yet. */
   listener(port: number): string | null {
-    if (port !== AGENT_PORT || !this.agent || !existsSync(this.opts.agentSocket)) return null;
+    if (port !== AGENT_PORT || !this.up || !this.agent || !existsSync(this.opts.agentSocket)) return null;
     return this.opts.agentSocket;
+  }
+
+  private agentUp(): void {
+    this.prestart();
+    this.up = true;
+    this.opts.write("[    0.900000] banger-agent: started\n");
   }
 
   private startAgent(): void {
@@ -156,7 +192,6 @@ export class PretendGuest {
       stdout: "inherit",
       stderr: "inherit",
     });
-    this.opts.write("[    0.900000] banger-agent: started\n");
   }
 
   /** Ends the agent; called whenever the fake exits. */

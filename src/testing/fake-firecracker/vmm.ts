@@ -1,7 +1,19 @@
 import { appendFileSync, existsSync } from "node:fs";
 import type { ApiReply, ApiRequest } from "./http.ts";
 import { matchOperation, validateBody, type ApiSpec } from "./schema.ts";
-import { FaultError, defaultConfig, exportConfig, ioDisplay, probeOpen, setBootSource, setDrive, setMachineConfig, setNic, type VmConfig } from "./devices.ts";
+import {
+  FaultError,
+  defaultConfig,
+  exportConfig,
+  ioDisplay,
+  openDrive,
+  probeOpen,
+  setBootSource,
+  setDrive,
+  setMachineConfig,
+  setNic,
+  type VmConfig,
+} from "./devices.ts";
 import { HybridVsockBridge } from "./vsock.ts";
 import { bootResourcesConfigured, createSnapshot, readSnapshotForLoad, restoreConfig } from "./snapshot.ts";
 import type { PretendGuest } from "./guest.ts";
@@ -131,6 +143,7 @@ export class FakeVmm {
       case "PUT /actions":
         return this.action(body.action_type as string);
       case "PATCH /drives/{drive_id}":
+        return (this.patchDrive(body), ok);
       case "PATCH /network-interfaces/{iface_id}":
         return ok;
       case "PUT /snapshot/create":
@@ -197,8 +210,35 @@ export class FakeVmm {
     restoreConfig(this.cfg, snap);
     const resume = body.resume_vm === true;
     this.state = resume ? "Running" : "Paused";
-    this.opts.guest.restore(memGuest, !resume);
+    await this.opts.guest.restore(memGuest, !resume);
     this.log("Snapshot loaded");
+  }
+
+  /**
+   * PATCH /drives/{id} (post-boot): a new or the same backing file is opened and its size re-read,
+   * and the guest gets a config-change interrupt (the pretend guest's sysfs size changes).
+   */
+  private patchDrive(body: Record<string, unknown>): void {
+    const drive = this.cfg.drives.get(body.drive_id as string);
+    // Firecracker's DriveError::DeviceUpdate wording; the inner reasons are paraphrased.
+    const prefix = "Unable to patch the block device: ";
+    const suffix = " Please verify the request arguments.";
+    if (!drive) throw new FaultError(`${prefix}Device manager error: No device with id ${body.drive_id} found.${suffix}`);
+    if (body.path_on_host === undefined && body.rate_limiter === undefined) {
+      throw new FaultError(`${prefix}Device manager error: Running method expected different backend.${suffix}`);
+    }
+    if (body.path_on_host !== undefined) {
+      openDrive(body.path_on_host as string, drive.is_read_only === true, `${prefix}Virtio backend error: `);
+      drive.path_on_host = body.path_on_host;
+    }
+    if (body.rate_limiter !== undefined) drive.rate_limiter = body.rate_limiter;
+    this.opts.guest.disks(this.drivePaths());
+  }
+
+  /** The drives' backing files in the guest's order (/dev/vda is the root device). */
+  drivePaths(): string[] {
+    const all = [...this.cfg.drives.values()];
+    return [...all.filter((d) => d.is_root_device), ...all.filter((d) => !d.is_root_device)].map((d) => d.path_on_host as string);
   }
 
   private action(type: string): ApiReply {
@@ -207,6 +247,7 @@ export class FakeVmm {
       if (!this.cfg.bootSource) return fault("Start microvm error: Cannot start microvm without kernel configuration.");
       this.state = "Running";
       this.opts.guest.boot(this.kernelCmdline(), this.cfg.machine.vcpu_count, this.cfg.machine.mem_size_mib);
+      this.opts.guest.disks(this.drivePaths());
       this.log("Successfully started microvm that was configured from one single json");
       return { status: 204 };
     }

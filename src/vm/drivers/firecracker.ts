@@ -8,7 +8,7 @@ import { UnixSocketApi, type FirecrackerApi } from "./firecracker-api.ts";
 import { dialHybridVsock } from "./hybrid-vsock.ts";
 import { findByArgs, isAlive, isSameProcess, signalGroup, startTime, startedAt, systemClock, waitForExit, type Clock } from "./process.ts";
 import { firecrackerBinaryVersion, firecrackerLoadState, firecrackerRestoreProblem, firecrackerSaveState } from "./firecracker-state.ts";
-import type { AgentStream, BootPlan, Driver, SavedStateFiles, SavedStateMeta, VmmHandle, VmmState } from "./types.ts";
+import type { AgentStream, BootPlan, Driver, DriveSpec, SavedStateFiles, SavedStateMeta, VmmHandle, VmmState } from "./types.ts";
 
 /** Bound on snapshot create/load requests (memory is written or mapped). */
 const SNAPSHOT_TIMEOUT_MS = 60_000;
@@ -127,6 +127,11 @@ export class FirecrackerDriver implements Driver {
    */
   async setLink(): Promise<void> {}
 
+  /** `PATCH /drives/{id}` with the same file (post-boot only): Firecracker re-reads its size and interrupts the guest. */
+  async growDrive(handle: VmmHandle, dir: string, drive: DriveSpec): Promise<void> {
+    await this.api(handle.controlSocket).request("PATCH", `/drives/${drive.id}`, { drive_id: drive.id, path_on_host: inDir(dir, drive.path) });
+  }
+
   async restoreProblem(meta: SavedStateMeta): Promise<string | null> {
     this.version ??= firecrackerBinaryVersion(this.argv);
     return firecrackerRestoreProblem(meta, this.version);
@@ -163,7 +168,7 @@ export class FirecrackerDriver implements Driver {
     const bound = this.deps.socketTimeoutMs ?? 3000;
     const deadline = this.clock.now() + bound;
     const api = this.api(apiSocket);
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0; ; ) {
       if (!isAlive(pid)) {
         throw new BangerError("unavailable", `Firecracker exited before its API socket was ready: ${tail(consoleLog)}`, {
           hint: `See ${consoleLog}.`,
@@ -182,8 +187,8 @@ export class FirecrackerDriver implements Driver {
           hint: `See ${consoleLog}.`,
         });
       }
-      // A VMM binds its socket within milliseconds: look again soon, then every 10 ms.
-      await this.clock.sleep(Math.min(1 + attempt, 10));
+      // Short pauses first: a VMM is usually serving within a few tens of milliseconds.
+      await this.clock.sleep(Math.min(2 * 2 ** attempt++, 10));
     }
   }
 

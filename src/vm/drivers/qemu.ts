@@ -9,7 +9,7 @@ import { type AccelChoice, type AccelDeps, type Accel, chooseAccel, hostAccelDep
 import { cmdline, findByArgs, isAlive, isSameProcess, signal, startTime, startedAt, systemClock, waitForExit, type Clock } from "./process";
 import { QmpClient, qmpCall } from "./qmp";
 import { qemuBinaryVersion, qemuLoadState, qemuRestoreProblem, qemuSaveState } from "./qemu-state";
-import type { BootPlan, Driver, VmmHandle, VmmState, AgentStream, RestoreOptions, SavedStateFiles, SavedStateMeta } from "./types";
+import type { BootPlan, Driver, DriveSpec, VmmHandle, VmmState, AgentStream, RestoreOptions, SavedStateFiles, SavedStateMeta } from "./types";
 
 /** The virtio-serial port name the guest agent opens as /dev/virtio-ports/<name>. */
 export const AGENT_PORT_NAME = "org.banger.agent";
@@ -227,6 +227,11 @@ export class QemuDriver implements Driver {
 
   forkProblem(): string | null {
     return null;
+  }
+
+  /** QMP `block_resize` of the drive's backend: QEMU sets the file to that size and interrupts the guest. */
+  async growDrive(handle: VmmHandle, _dir: string, drive: DriveSpec, bytes: number): Promise<void> {
+    await qmpCall(handle.controlSocket, "block_resize", QMP_TIMEOUT_MS, { device: `disk-${drive.id}`, size: bytes });
   }
 
   async setLink(handle: VmmHandle, up: boolean): Promise<void> {

@@ -113,6 +113,11 @@ export interface Driver {
   forkProblem(): string | null;
   /** Sets the NIC's link up or down (a fork's link goes up once it has its own identity). */
   setLink(handle: VmmHandle, up: boolean): Promise<void>;
+  /**
+   * Tells a running VMM that the backing file of `drive` (one of its plan's drives, in VM directory
+   * `dir`) was extended to `bytes`, so the guest sees the larger disk (a config-change interrupt).
+   */
+  growDrive(handle: VmmHandle, dir: string, drive: DriveSpec, bytes: number): Promise<void>;
   /** Removes sockets and other per-run files once the VMM is gone. */
   cleanup(handle: VmmHandle | null, dir: string): Promise<void>;
 }

@@ -3,10 +3,10 @@ import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { BangerError, isErrorCode, toBangerError } from "../errors.ts";
-import { glueEntries, type GlueEntry } from "../images/glue/index.ts";
-import { importOci, type ExtraEntry, type ImportOciResult } from "../images/oci/import.ts";
-import { moduleEntries } from "../images/kernel/modules-copy.ts";
-import type { ImportLimits } from "../images/oci/unpack.ts";
+import { glueEntries, type GlueEntry } from "./glue/index.ts";
+import { importOci, type ExtraEntry, type ImportOciResult } from "./oci/import.ts";
+import { moduleEntries } from "./kernel/modules-copy.ts";
+import type { ImportLimits } from "./oci/unpack.ts";
 import { hostRunner } from "../host/runner.ts";
 
 /** The hidden first argument that turns this program into an import worker. */

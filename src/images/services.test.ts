@@ -9,7 +9,16 @@ import type { CallContext } from "../rpc/handle.ts";
 import { ArtifactStore } from "../store/artifacts.ts";
 import { openStore } from "../store/db.ts";
 import { rejection } from "../testing/errors.ts";
-import { artifactHandlers } from "./artifact-handlers.ts";
+import type { Config } from "../config.ts";
+import type { Paths } from "../host/paths.ts";
+import { ImageService } from "./image-service.ts";
+import { KernelService } from "./kernel-service.ts";
+
+/** The kernel and image services over a real store, with no VM using anything. */
+function services(paths: Paths, store: ArtifactStore, runner: Runner, config: Config = DEFAULTS) {
+  const deps = { paths, config, store, runner, usersOf: () => [], agentBinary: () => null };
+  return { kernels: new KernelService(deps), images: new ImageService(deps) };
+}
 
 const root = mkdtempSync(join(tmpdir(), "banger-artifacts-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -30,7 +39,7 @@ test("a kernel build whose caller goes away stops its compile, registers nothing
     },
   };
   const db = openStore(paths.dbFile);
-  const handlers = artifactHandlers({ paths, config: DEFAULTS, db, log: () => {}, runner, vms: { usersOf: () => [] } });
+  const { kernels } = services(paths, new ArtifactStore(db), runner);
   const abort = new AbortController();
   const stages: string[] = [];
   const ctx: CallContext = {
@@ -40,10 +49,10 @@ test("a kernel build whose caller goes away stops its compile, registers nothing
       if (e.stage === "compile") setTimeout(() => abort.abort(), 200);
     },
   };
-  const e = await rejection(handlers["kernel.build"]!({ name: "k", source: usrSrc }, ctx));
+  const e = await rejection(kernels.build({ name: "k", source: usrSrc }, ctx));
   expect(e.code).toBe("cancelled");
   expect(stages).toEqual(["extract", "configure", "compile"]);
-  expect(await handlers["kernel.list"]!({}, ctx)).toEqual([]);
+  expect(kernels.list()).toEqual([]);
   expect(readdirSync(paths.kernelsDir)).toEqual([]);
   expect(Bun.spawnSync(["pgrep", "-f", marker]).exitCode).toBe(1);
   db.close();
@@ -78,15 +87,30 @@ test("an image's own kernel goes with the image: kernel delete refuses it, image
     source: "build:debian-bookworm",
     created_at: now,
   });
-  const vms = { usersOf: () => [] };
-  const handlers = artifactHandlers({ paths, config: DEFAULTS, db, log: () => {}, runner: hostRunner, vms });
-  const ctx: CallContext = { signal: new AbortController().signal, progress: () => {} };
-  const e = await rejection(handlers["kernel.delete"]!({ name: "deb-kernel" }, ctx));
+  const { kernels, images } = services(paths, store, hostRunner);
+  const e = await rejection(kernels.delete("deb-kernel"));
   expect(e.code).toBe("failed_precondition");
   expect(e.hint).toContain("banger image delete deb");
   expect(store.kernel("deb-kernel")?.initrd_path).toBe(join(dir, "initrd.img"));
-  await handlers["image.delete"]!({ name: "deb" }, ctx);
+  images.delete("deb");
   expect(store.kernel("deb-kernel")).toBeNull();
   expect(existsSync(dir)).toBe(false);
+  db.close();
+});
+
+test("image pull without a catalog, and image build or import without the agent executable, are refused with the fix and register nothing", async () => {
+  const paths = resolvePaths({ HOME: join(root, "none"), XDG_RUNTIME_DIR: join(root, "none-run") });
+  mkdirSync(paths.stateDir, { recursive: true });
+  const db = openStore(paths.dbFile);
+  const { images } = services(paths, new ArtifactStore(db), hostRunner, { ...DEFAULTS, image_catalog: "" });
+  const ctx: CallContext = { signal: new AbortController().signal, progress: () => {} };
+  const pull = await rejection(images.pull("deb"));
+  expect([pull.code, pull.hint]).toEqual(["failed_precondition", "Set image_catalog in the config, or use `banger image build`."]);
+  const build = await rejection(images.build({ name: "deb" }, ctx));
+  expect(build.message).toContain("banger-agent");
+  expect(build.hint).toContain("bun run build");
+  const imp = await rejection(images.import({ source: "/nowhere", name: "x", kernel: "k", kernelFrom: "deb" }, ctx));
+  expect(imp.code).toBe("invalid_argument");
+  expect(images.list()).toEqual([]);
   db.close();
 });

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipBombLayer, writeOciLayout, writeRawLayout } from "../testing/oci-fixtures.ts";
-import { NO_LIMITS } from "../images/oci/unpack.ts";
+import { NO_LIMITS } from "./oci/unpack.ts";
 import { hasBin, projectRoot, testNeeds } from "../testing/skip.ts";
 import { importInWorker, type ImportJob } from "./import-worker.ts";
 

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { hostRunner } from "../host/runner.ts";
 import { writeOciLayout } from "../testing/oci-fixtures.ts";
-import { NO_LIMITS } from "../images/oci/unpack.ts";
+import { NO_LIMITS } from "./oci/unpack.ts";
 import { hasBin, projectRoot, testNeeds } from "../testing/skip.ts";
 import { importImage } from "./image-import.ts";
 

@@ -1,11 +1,11 @@
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { BangerError } from "../errors.ts";
-import { makeWorkSeed } from "../images/disks.ts";
-import type { ImportLimits } from "../images/oci/unpack.ts";
+import { makeWorkSeed } from "./disks.ts";
+import type { ImportLimits } from "./oci/unpack.ts";
 import { selfArgv } from "../self.ts";
 import { importInWorker } from "./import-worker.ts";
-import { agentVersionOf } from "../images/build.ts";
+import { agentVersionOf } from "./build.ts";
 import type { Runner } from "../host/runner.ts";
 import type { ImageRow } from "../store/artifacts.ts";
 
