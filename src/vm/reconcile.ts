@@ -225,15 +225,17 @@ export class StatsPoller {
   /** A VM deleted while this round waited for its lock (a delete stops the VMM first) needs nothing. */
   private async reapDead(vm: VmRow) {
     if (!this.svc.deps.vms.get(vm.id)) return;
-    await this.svc.withVm(vm.id, async (row) => {
-      if (row.state !== "running" || this.svc.vmmAlive(row)) return;
-      this.svc.deps.log(`VMM of ${row.name} exited unexpectedly; releasing its resources`);
-      await stopVmm(this.svc.deps, this.svc.rt, row, dirOf(this.svc.deps, row.id), 0);
-      this.svc.deps.vms.update(row.id, { last_error: "the VMM exited unexpectedly" });
-      this.latest.delete(row.id);
-    }).catch((err) => {
-      if (!(err instanceof BangerError && err.code === "not_found")) throw err;
-    });
+    await this.svc
+      .withVm(vm.id, async (row) => {
+        if (row.state !== "running" || this.svc.vmmAlive(row)) return;
+        this.svc.deps.log(`VMM of ${row.name} exited unexpectedly; releasing its resources`);
+        await stopVmm(this.svc.deps, this.svc.rt, row, dirOf(this.svc.deps, row.id), 0);
+        this.svc.deps.vms.update(row.id, { last_error: "the VMM exited unexpectedly" });
+        this.latest.delete(row.id);
+      })
+      .catch((err) => {
+        if (!(err instanceof BangerError && err.code === "not_found")) throw err;
+      });
   }
 
   async sample(vm: VmRow): Promise<VmStats> {

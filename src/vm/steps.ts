@@ -50,7 +50,11 @@ export async function runSteps<C>(entries: StepEntry<C>[], ctx: C, opts: RunOpts
       opts.progress({ stage: step.name, status: "failed", elapsedMs: o.ms, message });
       if (failure) continue;
       failure = { err: o.err };
-      const undoing = done.map((s) => s.name).reverse().join(", ") || "nothing";
+      const undoing =
+        done
+          .map((s) => s.name)
+          .reverse()
+          .join(", ") || "nothing";
       opts.log(`step ${step.name} failed after ${o.ms}ms: ${message}; undoing ${undoing}`);
     }
     if (failure) {
