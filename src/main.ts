@@ -281,6 +281,19 @@ function printVersion(o: { json?: boolean }) {
   console.log(o.json ? JSON.stringify({ version: VERSION, buildId: BUILD_ID }, null, 2) : `banger ${VERSION} (build ${BUILD_ID})`);
 }
 
+/**
+ * cac parses argv once for every command in the table (a few ms for ours); when argv names a
+ * command, the table shows cac only that one while it parses (the result is the same: no other
+ * command matches). Returns what puts the whole table back (completion and help read it).
+ */
+function tryOnly(cli: ReturnType<typeof buildCli>, name: string): () => void {
+  const all = cli.commands;
+  cli.commands = all.filter((c) => c.isMatched(name));
+  return () => {
+    cli.commands = all;
+  };
+}
+
 /** Joins "vm create" style words into one token, because cac matches commands on one word. */
 export function joinCommandWords(argv: string[], names: Set<string>): string[] {
   for (const n of [3, 2]) {
@@ -332,10 +345,13 @@ async function main(argv: string[]): Promise<number> {
     const shown = await groupOnly(cli, argv, commandGroups(names));
     if (shown !== null) return shown;
   }
+  const restore = names.has(args[0] ?? "") && !args.includes("--help") && !args.includes("-h") ? tryOnly(cli, args[0]!) : () => {};
   try {
     cli.parse(["banger", "banger", ...args], { run: false });
   } catch (err) {
     throw new BangerError("invalid_argument", (err as Error).message, { hint: "Run `banger --help`." });
+  } finally {
+    restore();
   }
   // cac has printed the help or the version and left no command matched.
   if (cli.options.help || cli.options.version) return 0;

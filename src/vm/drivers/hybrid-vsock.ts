@@ -70,9 +70,9 @@ export async function dialHybridVsock(udsPath: string, port: number, opts: DialO
     } catch (err) {
       last = (err as Error).message;
     }
-    // Every 5 ms for the first ~200 ms (a guest agent comes up within tens of ms of a fast
-    // boot), then backing off to maxPause.
-    const pause = Math.min(attempt < 40 ? 5 : 5 * 2 ** Math.min(attempt - 39, 16), maxPause);
+    // Every 5 ms for the first ~50 ms (a guest agent comes up within tens of ms of a fast
+    // boot), then doubling to maxPause, so slow boots are not flooded with attempts.
+    const pause = Math.min(attempt < 10 ? 5 : 5 * 2 ** Math.min(attempt - 9, 16), maxPause);
     if (clock.now() + pause > deadline) break;
     await clock.sleep(pause);
   }
