@@ -1,7 +1,7 @@
 /**
  * `bun run bench`: every benchmark in turn, each printing its figures and the machine's,
  * then one summary table. `--quick` skips the real-guest (QEMU/TCG) parts and shrinks the
- * runs; `--only NAME[,NAME]` picks suites (boot, kernel, cli, control, disks, net, workspace, exec, instant).
+ * runs; `--only NAME[,NAME]` picks suites (boot, kernel, cli, control, disks, net, workspace, exec, instant, forkmem).
  */
 import { parseArgs } from "node:util";
 import { benchBoot } from "./boot.ts";
@@ -10,6 +10,7 @@ import { benchControlPlane } from "./control-plane.ts";
 import { benchDisks } from "./disks.ts";
 import { benchNetPolicy } from "./net-policy.ts";
 import { benchExec } from "./exec.ts";
+import { benchForkMemory } from "./fork-memory.ts";
 import { benchInstant } from "./instant.ts";
 import { benchKernel } from "./kernel.ts";
 import { benchWorkspace } from "./workspace-suite.ts";
@@ -33,6 +34,7 @@ const suites: Array<[string, () => Promise<void>]> = [
   ["workspace", () => benchWorkspace(ctx, ctx.quick ? 50 : 200, !ctx.quick)],
   ["exec", async () => (ctx.quick ? console.log("\n== exec: skipped (--quick)") : benchExec(ctx, 200))],
   ["instant", () => benchInstant(ctx)],
+  ["forkmem", async () => (ctx.quick ? console.log("\n== forkmem: skipped (--quick)") : benchForkMemory(ctx, 5))],
 ];
 
 for (const [name, run] of suites) {

@@ -33,7 +33,7 @@ const CLI_FORBIDDEN = [
   /^src\/daemon\//,
   /^src\/store\//,
   /^src\/vm\/drivers\/(?!process\.ts)/,
-  /^src\/vm\/(service|create|runtime|reconcile|steps)\.ts$/,
+  /^src\/vm\/(service|create|start-stop|reconcile|steps)\.ts$/,
   /^ssh2$/,
   /^dns-packet$/,
   /^bun:sqlite$/,

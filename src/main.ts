@@ -1,5 +1,5 @@
 #!/usr/bin/env bun
-import { cac } from "cac";
+import { type CAC, cac } from "cac";
 import { BangerError, exitCodeFor, toBangerError } from "./errors.ts";
 import { printable } from "./printable.ts";
 import { lazy } from "./lazy.ts";
@@ -8,11 +8,24 @@ import { BUILD_ID, VERSION } from "./version.ts";
 /** Loaded on first use, so parsing argv and `--help` cost nothing more. */
 const client = lazy(() => import("./modes/client.ts"));
 
+const json = "--json" as const;
+
 /** The one command table. Each action turns options into a typed object and calls modes/client.ts. */
 export function buildCli() {
   const cli = cac("banger");
-  const json = "--json" as const;
+  baseCommands(cli);
+  hostKernelCommands(cli);
+  imageCacheCommands(cli);
+  vmLifecycleCommands(cli);
+  vmInspectCommands(cli);
+  vmAccessCommands(cli);
+  cli.help();
+  cli.version(VERSION);
+  return cli;
+}
 
+/** Commands: version, doctor, completion, config, daemon. */
+function baseCommands(cli: CAC) {
   cli
     .command("version", "Print version and build id")
     .option(json, "JSON output")
@@ -40,7 +53,10 @@ export function buildCli() {
     .option("-n, --lines <n>", "Lines", { default: 100 })
     .action((o) => client.daemonLogs(o));
   cli.command("daemon run", "Run the daemon in the foreground (started automatically)").action(() => client.daemonRun());
+}
 
+/** Commands: host setup and kernels. */
+function hostKernelCommands(cli: CAC) {
   cli
     .command("host setup", "Create the bridge, NAT rules and TAP pool (needs root)")
     .option("--systemd", "Also install a systemd unit so setup survives reboot (it runs a root-owned copy of banger and of your config)")
@@ -76,7 +92,10 @@ export function buildCli() {
     .option(json, "JSON events")
     .action((o) => client.kernelBuild(o));
   cli.command("kernel delete <name>", "Delete a kernel").action((n) => client.kernelDelete(String(n)));
+}
 
+/** Commands: images and the warm-start cache. */
+function imageCacheCommands(cli: CAC) {
   cli
     .command("image list", "List images")
     .option(json, "JSON output")
@@ -113,7 +132,10 @@ export function buildCli() {
     .option("--all", "Remove every golden")
     .option(json, "JSON output")
     .action((o) => client.cachePrune(o));
+}
 
+/** Commands: create, run, start … delete, set. */
+function vmLifecycleCommands(cli: CAC) {
   const createOpts = (c: ReturnType<typeof cli.command>) =>
     c
       .option("--name <name>", "VM name (DNS-safe; becomes <name>.vm)")
@@ -169,6 +191,10 @@ export function buildCli() {
     .option("--no-nat", "Same as --net none")
     .option("--group <name>", 'Join a group ("" leaves it); guests reach each other only within one group')
     .action((r, o) => client.vmSet(r, o));
+}
+
+/** Commands: fork, snapshots, list, show, logs, stats, health, ports. */
+function vmInspectCommands(cli: CAC) {
   cli
     .command("vm fork <ref>", "Running copies of a running VM as it is now, each with its own address, name and keys")
     .option("--name <name>", "Name of the one copy")
@@ -218,6 +244,10 @@ export function buildCli() {
     .command("vm ports <ref>", "Listening ports in the guest, as URLs where they speak HTTP(S)")
     .option(json, "JSON output")
     .action((r, o) => client.vmPorts(String(r), o));
+}
+
+/** Commands: ssh, exec, cp, workspace, mcp, ssh-config. */
+function vmAccessCommands(cli: CAC) {
   cli
     .command("vm ssh <ref> [...cmd]", "Shell in the VM, or run a command and exit with its code")
     .action((r, cmd, o) => client.vmSsh(String(r), [...cmd, ...(o["--"] ?? [])]));
@@ -263,10 +293,6 @@ export function buildCli() {
   cli
     .command("ssh-config proxy <host> <port>", "ProxyCommand helper for `ssh <name>.vm` (used by the ssh config)")
     .action((h, p) => client.sshConfig("proxy", [String(h), String(p)]));
-
-  cli.help();
-  cli.version(VERSION);
-  return cli;
 }
 
 /** `banger version` needs nothing beyond this file: it is the baseline of the CLI's start time. */

@@ -8,7 +8,7 @@ import { createConnection, type Socket } from "node:net";
 import { BangerError } from "../errors.ts";
 import { printable } from "../printable.ts";
 import { checkAnswer } from "./answers.ts";
-import { frameSplitter, PROTOCOL_VERSION, type Frame } from "./frames.ts";
+import { EXEC_PROTOCOL, frameSplitter, type Frame } from "./frames.ts";
 import { encodeLine, parseResponse, type AgentMethod, type AgentMethods } from "./protocol.ts";
 
 /** Opens a new byte stream to the agent. */
@@ -52,6 +52,8 @@ export class AgentClient {
   private readonly streams = new Map<number, StreamHandlers>();
   private nextStream = 1;
   private hello: Promise<void> | null = null;
+  /** The protocol version the agent answered `hello` with (0 until a stream was opened). */
+  protocol = 0;
 
   constructor(
     private readonly connect: AgentConnect,
@@ -127,7 +129,8 @@ export class AgentClient {
     } catch (err) {
       if (!(err instanceof BangerError && /unknown method/.test(err.message))) throw err;
     }
-    if (version >= PROTOCOL_VERSION) return;
+    this.protocol = version;
+    if (version >= EXEC_PROTOCOL) return;
     throw new BangerError("failed_precondition", "the guest agent is too old for exec; rebuild/upgrade the image", {
       hint: "Restart the VM (banger vm restart <vm>) so banger installs its current agent, or rebuild the image (banger image build). `banger vm ssh` works meanwhile.",
     });

@@ -5,8 +5,10 @@
  * process group, and an EXIT frame with the code (128+n for a signal) once output drained.
  */
 import { existsSync, readFileSync } from "node:fs";
+import type { Socket } from "node:net";
 import { constants } from "node:os";
 import { CreditGate, F, creditFrame, creditOf, encodeFrame, frameJson, jsonFrame, sendChunked, type ExecExit, type ExecOpen, type Frame } from "./frames.ts";
+import { BULK_TOKEN, bulkLink, type BulkLink } from "./bulk.ts";
 
 export type Send = (bytes: Uint8Array) => void;
 
@@ -19,6 +21,8 @@ interface Session {
   signal(name: string): void;
   resize(rows: number, cols: number): void;
   credit(bytes: number): void;
+  /** The host gave up on the bulk channel: everything goes by frames. */
+  bulkOff?(): void;
   kill(): void;
 }
 
@@ -82,57 +86,99 @@ function validSignal(name: string): boolean {
   return Object.hasOwn(constants.signals, name);
 }
 
+type Plan = Exclude<ReturnType<typeof execPlan>, string>;
+
+/** A bulk channel being set up for a stream (see bulk.ts), or null for frames only. */
+type Bulk = { link: Promise<BulkLink | null>; cancel(): void } | null;
+
+/** Writes to a socket and resolves once the bytes are handed to the kernel (or the socket is gone). */
+function writeSocket(conn: Socket, data: Uint8Array): Promise<boolean> {
+  return new Promise((r) => {
+    if (conn.destroyed) return r(false);
+    conn.write(data, (err) => r(!err));
+  });
+}
+
+/** Feeds a bulk connection's bytes to the process's stdin, one chunk at a time (TCP holds the rest). */
+function bulkStdin(link: BulkLink, write: (d: Uint8Array) => Promise<void>, end: () => void) {
+  const { conn, first } = link;
+  let chain = first.length ? write(first) : Promise.resolve();
+  conn.on("data", (chunk: Buffer) => {
+    conn.pause();
+    chain = chain.then(() => write(chunk)).then(() => void conn.resume());
+  });
+  conn.on("end", () => void chain.then(end));
+  conn.on("error", () => conn.destroy());
+  conn.resume();
+}
+
 /** Runs with pipes: stdout and stderr pulled only as credit allows, so the process blocks instead of memory growing. */
-function pipedSession(id: number, plan: Exclude<ReturnType<typeof execPlan>, string>, send: Send, done: () => void): Session {
+function pipedSession(id: number, plan: Plan, send: Send, done: () => void, bulk: Bulk): Session {
   const proc = Bun.spawn(plan.argv, { cwd: plan.cwd, env: plan.env, stdin: "pipe", stdout: "pipe", stderr: "pipe", detached: true });
   const out = new CreditGate();
+  let conn: Socket | null = null;
   const pump = async (readable: ReadableStream<Uint8Array>, type: typeof F.STDOUT | typeof F.STDERR) => {
     const reader = readable.getReader();
+    const link = type === F.STDOUT && bulk ? await bulk.link : null;
     for (;;) {
       const { value, done: end } = await reader.read();
-      if (end) return;
-      if (!(await sendChunked(out, type, id, value, send))) return void reader.cancel().catch(() => {});
+      if (end) return link ? new Promise<void>((r) => link.conn.end(r)) : undefined;
+      const sent = link ? await writeSocket(link.conn, value) : await sendChunked(out, type, id, value, send);
+      if (!sent) return void reader.cancel().catch(() => {});
     }
   };
   let input = Promise.resolve();
+  const writeStdin = async (data: Uint8Array) => {
+    try {
+      proc.stdin.write(data);
+      await proc.stdin.flush();
+    } catch {
+      // The process closed its stdin; what it did not read is dropped, as with a pipe.
+    }
+  };
+  const endStdin = async () => {
+    try {
+      await proc.stdin.end();
+    } catch {
+      // Already closed.
+    }
+  };
+  void bulk?.link.then((link) => {
+    if (!link) return;
+    conn = link.conn;
+    bulkStdin(link, writeStdin, () => void endStdin());
+  });
   void Promise.all([pump(proc.stdout, F.STDOUT), pump(proc.stderr, F.STDERR), proc.exited]).then(() => {
     send(jsonFrame(F.EXIT, id, exitOf(proc.exitCode, proc.signalCode)));
     out.close();
+    bulk?.cancel();
     done();
   });
   return {
     stdin: (data) => {
       input = input.then(async () => {
-        try {
-          proc.stdin.write(data);
-          await proc.stdin.flush();
-        } catch {
-          // The process closed its stdin; what it did not read is dropped, as with a pipe.
-        }
+        await writeStdin(data);
         send(creditFrame(id, data.length));
       });
     },
     stdinEof: () => {
-      input = input.then(async () => {
-        try {
-          await proc.stdin.end();
-        } catch {
-          // Already closed.
-        }
-      });
+      input = input.then(endStdin);
     },
     signal: (name) => killGroup(proc.pid, name),
     resize: () => {},
     credit: (n) => out.add(n),
+    bulkOff: () => bulk?.cancel(),
     kill: () => {
       out.close();
+      bulk?.cancel();
+      (conn as Socket | null)?.destroy();
       killGroup(proc.pid, "SIGKILL");
     },
   };
 }
 
 /** Runs on a PTY: one output stream, keys written as typed, resizes followed. */
-function ttySession(id: number, plan: Exclude<ReturnType<typeof execPlan>, string>, open: ExecOpen, send: Send, done: () => void): Session {
+function ttySession(id: number, plan: Plan, open: ExecOpen, send: Send, done: () => void): Session {
   const out = new CreditGate();
   let ptyClosed: () => void = () => {};
   const closed = new Promise<void>((r) => (ptyClosed = r));
@@ -194,6 +240,7 @@ export class ExecSessions {
     else if (frame.type === F.STDIN_EOF) s.stdinEof();
     else if (frame.type === F.CREDIT) s.credit(creditOf(frame));
     else if (frame.type === F.KILL) s.kill();
+    else if (frame.type === F.BULK) s.bulkOff?.();
     else if (frame.type === F.SIGNAL) {
       const name = frameJson<{ signal?: string }>(frame)?.signal ?? "";
       if (validSignal(name)) s.signal(name);
@@ -209,6 +256,12 @@ export class ExecSessions {
     this.sessions.clear();
   }
 
+  /** The bulk channel the host asked for with a token in OPEN (pipes only), announced in a BULK frame. */
+  private bulk(id: number, open: ExecOpen): Bulk {
+    if (typeof open.bulk !== "string" || !BULK_TOKEN.test(open.bulk)) return null;
+    return bulkLink(open.bulk, (answer) => this.send(jsonFrame(F.BULK, id, answer)));
+  }
+
   private open(frame: Frame) {
     const id = frame.stream;
     const open = frameJson<ExecOpen>(frame);
@@ -217,7 +270,7 @@ export class ExecSessions {
     if (this.sessions.has(id)) return this.send(jsonFrame(F.ERROR, id, { message: `stream ${id} is already open` }));
     const done = () => this.sessions.delete(id);
     try {
-      this.sessions.set(id, open.tty ? ttySession(id, plan, open, this.send, done) : pipedSession(id, plan, this.send, done));
+      this.sessions.set(id, open.tty ? ttySession(id, plan, open, this.send, done) : pipedSession(id, plan, this.send, done, this.bulk(id, open)));
     } catch (err) {
       // Bun cannot start it (no such program): say so like a shell and exit 127.
       const why = err instanceof Error ? err.message : String(err);

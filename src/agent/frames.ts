@@ -10,8 +10,14 @@
  * It imports nothing so it can be compiled into the agent.
  */
 
-/** The agent protocol version that carries exec frames (answered by `hello`). */
-export const PROTOCOL_VERSION = 2;
+/** The agent protocol version (answered by `hello`): 2 carries exec frames, 3 adds bulk channels. */
+export const PROTOCOL_VERSION = 3;
+
+/** The oldest agent protocol `vm exec` works with. */
+export const EXEC_PROTOCOL = 2;
+
+/** The first agent protocol with bulk channels (OPEN's `bulk` token, BULK frames). */
+export const BULK_PROTOCOL = 3;
 
 /** Unacknowledged data bytes one stream may have in flight, each way. */
 export const EXEC_WINDOW = 512 * 1024;
@@ -38,6 +44,8 @@ export const F = {
   STDERR: 17,
   EXIT: 18,
   ERROR: 19,
+  /** Agent to host: {port} of the stream's bulk channel, or {error}; host to agent: use frames after all. */
+  BULK: 20,
 } as const;
 
 export type FrameType = (typeof F)[keyof typeof F];
@@ -59,6 +67,8 @@ export interface ExecOpen {
   tty?: boolean;
   rows?: number;
   cols?: number;
+  /** Asks for a bulk channel (pipes only): 64 hex characters the host's connection starts with. */
+  bulk?: string;
 }
 
 /** What EXIT carries: the exit code, or the signal that ended the process (code 128+n). */

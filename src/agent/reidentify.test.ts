@@ -1,6 +1,9 @@
 import { expect, test } from "bun:test";
 import { createHandler, procDeps } from "./server.ts";
-import { growWork, mountedDevice, parseReidentify, reidentify, type ReidentifyDeps } from "./reidentify.ts";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { growWork, mountedDevice, parseReidentify, pretendReidentifyDeps, reidentify, type ReidentifyDeps } from "./reidentify.ts";
 
 const good = {
   hostname: "web-2",
@@ -22,26 +25,42 @@ function recording(files: Record<string, string> = {}, sizes: string[] = []): Re
   const log: string[] = [];
   return {
     log,
-    run: async (argv) => void log.push(argv.join(" ")),
+    run: async (argv, stdin) => void log.push([argv.join(" "), ...(stdin ?? "").split("\n").filter(Boolean)].join(" | ")),
     writeFile: async (p, d) => void log.push(`write ${p} ${d.split("\n")[0]}`),
     reseed: (b) => void log.push(`reseed ${b.length}`),
+    setClock: (ms) => void log.push(`clock ${ms}`),
+    reloadSshd: async () => void log.push("reload sshd"),
     readText: async (p) => (p.startsWith("/sys/") && sizes.length ? sizes.shift()! : (files[p] ?? "")),
     sleep: async (ms) => void log.push(`sleep ${ms}`),
   };
 }
 
-test("reidentify sets clock, RNG, MAC, address, neighbours, hostname, machine-id and host key, in that order", async () => {
+test("reidentify sets clock, RNG, network, hostname, machine-id and host key, in that order, with one process", async () => {
   const deps = recording();
   const r = await reidentify(good, deps);
-  expect(r.done).toEqual(["clock", "rng", "mac", "address", "neighbours", "hostname", "machine-id", "ssh host key"]);
-  expect(deps.log).toContain("date -u -s @1800000000.000");
-  expect(deps.log).toContain("reseed 32");
-  expect(deps.log).toContain("ip link set dev eth0 address 06:00:ac:1e:00:07");
-  expect(deps.log).toContain("ip addr add 172.30.0.7/24 dev eth0");
-  expect(deps.log).toContain("ip route replace default via 172.30.0.1 dev eth0");
-  expect(deps.log).toContain("ip neigh flush all");
-  expect(deps.log).toContain("write /etc/machine-id 0123456789abcdef0123456789abcdef");
-  expect(deps.log).toContain("write /etc/ssh/ssh_host_ed25519_key.pub ssh-ed25519 AAAA web-2.vm");
+  expect(r.done).toEqual(["clock", "rng", "network", "hostname", "machine-id", "ssh host key"]);
+  expect(deps.log).toEqual([
+    "clock 1800000000000",
+    "reseed 32",
+    "ip -batch - | link set dev eth0 address 06:00:ac:1e:00:07 | addr flush dev eth0 | addr add 172.30.0.7/24 dev eth0" +
+      " | route replace default via 172.30.0.1 dev eth0 | neigh flush all",
+    "write /proc/sys/kernel/hostname web-2",
+    "write /etc/hostname web-2",
+    "write /etc/hosts 127.0.0.1\tlocalhost",
+    "write /etc/machine-id 0123456789abcdef0123456789abcdef",
+    "write /etc/ssh/ssh_host_ed25519_key -----BEGIN OPENSSH PRIVATE KEY-----",
+    "write /etc/ssh/ssh_host_ed25519_key.pub ssh-ed25519 AAAA web-2.vm",
+    "reload sshd",
+  ]);
+});
+
+test("a failing step is named in the error and stops the rest", async () => {
+  const deps = recording();
+  deps.run = async () => {
+    throw new Error("RTNETLINK answers: File exists");
+  };
+  await expect(reidentify(good, deps)).rejects.toThrow("reidentify network: RTNETLINK answers: File exists");
+  expect(deps.log).toEqual(["clock 1800000000000", "reseed 32"]);
 });
 
 test("bad parameters are refused naming the field, before anything changes", async () => {
@@ -58,6 +77,19 @@ test("an agent serving a test socket refuses to re-identify its host", async () 
   const res = await handler({ id: 1, method: "reidentify", params: good });
   expect(res).toMatchObject({ ok: false });
   expect((res as { error: { message: string } }).error.message).toContain("does not re-identify");
+});
+
+test("a pretend guest's re-identify writes its files under its root and only writes its commands down", async () => {
+  const root = mkdtempSync(join(tmpdir(), "banger-pretend-"));
+  try {
+    await reidentify(good, pretendReidentifyDeps(root));
+    expect(readFileSync(join(root, "etc/hostname"), "utf8")).toBe("web-2\n");
+    expect(readFileSync(join(root, "etc/machine-id"), "utf8")).toBe(`${good.machineId}\n`);
+    expect(statSync(join(root, "etc/ssh/ssh_host_ed25519_key")).mode & 0o777).toBe(0o600);
+    expect(readFileSync(join(root, "commands"), "utf8")).toContain("ip -batch - | link set dev eth0 address 06:00:ac:1e:00:07 | addr flush dev eth0 | addr add 172.30.0.7/24 dev eth0");
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });
 
 test("growWorkTo adds a last step: wait until the device at /root shows the new size, then resize2fs it online", async () => {

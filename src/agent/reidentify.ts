@@ -3,7 +3,7 @@
  * ready: the copy gets its own clock, RNG state, MAC and address, hostname, machine-id and SSH
  * host key, and forgets its source's neighbours. Imports nothing outside src/agent.
  */
-import { appendFileSync, chmodSync, closeSync, mkdirSync, openSync, writeFileSync, writeSync } from "node:fs";
+import { appendFileSync, chmodSync, closeSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 
 /** What the host sends; every field is checked before anything changes. */
@@ -57,13 +57,34 @@ export function parseReidentify(p: unknown): ReidentifyParams {
 
 /** What the steps need from the guest. */
 export interface ReidentifyDeps {
-  run(argv: string[]): Promise<void>;
+  /** Runs a command, feeding it `stdin` when given; throws with its stderr when it fails. */
+  run(argv: string[], stdin?: string): Promise<void>;
   writeFile(path: string, data: string, mode?: number): Promise<void>;
   /** Mixes bytes into the kernel's pool and forces the CRNG to reseed. */
   reseed(bytes: Uint8Array): void;
+  /** Steps the wall clock to this Unix time in ms. */
+  setClock(ms: number): void;
+  /** Makes sshd serve the new host key (see reloadSshd below). */
+  reloadSshd(): Promise<void>;
   /** Reads a text file (/proc/mounts, /sys/class/block/<dev>/size). */
   readText(path: string): Promise<string>;
   sleep(ms: number): Promise<void>;
+}
+
+/**
+ * The network changes as one `ip -batch` script: a restored guest runs every new process
+ * slowly (its code is not yet translated or cached), so one process instead of five.
+ */
+export function networkBatch(p: ReidentifyParams): string {
+  const dev = p.iface ?? "eth0";
+  return [
+    `link set dev ${dev} address ${p.mac}`,
+    `addr flush dev ${dev}`,
+    `addr add ${p.ip}/${p.prefix} dev ${dev}`,
+    `route replace default via ${p.gateway} dev ${dev}`,
+    "neigh flush all",
+    "",
+  ].join("\n");
 }
 
 /** How long the grow step waits for the block device to show its new size (the config interrupt). */
@@ -96,24 +117,15 @@ export async function growWork(bytes: number, deps: ReidentifyDeps, waitMs = GRO
 
 /** The steps in order, each named for the result (and the error when one fails). */
 export function reidentifySteps(p: ReidentifyParams, deps: ReidentifyDeps): Array<[string, () => Promise<void>]> {
-  const dev = p.iface ?? "eth0";
   return [
-    ["clock", () => deps.run(["date", "-u", "-s", `@${(p.timeMs / 1000).toFixed(3)}`])],
+    ["clock", async () => deps.setClock(p.timeMs)],
     ["rng", async () => deps.reseed(Buffer.from(p.entropy, "hex"))],
-    ["mac", () => deps.run(["ip", "link", "set", "dev", dev, "address", p.mac])],
-    [
-      "address",
-      async () => {
-        await deps.run(["ip", "addr", "flush", "dev", dev]);
-        await deps.run(["ip", "addr", "add", `${p.ip}/${p.prefix}`, "dev", dev]);
-        await deps.run(["ip", "route", "replace", "default", "via", p.gateway, "dev", dev]);
-      },
-    ],
-    ["neighbours", () => deps.run(["ip", "neigh", "flush", "all"])],
+    ["network", () => deps.run(["ip", "-batch", "-"], networkBatch(p))],
     [
       "hostname",
       async () => {
-        await deps.run(["hostname", p.hostname]);
+        // Writing the proc file is sethostname(2) without a process.
+        await deps.writeFile("/proc/sys/kernel/hostname", p.hostname);
         await deps.writeFile("/etc/hostname", `${p.hostname}\n`);
         await deps.writeFile("/etc/hosts", `127.0.0.1\tlocalhost\n127.0.1.1\t${p.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`);
       },
@@ -124,8 +136,7 @@ export function reidentifySteps(p: ReidentifyParams, deps: ReidentifyDeps): Arra
       async () => {
         await deps.writeFile("/etc/ssh/ssh_host_ed25519_key", p.hostKey.endsWith("\n") ? p.hostKey : `${p.hostKey}\n`, 0o600);
         await deps.writeFile("/etc/ssh/ssh_host_ed25519_key.pub", `${p.hostKeyPub.trim()}\n`, 0o644);
-        // sshd reads host keys when it starts; a reload re-executes it with the new key.
-        await deps.run(["sh", "-c", "systemctl reload ssh 2>/dev/null || pkill -HUP -x sshd || true"]);
+        await deps.reloadSshd();
       },
     ],
     ...(p.growWorkTo ? [["grow work", () => growWork(p.growWorkTo!, deps)] as [string, () => Promise<void>]] : []),
@@ -168,20 +179,52 @@ export function reseedKernel(bytes: Uint8Array): void {
   }
 }
 
+/** clock_settime(CLOCK_REALTIME, …) through libc: no `date` process (root only). */
+export function setClockMs(ms: number): void {
+  const { dlopen, FFIType, ptr } = require("bun:ffi") as typeof import("bun:ffi");
+  const ts = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt(Math.floor(ms % 1000) * 1_000_000)]);
+  const libc = dlopen("libc.so.6", { clock_settime: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 } });
+  try {
+    if (libc.symbols.clock_settime(0, ptr(ts)) !== 0) throw new Error("clock_settime failed (the agent must run as root)");
+  } finally {
+    libc.close();
+  }
+}
+
+/**
+ * Makes sshd use the new host key. An sshd that re-executes itself for each connection (the
+ * default; `-r` turns it off) or is started per connection by a socket unit reads the key
+ * files anew every time, so nothing needs doing; only a listener started with `-r` gets a
+ * SIGHUP (it then re-executes with the new key).
+ */
+function reloadSshd(): Promise<void> {
+  try {
+    const pid = Number.parseInt(readFileSync("/run/sshd.pid", "utf8").trim(), 10);
+    const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    if (pid > 1 && argv.includes("-r")) process.kill(pid, "SIGHUP");
+  } catch {
+    // No listener with a pid file: socket-activated, or not running; the next start reads the key.
+  }
+  return Promise.resolve();
+}
+
 /** The real guest: commands through Bun.spawn, files through node:fs. */
 export function guestReidentifyDeps(): ReidentifyDeps {
+  const run = async (argv: string[], stdin?: string) => {
+    const proc = Bun.spawn(argv, { stdin: stdin === undefined ? "ignore" : new TextEncoder().encode(stdin), stdout: "ignore", stderr: "pipe" });
+    const [code, err] = await Promise.all([proc.exited, new Response(proc.stderr).text()]);
+    if (code !== 0) throw new Error(`${argv.join(" ")} exited ${code}: ${err.trim()}`);
+  };
   return {
-    run: async (argv) => {
-      const proc = Bun.spawn(argv, { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
-      const [code, err] = await Promise.all([proc.exited, new Response(proc.stderr).text()]);
-      if (code !== 0) throw new Error(`${argv.join(" ")} exited ${code}: ${err.trim()}`);
-    },
+    run,
     writeFile: async (path, data, mode) => {
       const { writeFile, chmod } = await import("node:fs/promises");
       await writeFile(path, data);
       if (mode !== undefined) await chmod(path, mode);
     },
     reseed: reseedKernel,
+    setClock: setClockMs,
+    reloadSshd,
     readText: (path) => Bun.file(path).text(),
     sleep: (ms) => Bun.sleep(ms),
   };
@@ -192,11 +235,12 @@ export function guestReidentifyDeps(): ReidentifyDeps {
  * down in `root/commands`, so an agent serving a test socket on a host changes nothing of the host.
  */
 export function pretendReidentifyDeps(root: string): ReidentifyDeps {
+  const note = (line: string) => {
+    mkdirSync(root, { recursive: true });
+    appendFileSync(join(root, "commands"), `${line}\n`);
+  };
   return {
-    run: async (argv) => {
-      mkdirSync(root, { recursive: true });
-      appendFileSync(join(root, "commands"), `${argv.join(" ")}\n`);
-    },
+    run: async (argv, stdin) => note([argv.join(" "), ...(stdin ?? "").split("\n").filter(Boolean)].join(" | ")),
     writeFile: async (path, data, mode) => {
       const at = join(root, path);
       mkdirSync(dirname(at), { recursive: true });
@@ -204,6 +248,8 @@ export function pretendReidentifyDeps(root: string): ReidentifyDeps {
       if (mode !== undefined) chmodSync(at, mode);
     },
     reseed: () => {},
+    setClock: (ms) => note(`clock ${ms}`),
+    reloadSshd: async () => note("reload sshd"),
     // The pretend guest's /proc/mounts and /sys/class/block are files its fake VMM keeps under root.
     readText: (path) => Bun.file(join(root, path)).text(),
     sleep: (ms) => Bun.sleep(ms),

@@ -155,7 +155,11 @@ async function copyIn(execSocket: string, plan: CpPlan, recursive: boolean) {
   try {
     const base = basename(plan.sources[0]!.replace(/\/+$/, "")) || "/";
     const argv = ["sh", "-c", EXTRACT_REMOTE, "sh", plan.dest, String(plan.sources.length), base];
-    const handle = await startExec(execSocket, { vm: plan.vm, argv }, { stdin: counted(tar.stdout, progress.add), stdout: () => {}, stderr: err.take });
+    const handle = await startExec(
+      execSocket,
+      { vm: plan.vm, argv, bulk: true },
+      { stdin: counted(tar.stdout, progress.add), stdout: () => {}, stderr: err.take },
+    );
     const exit = await handle.done;
     const local = await tar.exited;
     if (exit.code !== 0) throw failed("guest", err.text(), exit.code);
@@ -200,7 +204,7 @@ async function copyOut(execSocket: string, plan: CpPlan, recursive: boolean) {
       tar.stdin.write(chunk);
       await tar.stdin.flush();
     };
-    const handle = await startExec(execSocket, { vm: plan.vm, argv }, { stdout, stderr: err.take });
+    const handle = await startExec(execSocket, { vm: plan.vm, argv, bulk: true }, { stdout, stderr: err.take });
     const exit = await handle.done;
     await tar.stdin.end();
     const local = await tar.exited;

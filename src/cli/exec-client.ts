@@ -167,7 +167,12 @@ export function agentShell(execSocket: string, vm: string): GuestShell {
       const out = capped(64 * 1024 * 1024);
       const err = capped(16 * 1024 * 1024);
       const stdin = io.stdin === undefined ? null : io.stdin instanceof Uint8Array ? once(io.stdin) : io.stdin;
-      const handle = await startExec(execSocket, { vm, argv: ["sh", "-c", cmd] }, { stdin, stdout: io.onStdout ?? out.take, stderr: io.onStderr ?? err.take });
+      // Input (an archive, a pack) goes over the bulk channel: the agent's own port is slow for it.
+      const handle = await startExec(
+        execSocket,
+        { vm, argv: ["sh", "-c", cmd], bulk: stdin !== null },
+        { stdin, stdout: io.onStdout ?? out.take, stderr: io.onStderr ?? err.take },
+      );
       const exit = await handle.done;
       return { code: exit.code, stdout: out.text(), stderr: err.text() };
     },
@@ -176,9 +181,8 @@ export function agentShell(execSocket: string, vm: string): GuestShell {
 
 /**
  * Whether commands for `vm` should go through the agent. BANGER_GUEST_TRANSPORT=ssh or =agent
- * decides; else `prefer` does (bulk uploads prefer SSH: the agent's virtio-serial input path
- * measured slower than SSH for them under TCG). The agent is used only when a `true` through
- * it runs (not with an agent too old for exec, nor with none answering).
+ * decides; else `prefer` does. The agent is used only when a `true` through it runs (not with
+ * an agent too old for exec, nor with none answering).
  */
 export async function agentUsable(
   execSocket: string,

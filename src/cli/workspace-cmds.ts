@@ -16,24 +16,24 @@ import type { Out } from "./render.ts";
 import { checkedSshInfo, create, systemSsh, type SshInfo } from "./vm-cmds.ts";
 
 /**
- * A shell in the VM: through the guest agent where it runs exec (no handshake per call), else
- * an SSH session with banger's key accepting only the VM's own host key. Uploads (prepare,
- * sync) prefer SSH, which measured faster for bulk input; BANGER_GUEST_TRANSPORT=ssh|agent
+ * A shell in the VM: through the guest agent where it runs exec (no handshake per call; bulk
+ * input such as a prepare's archive goes over the exec's bulk channel), else an SSH session
+ * with banger's key accepting only the VM's own host key. BANGER_GUEST_TRANSPORT=ssh|agent
  * overrides (see agentUsable).
  */
-async function connect(rpc: Rpc, ref: string, prefer: "agent" | "ssh" = "agent"): Promise<{ info: SshInfo; shell: GuestShell; end(): void }> {
+async function connect(rpc: Rpc, ref: string): Promise<{ info: SshInfo; shell: GuestShell; end(): void }> {
   const info = await checkedSshInfo(rpc, ref);
   if (info.state !== "running")
     throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
   const execSocket = resolvePaths().execSocket;
-  if (await agentUsable(execSocket, info.name, process.env, prefer)) return { info, shell: agentShell(execSocket, info.name), end: () => {} };
+  if (await agentUsable(execSocket, info.name, process.env)) return { info, shell: agentShell(execSocket, info.name), end: () => {} };
   const conn = await sshConnect({ host: info.ip, user: info.user, privateKey: readFileSync(info.key), knownHostKey: info.host_key, timeoutMs: 15_000 });
   return { info, shell: sshShell(conn), end: () => conn.end() };
 }
 
-/** `vm workspace prepare`: the repo's working tree and history to /root/repo, streamed over SSH. */
+/** `vm workspace prepare`: the repo's working tree and history to /root/repo, streamed through the agent (or SSH). */
 export async function prepare(out: Out, rpc: Rpc, ref: string, o: { from?: string; fullCopy?: boolean; replace?: boolean; toStderr?: boolean }) {
-  const { info, end, shell } = await connect(rpc, ref, "ssh");
+  const { info, end, shell } = await connect(rpc, ref);
   try {
     const r = await prepareWorkspace({ shell, from: resolve(o.from ?? "."), fullCopy: o.fullCopy, replace: o.replace });
     const say = (line: string) => (o.toStderr ? out.err(line) : out.out(line));
@@ -72,7 +72,7 @@ export async function syncCmd(
   ref: string,
   o: { from?: string; replace?: boolean; keep?: boolean; fullCopy?: boolean; toStderr?: boolean },
 ) {
-  const { info, end, shell } = await connect(rpc, ref, "ssh");
+  const { info, end, shell } = await connect(rpc, ref);
   const say = (line: string) => (o.toStderr ? out.err(line) : out.out(line));
   try {
     const mode = o.replace ? "replace" : o.keep ? "keep" : "sync";

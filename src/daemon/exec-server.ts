@@ -4,15 +4,35 @@
  * end to end (CLI and agent grant it), so the daemon holds at most a window per stream.
  */
 import { chmodSync, rmSync } from "node:fs";
-import { createServer, type Server, type Socket } from "node:net";
+import { randomBytes } from "node:crypto";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
 import * as v from "valibot";
 import type { AgentClient, AgentStream } from "../agent/client.ts";
-import { encodeFrame, F, frameJson, frameSplitter, jsonFrame, type ExecError, type Frame } from "../agent/frames.ts";
+import {
+  BULK_PROTOCOL,
+  CreditGate,
+  creditFrame,
+  creditOf,
+  encodeFrame,
+  F,
+  frameJson,
+  frameSplitter,
+  jsonFrame,
+  sendChunked,
+  type ExecError,
+  type Frame,
+} from "../agent/frames.ts";
 import { BangerError, toBangerError } from "../errors.ts";
 import { ExecOpenSchema, type ExecOpenRequest } from "../rpc/exec-open.ts";
 
-/** Finds a running VM's agent client for a ref; throws BangerError when it cannot. */
-export type AgentFor = (ref: string) => AgentClient;
+/** A running VM's agent client and its address (for bulk channels; "" when it has none). */
+export interface AgentTarget {
+  client: AgentClient;
+  ip: string;
+}
+
+/** Finds a running VM's agent for a ref; throws BangerError when it cannot. */
+export type AgentFor = (ref: string) => AgentTarget;
 
 const FORWARDED = new Set<number>([F.STDIN, F.STDIN_EOF, F.SIGNAL, F.RESIZE, F.CREDIT, F.KILL]);
 
@@ -32,35 +52,172 @@ export function parseOpen(frame: Frame): ExecOpenRequest {
   throw new BangerError("invalid_argument", `exec request: ${where ? `${where}: ` : ""}${issue.message}`, { hint: "See `banger vm exec --help`." });
 }
 
+/** How long the daemon waits for the agent's BULK answer, and for the bulk connection to close after EXIT. */
+const BULK_ANSWER_MS = 10_000;
+const BULK_CONNECT_MS = 5_000;
+
+/** Connects to the agent's bulk listener and presents the token; null when it cannot. */
+function connectBulk(ip: string, port: number, token: string): Promise<Socket | null> {
+  return new Promise((resolve) => {
+    const s = createConnection({ host: ip, port, allowHalfOpen: true });
+    const fail = () => {
+      s.destroy();
+      resolve(null);
+    };
+    const timer = setTimeout(fail, BULK_CONNECT_MS);
+    s.once("error", () => {
+      clearTimeout(timer);
+      fail();
+    });
+    s.once("connect", () => {
+      clearTimeout(timer);
+      s.setNoDelay(true);
+      s.write(token);
+      resolve(s);
+    });
+  });
+}
+
+/** The port in an agent's BULK answer, or 0 when it is an error or garbage. */
+function bulkPort(f: Frame): number {
+  const port = frameJson<{ port?: unknown }>(f)?.port;
+  return Number.isInteger(port) && (port as number) > 0 && (port as number) < 65536 ? (port as number) : 0;
+}
+
+/**
+ * One stream's bulk channel on the daemon's side: stdin from the CLI goes into the TCP
+ * connection (credit back to the CLI once the kernel took it), stdout comes out of it as
+ * STDOUT frames under the CLI's credit (the connection is paused meanwhile), and the EXIT
+ * frame waits until the guest closed the connection, so no output is lost or reordered.
+ */
+class BulkRelay {
+  private readonly gate = new CreditGate();
+  private sending = Promise.resolve();
+  private closed = false;
+  private exit: Uint8Array | null = null;
+  /** STDERR bytes the CLI was sent but has not granted credit for: its credit goes to the agent first. */
+  stderrOwed = 0;
+
+  constructor(
+    private readonly tcp: Socket,
+    private readonly toCli: (b: Uint8Array) => void,
+    private readonly end: (last: Uint8Array) => void,
+  ) {
+    tcp.on("data", (chunk: Buffer) => {
+      tcp.pause();
+      this.sending = this.sending.then(async () => {
+        if (await sendChunked(this.gate, F.STDOUT, 1, chunk, toCli)) tcp.resume();
+      });
+    });
+    tcp.on("error", () => tcp.destroy());
+    tcp.on("close", () => {
+      this.closed = true;
+      void this.sending.then(() => this.exit && end(this.exit));
+    });
+  }
+
+  stdin(data: Uint8Array) {
+    this.tcp.write(data, () => this.toCli(creditFrame(1, data.length)));
+  }
+
+  stdinEof() {
+    this.tcp.end();
+  }
+
+  /** Splits the CLI's credit: what pays for STDERR goes back to the agent, the rest is for stdout here. */
+  credit(n: number): number {
+    const toAgent = Math.min(n, this.stderrOwed);
+    this.stderrOwed -= toAgent;
+    if (n > toAgent) this.gate.add(n - toAgent);
+    return toAgent;
+  }
+
+  /** Holds EXIT until the connection closed (a guest that never closes it gets a few seconds). */
+  exited(frame: Uint8Array) {
+    this.exit = frame;
+    if (this.closed) return void this.sending.then(() => this.end(frame));
+    setTimeout(() => this.tcp.destroy(), BULK_ANSWER_MS).unref();
+  }
+
+  close() {
+    this.gate.close();
+    this.tcp.destroy();
+  }
+}
+
 /** Relays one CLI connection: the first frame opens, the rest flow both ways until EXIT or ERROR. */
 function relay(conn: Socket, agentFor: AgentFor, log: (m: string) => void) {
   let stream: AgentStream | null = null;
   let queued: Frame[] = [];
   let finished = false;
   let opening = false;
+  // Bulk: "pending" holds the CLI's stdin and credit until the channel is up or refused.
+  let bulk: BulkRelay | null = null;
+  let pending: { token: string; ip: string; held: Frame[] } | null = null;
   const finish = (last?: Uint8Array) => {
     if (finished) return;
     finished = true;
     stream?.close();
+    bulk?.close();
     if (last) conn.end(last);
     else conn.end();
   };
   const forward = (f: Frame) => stream?.send(encodeFrame(f.type, stream.id, f.payload));
+  const fromCli = (f: Frame) => {
+    if (pending && (f.type === F.STDIN || f.type === F.STDIN_EOF || f.type === F.CREDIT)) return void pending.held.push(f);
+    if (bulk && f.type === F.STDIN) return bulk.stdin(f.payload);
+    if (bulk && f.type === F.STDIN_EOF) return bulk.stdinEof();
+    if (bulk && f.type === F.CREDIT) {
+      const toAgent = bulk.credit(creditOf(f));
+      return void (toAgent && stream?.send(creditFrame(stream.id, toAgent)));
+    }
+    forward(f);
+  };
+  const bulkAnswer = async (f: Frame) => {
+    if (!pending || !stream) return;
+    const { token, ip, held } = pending;
+    const port = bulkPort(f);
+    const tcp = port ? await connectBulk(ip, port, token) : null;
+    if (finished) return void tcp?.destroy();
+    pending = null;
+    if (tcp)
+      bulk = new BulkRelay(
+        tcp,
+        (b) => conn.write(b),
+        (last) => finish(last),
+      );
+    else {
+      log(`exec: no bulk channel to ${ip}${port ? `:${port}` : ""} (${port ? "cannot connect" : "the agent offered none"}); the stream uses frames`);
+      stream.send(encodeFrame(F.BULK, stream.id));
+    }
+    for (const h of held) fromCli(h);
+  };
+  const fromAgent = (f: Frame) => {
+    if (f.type === F.BULK) return void bulkAnswer(f);
+    const out = encodeFrame(f.type, 1, f.payload);
+    if (f.type === F.EXIT && bulk) return bulk.exited(out);
+    if (f.type === F.EXIT || f.type === F.ERROR) return finish(out);
+    if (f.type === F.STDERR && bulk) bulk.stderrOwed += f.payload.length;
+    conn.write(out);
+  };
   const open = async (first: Frame) => {
     const req = parseOpen(first);
-    const agent = agentFor(req.vm);
-    const { vm: _vm, ...exec } = req;
-    stream = await agent.openStream({
-      onFrame: (f) => {
-        const out = encodeFrame(f.type, 1, f.payload);
-        if (f.type === F.EXIT || f.type === F.ERROR) finish(out);
-        else conn.write(out);
-      },
+    const target = agentFor(req.vm);
+    const { vm: _vm, bulk: wantBulk, ...exec } = req;
+    stream = await target.client.openStream({
+      onFrame: fromAgent,
       onGone: (why) => finish(jsonFrame(F.ERROR, 1, { message: `the guest agent connection was lost: ${why}`, code: "unavailable" } satisfies ExecError)),
     });
     if (finished) return void stream.send(encodeFrame(F.KILL, stream.id));
-    stream.send(jsonFrame(F.OPEN, stream.id, exec));
-    for (const f of queued) forward(f);
+    const token = wantBulk && !exec.tty && target.ip && target.client.protocol >= BULK_PROTOCOL ? randomBytes(32).toString("hex") : null;
+    if (token) {
+      pending = { token, ip: target.ip, held: [] };
+      // An agent that never answers still gets the stream, by frames.
+      const noAnswer: Frame = { type: F.BULK, stream: 0, payload: new Uint8Array(0) };
+      setTimeout(() => pending?.token === token && void bulkAnswer(noAnswer), BULK_ANSWER_MS).unref();
+    }
+    stream.send(jsonFrame(F.OPEN, stream.id, token ? { ...exec, bulk: token } : exec));
+    for (const f of queued) fromCli(f);
     queued = [];
   };
   conn.on(
@@ -75,7 +232,7 @@ function relay(conn: Socket, agentFor: AgentFor, log: (m: string) => void) {
             finish(errorFrame(err));
           });
         } else if (FORWARDED.has(f.type)) {
-          if (stream) forward(f);
+          if (stream) fromCli(f);
           else queued.push(f);
         }
       },
@@ -86,6 +243,7 @@ function relay(conn: Socket, agentFor: AgentFor, log: (m: string) => void) {
     if (!finished && stream) stream.send(encodeFrame(F.KILL, stream.id));
     finished = true;
     stream?.close();
+    bulk?.close();
   });
 }
 

@@ -147,7 +147,10 @@ export async function buildServices(deps: ServiceDeps): Promise<Services> {
   return {
     handlers: { ...vmHandlers(vms, poller), ...artifactHandlers(kernels, images) },
     vmCount: () => vms.count(),
-    agentFor: (ref) => vms.agent(vms.find(ref)),
+    agentFor: (ref) => {
+      const vm = vms.find(ref);
+      return { client: vms.agent(vm), ip: vm.ip ?? "" };
+    },
     dnsAddress: "server" in dns ? `${dns.server.address.host}:${dns.server.address.port}` : "",
     dnsProblem: "problem" in dns ? dns.problem : undefined,
     close: async () => {

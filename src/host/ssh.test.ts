@@ -4,7 +4,7 @@ import { BangerError } from "../errors.ts";
 import { hasFile, isRoot, testNeeds } from "../testing/skip.ts";
 import { cappedSink } from "../workspace/export.ts";
 import { sshShell } from "../workspace/ssh-shell.ts";
-import { hostKeyBlob, MAX_COLLECTED_BYTES, sshConnect, sshExec, waitForSsh } from "./ssh.ts";
+import { hostKeyBlob, MAX_COLLECTED_BYTES, readSshBanner, sshConnect, sshExec, waitForSsh, waitForSshBanner } from "./ssh.ts";
 import type { Client } from "ssh2";
 import { guestShellContract } from "../testing/shell-contract.ts";
 import { SSHD, startTestSshd, type TestSshd } from "../testing/sshd-fixture.ts";
@@ -148,5 +148,42 @@ describe("ssh against a real sshd on loopback (root)", () => {
     const e = await rejection(sshConnect({ ...opts(), port: 1 }));
     expect(e.code).toBe("unavailable");
     expect(e.message).toContain("127.0.0.1:1");
+  });
+});
+
+describe("the banner probe for restored guests", () => {
+  const serve = async (send: string) => {
+    const { createServer } = await import("node:net");
+    const server = createServer((c) => (send ? c.end(send) : undefined));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    return { server, port: (server.address() as { port: number }).port };
+  };
+
+  test("reads the identification line, after other lines a server may send first", async () => {
+    const { server, port } = await serve("hello\r\nSSH-2.0-OpenSSH_9.2p1 Debian-2\r\n");
+    expect(await readSshBanner("127.0.0.1", port)).toBe("SSH-2.0-OpenSSH_9.2p1 Debian-2");
+    server.close();
+  });
+
+  test("a server that is not SSH, or says nothing, is not ready", async () => {
+    const closer = await serve("HTTP/1.1 400 Bad Request\r\n\r\n");
+    await expect(readSshBanner("127.0.0.1", closer.port)).rejects.toThrow("closed the connection before its SSH banner");
+    closer.server.close();
+    const silent = await serve("");
+    await expect(readSshBanner("127.0.0.1", silent.port, 300)).rejects.toThrow("no SSH banner");
+    silent.server.close();
+  });
+
+  test("waitForSshBanner retries until the banner comes, then gives a timeout error naming the host", async () => {
+    let calls = 0;
+    const read = async () => {
+      if (++calls < 3) throw new Error("ECONNREFUSED");
+      return "SSH-2.0-x";
+    };
+    await waitForSshBanner("10.0.0.9", 5_000, { read, sleep: async () => {} });
+    expect(calls).toBe(3);
+    await expect(
+      waitForSshBanner("10.0.0.9", 50, { read: async () => Promise.reject(new Error("ECONNREFUSED")), sleep: (ms) => Bun.sleep(ms) }),
+    ).rejects.toThrow("SSH on 10.0.0.9:22 did not answer within 0s after the restore (last: ECONNREFUSED)");
   });
 });

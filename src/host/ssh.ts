@@ -1,4 +1,5 @@
 import type { Duplex } from "node:stream";
+import { createConnection } from "node:net";
 import { Client, type ClientChannel } from "ssh2";
 import { BangerError } from "../errors.ts";
 
@@ -234,4 +235,60 @@ export async function waitForSsh(opts: WaitForSshOptions, deps: WaitForSshDeps =
     hint: "Check the guest's console log (banger vm logs NAME); sshd may have failed to start.",
     cause: last,
   });
+}
+
+/** Reads an SSH server's identification line ("SSH-2.0-…"); rejects on anything else or silence. */
+export function readSshBanner(host: string, port = 22, timeoutMs = 5_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = createConnection({ host, port });
+    let got = "";
+    const done = (err: Error | null, line = "") => {
+      clearTimeout(timer);
+      s.destroy();
+      if (err) reject(err);
+      else resolve(line);
+    };
+    const timer = setTimeout(() => done(new Error(`no SSH banner from ${host}:${port} within ${timeoutMs} ms`)), timeoutMs);
+    s.on("data", (chunk: Buffer) => {
+      got += chunk.toString("latin1");
+      // RFC 4253 4.2: the server may send other lines first; its identification starts with SSH-.
+      for (const line of got.split("\r\n").slice(0, -1)) if (line.startsWith("SSH-")) return done(null, line.slice(0, 255));
+      if (got.length > 8192) done(new Error(`${host}:${port} sent no SSH identification`));
+    });
+    s.on("error", (err) => done(err));
+    s.on("end", () => done(new Error(`${host}:${port} closed the connection before its SSH banner`)));
+  });
+}
+
+/**
+ * The readiness probe for a restored guest: its sshd was serving logins when the state was
+ * saved and runs on after the restore, so its banner (a fresh per-connection process,
+ * which reads the host key anew) is enough; a full login there costs seconds of cold
+ * emulated CPU and proves nothing more. Retries until timeoutMs.
+ */
+export async function waitForSshBanner(
+  host: string,
+  timeoutMs: number,
+  deps: { read?: typeof readSshBanner; sleep?: (ms: number) => Promise<void> } = {},
+): Promise<void> {
+  const read = deps.read ?? readSshBanner;
+  const sleep = deps.sleep ?? ((ms: number) => Bun.sleep(ms));
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      await read(host, 22, Math.max(500, Math.min(deadline - Date.now(), 5_000)));
+      return;
+    } catch (err) {
+      last = err;
+    }
+    await sleep(100);
+  }
+  throw new BangerError(
+    "timeout",
+    `SSH on ${host}:22 did not answer within ${Math.round(timeoutMs / 1000)}s after the restore (last: ${last instanceof Error ? last.message : String(last)})`,
+    {
+      hint: "Check the guest's console log (banger vm logs NAME); sshd may have failed.",
+    },
+  );
 }

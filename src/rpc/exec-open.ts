@@ -11,6 +11,8 @@ export const ExecOpenSchema = v.strictObject({
   tty: v.optional(v.boolean()),
   rows: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
   cols: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+  /** Move stdin and stdout over a TCP connection to the guest when it has one (vm cp, workspace uploads). */
+  bulk: v.optional(v.boolean()),
 });
 
 export type ExecOpenRequest = v.InferOutput<typeof ExecOpenSchema>;

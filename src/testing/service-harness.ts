@@ -191,6 +191,8 @@ function fakeGuest(plan: BootPlan) {
       reseed: () => {},
       readText,
       sleep: (ms: number) => Bun.sleep(ms),
+      setClock: () => {},
+      reloadSshd: async () => {},
     },
   };
   return { files, deps };

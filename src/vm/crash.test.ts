@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { callCtx, serviceHarness, type Harness } from "../testing/service-harness.ts";
 import { isAlive } from "./drivers/process.ts";
 import { reconcile } from "./reconcile.ts";
-import { dirOf } from "./runtime.ts";
+import { dirOf } from "./start-stop.ts";
 import type { VmService } from "./service.ts";
 import { listGoldens, warmRoot } from "./warm.ts";
 

@@ -12,7 +12,7 @@ import { checkGroup } from "./net-policy.ts";
 import { onFullDisk } from "./no-space.ts";
 import { randomName, type VmCreateInput } from "./model.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
-import { dirOf, makeHostKey, startSteps, type StartCtx } from "./runtime.ts";
+import { dirOf, makeHostKey, startSteps, type StartCtx } from "./start-stop.ts";
 import type { Mutex } from "./locks.ts";
 import type { Step, StepEntry } from "./steps.ts";
 import { parseSize } from "../units.ts";

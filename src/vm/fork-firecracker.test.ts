@@ -78,6 +78,10 @@ describe("fork and warm start under Firecracker (fake)", () => {
       expect(readFileSync(join(warm.dir, "console.log"), "utf8")).toContain("restored from snapshot");
       expect(guestHostname(warm.pid)).toBe("warm1");
       expect(existsSync(join(warm.dir, "vmstate"))).toBe(false);
+      // The pretend guest's identity is part of its snapshot: it survives a suspend and resume.
+      await svc.suspend(svc.find("warm1"));
+      await svc.resume(svc.find("warm1"), callCtx());
+      expect(guestHostname(svc.view(svc.find("warm1")).pid)).toBe("warm1");
       const cold = await svc.create({ name: "cold1", cold: true } as never, callCtx());
       expect(readFileSync(join(cold.dir, "console.log"), "utf8")).not.toContain("restored from snapshot");
     },

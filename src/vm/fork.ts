@@ -16,7 +16,7 @@ import { sparseCopy } from "./drivers/qemu.ts";
 import { liveHandle, restoreSteps, savedFiles } from "./instant.ts";
 import type { Mutex } from "./locks.ts";
 import { toView, type VmView } from "./model.ts";
-import { bootPlan, dirOf, knownHandle, makeHostKey, stopVmm, type StartCtx } from "./runtime.ts";
+import { bootPlan, dirOf, knownHandle, makeHostKey, stopVmm, type StartCtx } from "./start-stop.ts";
 import { faultPoint, runSteps, type Step } from "./steps.ts";
 
 /** Names for the copies: the one asked for, else <source>-f<N> not yet taken. */

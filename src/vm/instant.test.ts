@@ -4,7 +4,7 @@ import { existsSync, writeFileSync } from "node:fs";
 import { callCtx, serviceHarness, type Harness } from "../testing/service-harness.ts";
 import { isAlive } from "./drivers/process.ts";
 import { reconcile } from "./reconcile.ts";
-import { dirOf } from "./runtime.ts";
+import { dirOf } from "./start-stop.ts";
 
 let h: Harness;
 beforeEach(async () => {

@@ -6,13 +6,14 @@
 import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { sparseCopy } from "./drivers/qemu.ts";
 import { BangerError } from "../errors.ts";
+import { waitForSshBanner } from "../host/ssh.ts";
 import type { VmPaths } from "../host/paths.ts";
 import type { CallContext } from "./model.ts";
 import type { VmRow } from "../store/vms.ts";
 import type { RestoreOptions, SavedStateFiles, SavedStateMeta, VmmHandle } from "./drivers/types.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import { resolveArtifacts } from "./create.ts";
-import { bootPlan, closeAgent, dirOf, knownHandle, recordHandle, releaseRunning, startSteps, stopVmm, type StartCtx } from "./runtime.ts";
+import { bootPlan, closeAgent, dirOf, knownHandle, recordHandle, releaseRunning, startSteps, stopVmm, type StartCtx } from "./start-stop.ts";
 import { faultPoint, runSteps, type Step } from "./steps.ts";
 import { isSameProcess } from "./drivers/process.ts";
 
@@ -153,27 +154,29 @@ async function ownRamFile(dir: VmPaths) {
 /** The start steps with the boot replaced by a restore of the saved state. */
 export function restoreSteps(deps: VmServiceDeps, rt: Runtime, opts: RestoreOptions = {}): Step<StartCtx>[] {
   return startSteps(deps, rt).map((s) =>
-    s.name !== "boot"
-      ? s
-      : {
-          name: "restore",
-          run: async (ctx: StartCtx) => {
-            // A fork copy or warm create stays "creating" until ready: a crash before then removes it.
-            if (deps.vms.get(ctx.vm.id)?.state !== "creating") deps.vms.update(ctx.vm.id, { state: "starting" });
-            recordHandle(deps, rt, ctx, await deps.drivers(ctx.vm.vmm).restore(bootPlan(deps, ctx), savedFiles(ctx.dir), opts));
+    s.name === "wait ssh"
+      ? { name: s.name, run: async (ctx: StartCtx) => void (deps.readiness.skipSsh || (await waitForSshBanner(ctx.vm.ip, deps.readiness.sshTimeoutMs))) }
+      : s.name !== "boot"
+        ? s
+        : {
+            name: "restore",
+            run: async (ctx: StartCtx) => {
+              // A fork copy or warm create stays "creating" until ready: a crash before then removes it.
+              if (deps.vms.get(ctx.vm.id)?.state !== "creating") deps.vms.update(ctx.vm.id, { state: "starting" });
+              recordHandle(deps, rt, ctx, await deps.drivers(ctx.vm.vmm).restore(bootPlan(deps, ctx), savedFiles(ctx.dir), opts));
+            },
+            undo: async (ctx: StartCtx) => {
+              const row = deps.vms.get(ctx.vm.id) ?? ctx.vm;
+              const handle = knownHandle(rt, row, ctx.dir);
+              if (handle && isSameProcess(handle.pid, handle.pidStartTime))
+                await deps
+                  .drivers(row.vmm)
+                  .kill(handle)
+                  .catch(() => {});
+              await releaseRunning(deps, rt, row, ctx.dir, handle);
+              deps.vms.update(ctx.vm.id, { teardown: {} });
+            },
           },
-          undo: async (ctx: StartCtx) => {
-            const row = deps.vms.get(ctx.vm.id) ?? ctx.vm;
-            const handle = knownHandle(rt, row, ctx.dir);
-            if (handle && isSameProcess(handle.pid, handle.pidStartTime))
-              await deps
-                .drivers(row.vmm)
-                .kill(handle)
-                .catch(() => {});
-            await releaseRunning(deps, rt, row, ctx.dir, handle);
-            deps.vms.update(ctx.vm.id, { teardown: {} });
-          },
-        },
   );
 }
 

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { allocatedBytes } from "../images/disks.ts";
 import type { VmRow } from "../store/vms.ts";
 import { isSameProcess } from "./drivers/process.ts";
-import { dirOf, knownHandle, releaseRunning, stopVmm } from "./runtime.ts";
+import { dirOf, knownHandle, releaseRunning, stopVmm } from "./start-stop.ts";
 import { readSavedMeta, reconcileSaved } from "./instant.ts";
 import type { VmService } from "./service.ts";
 import type { ConsoleCap } from "./console-log.ts";

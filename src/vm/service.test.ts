@@ -9,7 +9,7 @@ import { createSteps } from "./create.ts";
 import { isAlive } from "./drivers/process.ts";
 import { Mutex } from "./locks.ts";
 import { reconcile, StatsPoller } from "./reconcile.ts";
-import { dirOf } from "./runtime.ts";
+import { dirOf } from "./start-stop.ts";
 import { stepNames } from "./steps.ts";
 
 let h: Harness;

@@ -16,7 +16,7 @@ import { KeyedLocks, Mutex } from "./locks.ts";
 import { toView, type VmView } from "./model.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import { fanout, resolveRef, type FanoutResult } from "./refs.ts";
-import { AGENT_PORT, dirOf, knownHandle, startSteps, stopVmm, type StartCtx } from "./runtime.ts";
+import { AGENT_PORT, dirOf, knownHandle, startSteps, stopVmm, type StartCtx } from "./start-stop.ts";
 import { setNet } from "./net-apply.ts";
 import { runSteps } from "./steps.ts";
 import { isSameProcess } from "./drivers/process.ts";

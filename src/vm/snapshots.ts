@@ -12,7 +12,7 @@ import type { VmRow } from "../store/vms.ts";
 import { sparseCopy } from "./drivers/qemu.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import { discardSavedState, liveHandle } from "./instant.ts";
-import { dirOf, stopVmm } from "./runtime.ts";
+import { dirOf, stopVmm } from "./start-stop.ts";
 import { onFullDisk } from "./no-space.ts";
 
 /** What `vm snapshot list` shows for one snapshot. */

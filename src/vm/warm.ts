@@ -18,7 +18,7 @@ import type { Runtime, VmServiceDeps } from "./deps.ts";
 import { sparseCopy } from "./drivers/qemu.ts";
 import type { SavedStateMeta, VmmKind } from "./drivers/types.ts";
 import { liveHandle } from "./instant.ts";
-import { dirOf, makeHostKey } from "./runtime.ts";
+import { dirOf, makeHostKey } from "./start-stop.ts";
 import { parseSize } from "../units.ts";
 import { allocateRow, resolveArtifacts, type CreateCtx } from "./create.ts";
 import { forkSteps, removeCopy } from "./fork.ts";

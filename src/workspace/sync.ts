@@ -110,14 +110,18 @@ export async function readGuestState(shell: GuestShell, guestDir: string): Promi
  * Sh that takes a thin pack of the host snapshot on stdin and moves the checkout from the
  * last synced tree to it: files, HEAD (same branch as the host), staged state, base and synced refs.
  * With force the guest's own changes are overwritten; ignored files (build caches) stay either way.
+ * Every git process costs a guest under emulation a few hundred ms, so the script runs as few
+ * as it can: the pack, one or two read-trees writing the real index, one update-ref, and
+ * `git symbolic-ref` only when HEAD names another branch.
  */
 export function applyScript(guestDir: string, g: GuestState, h: HostSnapshot, force: boolean): string {
   const idx = `GIT_INDEX_FILE=${SYNC_INDEX}`;
   const lines = ["set -e", workspaceLock(guestDir), `cd ${shq(guestDir)}`, "git unpack-objects -q"];
   lines.push(`if [ ! -f ${SYNC_INDEX} ]; then cp .git/index ${SYNC_INDEX}; ${idx} git add -A; fi`);
-  lines.push(force ? `${idx} git read-tree --reset -u ${h.tree}` : `${idx} git read-tree -m -u ${g.syncedTree} ${h.tree}`);
-  // The temporary index has fresh stat data for every file; reading the staged tree into it keeps that.
-  lines.push(`mv ${SYNC_INDEX} .git/index`, `git read-tree --reset ${h.staged}`);
+  // The temporary index has fresh stat data for every file; each read-tree keeps it for what it does not change.
+  const toTree = force ? `--reset -u ${h.tree}` : `-m -u ${g.syncedTree} ${h.tree}`;
+  if (h.staged === h.tree) lines.push(`${idx} git read-tree --index-output=.git/index ${toTree}`);
+  else lines.push(`${idx} git read-tree ${toTree}`, `${idx} git read-tree --index-output=.git/index --reset ${h.staged}`);
   // The refs in one process: HEAD's branch (or a detached HEAD), base and synced.
   const refs: string[] = [];
   if (h.head && h.branch) refs.push(`update ${h.branch} ${h.head}`);
@@ -126,6 +130,7 @@ export function applyScript(guestDir: string, g: GuestState, h: HostSnapshot, fo
   else if (g.base) refs.push(`delete ${BASE_REF}`);
   refs.push(`update ${SYNCED_REF} ${h.commit}`);
   lines.push(`printf '%s\\n' ${refs.map(shq).join(" ")} | git update-ref --stdin`);
-  if (h.head && h.branch) lines.push(`[ "$(git symbolic-ref -q HEAD)" = ${shq(h.branch)} ] || git symbolic-ref HEAD ${shq(h.branch)}`);
+  // HEAD read by the shell itself: no process when it already names the branch.
+  if (h.head && h.branch) lines.push(`read -r cur < .git/HEAD || cur=; [ "$cur" = ${shq(`ref: ${h.branch}`)} ] || git symbolic-ref HEAD ${shq(h.branch)}`);
   return lines.join("\n");
 }

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { openStoreReadOnly } from "../../src/store/db.ts";
 import dgram from "node:dgram";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, statfsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bangerBin, daemonPids, TestHome } from "../../src/testing/cli.ts";
+import { crashAt, killDaemon, storeRows, vmDirs, vmmProcs } from "../../src/testing/crash.ts";
 import { fakeFirecrackerHome } from "../../src/testing/fake-env.ts";
 import { hasBin, isRoot, testNeeds } from "../../src/testing/skip.ts";
 import { isAlive } from "../../src/vm/drivers/process.ts";
@@ -18,15 +18,7 @@ const needs: Array<[boolean, string]> = [
 ];
 const CREATE_STEPS = ["resolve image", "allocate", "rootfs", "work disk", "network", "boot", "wait agent", "wait ssh", "ready"];
 
-const rows = (h: TestHome) => {
-  if (!existsSync(h.paths.dbFile)) return [];
-  const db = openStoreReadOnly(h.paths.dbFile)!;
-  const r = db.query<{ name: string; state: string }, []>("SELECT name, state FROM vms").all();
-  db.close();
-  return r;
-};
-const vmDirs = (h: TestHome) => (existsSync(h.paths.vmsDir) ? readdirSync(h.paths.vmsDir) : []);
-const vmmProcs = (h: TestHome) => Bun.spawnSync(["pgrep", "-af", h.paths.vmsDir]).stdout.toString().trim();
+const rows = storeRows;
 const nat = async (h: TestHome) => JSON.parse((await h.run(["host", "status", "--json"])).stdout).nat as unknown[];
 const createJson = async (h: TestHome, args: string[]) => {
   const r = await h.run(["vm", "create", ...args, "--json"]);
@@ -40,22 +32,6 @@ async function expectNothingLeft(h: TestHome) {
   expect(vmDirs(h)).toEqual([]);
   expect(vmmProcs(h)).toBe("");
   expect(await nat(h)).toEqual([]);
-}
-
-async function waitForLog(h: TestHome, from: number, marker: string, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (existsSync(h.paths.daemonLog) && readFileSync(h.paths.daemonLog, "utf8").slice(from).includes(marker)) return;
-    await Bun.sleep(20);
-  }
-  throw new Error(`no "${marker}" in the daemon log within ${timeoutMs} ms; it says:\n${readFileSync(h.paths.daemonLog, "utf8").slice(from)}`);
-}
-
-async function killDaemon(h: TestHome) {
-  const pid = h.daemonPid()!;
-  process.kill(pid, "SIGKILL");
-  while (isAlive(pid)) await Bun.sleep(10);
-  return pid;
 }
 
 describe("daemon and VMM crashes", () => {
@@ -73,17 +49,7 @@ describe("daemon and VMM crashes", () => {
 
   for (const step of CREATE_STEPS) {
     testNeeds(`kill -9 of the daemon paused before "${step}": the next daemon's reconcile leaves nothing`, needs, async () => {
-      await h.run(["daemon", "stop"]);
-      const logFrom = existsSync(h.paths.daemonLog) ? statSync(h.paths.daemonLog).size : 0;
-      const create = h.run(["vm", "create", "--name", "crashy", "--nat"], { env: { BANGER_PAUSE_AT_STEP: step } });
-      // A create that ends on its own never pauses: fail with what it said instead of waiting out the timeout.
-      const ended = create.then((r) => {
-        throw new Error(`create ended before pausing at ${step} (exit ${r.code}): ${r.stderr}\n${readFileSync(h.paths.daemonLog, "utf8").slice(logFrom)}`);
-      });
-      await Promise.race([waitForLog(h, logFrom, `paused at ${step}`), ended]);
-      ended.catch(() => {});
-      const old = await killDaemon(h);
-      const r = await create;
+      const { result: r, logFrom, pid: old } = await crashAt(h, step, ["vm", "create", "--name", "crashy", "--nat"], { timeoutMs: 30_000 });
       expect(r.code).toBe(1);
       // The next call starts a fresh daemon (no pause knob) whose reconcile undoes the half-made VM.
       const list = await h.run(["vm", "list", "--json"]);

@@ -177,7 +177,7 @@ describe("vm exec on a real guest (needs qemu, root, built dist/)", () => {
   );
 
   testNeeds(
-    "vm run -- cmd and workspace export go through the agent, prepare through ssh unless BANGER_GUEST_TRANSPORT=agent",
+    "vm run -- cmd, workspace prepare (its upload on the bulk channel) and export go through the agent; BANGER_GUEST_TRANSPORT=ssh still works",
     needs,
     async () => {
       const repo = join(tmp, "bulk");
@@ -186,9 +186,7 @@ describe("vm exec on a real guest (needs qemu, root, built dist/)", () => {
       const [viaSsh, sshMs] = await timed(() => h.run(["vm", "workspace", "prepare", "r1", "--from", repo], { env: ssh }));
       expect(viaSsh.stderr).toBe("");
       expect(viaSsh.code).toBe(0);
-      const [viaAgent, agentMs] = await timed(() =>
-        h.run(["vm", "workspace", "prepare", "r1", "--from", repo, "--replace"], { env: { BANGER_GUEST_TRANSPORT: "agent" } }),
-      );
+      const [viaAgent, agentMs] = await timed(() => h.run(["vm", "workspace", "prepare", "r1", "--from", repo, "--replace"]));
       expect(viaAgent.code).toBe(0);
       console.log(
         `workspace prepare of a 20 MiB repo: agent ${(agentMs / 1000).toFixed(1)} s vs ssh ${(sshMs / 1000).toFixed(1)} s (${(agentMs / sshMs).toFixed(2)}x)`,

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { projectRoot, sharedDir, testCacheDir } from "../../testing/skip.ts";
 import { driverContract, readLine } from "../../testing/driver-contract.ts";
-import { FirecrackerDriver, bootSteps, firecrackerFiles } from "./firecracker.ts";
+import { FirecrackerDriver, bootSteps, firecrackerFiles, inDir } from "./firecracker.ts";
 import type { FcResponse, FirecrackerApi } from "./firecracker-api.ts";
 import type { BootPlan } from "./types.ts";
 
@@ -150,4 +150,12 @@ test("fake start reaches Running (and prints how long it took, for the benchmark
   expect(await driver.state(handle)).toBe("running");
   await driver.stop(handle, 3000);
   await driver.cleanup(handle, dir);
+});
+
+test("drives in the VM directory are given relative to it (Firecracker's working directory); others stay absolute", () => {
+  expect(inDir("/s/vms/a", "/s/vms/a/overlay.ext4")).toBe("overlay.ext4");
+  expect(inDir("/s/vms/a", "/s/vms/a/sub/x")).toBe("sub/x");
+  expect(inDir("/s/vms/a", "/s/images/b/rootfs.ext4")).toBe("/s/images/b/rootfs.ext4");
+  expect(inDir("/s/vms/a", "/s/vms/ab/overlay.ext4")).toBe("/s/vms/ab/overlay.ext4");
+  expect(inDir("/s/vms/a", "/s/vms/a")).toBe("/s/vms/a");
 });
