@@ -69,6 +69,17 @@ async function warmRuns(ctx: BenchCtx, home: TestHome, coldMs: number) {
     baseline: `${fmtMs(coldMs)} cold vm create -> ready`,
     ratio: warm.ms / coldMs,
   });
+  const golden = JSON.parse((await home.run(["cache", "list", "--json"])).stdout) as Array<{ diskBytes: number }>;
+  const grown = await createVm(home, "inst3", ["--disk", String(golden[0]!.diskBytes + 2 ** 30)]);
+  if (!grown.steps.has("grow disk")) throw new Error("a warm create with a larger --disk did not grow its disk online (no grow disk step)");
+  console.log(`   warm create with a 1 GiB larger disk ${fmtMs(grown.ms)} (${[...grown.steps].map(([k, v]) => `${k} ${fmtMs(v)}`).join(", ")})`);
+  ctx.summary.add({
+    bench,
+    metric: "warm vm create, --disk 1 GiB over the golden's (grown online) -> ready",
+    value: fmtMs(grown.ms),
+    baseline: `${fmtMs(warm.ms)} warm vm create of the golden's size`,
+    ratio: grown.ms / warm.ms,
+  });
   ctx.summary.add({
     bench,
     metric: "warm vm run -- true (create + command)",
@@ -90,7 +101,7 @@ async function benchReal(ctx: BenchCtx, n: number) {
     report(ctx, `instant (qemu ${ctx.machine.accel})`, cold.ms, c, n);
     await warmRuns(ctx, home, cold.ms);
   } finally {
-    await home.run(["vm", "delete", "--force", "inst0", "inst1", "inst2"]);
+    await home.run(["vm", "delete", "--force", "inst0", "inst1", "inst2", "inst3"]);
     await home.run(["cache", "prune", "--all"]);
     await home.teardownNet();
     await home.cleanup();

@@ -80,3 +80,19 @@ test("a fake or fixture left in a production folder is caught", () => {
   const problems = checkImports(tree({ ...clean, "src/host/fake-host.ts": "export const h = 1;\n" }));
   expect(problems.join("\n")).toContain("src/host/fake-host.ts looks like test code");
 });
+
+test("host/ reaching into the store or the VM domain is caught; the pure network policy is allowed", () => {
+  const problems = checkImports(
+    tree({
+      ...clean,
+      "src/store/db.ts": "export const db = 1;\n",
+      "src/vm/net-policy.ts": "export const policy = 1;\n",
+      "src/host/doctor.ts":
+        'import { db } from "../store/db.ts";\nimport { x } from "../vm/model.ts";\nimport { policy } from "../vm/net-policy.ts";\nexport const d = [db, x, policy];\n',
+    }),
+  );
+  const text = problems.join("\n");
+  expect(text).toContain("src/host/doctor.ts imports src/store/db.ts: host/ and config.ts sit below the domain");
+  expect(text).toContain("src/host/doctor.ts imports src/vm/model.ts");
+  expect(text).not.toContain("imports src/vm/net-policy.ts");
+});

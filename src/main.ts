@@ -143,7 +143,7 @@ function vmLifecycleCommands(cli: CAC) {
       .option("--kernel <kernel>", "Kernel")
       .option("--cpus <n>", "vCPUs")
       .option("--memory <mib>", "Memory in MiB")
-      .option("--disk <size>", "Work disk size, e.g. 8G")
+      .option("--disk <size>", "Work disk size, e.g. 8G (a warm start grows its golden's smaller disk online)")
       .option("--net <policy>", "Network policy: none (default), nat, or allow:<domains,*.domains,CIDR[:port]>")
       .option("--nat", "Same as --net nat")
       .option("--group <name>", "Guests reach each other only within one group")

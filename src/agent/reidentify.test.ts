@@ -86,7 +86,9 @@ test("a pretend guest's re-identify writes its files under its root and only wri
     expect(readFileSync(join(root, "etc/hostname"), "utf8")).toBe("web-2\n");
     expect(readFileSync(join(root, "etc/machine-id"), "utf8")).toBe(`${good.machineId}\n`);
     expect(statSync(join(root, "etc/ssh/ssh_host_ed25519_key")).mode & 0o777).toBe(0o600);
-    expect(readFileSync(join(root, "commands"), "utf8")).toContain("ip -batch - | link set dev eth0 address 06:00:ac:1e:00:07 | addr flush dev eth0 | addr add 172.30.0.7/24 dev eth0");
+    expect(readFileSync(join(root, "commands"), "utf8")).toContain(
+      "ip -batch - | link set dev eth0 address 06:00:ac:1e:00:07 | addr flush dev eth0 | addr add 172.30.0.7/24 dev eth0",
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -204,7 +204,7 @@ export async function cacheList(o: Opts) {
   if (!rows.length) return out.out("no goldens kept (one is made after a cold `banger vm create`; warm_cache = 0 turns this off)");
   out.out(
     table(
-      ["KEY", "IMAGE", "KERNEL", "CPUS", "MEMORY", "DISK", "VMM", "ON DISK", "USED"],
+      ["KEY", "IMAGE", "KERNEL", "CPUS", "MEMORY", "MIN DISK", "VMM", "ON DISK", "USED"],
       rows.map((g) => [
         g.key,
         g.image,

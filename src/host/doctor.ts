@@ -110,34 +110,9 @@ function tunCheck(deps: DoctorDeps): Check {
 export async function runDoctor(deps: DoctorDeps): Promise<DoctorReport> {
   const checks: Check[] = [];
   const add = (c: Check) => checks.push(c);
-  let config: Config | null = null;
-  try {
-    config = loadConfig(deps.paths);
-    add({ name: "config", status: "pass", detail: deps.exists(deps.paths.configFile) ? deps.paths.configFile : "no config file; defaults apply" });
-  } catch (err) {
-    add({ name: "config", status: "fail", detail: (err as Error).message, fix: `Fix ${deps.paths.configFile}` });
-  }
-  const cpuinfo = safeRead(deps, "/proc/cpuinfo");
-  const kvmExists = deps.exists("/dev/kvm");
-  const kvmOpens = kvmExists && deps.canOpenRW("/dev/kvm");
-  const hw = hardwareVirtUsable(cpuinfo, kvmOpens);
-  if (hw) add({ name: "kvm", status: "pass", detail: "/dev/kvm usable with hardware virtualization" });
-  else if (kvmExists && !kvmOpens && hasHardwareVirt(cpuinfo))
-    add({
-      name: "kvm",
-      status: "fail",
-      detail: "/dev/kvm exists but this user cannot open it",
-      fix: "Add yourself to the kvm group: sudo usermod -aG kvm $USER (then log in again)",
-    });
-  else
-    add({
-      name: "kvm",
-      status: "warn",
-      detail: kvmExists
-        ? "/dev/kvm present but the CPU shows no vmx/svm flag: no usable hardware virtualization; QEMU will use TCG (slow), Firecracker cannot run"
-        : "no /dev/kvm: QEMU will use TCG (slow), Firecracker cannot run",
-      fix: "Enable virtualization (VT-x/AMD-V) in firmware, or nested virtualization on the hypervisor",
-    });
+  const config = configCheck(deps, checks);
+  const kvm = kvmCheck(deps);
+  add(kvm.check);
   await checkVmms(deps, config, checks);
   add(
     deps.exists("/dev/vhost-vsock")
@@ -151,37 +126,87 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorReport> {
   );
   add(tunCheck(deps));
   await checkBridge(deps, config, checks);
-  for (const [name, bins, pkg] of [
-    ["e2fsprogs", ["mkfs.ext4", "debugfs", "resize2fs", "e2fsck"], "e2fsprogs"],
-    ["mmdebstrap", ["mmdebstrap"], "mmdebstrap"],
-    ["ssh", ["ssh", "ssh-keygen"], "openssh-client"],
-    ["zstd", ["zstd"], "zstd"],
-  ] as const) {
-    const missing = bins.filter((b) => !deps.which(b));
-    add(
-      missing.length
-        ? {
-            name,
-            status: name === "mmdebstrap" || name === "zstd" ? "warn" : "fail",
-            detail: `missing: ${missing.join(", ")}`,
-            fix: `sudo apt-get install ${pkg}`,
-          }
-        : { name, status: "pass", detail: bins.join(", ") },
-    );
-  }
-  const free = deps.freeBytes(deps.paths.stateDir);
-  const gib = (free / 1024 ** 3).toFixed(1);
-  add({
-    name: "disk space",
-    status: free > 10 * 1024 ** 3 ? "pass" : free > 2 * 1024 ** 3 ? "warn" : "fail",
-    detail: `${gib} GiB free for ${deps.paths.stateDir}`,
-    fix: free > 10 * 1024 ** 3 ? undefined : "Free space or point XDG_STATE_HOME elsewhere",
-  });
+  checks.push(...toolChecks(deps));
+  add(diskSpaceCheck(deps));
   checkArtifacts(deps, config, checks);
   await checkDaemonAndDns(deps, config, checks);
   const summary = { pass: 0, warn: 0, fail: 0 };
   for (const c of checks) summary[c.status]++;
-  return { checks, accel: hw ? "kvm" : "tcg", summary };
+  return { checks, accel: kvm.usable ? "kvm" : "tcg", summary };
+}
+
+/** The config file parses (or is absent: defaults); the config, or null when it does not. */
+function configCheck(deps: DoctorDeps, checks: Check[]): Config | null {
+  try {
+    const config = loadConfig(deps.paths);
+    checks.push({ name: "config", status: "pass", detail: deps.exists(deps.paths.configFile) ? deps.paths.configFile : "no config file; defaults apply" });
+    return config;
+  } catch (err) {
+    checks.push({ name: "config", status: "fail", detail: (err as Error).message, fix: `Fix ${deps.paths.configFile}` });
+    return null;
+  }
+}
+
+/** Whether KVM is usable here, and the check saying so (or what is missing). */
+function kvmCheck(deps: DoctorDeps): { usable: boolean; check: Check } {
+  const cpuinfo = safeRead(deps, "/proc/cpuinfo");
+  const kvmExists = deps.exists("/dev/kvm");
+  const kvmOpens = kvmExists && deps.canOpenRW("/dev/kvm");
+  if (hardwareVirtUsable(cpuinfo, kvmOpens))
+    return { usable: true, check: { name: "kvm", status: "pass", detail: "/dev/kvm usable with hardware virtualization" } };
+  if (kvmExists && !kvmOpens && hasHardwareVirt(cpuinfo))
+    return {
+      usable: false,
+      check: {
+        name: "kvm",
+        status: "fail",
+        detail: "/dev/kvm exists but this user cannot open it",
+        fix: "Add yourself to the kvm group: sudo usermod -aG kvm $USER (then log in again)",
+      },
+    };
+  return {
+    usable: false,
+    check: {
+      name: "kvm",
+      status: "warn",
+      detail: kvmExists
+        ? "/dev/kvm present but the CPU shows no vmx/svm flag: no usable hardware virtualization; QEMU will use TCG (slow), Firecracker cannot run"
+        : "no /dev/kvm: QEMU will use TCG (slow), Firecracker cannot run",
+      fix: "Enable virtualization (VT-x/AMD-V) in firmware, or nested virtualization on the hypervisor",
+    },
+  };
+}
+
+/** The host tools banger runs: missing ones fail, or warn for those only some commands need. */
+function toolChecks(deps: DoctorDeps): Check[] {
+  const tools = [
+    ["e2fsprogs", ["mkfs.ext4", "debugfs", "resize2fs", "e2fsck"], "e2fsprogs"],
+    ["mmdebstrap", ["mmdebstrap"], "mmdebstrap"],
+    ["ssh", ["ssh", "ssh-keygen"], "openssh-client"],
+    ["zstd", ["zstd"], "zstd"],
+  ] as const;
+  return tools.map(([name, bins, pkg]): Check => {
+    const missing = bins.filter((b) => !deps.which(b));
+    return missing.length
+      ? {
+          name,
+          status: name === "mmdebstrap" || name === "zstd" ? "warn" : "fail",
+          detail: `missing: ${missing.join(", ")}`,
+          fix: `sudo apt-get install ${pkg}`,
+        }
+      : { name, status: "pass", detail: bins.join(", ") };
+  });
+}
+
+function diskSpaceCheck(deps: DoctorDeps): Check {
+  const free = deps.freeBytes(deps.paths.stateDir);
+  const gib = (free / 1024 ** 3).toFixed(1);
+  return {
+    name: "disk space",
+    status: free > 10 * 1024 ** 3 ? "pass" : free > 2 * 1024 ** 3 ? "warn" : "fail",
+    detail: `${gib} GiB free for ${deps.paths.stateDir}`,
+    fix: free > 10 * 1024 ** 3 ? undefined : "Free space or point XDG_STATE_HOME elsewhere",
+  };
 }
 
 function safeRead(deps: DoctorDeps, path: string): string {

@@ -49,7 +49,7 @@ const AFTER = "The requested operation is not supported after starting the micro
 const DESERIALIZE = "An error occurred when deserializing the json body of a request: ";
 
 /** Registers the raw API rule tests (inside driverContract's describe). */
-export function apiRulesContract(opts: ContractOptions): void {
+export function apiRulesContract(opts: ContractOptions & { bin: string[] }): void {
   test("refuses an existing API socket path with Firecracker's message", async () => {
     const dir = mkdtempSync(join(tmpdir(), "banger-fcapi-"));
     const sock = join(dir, "fc.sock");
@@ -76,6 +76,7 @@ export function apiRulesContract(opts: ContractOptions): void {
       const drive = { drive_id: "other", path_on_host: await opts.rootfs(), is_root_device: true, is_read_only: false };
       expect(await fault("PUT", "/drives/rootfs", drive)).toBe("The id from the path does not match the id from the body!");
       expect(await fault("PUT", "/drives/bad-id", { ...drive, drive_id: "bad-id" })).toContain("alphanumeric characters and underscores");
+      expect(await fault("PATCH", "/drives/rootfs", { drive_id: "rootfs", path_on_host: drive.path_on_host })).toBe(BEFORE);
       expect(await fault("PUT", "/boot-source", "")).toBe("Empty PUT request.");
       expect(await fault("PUT", "/boot-source", { kernel_image_path: join(vmm.dir, "missing") })).toBe(
         "Boot source error: The kernel file cannot be opened: No such file or directory (os error 2)",
@@ -114,6 +115,19 @@ export function apiRulesContract(opts: ContractOptions): void {
       expect((await vmm.call("GET", "/")).body.state).toBe("Running");
       expect((await put("/actions", { action_type: "FlushMetrics" })).status).toBe(204);
       expect((await vmm.call("GET", "/vm/config")).body.drives[0].drive_id).toBe("rootfs");
+      // PATCH /drives with the same file is how a grown disk is announced; a bad one is refused.
+      const patch = (id: string, b: Record<string, unknown>) => vmm.call("PATCH", `/drives/${id}`, { drive_id: id, ...b });
+      expect((await patch("rootfs", { path_on_host: drive.path_on_host })).status).toBe(204);
+      for (const bad of [
+        patch("nosuch", { path_on_host: drive.path_on_host }),
+        patch("rootfs", {}),
+        patch("rootfs", { path_on_host: join(vmm.dir, "missing") }),
+      ]) {
+        const r = await bad;
+        expect(r.status).toBe(400);
+        expect(r.body.fault_message).toStartWith("Unable to patch the block device: ");
+      }
+      expect((await vmm.call("GET", "/vm/config")).body.drives[0].path_on_host).toBe(drive.path_on_host);
     } finally {
       await vmm.stop();
     }
@@ -144,6 +158,7 @@ const TABLE: Array<[string, string, string | null]> = [
   ["PUT", "/vsock", null],
   ["PUT", "/actions", null],
   ["PATCH", "/vm", null],
+  ["PATCH", "/drives/{drive_id}", "rootfs"],
 ];
 
 /** [method, path, what, body, expected fragment] for missing, mistyped and unknown fields. */

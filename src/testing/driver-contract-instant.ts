@@ -1,75 +1,83 @@
 /**
  * The instant-ops half of the driver contract: pause/resume and suspend/restore through the
- * driver, and Firecracker's snapshot request rules spoken directly, against the fake and (when
- * present) a real Firecracker, so the fake's snapshot behaviour cannot drift from the real one.
+ * driver (every VMM), and for Firecracker a snapshot loaded in another VM directory plus its
+ * snapshot request rules spoken directly, so the fake's snapshot behaviour cannot drift from the real one.
  */
 import { expect, test } from "bun:test";
 import { copyFileSync, existsSync, linkSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ContractOptions } from "./driver-contract.ts";
+import { vmmFacts, type ContractRig } from "./driver-contract.ts";
 import { firecrackerFiles } from "../vm/drivers/firecracker.ts";
 import { isAlive, waitForExit } from "../vm/drivers/process.ts";
-import type { BootPlan, Driver, VmmHandle } from "../vm/drivers/types.ts";
-
-/** What the surrounding contract lends: booting a plan and reading one agent reply. */
-export interface InstantHelpers {
-  boot(edit?: (plan: BootPlan) => void): Promise<{ driver: Driver; plan: BootPlan; handle: VmmHandle }>;
-  /** Tracks a handle started outside boot() so the suite's cleanup ends it. */
-  adopt(driver: Driver, handle: VmmHandle | null, dir: string): void;
-  health(driver: Driver, handle: VmmHandle, ms?: number): Promise<unknown>;
-}
+import type { BootPlan, VmmHandle } from "../vm/drivers/types.ts";
 
 const FC_VERSION = "1.16.1";
 
-/** Registers the instant-ops contract tests (inside driverContract's describe). */
-export function instantContract(opts: ContractOptions, h: InstantHelpers): void {
-  (opts.agent ? test : test.skip)("pause freezes the guest (its agent stops answering) and resume lets it go on", async () => {
-    const { driver, handle } = await h.boot();
-    await h.health(driver, handle, 10_000);
-    await driver.pause(handle);
-    expect(await driver.state(handle)).toBe("paused");
-    expect(
-      await h.health(driver, handle, 800).then(
-        () => "answered",
-        () => "silent",
-      ),
-    ).toBe("silent");
-    await driver.resume(handle);
-    expect(await driver.state(handle)).toBe("running");
-    expect(await h.health(driver, handle, 10_000)).toMatchObject({ ok: true });
-  });
+/** Registers pause/resume and suspend/restore (inside driverContract's describe), on the (shared) running guest. */
+export function instantContract(rig: ContractRig): void {
+  const answerMs = rig.opts.answerMs ?? 10_000;
+  rig.test(
+    "pause freezes the guest (its agent stops answering) and resume lets it go on",
+    async () => {
+      const { driver, handle } = await rig.guest();
+      await driver.pause(handle);
+      expect(await driver.state(handle)).toBe("paused");
+      expect(
+        await rig.health(driver, handle, 800).then(
+          () => "answered",
+          () => "silent",
+        ),
+      ).toBe("silent");
+      await driver.resume(handle);
+      expect(await driver.state(handle)).toBe("running");
+      expect(await rig.health(driver, handle, answerMs)).toMatchObject({ ok: true });
+    },
+    rig.opts.agent,
+  );
 
-  (opts.agent ? test : test.skip)("suspend writes state and memory and ends the VMM; restore continues the guest", async () => {
-    const { driver, plan, handle } = await h.boot();
-    await h.health(driver, handle, 10_000);
-    const files = { state: join(plan.dir, "vmstate"), memory: plan.memoryFile };
-    const meta = await driver.suspend(handle, files);
-    expect(meta).toMatchObject({ vmm: "firecracker", version: FC_VERSION });
-    expect(isAlive(handle.pid)).toBe(false);
-    expect(existsSync(files.state) && existsSync(files.memory)).toBe(true);
-    await driver.cleanup(handle, plan.dir);
-    expect(await driver.restoreProblem(meta)).toBeNull();
-    expect(await driver.restoreProblem({ ...meta, version: "1.2.0" })).toContain("written by Firecracker 1.2.0");
-    const restored = await driver.restore(plan, files);
-    h.adopt(driver, restored, plan.dir);
-    expect(await driver.state(restored)).toBe("running");
-    expect(await h.health(driver, restored, 10_000)).toMatchObject({ ok: true });
-    const config = (await (await fetch("http://localhost/vm/config", { unix: restored.controlSocket } as RequestInit)).json()) as Record<string, unknown>;
-    expect(config.vsock).toMatchObject({ uds_path: firecrackerFiles(plan.dir).agentSocket });
-    expect(config["machine-config"]).toMatchObject({ vcpu_count: plan.cpus, mem_size_mib: plan.memoryMib });
-  });
+  rig.test(
+    "suspend writes state and memory and ends the VMM; restore continues the guest",
+    async () => {
+      const { driver, plan, handle } = await rig.guest();
+      const files = { state: join(plan.dir, "vmstate"), memory: plan.memoryFile };
+      const meta = await driver.suspend(handle, files);
+      expect(meta.vmm).toBe(driver.kind);
+      if (driver.kind === "firecracker") expect(meta.version).toBe(FC_VERSION);
+      expect(isAlive(handle.pid)).toBe(false);
+      expect(existsSync(files.state) && existsSync(files.memory)).toBe(true);
+      await driver.cleanup(handle, plan.dir);
+      expect(await driver.restoreProblem(meta)).toBeNull();
+      expect(await driver.restoreProblem({ ...meta, version: "1.2.0" })).toContain(`written by ${vmmFacts[driver.kind].label} 1.2.0`);
+      const restored = await driver.restore(plan, files);
+      rig.adopt(driver, restored, plan.dir);
+      expect(await driver.state(restored)).toBe("running");
+      expect(await rig.health(driver, restored, answerMs)).toMatchObject({ ok: true });
+      if (driver.kind === "firecracker") await expectRestoredConfig(restored, plan);
+    },
+    rig.opts.agent,
+  );
+}
 
-  (opts.agent ? test : test.skip)(
+/** Firecracker's view of a restored VM: this directory's agent socket, the plan's machine. */
+async function expectRestoredConfig(restored: VmmHandle, plan: BootPlan): Promise<void> {
+  const config = (await (await fetch("http://localhost/vm/config", { unix: restored.controlSocket } as RequestInit)).json()) as Record<string, unknown>;
+  expect(config.vsock).toMatchObject({ uds_path: firecrackerFiles(plan.dir).agentSocket });
+  expect(config["machine-config"]).toMatchObject({ vcpu_count: plan.cpus, mem_size_mib: plan.memoryMib });
+}
+
+/** Firecracker only: a snapshot loaded in another VM directory, and the snapshot request rules. */
+export function firecrackerSnapshotContract(rig: ContractRig, bin: string[]): void {
+  rig.test(
     "a snapshot loads against another VM directory: its relative drive paths open that directory's copies, a missing copy is refused",
     async () => {
       let disk = "";
-      const { driver, plan, handle } = await h.boot((p) => {
+      const { driver, plan, handle } = await rig.boot(undefined, (p) => {
         disk = join(p.dir, "disk");
         copyFileSync(p.drives[0]!.path, disk);
         p.drives = [{ id: "rootfs", path: disk, readOnly: false }];
       });
-      await h.health(driver, handle, 10_000);
+      await rig.health(driver, handle, 10_000);
       const frozen = { state: join(plan.dir, "vmstate"), memory: plan.memoryFile };
       await driver.snapshot(handle, frozen, plan.memoryFile);
       await driver.resume(handle);
@@ -86,22 +94,23 @@ export function instantContract(opts: ContractOptions, h: InstantHelpers): void 
       const files = { state: join(copyDir, "vmstate"), memory: copy.memoryFile };
       copyFileSync(frozen.state, files.state);
       linkSync(frozen.memory, files.memory);
-      h.adopt(driver, null, copyDir);
+      rig.adopt(driver, null, copyDir);
       const refused = await driver.restore(copy, files, { privateMemory: true }).catch((e: Error) => e);
       expect(refused).toBeInstanceOf(Error);
       expect((refused as Error).message).toContain("No such file or directory");
       copyFileSync(disk, join(copyDir, "disk"));
       const restored = await driver.restore(copy, files, { privateMemory: true });
-      h.adopt(driver, restored, copyDir);
-      expect(await h.health(driver, restored, 10_000)).toMatchObject({ ok: true });
+      rig.adopt(driver, restored, copyDir);
+      expect(await rig.health(driver, restored, 10_000)).toMatchObject({ ok: true });
       const config = (await (await fetch("http://localhost/vm/config", { unix: restored.controlSocket } as RequestInit)).json()) as {
         drives: Array<{ path_on_host: string }>;
         vsock: { uds_path: string };
       };
       expect(config.drives.map((d) => d.path_on_host)).toEqual(["disk"]);
       expect(config.vsock.uds_path).toBe(firecrackerFiles(copyDir).agentSocket);
-      expect(await h.health(driver, handle, 10_000)).toMatchObject({ ok: true });
+      expect(await rig.health(driver, handle, 10_000)).toMatchObject({ ok: true });
     },
+    rig.opts.agent,
   );
 
   test("snapshot rules: create only when paused, load only on a fresh process, a missing memory file refused", async () => {
@@ -110,7 +119,7 @@ export function instantContract(opts: ContractOptions, h: InstantHelpers): void 
     try {
       const spawn = async (name: string) => {
         const sock = join(dir, `${name}.sock`);
-        const proc = Bun.spawn([...opts.bin, "--api-sock", sock, "--id", name], { stdout: "ignore", stderr: "ignore" });
+        const proc = Bun.spawn([...bin, "--api-sock", sock, "--id", name], { stdout: "ignore", stderr: "ignore" });
         procs.push(proc);
         for (const deadline = Date.now() + 3000; !existsSync(sock) && Date.now() < deadline; ) await Bun.sleep(10);
         await Bun.sleep(50);

@@ -4,7 +4,7 @@
  * TAPs and vsock sockets, and each takes its own identity from the pretend guest's agent.
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -18,7 +18,7 @@ const needs: Array<[boolean, string]> = [
   [hasBin("ip"), "needs iproute2"],
 ];
 const fake = [process.execPath, join(projectRoot, "src/testing/fake-firecracker.ts")];
-const taps = Array.from({ length: 5 }, (_, i) => `bfw${randomBytes(3).toString("hex")}${i}`);
+const taps = Array.from({ length: 6 }, (_, i) => `bfw${randomBytes(3).toString("hex")}${i}`);
 const T = 60_000;
 let h: Harness | null = null;
 
@@ -84,6 +84,27 @@ describe("fork and warm start under Firecracker (fake)", () => {
       expect(guestHostname(svc.view(svc.find("warm1")).pid)).toBe("warm1");
       const cold = await svc.create({ name: "cold1", cold: true } as never, callCtx());
       expect(readFileSync(join(cold.dir, "console.log"), "utf8")).not.toContain("restored from snapshot");
+    },
+    T,
+  );
+
+  testNeeds(
+    "a warm create with a larger --disk grows the copy's work disk: PATCH /drives re-reads it and the guest's agent resizes /root",
+    needs,
+    async () => {
+      const svc = h!.svc;
+      const [golden] = listGoldens(h!.deps);
+      const bytes = golden!.diskBytes + 2 ** 30;
+      const stages: string[] = [];
+      const progress = (e: { stage: string; status: string }) => void (e.status === "done" && stages.push(e.stage));
+      const big = await svc.create({ name: "big1", disk: bytes } as never, { ...callCtx(), progress } as never);
+      expect(big.state).toBe("running");
+      expect(stages).toEqual(expect.arrayContaining(["warm copy", "grow disk", "reidentify"]));
+      expect(readFileSync(join(big.dir, "console.log"), "utf8")).toContain("restored from snapshot");
+      expect(statSync(join(big.dir, "work.ext4")).size).toBe(bytes);
+      const guest = join(tmpdir(), `fake-fc-guest-${big.pid}`);
+      expect(readFileSync(join(guest, "sys/class/block/vdc/size"), "utf8").trim()).toBe(String(bytes / 512));
+      expect(readFileSync(join(guest, "commands"), "utf8")).toContain("resize2fs /dev/vdc");
     },
     T,
   );

@@ -19,14 +19,7 @@ export interface VmCreateInput {
 }
 
 /** What `vm set` changes on a VM; unset fields stay. The RPC contract's `vm.set` params are this plus the VMs. */
-export interface VmSetInput {
-  cpus?: number;
-  memory?: number;
-  disk?: number;
-  nat?: boolean;
-  net?: string;
-  group?: string;
-}
+export type VmSetInput = Pick<VmCreateInput, "cpus" | "memory" | "disk" | "nat" | "net" | "group">;
 
 /** One progress event of a long operation (a create step started, done, failed, or a note). */
 export interface ProgressEvent {

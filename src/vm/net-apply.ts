@@ -36,8 +36,7 @@ export function vmNetOf(vm: VmRow): VmNet {
 
 /** Puts a starting (or running) VM's anti-spoofing, egress and group rules in place. */
 export async function applyNet(deps: VmServiceDeps, vm: VmRow): Promise<void> {
-  // Recorded before the rules go in: a daemon killed in between leaves a record whose removal
-  // finds nothing (removing is a no-op then), never rules that no record names.
+  // Recorded first: a daemon killed while the rules go in leaves a row that says to withdraw them.
   const row = deps.vms.get(vm.id) ?? vm;
   deps.vms.update(vm.id, { teardown: { ...row.teardown, tap: vm.tap, netIp: vm.ip } });
   await deps.network.applyVm(vmNetOf(vm));

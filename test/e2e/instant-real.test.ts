@@ -192,14 +192,32 @@ describe("instant VMs on a real guest under QEMU (needs qemu, mmdebstrap, root)"
   );
 
   testNeeds(
-    "warm start: the golden kept after i1's create is restored as w1 with its own identity and none of i1's later files; prune --all removes it",
+    "warm start: the golden kept after i1's create is restored as w1 with a larger disk grown online, its own identity and none of i1's later files; prune --all removes it",
     needs,
     async () => {
-      const goldens = JSON.parse((await h.run(["cache", "list", "--json"])).stdout) as Array<{ image: string }>;
+      const goldens = JSON.parse((await h.run(["cache", "list", "--json"])).stdout) as Array<{ image: string; diskBytes: number }>;
       expect(goldens.length).toBe(1);
-      const w = await timed(["vm", "create", "--name", "w1", "--json"]);
+      // A larger disk than the golden's: restored warm all the same, the disk grown online.
+      const disk = goldens[0]!.diskBytes + 2 ** 30;
+      const w = await timed(["vm", "create", "--name", "w1", "--disk", String(disk), "--json"]);
       expect({ code: w.code, stderr: w.stderr.slice(-2000) }).toMatchObject({ code: 0 });
       expect(w.stdout).toContain("warm copy");
+      expect(w.stdout).toContain("grow disk");
+      const df = await h.run([
+        "vm",
+        "ssh",
+        "w1",
+        "--",
+        "sh",
+        "-c",
+        "df -B1 --output=size /root | tail -1; test -s /root/.ssh/authorized_keys && echo seed-present",
+      ]);
+      expect({ code: df.code, stderr: df.stderr }).toMatchObject({ code: 0 });
+      const [fsBytes, seed] = df.stdout.trim().split("\n");
+      // ext4 keeps some of the device for itself, but far less than the GiB added.
+      expect(Number(fsBytes)).toBeGreaterThan(goldens[0]!.diskBytes + 2 ** 29);
+      expect(Number(fsBytes)).toBeLessThanOrEqual(disk);
+      expect(seed).toBe("seed-present");
       const r = await h.run([
         "vm",
         "ssh",
