@@ -81,20 +81,32 @@ test("held before the save: the VM runs on, its VMM kept and resumed, no saved s
   expect(await svc.withVm(row("s1")!.id, (vm) => svc.suspend(vm))).toContain("suspended");
 });
 
-test("held after the save, before its metadata: the VM is stopped with the partial state removed, and starts again", async () => {
+test("held after the save, before its metadata: the save is not trusted, the VMM (paused by the save) runs on", async () => {
   await create(h.svc, "s2");
   const pid = pidOf("s2")!;
   await holdAt("suspend record", () => h.svc.withVm(row("s2")!.id, (vm) => h.svc.suspend(vm)));
-  const svc = await crashAndRestart();
+  expect(h.driver.paused.has(pid)).toBe(true);
+  await crashAndRestart();
   const vm = row("s2")!;
-  expect(vm.state).toBe("stopped");
+  expect(vm.state).toBe("running");
   expect(vm.last_error).toContain("during a suspend");
-  expect(vm.teardown).toEqual({});
-  expect(isAlive(pid)).toBe(false);
+  expect(pidOf("s2")).toBe(pid);
+  expect(h.driver.paused.has(pid)).toBe(false);
   const dir = dirOf(h.deps, vm.id);
-  expect([dir.savedState, dir.savedMeta, dir.memory, dir.handles].filter(existsSync)).toEqual([]);
+  expect([dir.savedState, dir.savedMeta].filter(existsSync)).toEqual([]);
   expectNoStrays();
-  expect(await svc.withVm(vm.id, (v) => svc.start(v, callCtx()))).toBe("started");
+});
+
+test("held after the metadata, before the VMM ends: the VM is suspended (its VMM ended by reconcile) and resumes", async () => {
+  await create(h.svc, "s4");
+  const pid = pidOf("s4")!;
+  await holdAt("suspend end", () => h.svc.withVm(row("s4")!.id, (vm) => h.svc.suspend(vm)));
+  const svc = await crashAndRestart();
+  expect(row("s4")!.state).toBe("suspended");
+  expect(isAlive(pid)).toBe(false);
+  expectNoStrays();
+  expect(await svc.withVm(row("s4")!.id, (vm) => svc.resume(vm, callCtx()))).toContain("resumed");
+  expect(row("s4")!.state).toBe("running");
 });
 
 test("held after the metadata, before the release: the VM stays suspended and resumes", async () => {
