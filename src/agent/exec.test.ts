@@ -1,13 +1,14 @@
 import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer, type Server } from "node:net";
+import type { Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AgentClient, unixConnector } from "./client.ts";
+import type { AgentClient } from "./client.ts";
 import { execPlan, exitOf } from "./exec.ts";
 import { creditFrame, encodeFrame, EXEC_WINDOW, F, frameJson, frameSplitter, jsonFrame, type ExecExit, type Frame } from "./frames.ts";
 import { encodeLine } from "./protocol.ts";
-import { createHandler, procDeps, serveConnection } from "./server.ts";
+import { createHandler, type Handler, procDeps } from "./server.ts";
+import { agentOnSocket } from "../testing/agent-socket.ts";
 
 // The agent's exec sessions on real processes of this machine, through a real AgentClient
 // over a unix socket: the same code paths as in a guest, minus the VM.
@@ -18,17 +19,10 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function agent(name: string, handler = createHandler(procDeps("test"))): Promise<AgentClient> {
-  const path = join(dir, name);
-  const server = createServer((conn) => {
-    const served = serveConnection(handler, (d) => void conn.write(d));
-    conn.on("data", (c: Uint8Array) => served.feed(c));
-    conn.on("close", () => served.close());
-    conn.on("error", () => conn.destroy());
-  });
+async function agent(name: string, handler?: Handler): Promise<AgentClient> {
+  const { server, client } = await agentOnSocket(join(dir, name), handler);
   servers.push(server);
-  await new Promise<void>((r) => server.listen(path, r));
-  return new AgentClient(unixConnector(path));
+  return client;
 }
 
 /** Runs one exec to its end; `grant` decides whether output is acknowledged. */

@@ -160,17 +160,48 @@ async function* once(data: Uint8Array) {
   yield data;
 }
 
+/** Input up to this size goes in frames: setting up a bulk channel costs more than it saves. */
+export const BULK_MIN_BYTES = 256 * 1024;
+
+/**
+ * Reads the start of `input` (up to `min` bytes): small input comes back whole with `bulk` false,
+ * larger input as the same bytes in order (what was read, then the rest) with `bulk` true.
+ */
+export async function sizeUp(input: AsyncIterable<Uint8Array>, min = BULK_MIN_BYTES): Promise<{ stdin: AsyncIterable<Uint8Array>; bulk: boolean }> {
+  const it = input[Symbol.asyncIterator]();
+  const head: Uint8Array[] = [];
+  let size = 0;
+  while (size < min) {
+    const next = await it.next();
+    if (next.done)
+      return {
+        stdin: (async function* () {
+          yield* head;
+        })(),
+        bulk: false,
+      };
+    head.push(next.value);
+    size += next.value.byteLength;
+  }
+  async function* all() {
+    yield* head;
+    for (let next = await it.next(); !next.done; next = await it.next()) yield next.value;
+  }
+  return { stdin: all(), bulk: true };
+}
+
 /** The workspace's GuestShell over the agent: `sh -c cmd` as root in /root, like the SSH one. */
 export function agentShell(execSocket: string, vm: string): GuestShell {
   return {
     async exec(cmd, io = {}) {
       const out = capped(64 * 1024 * 1024);
       const err = capped(16 * 1024 * 1024);
-      const stdin = io.stdin === undefined ? null : io.stdin instanceof Uint8Array ? once(io.stdin) : io.stdin;
-      // Input (an archive, a pack) goes over the bulk channel: the agent's own port is slow for it.
+      const input = io.stdin === undefined ? null : io.stdin instanceof Uint8Array ? once(io.stdin) : io.stdin;
+      // Large input (an archive, a big pack) goes over the bulk channel: the agent's own port is slow for it.
+      const { stdin, bulk } = input ? await sizeUp(input) : { stdin: null, bulk: false };
       const handle = await startExec(
         execSocket,
-        { vm, argv: ["sh", "-c", cmd], bulk: stdin !== null },
+        { vm, argv: ["sh", "-c", cmd], bulk },
         { stdin, stdout: io.onStdout ?? out.take, stderr: io.onStderr ?? err.take },
       );
       const exit = await handle.done;

@@ -1,11 +1,11 @@
 import { afterAll, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer, type Server } from "node:net";
+import type { Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AgentClient, unixConnector } from "../agent/client.ts";
-import { createHandler, procDeps, serveConnection } from "../agent/server.ts";
+import type { AgentClient } from "../agent/client.ts";
+import { agentOnSocket } from "../testing/agent-socket.ts";
 import { startExec } from "../cli/exec-client.ts";
 import { startExecServer, type AgentTarget } from "./exec-server.ts";
 
@@ -20,17 +20,8 @@ afterAll(() => {
 
 async function setup(ip: string): Promise<{ socket: string; agent: AgentClient; logs: string[] }> {
   const logs: string[] = [];
-  const agentPath = join(dir, `agent-${servers.length}`);
-  const handler = createHandler(procDeps("test"));
-  const agentServer = createServer((conn) => {
-    const served = serveConnection(handler, (d) => void conn.write(d));
-    conn.on("data", (c: Uint8Array) => served.feed(c));
-    conn.on("close", () => served.close());
-    conn.on("error", () => conn.destroy());
-  });
-  servers.push(agentServer);
-  await new Promise<void>((r) => agentServer.listen(agentPath, r));
-  const agent = new AgentClient(unixConnector(agentPath));
+  const { server, client: agent } = await agentOnSocket(join(dir, `agent-${servers.length}`));
+  servers.push(server);
   const socket = join(dir, `exec-${servers.length}`);
   servers.push(
     await startExecServer(

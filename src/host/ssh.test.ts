@@ -1,5 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { connect } from "node:net";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { connect, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { BangerError } from "../errors.ts";
 import { hasFile, isRoot, testNeeds } from "../testing/skip.ts";
 import { cappedSink } from "../workspace/export.ts";
@@ -149,6 +152,28 @@ describe("ssh against a real sshd on loopback (root)", () => {
     expect(e.code).toBe("unavailable");
     expect(e.message).toContain("127.0.0.1:1");
   });
+});
+
+test("a server that stalls the handshake and then drops the connection gives one rejection and no stray error event", async () => {
+  const stray: Error[] = [];
+  const onStray = (e: Error) => void stray.push(e);
+  process.on("uncaughtException", onStray);
+  const server = createServer((sock) => void setTimeout(() => sock.destroy(), 300));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  try {
+    const port = (server.address() as { port: number }).port;
+    const dir = mkdtempSync(join(tmpdir(), "banger-sshkey-"));
+    Bun.spawnSync(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", join(dir, "k")]);
+    const privateKey = readFileSync(join(dir, "k"), "utf8");
+    rmSync(dir, { recursive: true, force: true });
+    const err = await sshConnect({ host: "127.0.0.1", port, privateKey, timeoutMs: 100 }).catch((e: Error) => e);
+    expect((err as Error).message).toContain("did not complete its handshake in time");
+    await Bun.sleep(600); // the drop comes after the timeout, as a second error from ssh2
+    expect(stray.map((e) => e.message)).toEqual([]);
+  } finally {
+    process.off("uncaughtException", onStray);
+    server.close();
+  }
 });
 
 describe("the banner probe for restored guests", () => {

@@ -25,7 +25,9 @@ export function sshConnect(opts: SshConnectOptions): Promise<Client> {
   return new Promise((resolve, reject) => {
     const conn = new Client();
     conn.once("ready", () => resolve(conn));
-    conn.once("error", (err) => {
+    // `on`, not `once`: after a handshake timeout ssh2 emits a second error when the socket then
+    // closes ("Connection lost before handshake"), and an error with no listener ends the daemon.
+    conn.on("error", (err) => {
       conn.end();
       reject(connectError(err, where, keyMismatch));
     });

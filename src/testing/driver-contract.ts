@@ -133,14 +133,17 @@ export function driverContract(name: string, makeDriver: () => Driver, opts: Con
   });
 }
 
+/** A VM the suite started (or adopted); `plan` is null for one adopted without its plan. */
 interface Tracked {
   driver: Driver;
   handle: VmmHandle | null;
   dir: string;
+  plan: BootPlan | null;
   shared: boolean;
 }
 
-function contractRig(makeDriver: () => Driver, opts: ContractOptions): ContractRig {
+/** The suite's VMs: each test's own are ended after it, the shared one after the suite. */
+function trackVms(): { live: Tracked[]; end(entries: Tracked[]): Promise<void> } {
   const live: Tracked[] = [];
   const end = async (entries: Tracked[]) => {
     for (const { driver, handle, dir } of entries) {
@@ -156,45 +159,47 @@ function contractRig(makeDriver: () => Driver, opts: ContractOptions): ContractR
     await end(done);
   });
   afterAll(async () => end(live.splice(0)));
+  return { live, end };
+}
 
-  const newPlan = async (): Promise<BootPlan> => {
-    const dir = mkdtempSync(join(tmpdir(), "banger-contract-"));
-    return {
-      vmId: `contract-${Math.random().toString(36).slice(2, 10)}`,
-      dir,
-      kernelPath: await opts.kernel(),
-      extraBootArgs: "quiet",
-      drives: [{ id: "rootfs", path: await opts.rootfs(), readOnly: false }],
-      cpus: 1,
-      memoryMib: opts.memoryMib ?? 128,
-      cid: 3,
-      consoleLog: join(dir, "console.log"),
-      vmmLog: join(dir, "vmm.log"),
-      memoryFile: join(dir, "memory"),
-    };
+/** A plan in a fresh VM directory: one vCPU, the suite's kernel and root drive. */
+async function contractPlan(opts: ContractOptions): Promise<BootPlan> {
+  const dir = mkdtempSync(join(tmpdir(), "banger-contract-"));
+  return {
+    vmId: `contract-${Math.random().toString(36).slice(2, 10)}`,
+    dir,
+    kernelPath: await opts.kernel(),
+    extraBootArgs: "quiet",
+    drives: [{ id: "rootfs", path: await opts.rootfs(), readOnly: false }],
+    cpus: 1,
+    memoryMib: opts.memoryMib ?? 128,
+    cid: 3,
+    consoleLog: join(dir, "console.log"),
+    vmmLog: join(dir, "vmm.log"),
+    memoryFile: join(dir, "memory"),
   };
+}
+
+function contractRig(makeDriver: () => Driver, opts: ContractOptions): ContractRig {
+  const { live, end } = trackVms();
+  const newPlan = () => contractPlan(opts);
   const start = async (driver: Driver, shared: boolean, edit?: (plan: BootPlan) => void): Promise<Booted> => {
     const plan = await newPlan();
     edit?.(plan);
-    const entry: Tracked = { driver, handle: null, dir: plan.dir, shared };
+    const entry: Tracked = { driver, handle: null, dir: plan.dir, plan, shared };
     live.push(entry);
     entry.handle = await driver.start(plan);
     return { driver, plan, handle: entry.handle };
   };
-  const health = (driver: Driver, handle: VmmHandle, ms = 5000) => agentHealth(driver, handle, ms);
-  let sharedPlan: BootPlan | null = null;
-
   const guest = async (): Promise<Booted> => {
     const kept = opts.shareGuest ? live.find((e) => e.shared && e.handle) : undefined;
-    if (kept && sharedPlan && (await kept.driver.state(kept.handle!)) === "running") return { driver: kept.driver, plan: sharedPlan, handle: kept.handle! };
+    if (kept && (await kept.driver.state(kept.handle!)) === "running") return { driver: kept.driver, plan: kept.plan!, handle: kept.handle! };
     if (kept) await end(live.splice(live.indexOf(kept), 1));
     const booted = await start(makeDriver(), opts.shareGuest ?? false);
-    if (opts.shareGuest) sharedPlan = booted.plan;
     await opts.ready?.(booted.plan);
     if (opts.agent) await untilAnswered(booted, opts.answerMs ?? 10_000);
     return booted;
   };
-
   return {
     opts,
     makeDriver,
@@ -204,9 +209,9 @@ function contractRig(makeDriver: () => Driver, opts: ContractOptions): ContractR
     adopt: (driver, handle, dir) => {
       const entry = live.find((e) => e.dir === dir);
       if (entry) entry.handle = handle;
-      else live.push({ driver, handle, dir, shared: false });
+      else live.push({ driver, handle, dir, plan: null, shared: false });
     },
-    health,
+    health: (driver, handle, ms = 5000) => agentHealth(driver, handle, ms),
     test: (name, fn, when = true) => (when ? test : test.skip)(name, fn, opts.timeoutMs),
   };
 }

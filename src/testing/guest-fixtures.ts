@@ -190,6 +190,15 @@ async function injectFiles(image: string, files: ExtraFile[], scratch: string): 
   }
 }
 
+/** Waits until `pattern` shows in a guest's console log; returns how many milliseconds that took. */
+export async function waitForConsoleLog(consoleLog: string, pattern: RegExp, timeoutMs = 120_000): Promise<number> {
+  const t0 = Date.now();
+  for (const deadline = t0 + timeoutMs; Date.now() < deadline; await Bun.sleep(100)) {
+    if (pattern.test(readIfExists(consoleLog))) return Date.now() - t0;
+  }
+  throw new Error(`guest console never showed ${pattern} within ${timeoutMs} ms; last lines:\n${readIfExists(consoleLog).slice(-2000)}`);
+}
+
 /** A QEMU guest booted for a test; dispose() kills it and removes its directory. */
 export interface TestGuest {
   dir: string;
@@ -247,10 +256,8 @@ export async function bootTestGuest(opts: {
     handle,
     consoleText,
     async waitForConsole(pattern, timeoutMs = 120_000) {
-      for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await Bun.sleep(100)) {
-        if (pattern.test(consoleText())) return Date.now() - started;
-      }
-      throw new Error(`guest console never showed ${pattern} within ${timeoutMs} ms; last lines:\n${consoleText().slice(-2000)}`);
+      await waitForConsoleLog(plan.consoleLog, pattern, timeoutMs);
+      return Date.now() - started;
     },
     async dispose() {
       await driver.kill(handle).catch(() => {});

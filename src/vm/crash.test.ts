@@ -26,14 +26,15 @@ const create = (svc: VmService, name: string) => svc.create({ name, nat: true } 
 const row = (name: string) => h.deps.vms.list().find((v) => v.name === name);
 const pidOf = (name: string) => row(name)?.teardown.pid;
 
-/** Starts `op` with the daemon told to hold at `point`; resolves once it holds there (or throws what op threw). */
-async function holdAt(point: string, op: () => Promise<unknown>): Promise<void> {
+/** Starts `op` with the daemon told to hold at `point`; resolves once `times` runs of it hold there (or throws what op threw). */
+async function holdAt(point: string, op: () => Promise<unknown>, times = 1): Promise<void> {
   h.faults.pauseAt = point;
   const log = h.deps.log;
+  let seen = 0;
   const held = new Promise<void>((resolve) => {
     h.deps.log = (m) => {
       log(m);
-      if (m === `paused at ${point}`) resolve();
+      if (m === `paused at ${point}` && ++seen === times) resolve();
     };
   });
   const ended = op().then(
@@ -80,20 +81,32 @@ test("held before the save: the VM runs on, its VMM kept and resumed, no saved s
   expect(await svc.withVm(row("s1")!.id, (vm) => svc.suspend(vm))).toContain("suspended");
 });
 
-test("held after the save, before its metadata: the VM is stopped with the partial state removed, and starts again", async () => {
+test("held after the save, before its metadata: the save is not trusted, the VMM (paused by the save) runs on", async () => {
   await create(h.svc, "s2");
   const pid = pidOf("s2")!;
   await holdAt("suspend record", () => h.svc.withVm(row("s2")!.id, (vm) => h.svc.suspend(vm)));
-  const svc = await crashAndRestart();
+  expect(h.driver.paused.has(pid)).toBe(true);
+  await crashAndRestart();
   const vm = row("s2")!;
-  expect(vm.state).toBe("stopped");
+  expect(vm.state).toBe("running");
   expect(vm.last_error).toContain("during a suspend");
-  expect(vm.teardown).toEqual({});
-  expect(isAlive(pid)).toBe(false);
+  expect(pidOf("s2")).toBe(pid);
+  expect(h.driver.paused.has(pid)).toBe(false);
   const dir = dirOf(h.deps, vm.id);
-  expect([dir.savedState, dir.savedMeta, dir.memory, dir.handles].filter(existsSync)).toEqual([]);
+  expect([dir.savedState, dir.savedMeta].filter(existsSync)).toEqual([]);
   expectNoStrays();
-  expect(await svc.withVm(vm.id, (v) => svc.start(v, callCtx()))).toBe("started");
+});
+
+test("held after the metadata, before the VMM ends: the VM is suspended (its VMM ended by reconcile) and resumes", async () => {
+  await create(h.svc, "s4");
+  const pid = pidOf("s4")!;
+  await holdAt("suspend end", () => h.svc.withVm(row("s4")!.id, (vm) => h.svc.suspend(vm)));
+  const svc = await crashAndRestart();
+  expect(row("s4")!.state).toBe("suspended");
+  expect(isAlive(pid)).toBe(false);
+  expectNoStrays();
+  expect(await svc.withVm(row("s4")!.id, (vm) => svc.resume(vm, callCtx()))).toContain("resumed");
+  expect(row("s4")!.state).toBe("running");
 });
 
 test("held after the metadata, before the release: the VM stays suspended and resumes", async () => {
@@ -122,7 +135,7 @@ test("a fork held while its source is frozen: the copy is gone and the source ru
 
 test("a fork held at a copy's re-identify: the copy's VMM is killed and everything of it removed; the source is untouched", async () => {
   await create(h.svc, "src");
-  await holdAt("reidentify", () => h.svc.withVm(row("src")!.id, (vm) => h.svc.fork(vm, { count: 2 }, callCtx())));
+  await holdAt("reidentify", () => h.svc.withVm(row("src")!.id, (vm) => h.svc.fork(vm, { count: 2 }, callCtx())), 2);
   const copies = ["src-f1", "src-f2"].map((n) => row(n)!);
   const pids = copies.map((c) => c.teardown.pid!);
   expect(pids.every(isAlive)).toBe(true);
@@ -163,16 +176,43 @@ test("warm start: a golden held while its VM is frozen is dropped and the VM run
   expect((await create(svc, "warm")).state).toBe("running");
 });
 
-test("a VM directory no row names and a fork's half-made RAM copy are removed at restart", async () => {
+test("a create killed while its network rules go in: the rules put in so far are withdrawn with the half-made VM", async () => {
+  const applyVm = h.network.applyVm.bind(h.network);
+  let entered!: () => void;
+  const inRules = new Promise<void>((r) => (entered = r));
+  // The NAT entry is in, the rest never comes: the daemon dies here.
+  h.network.applyVm = async (vm) => {
+    h.network.nat.add(vm.ip);
+    entered();
+    await new Promise(() => {});
+  };
+  void create(h.svc, "net1").catch(() => {});
+  await inRules;
+  h.network.applyVm = applyVm;
+  await crashAndRestart();
+  expect(row("net1")).toBeUndefined();
+  expect(h.network.nat.size).toBe(0);
+  expectNoStrays();
+});
+
+test("left by a restore cut short before its cont, and beside it a stray directory and half-made files: all put right at restart", async () => {
   await create(h.svc, "keep");
+  const vm = row("keep")!;
+  const dir = dirOf(h.deps, vm.id);
+  // The restore had loaded the saved state (the VMM waits, paused) but not yet let it run or cleaned up.
+  h.driver.paused.add(vm.teardown.pid!);
+  h.deps.vms.update(vm.id, { state: "starting" });
+  for (const f of [dir.savedState, dir.savedMeta, `${dir.memory}.own`]) writeFileSync(f, "stale");
+  mkdirSync(join(dir.snapshotsDir, ".partial-s1"), { recursive: true });
+  mkdirSync(join(dir.snapshotsDir, "s0"), { recursive: true });
   const stray = join(h.paths.vmsDir, "0123456789ab");
   mkdirSync(stray);
   writeFileSync(join(stray, "overlay.ext4"), "x");
-  const own = `${dirOf(h.deps, row("keep")!.id).memory}.own`;
-  writeFileSync(own, "half");
   await crashAndRestart();
-  expect(existsSync(stray)).toBe(false);
-  expect(existsSync(own)).toBe(false);
   expect(row("keep")!.state).toBe("running");
+  expect(h.driver.paused.has(vm.teardown.pid!)).toBe(false);
+  expect(existsSync(stray)).toBe(false);
+  expect(readdirSync(dir.dir).filter((f) => f.startsWith("vmstate") || f.endsWith(".own"))).toEqual([]);
+  expect(readdirSync(dir.snapshotsDir)).toEqual(["s0"]);
   expectNoStrays();
 });

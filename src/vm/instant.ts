@@ -72,27 +72,28 @@ export async function suspendVm(deps: VmServiceDeps, rt: Runtime, vm: VmRow): Pr
   rmSync(dir.savedMeta, { force: true });
   deps.vms.update(vm.id, { state: "suspending" });
   closeAgent(rt, vm.id);
-  let meta: SavedStateMeta;
+  const driver = deps.drivers(vm.vmm);
   try {
     await faultPoint(deps, "suspend save");
-    meta = await deps.drivers(vm.vmm).suspend(handle, savedFiles(dir));
+    // The VMM is kept (paused) until the state is recorded complete, so a crash at any point
+    // leaves either a VMM to run on or a complete state to resume, never neither.
+    const meta = await driver.snapshot(handle, savedFiles(dir), dir.memory);
     await faultPoint(deps, "suspend record");
+    // The metadata is written last: a state without it is unfinished and never restored.
+    writeFileSync(dir.savedMeta, JSON.stringify(meta, null, 2));
+    await faultPoint(deps, "suspend end");
+    await driver.kill(handle);
   } catch (err) {
     // The VMM may still run (paused by the save): let it go on as it was.
-    rmSync(dir.savedState, { force: true });
+    for (const f of [dir.savedState, dir.savedMeta]) rmSync(f, { force: true });
     if (isSameProcess(handle.pid, handle.pidStartTime)) {
-      await deps
-        .drivers(vm.vmm)
-        .resume(handle)
-        .catch(() => {});
+      await driver.resume(handle).catch(() => {});
       deps.vms.update(vm.id, { state: "running", last_error: `suspend failed: ${(err as Error).message}` });
     } else {
       await stopVmm(deps, rt, vm, dir, 0);
     }
     throw err;
   }
-  // The metadata is written last: a state without it is unfinished and never restored.
-  writeFileSync(dir.savedMeta, JSON.stringify(meta, null, 2));
   await faultPoint(deps, "suspend release");
   await releaseRunning(deps, rt, vm, dir, handle);
   deps.vms.update(vm.id, { state: "suspended", teardown: {}, last_error: null });

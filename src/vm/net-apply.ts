@@ -36,9 +36,10 @@ export function vmNetOf(vm: VmRow): VmNet {
 
 /** Puts a starting (or running) VM's anti-spoofing, egress and group rules in place. */
 export async function applyNet(deps: VmServiceDeps, vm: VmRow): Promise<void> {
-  await deps.network.applyVm(vmNetOf(vm));
+  // Recorded first: a daemon killed while the rules go in leaves a row that says to withdraw them.
   const row = deps.vms.get(vm.id) ?? vm;
   deps.vms.update(vm.id, { teardown: { ...row.teardown, tap: vm.tap, netIp: vm.ip } });
+  await deps.network.applyVm(vmNetOf(vm));
   await syncGroups(deps);
 }
 

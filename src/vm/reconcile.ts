@@ -1,3 +1,4 @@
+import { BangerError } from "../errors.ts";
 import { applyNet } from "./net-apply.ts";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -10,6 +11,8 @@ import type { VmService } from "./service.ts";
 import type { ConsoleCap } from "./console-log.ts";
 import type { VmmHandle } from "./drivers/types.ts";
 import { dropUnfinishedGoldens } from "./warm.ts";
+import { sweepPartialSnapshots } from "./snapshots.ts";
+import type { VmPaths } from "../host/paths.ts";
 
 /**
  * Brings the daemon's view in line with the host after a (re)start: live VMMs are kept
@@ -109,10 +112,11 @@ async function thawFrozen(svc: VmService, row: VmRow, handle: VmmHandle): Promis
  */
 function removeLeftovers(svc: VmService) {
   const { deps } = svc;
-  const ids = new Set(deps.vms.list().map((v) => v.id));
+  const rows = new Map(deps.vms.list().map((v) => [v.id, v]));
   const entries = existsSync(deps.paths.vmsDir) ? readdirSync(deps.paths.vmsDir) : [];
   for (const name of entries) {
-    if (ids.has(name)) rmSync(`${dirOf(deps, name).memory}.own`, { force: true });
+    const row = rows.get(name);
+    if (row) removeStaleFiles(dirOf(deps, name), row.state);
     else {
       rmSync(join(deps.paths.vmsDir, name), { recursive: true, force: true });
       deps.log(`removed ${name} from the VM directory: no VM of that id exists`);
@@ -120,6 +124,16 @@ function removeLeftovers(svc: VmService) {
   }
   // Reconcile runs as the daemon starts, so no golden is being written by it: any unfinished one is a crash's.
   for (const key of dropUnfinishedGoldens(deps, { inProgress: new Set() })) deps.log(`warm start: removed the unfinished golden ${key}`);
+}
+
+/**
+ * In a VM's own directory: a RAM copy a restore was making, unfinished snapshots, and a saved
+ * state that only a suspended VM keeps (a restore cut short before its clean-up leaves it behind).
+ */
+function removeStaleFiles(dir: VmPaths, state: string) {
+  rmSync(`${dir.memory}.own`, { force: true });
+  sweepPartialSnapshots(dir);
+  if (state !== "suspended") for (const f of [dir.savedState, dir.savedMeta]) rmSync(f, { force: true });
 }
 
 /** One sample of a running VM's resource use. */
@@ -169,7 +183,8 @@ export class StatsPoller {
   ) {}
 
   start(intervalMs: number) {
-    this.timer = setInterval(() => void this.poll(), intervalMs);
+    // A failed round is logged, never left unhandled: that would end the daemon.
+    this.timer = setInterval(() => void this.poll().catch((err) => this.svc.deps.log(`stats poll: ${(err as Error).message}`)), intervalMs);
   }
 
   stop() {
@@ -220,14 +235,20 @@ export class StatsPoller {
     this.consoles.track(new Map(running.map((vm) => [vm.id, dirOf(this.svc.deps, vm.id).consoleLog])));
   }
 
+  /** A VM deleted while this round waited for its lock (a delete stops the VMM first) needs nothing. */
   private async reapDead(vm: VmRow) {
-    await this.svc.withVm(vm.id, async (row) => {
-      if (row.state !== "running" || this.svc.vmmAlive(row)) return;
-      this.svc.deps.log(`VMM of ${row.name} exited unexpectedly; releasing its resources`);
-      await stopVmm(this.svc.deps, this.svc.rt, row, dirOf(this.svc.deps, row.id), 0);
-      this.svc.deps.vms.update(row.id, { last_error: "the VMM exited unexpectedly" });
-      this.latest.delete(row.id);
-    });
+    if (!this.svc.deps.vms.get(vm.id)) return;
+    await this.svc
+      .withVm(vm.id, async (row) => {
+        if (row.state !== "running" || this.svc.vmmAlive(row)) return;
+        this.svc.deps.log(`VMM of ${row.name} exited unexpectedly; releasing its resources`);
+        await stopVmm(this.svc.deps, this.svc.rt, row, dirOf(this.svc.deps, row.id), 0);
+        this.svc.deps.vms.update(row.id, { last_error: "the VMM exited unexpectedly" });
+        this.latest.delete(row.id);
+      })
+      .catch((err) => {
+        if (!(err instanceof BangerError && err.code === "not_found")) throw err;
+      });
   }
 
   async sample(vm: VmRow): Promise<VmStats> {

@@ -26,6 +26,12 @@ export interface SnapshotInfo {
 
 const PARTIAL = ".partial-";
 
+/** Removes snapshots a crash left unfinished (their directory never got its final name). */
+export function sweepPartialSnapshots(dir: VmPaths) {
+  if (!existsSync(dir.snapshotsDir)) return;
+  for (const name of readdirSync(dir.snapshotsDir)) if (name.startsWith(PARTIAL)) rmSync(snapshotDir(dir, name), { recursive: true, force: true });
+}
+
 function snapshotDir(dir: VmPaths, name: string) {
   return join(dir.snapshotsDir, name);
 }

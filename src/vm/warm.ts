@@ -178,7 +178,6 @@ export async function copyGoldenInto(deps: VmServiceDeps, g: GoldenInfo, vm: VmR
     sparseCopy(join(src, "config"), d.configDrive),
     sparseCopy(join(src, "state"), d.savedState),
   ]);
-  await faultPoint(deps, "warm copy");
   try {
     linkSync(join(src, "memory"), d.memory);
   } catch {

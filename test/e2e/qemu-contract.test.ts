@@ -5,11 +5,10 @@
  * failed starts need no booted guest. Firecracker's own API rules stay with the Firecracker runs.
  */
 import { afterAll } from "bun:test";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AGENT_UNIT, GUEST_AGENT_PATH } from "../../src/images/glue/index";
 import { driverContract } from "../../src/testing/driver-contract";
-import { guestChecks, makeTestRootfs, removeTestRootfs, testKernel } from "../../src/testing/guest-fixtures";
+import { guestChecks, makeTestRootfs, removeTestRootfs, testKernel, waitForConsoleLog } from "../../src/testing/guest-fixtures";
 import { hasFile, projectRoot } from "../../src/testing/skip";
 import { QemuDriver } from "../../src/vm/drivers/qemu";
 import type { BootPlan } from "../../src/vm/drivers/types";
@@ -27,26 +26,14 @@ const rootfs = () =>
     ],
   }));
 afterAll(async () => {
-  if (image) removeTestRootfs(await image);
+  const made = await image?.catch(() => null);
+  if (made) removeTestRootfs(made);
 });
 
 /** Waits for the serial console's login prompt: systemd-logind, which handles the power button, is up by then. */
 async function loginPrompt(plan: BootPlan): Promise<void> {
-  const t0 = Date.now();
-  for (const deadline = t0 + 240_000; Date.now() < deadline; await Bun.sleep(250)) {
-    const text = (() => {
-      try {
-        return readFileSync(plan.consoleLog, "utf8");
-      } catch {
-        return "";
-      }
-    })();
-    if (/login: /.test(text)) {
-      console.log(`driver contract: QEMU guest reached its login prompt ${Date.now() - t0} ms after start`);
-      return;
-    }
-  }
-  throw new Error(`the guest never showed a login prompt; see ${plan.consoleLog}`);
+  const ms = await waitForConsoleLog(plan.consoleLog, /login: /, 240_000);
+  console.log(`driver contract: QEMU guest reached its login prompt ${ms} ms after start`);
 }
 
 const qemu = () => new QemuDriver({ accel: "auto", warn: () => {} });
