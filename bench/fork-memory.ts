@@ -55,11 +55,12 @@ export async function benchForkMemory(ctx: BenchCtx, n = 5): Promise<void> {
     const f = await summed(home, forks);
     const source = await summed(home, ["fm"]);
     console.log(`   fork --count ${n} ${fmtMs(forked.ms)}; source PSS ${source.pss.toFixed(0)} MiB, RSS ${source.rss.toFixed(0)} MiB`);
+    console.log(`   ${n} forks: PSS ${f.pss.toFixed(0)} MiB, RSS ${f.rss.toFixed(0)} MiB`);
     await deleteVms(home, forks);
     for (const c of colds) await createVm(home, c);
     await Bun.sleep(5000);
     const c = await summed(home, colds);
-    console.log(`   ${n} forks: PSS ${f.pss.toFixed(0)} MiB, RSS ${f.rss.toFixed(0)} MiB; ${n} cold: PSS ${c.pss.toFixed(0)} MiB, RSS ${c.rss.toFixed(0)} MiB`);
+    console.log(`   ${n} cold: PSS ${c.pss.toFixed(0)} MiB, RSS ${c.rss.toFixed(0)} MiB`);
     ctx.summary.add({
       bench: `fork memory (qemu ${ctx.machine.accel})`,
       metric: `${n} forks, summed PSS of their QEMU processes`,

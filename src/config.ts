@@ -1,5 +1,5 @@
 import { parseNetPolicy } from "./vm/net-policy.ts";
-import TOML from "@iarna/toml";
+import type TOML from "@iarna/toml";
 import { existsSync, readFileSync } from "node:fs";
 import * as v from "valibot";
 import { BangerError } from "./errors.ts";
@@ -211,12 +211,17 @@ function netPolicyError(text: string): string | null {
   }
 }
 
+/** The TOML library, loaded when a config file is there to read (most CLI runs have none to parse). */
+function toml(): typeof TOML {
+  return require("@iarna/toml") as typeof TOML;
+}
+
 /** Reads and validates the config file; a missing file means all defaults. */
 export function loadConfig(paths: { configFile: string }): Config {
   if (!existsSync(paths.configFile)) return { ...DEFAULTS };
   let raw: unknown;
   try {
-    raw = TOML.parse(readFileSync(paths.configFile, "utf8"));
+    raw = toml().parse(readFileSync(paths.configFile, "utf8"));
   } catch (err) {
     throw new BangerError("invalid_argument", `${paths.configFile}: not valid TOML: ${(err as Error).message.split("\n")[0]}`, {
       hint: "Fix the syntax, or move the file away to use the defaults.",
@@ -227,7 +232,7 @@ export function loadConfig(paths: { configFile: string }): Config {
 
 /** Renders a config as TOML. */
 export function renderConfig(config: Config): string {
-  return TOML.stringify(config as unknown as TOML.JsonMap);
+  return toml().stringify(config as unknown as TOML.JsonMap);
 }
 
 /** Parsed duration settings in milliseconds. */

@@ -120,10 +120,13 @@ async function main(argv: string[]): Promise<number | null> {
 }
 
 process.on("SIGTERM", () => process.exit(0));
-try {
-  const code = await main(process.argv.slice(2));
-  if (code !== null) process.exit(code);
-} catch (err) {
-  log(err instanceof Error ? err.message : String(err));
-  process.exit(1);
-}
+// Not a top-level await, so the agent compiles to bytecode and starts in a few milliseconds.
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== null) process.exit(code);
+  },
+  (err) => {
+    log(err instanceof Error ? err.message : String(err));
+    process.exit(1);
+  },
+);

@@ -120,3 +120,20 @@ test("the grow step fails clearly when the size never shows or /root is not a bl
     expect(() => parseReidentify({ ...good, growWorkTo: bad })).toThrow("growWorkTo must be a size in bytes");
   }
 });
+
+test("with growFs the guest grows /root without a process; when it fails, resize2fs does it", async () => {
+  const size = [`${(9 * 2 ** 30) / 512}\n`];
+  const calls: string[] = [];
+  const direct = { ...recording({ "/proc/mounts": MOUNTS }, [...size]), growFs: (m: string, b: number) => void calls.push(`${m} ${b}`) };
+  await growWork(9 * 2 ** 30, direct);
+  expect(calls).toEqual([`/root ${9 * 2 ** 30}`]);
+  expect(direct.log.some((l) => l.includes("resize2fs"))).toBe(false);
+  const refused = {
+    ...recording({ "/proc/mounts": MOUNTS }, [...size]),
+    growFs: () => {
+      throw new Error("ioctl EXT4_IOC_RESIZE_FS on /root failed");
+    },
+  };
+  await growWork(9 * 2 ** 30, refused);
+  expect(refused.log.at(-1)).toBe("resize2fs /dev/vdc");
+});

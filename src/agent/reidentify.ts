@@ -3,7 +3,7 @@
  * ready: the copy gets its own clock, RNG state, MAC and address, hostname, machine-id and SSH
  * host key, and forgets its source's neighbours. Imports nothing outside src/agent.
  */
-import { appendFileSync, chmodSync, closeSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import { appendFileSync, chmodSync, closeSync, mkdirSync, openSync, readFileSync, statfsSync, writeFileSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 
 /** What the host sends; every field is checked before anything changes. */
@@ -68,6 +68,11 @@ export interface ReidentifyDeps {
   reloadSshd(): Promise<void>;
   /** Reads a text file (/proc/mounts, /sys/class/block/<dev>/size). */
   readText(path: string): Promise<string>;
+  /**
+   * Grows the ext4 mounted at `mountpoint` to `bytes` online without a process (a restored guest
+   * starts each one slowly); when absent, or when it fails, `resize2fs /dev/<dev>` runs instead.
+   */
+  growFs?(mountpoint: string, bytes: number): void;
   sleep(ms: number): Promise<void>;
 }
 
@@ -111,6 +116,11 @@ export async function growWork(bytes: number, deps: ReidentifyDeps, waitMs = GRO
     if (seen >= bytes) break;
     if (waited >= waitMs) throw new Error(`/dev/${dev} still shows ${seen} bytes after ${waitMs} ms, not the ${bytes} the host grew it to`);
     await deps.sleep(50);
+  }
+  try {
+    if (deps.growFs) return deps.growFs("/root", bytes);
+  } catch {
+    // An older kernel or another filesystem feature set: resize2fs knows the other ways.
   }
   await deps.run(["resize2fs", `/dev/${dev}`]);
 }
@@ -179,6 +189,23 @@ export function reseedKernel(bytes: Uint8Array): void {
   }
 }
 
+/** EXT4_IOC_RESIZE_FS, _IOW('f', 16, __u64): grows a mounted ext4 to a block count (resize2fs's online path). */
+const EXT4_IOC_RESIZE_FS = 0x40086610;
+
+/** Grows the mounted ext4 at `mountpoint` to `bytes` (whole blocks) through the kernel, as root. */
+export function growExt4Online(mountpoint: string, bytes: number): void {
+  const { dlopen, FFIType, ptr } = require("bun:ffi") as typeof import("bun:ffi");
+  const count = new BigUint64Array([BigInt(Math.floor(bytes / statfsSync(mountpoint).bsize))]);
+  const libc = dlopen("libc.so.6", { ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 } });
+  const fd = openSync(mountpoint, "r");
+  try {
+    if (libc.symbols.ioctl(fd, EXT4_IOC_RESIZE_FS, ptr(count)) !== 0) throw new Error(`ioctl EXT4_IOC_RESIZE_FS on ${mountpoint} failed`);
+  } finally {
+    closeSync(fd);
+    libc.close();
+  }
+}
+
 /** clock_settime(CLOCK_REALTIME, …) through libc: no `date` process (root only). */
 export function setClockMs(ms: number): void {
   const { dlopen, FFIType, ptr } = require("bun:ffi") as typeof import("bun:ffi");
@@ -225,6 +252,7 @@ export function guestReidentifyDeps(): ReidentifyDeps {
     reseed: reseedKernel,
     setClock: setClockMs,
     reloadSshd,
+    growFs: growExt4Online,
     readText: (path) => Bun.file(path).text(),
     sleep: (ms) => Bun.sleep(ms),
   };

@@ -1,8 +1,6 @@
-import { spawn } from "node:child_process";
 import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { BangerError } from "../errors.ts";
-import { FileLock } from "../host/flock.ts";
 import type { Paths } from "../host/paths.ts";
 import { prepareRuntimeDir } from "../rpc/socket-trust.ts";
 import type { DaemonStatus } from "../rpc/results.ts";
@@ -22,6 +20,8 @@ export async function ensureDaemon(paths: Paths, warn: (msg: string) => void): P
     return first;
   }
   prepareRuntimeDir(paths);
+  // Loaded only on this path (no daemon of this build answers): the lock uses bun:ffi.
+  const { FileLock } = await import("../host/flock.ts");
   const lock = await FileLock.acquire(paths.spawnLock, READY_TIMEOUT_MS);
   if (!lock) throw new BangerError("timeout", "timed out waiting for another banger to start the daemon", { hint: `See ${paths.daemonLog}.` });
   try {
@@ -83,6 +83,7 @@ async function spawnDaemon(paths: Paths): Promise<DaemonStatus> {
   const logFd = openSync(paths.daemonLog, "a", 0o600);
   // Only this run's lines explain its exit; the log may hold older daemons' output.
   const logStart = fstatSync(logFd).size;
+  const { spawn } = await import("node:child_process");
   const child = spawn(selfArgv()[0]!, [...selfArgv().slice(1), "daemon", "run"], {
     detached: true,
     stdio: ["ignore", logFd, logFd],

@@ -1,7 +1,6 @@
-import { isIPv4 } from "node:net";
 import { isAbsolute } from "node:path";
 import { BangerError } from "../errors.ts";
-import { ipToInt, parseSubnet } from "../host/network/config.ts";
+import { ipToInt, isIPv4, parseSubnet } from "../host/network/config.ts";
 import { SSH_NO_LEAK_OPTIONS } from "../host/ssh-options.ts";
 import { VM_NAME_RE } from "../rpc/contract.ts";
 

@@ -1,6 +1,4 @@
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createInterface } from "node:readline";
 import { BangerError } from "../errors.ts";
 import { printable } from "../printable.ts";
 import { installInclude, uninstallInclude, writeSshConfig, sshConfigText } from "../host/ssh-config.ts";
@@ -34,6 +32,8 @@ export function cancelOnInterrupt(out: Out, abort: AbortController, what: string
     if (!out.isTTY || !process.stdin.isTTY) return abort.abort();
     if (asking) return abort.abort();
     asking = true;
+    // Loaded here: node:readline costs every command's start-up, and only this prompt needs it.
+    const { createInterface } = require("node:readline") as typeof import("node:readline");
     const rl = createInterface({ input: process.stdin, output: process.stderr });
     rl.question(`\nCancel ${what}? Everything it made so far is removed. [y/N] `, (a) => {
       rl.close();
@@ -108,6 +108,7 @@ export async function systemSsh(rpc: Rpc, ref: string, remote: string | null, tt
     throw new BangerError("failed_precondition", `VM ${info.name} is ${info.state}`, { hint: `Start it: banger vm start ${info.name}` });
   const argv = systemSshArgv(info, resolvePaths().knownHosts, remote, tty && Boolean(process.stdin.isTTY));
   return new Promise<number>((resolve) => {
+    const { spawn } = require("node:child_process") as typeof import("node:child_process");
     const child = spawn("ssh", argv, { stdio: "inherit" });
     child.on("exit", (c, sig) => resolve(c ?? (sig ? 128 : 1)));
     child.on("error", () => resolve(255));

@@ -40,7 +40,7 @@ function checkSize(what: string, sizeBytes: number): void {
   }
 }
 
-async function refuseExisting(path: string, what: string): Promise<void> {
+export async function refuseExisting(path: string, what: string): Promise<void> {
   if (existsSync(path)) {
     throw new BangerError("already_exists", `${what} ${path} already exists`, {
       hint: "It holds the VM's data; delete the VM to start over",

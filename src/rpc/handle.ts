@@ -94,6 +94,23 @@ function wire(err: unknown, method: string, deps: HandleDeps): BangerError {
   return be;
 }
 
+/** Runs a streaming handler: its events, then its answer, with a blank line now and then. */
+function run(handler: Handler<Method>, params: Params<Method>, signal: AbortSignal, send: (obj: unknown) => void, deps: HandleDeps, close: () => void) {
+  // A blank line now and then: a step that says nothing for minutes (a kernel compile)
+  // must not look like a dead daemon to the client's idle timer.
+  const beat = setInterval(() => send(null), deps.heartbeatMs ?? HEARTBEAT_MS);
+  handler(params, { progress: (event) => send({ event }), signal })
+    .then((result) => send({ ok: true, result: result ?? null }))
+    .catch((err) => send({ ok: false, error: wire(err, "stream", deps).toJSON() }))
+    .finally(() => {
+      clearInterval(beat);
+      deps.track?.end();
+      try {
+        close();
+      } catch {}
+    });
+}
+
 /** How often a streaming answer sends a keep-alive blank line while its handler works. */
 export const HEARTBEAT_MS = 15_000;
 
@@ -102,7 +119,7 @@ function stream(handler: Handler<Method>, params: Params<Method>, signal: AbortS
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   const send = (obj: unknown) => {
     try {
-      controller.enqueue(encoder.encode(`${JSON.stringify(obj)}\n`));
+      controller.enqueue(encoder.encode(obj === null ? "\n" : `${JSON.stringify(obj)}\n`));
     } catch {
       // the client went away; the handler sees the abort through its signal
     }
@@ -110,23 +127,12 @@ function stream(handler: Handler<Method>, params: Params<Method>, signal: AbortS
   const body = new ReadableStream<Uint8Array>({
     start(c) {
       controller = c;
-      // A blank line now and then: a step that says nothing for minutes (a kernel compile)
-      // must not look like a dead daemon to the client's idle timer.
-      const beat = setInterval(() => {
-        try {
-          controller.enqueue(encoder.encode("\n"));
-        } catch {}
-      }, deps.heartbeatMs ?? HEARTBEAT_MS);
-      handler(params, { progress: (event) => send({ event }), signal })
-        .then((result) => send({ ok: true, result: result ?? null }))
-        .catch((err) => send({ ok: false, error: wire(err, "stream", deps).toJSON() }))
-        .finally(() => {
-          clearInterval(beat);
-          deps.track?.end();
-          try {
-            controller.close();
-          } catch {}
-        });
+      // A first (blank) line, and the handler only on the next turn: the headers are then on
+      // their way before any work starts, so a daemon that dies mid-call breaks an answer the
+      // client is reading and never looks like a call that did not arrive (which the client
+      // would send again).
+      send(null);
+      setTimeout(() => run(handler, params, signal, send, deps, () => controller.close()), 0);
     },
   });
   return new Response(body, { headers: { "content-type": "application/x-ndjson" } });

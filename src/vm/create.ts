@@ -1,7 +1,9 @@
 import { mkdirSync, rmSync } from "node:fs";
 import { randomBytes } from "node:crypto";
+import { join } from "node:path";
 import { BangerError } from "../errors.ts";
-import { createOverlayDisk, createWorkDisk, DEFAULT_OVERLAY_BYTES } from "../images/disks.ts";
+import { DiskTemplates } from "../images/disk-templates.ts";
+import { DEFAULT_OVERLAY_BYTES } from "../images/disks.ts";
 import type { ImageRow, KernelRow } from "../store/artifacts.ts";
 import type { VmRow } from "../store/vms.ts";
 import { allocate } from "./allocate.ts";
@@ -12,7 +14,7 @@ import { randomName, type VmCreateInput } from "./model.ts";
 import type { Runtime, VmServiceDeps } from "./deps.ts";
 import { dirOf, makeHostKey, startSteps, type StartCtx } from "./start-stop.ts";
 import type { Mutex } from "./locks.ts";
-import type { Step } from "./steps.ts";
+import type { Step, StepEntry } from "./steps.ts";
 import { parseSize } from "../units.ts";
 
 /** The create-only context: the start context plus what create resolves first. */
@@ -38,8 +40,39 @@ export function resolveArtifacts(deps: VmServiceDeps, imageName: string | undefi
   return { image, kernel };
 }
 
-/** The named create steps: resolve, allocate, disks, then the shared start steps. */
-export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex): Step<CreateCtx>[] {
+/**
+ * The named create steps: resolve, allocate, the disks with the network beside them, then the
+ * shared start steps. The two disks stay one after the other: run side by side, a full disk
+ * would be blamed on whichever file lost the race.
+ */
+export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex): StepEntry<CreateCtx>[] {
+  const templates = new DiskTemplates(join(deps.paths.cacheDir, "disk-templates"), { runner: deps.runner });
+  const [network, ...booting] = startSteps(deps, rt) as Step<CreateCtx>[];
+  if (network?.name !== "network") throw new Error("the start steps no longer begin with network");
+  const vmDir = (ctx: CreateCtx) => mkdirSync(ctx.dir.dir, { recursive: true, mode: 0o700 });
+  const dropDir = async (ctx: CreateCtx) => {
+    if (ctx.dir?.dir) rmSync(ctx.dir.dir, { recursive: true, force: true });
+  };
+  const rootfs: Step<CreateCtx> = {
+    name: "rootfs",
+    run: async (ctx) => {
+      vmDir(ctx);
+      // One after the other, for the same reason as the disks.
+      await onFullDisk("host key", ctx.dir.hostKey, deps.paths.vmsDir, () => makeHostKey(deps, ctx.dir, ctx.vm.name));
+      await onFullDisk("overlay disk", ctx.dir.overlay, deps.paths.vmsDir, () => templates.overlay(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES));
+    },
+    undo: dropDir,
+  };
+  const workDisk: Step<CreateCtx> = {
+    name: "work disk",
+    run: async (ctx) => {
+      vmDir(ctx);
+      await onFullDisk("work disk", ctx.dir.workDisk, deps.paths.vmsDir, () =>
+        templates.workDisk({ seed: ctx.image.work_seed_path, path: ctx.dir.workDisk, sizeBytes: ctx.vm.disk_bytes }),
+      );
+    },
+    undo: dropDir,
+  };
   return [
     {
       name: "resolve image",
@@ -58,28 +91,8 @@ export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex):
         if (ctx.vm?.id) deps.vms.delete(ctx.vm.id);
       },
     },
-    {
-      name: "rootfs",
-      run: async (ctx) => {
-        mkdirSync(ctx.dir.dir, { recursive: true, mode: 0o700 });
-        // One after the other: run side by side, a full disk named whichever file lost the race.
-        await onFullDisk("host key", ctx.dir.hostKey, deps.paths.vmsDir, () => makeHostKey(deps, ctx.dir, ctx.vm.name));
-        await onFullDisk("overlay disk", ctx.dir.overlay, deps.paths.vmsDir, () =>
-          createOverlayDisk(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES, { runner: deps.runner }),
-        );
-      },
-      undo: async (ctx) => {
-        if (ctx.dir?.dir) rmSync(ctx.dir.dir, { recursive: true, force: true });
-      },
-    },
-    {
-      name: "work disk",
-      run: async (ctx) =>
-        onFullDisk("work disk", ctx.dir.workDisk, deps.paths.vmsDir, () =>
-          createWorkDisk({ seed: ctx.image.work_seed_path, path: ctx.dir.workDisk, sizeBytes: ctx.vm.disk_bytes }, { runner: deps.runner }),
-        ),
-    },
-    ...(startSteps(deps, rt) as Step<CreateCtx>[]),
+    { together: [[rootfs, workDisk], [network]] },
+    ...booting,
   ];
 }
 

@@ -1,6 +1,5 @@
-import net from "node:net";
 import { BangerError } from "../errors.ts";
-import { intToIp, ipToInt } from "../host/network/config.ts";
+import { intToIp, ipToInt, isIPv4 } from "../host/network/config.ts";
 
 /**
  * What a VM may reach beyond the bridge:
@@ -38,7 +37,7 @@ function checkDomain(name: string, original: string): void {
 /** Parses `CIDR`, `IP`, `CIDR:port` or `IP:port`; a bare IP is a /32. */
 function parseCidrRule(text: string): AllowRule {
   const m = /^(\d+\.\d+\.\d+\.\d+)(?:\/(\d{1,2}))?(?::(\d{1,5}))?$/.exec(text);
-  if (!m || !net.isIPv4(m[1]!)) throw bad(`invalid address "${text}" in --net allow: expected CIDR[:port] such as 203.0.113.0/24 or 203.0.113.7:443`);
+  if (!m || !isIPv4(m[1]!)) throw bad(`invalid address "${text}" in --net allow: expected CIDR[:port] such as 203.0.113.0/24 or 203.0.113.7:443`);
   const prefix = m[2] === undefined ? 32 : Number(m[2]);
   if (prefix > 32) throw bad(`invalid prefix length /${m[2]} in "${text}": expected 0-32`);
   const port = m[3] === undefined ? undefined : Number(m[3]);
@@ -132,7 +131,7 @@ function inCidr(ip: string, cidr: string): boolean {
  * link-local or reserved ranges, nor any of `hostAddrs` (those stay reachable only as listed CIDRs).
  */
 export function resolvedAddrsToAllow(addrs: string[], hostAddrs: string[] = []): string[] {
-  return [...new Set(addrs)].filter((a) => net.isIPv4(a) && !NEVER_RESOLVED.some((c) => inCidr(a, c)) && !hostAddrs.includes(a));
+  return [...new Set(addrs)].filter((a) => isIPv4(a) && !NEVER_RESOLVED.some((c) => inCidr(a, c)) && !hostAddrs.includes(a));
 }
 
 /** The policy of a VM row that predates policies: its nat flag. */

@@ -1,3 +1,4 @@
+import { BangerError } from "../errors.ts";
 import { applyNet } from "./net-apply.ts";
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -182,7 +183,8 @@ export class StatsPoller {
   ) {}
 
   start(intervalMs: number) {
-    this.timer = setInterval(() => void this.poll(), intervalMs);
+    // A failed round is logged, never left unhandled: that would end the daemon.
+    this.timer = setInterval(() => void this.poll().catch((err) => this.svc.deps.log(`stats poll: ${(err as Error).message}`)), intervalMs);
   }
 
   stop() {
@@ -233,14 +235,20 @@ export class StatsPoller {
     this.consoles.track(new Map(running.map((vm) => [vm.id, dirOf(this.svc.deps, vm.id).consoleLog])));
   }
 
+  /** A VM deleted while this round waited for its lock (a delete stops the VMM first) needs nothing. */
   private async reapDead(vm: VmRow) {
-    await this.svc.withVm(vm.id, async (row) => {
-      if (row.state !== "running" || this.svc.vmmAlive(row)) return;
-      this.svc.deps.log(`VMM of ${row.name} exited unexpectedly; releasing its resources`);
-      await stopVmm(this.svc.deps, this.svc.rt, row, dirOf(this.svc.deps, row.id), 0);
-      this.svc.deps.vms.update(row.id, { last_error: "the VMM exited unexpectedly" });
-      this.latest.delete(row.id);
-    });
+    if (!this.svc.deps.vms.get(vm.id)) return;
+    await this.svc
+      .withVm(vm.id, async (row) => {
+        if (row.state !== "running" || this.svc.vmmAlive(row)) return;
+        this.svc.deps.log(`VMM of ${row.name} exited unexpectedly; releasing its resources`);
+        await stopVmm(this.svc.deps, this.svc.rt, row, dirOf(this.svc.deps, row.id), 0);
+        this.svc.deps.vms.update(row.id, { last_error: "the VMM exited unexpectedly" });
+        this.latest.delete(row.id);
+      })
+      .catch((err) => {
+        if (!(err instanceof BangerError && err.code === "not_found")) throw err;
+      });
   }
 
   async sample(vm: VmRow): Promise<VmStats> {

@@ -8,8 +8,9 @@ import { callCtx, serviceHarness, type Harness } from "../testing/service-harnes
 import { createSteps } from "./create.ts";
 import { isAlive } from "./drivers/process.ts";
 import { Mutex } from "./locks.ts";
-import { reconcile } from "./reconcile.ts";
+import { reconcile, StatsPoller } from "./reconcile.ts";
 import { dirOf } from "./start-stop.ts";
+import { stepNames } from "./steps.ts";
 
 let h: Harness;
 beforeEach(async () => {
@@ -59,7 +60,7 @@ test("policies and groups: applied at start, changed live by set, withdrawn at d
 });
 
 test("a failure at each create step is undone completely: no row, directory, VMM, DNS name or NAT rule", async () => {
-  const names = createSteps(h.deps, h.svc.rt, new Mutex()).map((s) => s.name);
+  const names = stepNames(createSteps(h.deps, h.svc.rt, new Mutex()));
   expect(names).toContain("boot");
   for (const step of names) {
     h.faults.failAt = step;
@@ -156,4 +157,20 @@ test("operations on one VM run one at a time; on different VMs they overlap", as
   release();
   await Promise.all([first, second]);
   expect(order).toEqual(["a1 start", "b", "a1 end", "a2"]);
+});
+
+test("a VM deleted while the stats poll waits for its lock is skipped, not an error that would end the daemon", async () => {
+  await create("s1");
+  const vm = h.svc.find("s1");
+  const poller = new StatsPoller(h.svc);
+  let polled: Promise<void> | undefined;
+  await h.svc.withVm(vm.id, async (row) => {
+    process.kill(row.teardown.pid!, "SIGKILL");
+    while (h.svc.vmmAlive(row)) await Bun.sleep(5);
+    polled = poller.poll(); // sees a dead VMM of a running VM and waits for this lock
+    await Bun.sleep(10);
+    await h.svc.delete(row, true);
+  });
+  await polled;
+  expect(h.deps.vms.list()).toEqual([]);
 });

@@ -1,9 +1,9 @@
 /** The running VMM of a VM: the start steps (network, boot, wait agent, wait ssh, ready), stop, the handles that find a live VMM again, and the VM directory. */
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { waitForAgent } from "../agent/client.ts";
-import { BangerError } from "../errors.ts";
 import { buildConfigDrive } from "../images/config-drive.ts";
 import { glueBootArgs } from "../images/glue/index.ts";
+import { ed25519KeyPair } from "../host/host-key.ts";
 import { vmPaths, type VmPaths } from "../host/paths.ts";
 import { waitForSsh } from "../host/ssh.ts";
 import type { ImageRow, KernelRow } from "../store/artifacts.ts";
@@ -221,9 +221,13 @@ export function dirOf(deps: VmServiceDeps, id: string): VmPaths {
   return vmPaths(deps.paths, id);
 }
 
-/** Makes the VM's sshd host key (banger knows it before the first boot, so known_hosts is never guessed). */
-export async function makeHostKey(deps: VmServiceDeps, dir: VmPaths, name: string) {
+/**
+ * Makes the VM's sshd host key (banger knows it before the first boot, so known_hosts is never
+ * guessed): an ed25519 pair in OpenSSH's formats, made in process rather than by ssh-keygen.
+ */
+export async function makeHostKey(_deps: VmServiceDeps, dir: VmPaths, name: string) {
   if (existsSync(dir.hostKey)) return;
-  const r = await deps.runner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", `${name}.vm`, "-f", dir.hostKey], { allowFailure: true });
-  if (r.code !== 0) throw new BangerError("failed_precondition", `could not make the VM's host key: ${r.stderr.trim()}`, { hint: "Install openssh-client." });
+  const key = ed25519KeyPair(`${name}.vm`);
+  writeFileSync(dir.hostKey, key.privateKey, { mode: 0o600, flag: "wx" });
+  writeFileSync(`${dir.hostKey}.pub`, key.publicKey, { mode: 0o644 });
 }

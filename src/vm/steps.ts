@@ -8,18 +8,68 @@ export interface Step<C> {
   undo?(ctx: C): Promise<void>;
 }
 
+/** Steps that run side by side: each lane in order, the lanes at once (see runSteps). */
+export interface Together<C> {
+  together: Step<C>[][];
+}
+
+/** One entry of a step list: a step, or lanes of steps run side by side. */
+export type StepEntry<C> = Step<C> | Together<C>;
+
+/** The step names of a list, in list order. */
+export function stepNames<C>(entries: StepEntry<C>[]): string[] {
+  return entries.flatMap((e) => ("together" in e ? e.together.flat() : [e])).map((s) => s.name);
+}
+
+type RunOpts = { progress(e: ProgressEvent): void; signal: AbortSignal; log(msg: string): void; failAt?: string; pauseAt?: string; beforeUndo?: () => void };
+type Outcome = { ok: true; ms: number } | { ok: false; ms: number; err: unknown };
+
 /**
  * Runs steps in order, reporting each with its time. The first failure (or a cancel) stops
- * the list and undoes the completed steps in reverse, so nothing is left behind.
+ * the list and undoes the completed steps in reverse, so nothing is left behind. The lanes of
+ * a `together` entry run at once; their steps are reported done in list order, and a failure
+ * in one lane lets the others finish before everything is undone (the first failure in list
+ * order is the one thrown).
  */
-export async function runSteps<C>(
-  steps: Step<C>[],
-  ctx: C,
-  opts: { progress(e: ProgressEvent): void; signal: AbortSignal; log(msg: string): void; failAt?: string; pauseAt?: string; beforeUndo?: () => void },
-): Promise<void> {
+export async function runSteps<C>(entries: StepEntry<C>[], ctx: C, opts: RunOpts): Promise<void> {
   const done: Step<C>[] = [];
-  for (const step of steps) {
+  for (const entry of entries) {
+    const lanes = "together" in entry ? entry.together : [[entry]];
+    const outcomes = new Map<Step<C>, Outcome>();
+    await Promise.all(lanes.map((lane) => runLane(lane, ctx, opts, done, outcomes)));
+    let failure: { err: unknown } | undefined;
+    for (const step of lanes.flat()) {
+      const o = outcomes.get(step);
+      if (!o) continue;
+      if (o.ok) {
+        opts.log(`step ${step.name} ${o.ms}ms`);
+        opts.progress({ stage: step.name, status: "done", elapsedMs: o.ms });
+        continue;
+      }
+      const message = (o.err as Error).message;
+      opts.progress({ stage: step.name, status: "failed", elapsedMs: o.ms, message });
+      if (failure) continue;
+      failure = { err: o.err };
+      const undoing =
+        done
+          .map((s) => s.name)
+          .reverse()
+          .join(", ") || "nothing";
+      opts.log(`step ${step.name} failed after ${o.ms}ms: ${message}; undoing ${undoing}`);
+    }
+    if (failure) {
+      opts.beforeUndo?.();
+      await undoAll(done, ctx, opts.log);
+      throw failure.err;
+    }
+  }
+}
+
+/** Runs one lane's steps in order until one fails, recording each outcome. */
+async function runLane<C>(lane: Step<C>[], ctx: C, opts: RunOpts, done: Step<C>[], outcomes: Map<Step<C>, Outcome>): Promise<void> {
+  for (const step of lane) {
     const started = performance.now();
+    const ms = () => Math.round(performance.now() - started);
     opts.progress({ stage: step.name, status: "start" });
     try {
       if (opts.pauseAt === step.name) await pauseUntilAborted(step.name, opts);
@@ -29,23 +79,10 @@ export async function runSteps<C>(
       done.push(step);
       await step.run(ctx, opts.signal);
       if (opts.signal.aborted) throw new BangerError("cancelled", "cancelled by the user");
-      const elapsedMs = Math.round(performance.now() - started);
-      opts.log(`step ${step.name} ${elapsedMs}ms`);
-      opts.progress({ stage: step.name, status: "done", elapsedMs });
+      outcomes.set(step, { ok: true, ms: ms() });
     } catch (err) {
-      const elapsedMs = Math.round(performance.now() - started);
-      opts.progress({ stage: step.name, status: "failed", elapsedMs, message: (err as Error).message });
-      opts.log(
-        `step ${step.name} failed after ${elapsedMs}ms: ${(err as Error).message}; undoing ${
-          done
-            .map((s) => s.name)
-            .reverse()
-            .join(", ") || "nothing"
-        }`,
-      );
-      opts.beforeUndo?.();
-      await undoAll(done, ctx, opts.log);
-      throw err;
+      outcomes.set(step, { ok: false, ms: ms(), err });
+      return;
     }
   }
 }

@@ -108,10 +108,14 @@ describe("VM operations against the fake Firecracker", () => {
     "Ctrl-C during a piped create cancels it and leaves nothing behind",
     needs,
     async () => {
-      const proc = Bun.spawn([bangerBin, "vm", "create", "--name", "cancelme", "--nat"], { env: h.env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+      // A daemon that holds creates before "wait agent" (the pause seam), so the Ctrl-C lands
+      // mid-create however fast a create is; it is stopped again at the end.
+      await h.run(["daemon", "stop"]);
+      const env = { ...h.env, BANGER_PAUSE_AT_STEP: "wait agent" };
+      const proc = Bun.spawn([bangerBin, "vm", "create", "--name", "cancelme", "--nat"], { env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
       const reader = proc.stderr.getReader();
       let seen = "";
-      while (!seen.includes("✓ network")) {
+      while (!seen.includes("✓ boot")) {
         const { value, done } = await reader.read();
         if (done) break;
         seen += new TextDecoder().decode(value);
@@ -124,6 +128,7 @@ describe("VM operations against the fake Firecracker", () => {
       expect(readdirSync(h.paths.vmsDir)).toEqual([]);
       expect(JSON.parse((await h.run(["host", "status", "--json"])).stdout).nat).toEqual([]);
       expect(readFileSync(h.paths.daemonLog, "utf8")).toContain("cancelled by the user");
+      await h.run(["daemon", "stop"]);
     },
     T,
   );

@@ -25,11 +25,13 @@ export interface FirecrackerApi {
   request(method: "GET" | "PUT" | "PATCH", path: string, body?: unknown): Promise<FcResponse>;
 }
 
-/** HTTP/1.1 over the API Unix socket, each request bounded (500 ms like firecracker-go-sdk). */
+/** HTTP/1.1 over the API Unix socket, each request bounded (2 s; firecracker-go-sdk uses 500 ms). */
 export class UnixSocketApi implements FirecrackerApi {
   constructor(
     readonly socketPath: string,
-    private readonly timeoutMs = 500,
+    // Firecracker answers in well under a millisecond; the bound is for a host so loaded that a
+    // VMM is not scheduled for a while: 20 fake VMMs booting at once on 2 busy cores missed 500 ms.
+    private readonly timeoutMs = 2000,
   ) {}
 
   /** Sends one request; throws FirecrackerApiError on a non-2xx answer, BangerError(unavailable) on transport failure. */

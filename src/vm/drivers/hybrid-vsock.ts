@@ -6,7 +6,7 @@ import { systemClock, type Clock } from "./process.ts";
 export interface DialOptions {
   /** Total time to keep retrying (the guest agent may not be listening yet). */
   timeoutMs?: number;
-  /** The longest pause between attempts; the first ones come sooner (10 ms, doubling), so a guest that listens early is found early. */
+  /** Longest pause between attempts; the first are 5 ms, so a guest that is nearly up is not waited for a whole interval. */
   retryMs?: number;
   /** How long to wait for the `OK <port>` line on one attempt. */
   ackTimeoutMs?: number;
@@ -62,6 +62,7 @@ export function dialOnce(udsPath: string, port: number, ackTimeoutMs: number): P
 export async function dialHybridVsock(udsPath: string, port: number, opts: DialOptions = {}): Promise<Socket> {
   const clock = opts.clock ?? systemClock;
   const deadline = clock.now() + (opts.timeoutMs ?? 20_000);
+  const maxPause = opts.retryMs ?? 100;
   let last = "no attempt made";
   for (let attempt = 0; ; attempt++) {
     try {
@@ -69,7 +70,9 @@ export async function dialHybridVsock(udsPath: string, port: number, opts: DialO
     } catch (err) {
       last = (err as Error).message;
     }
-    const pause = Math.min(10 * 2 ** Math.min(attempt, 10), opts.retryMs ?? 100);
+    // Every 5 ms for the first ~50 ms (a guest agent comes up within tens of ms of a fast
+    // boot), then doubling to maxPause, so slow boots are not flooded with attempts.
+    const pause = Math.min(attempt < 10 ? 5 : 5 * 2 ** Math.min(attempt - 9, 16), maxPause);
     if (clock.now() + pause > deadline) break;
     await clock.sleep(pause);
   }
