@@ -5,7 +5,8 @@ import { hostManifest, manifestDiff, PLAIN_WARN_BYTES, plainApplyScript, plainTr
 import { DEFAULT_GUEST_DIR, lastLines, prepareWorkspace } from "./prepare.ts";
 import { type GuestShell, shq } from "./shell.ts";
 import { inspectSource, spawnTar, streamInto } from "./source.ts";
-import { applyScript, filesScript, type GuestState, parseTreeChanges, planSync, readGuestState, type SyncMode, type TreeChange } from "./sync.ts";
+import { filesPayload, type GitObject, parseCatFileBatch, parseRawChanges } from "./files-sync.ts";
+import { applyScript, filesScript, type GuestState, planSync, readGuestState, type SyncMode } from "./sync.ts";
 
 export interface SyncOptions {
   shell: GuestShell;
@@ -86,49 +87,49 @@ async function syncGit(opts: SyncOptions, guestDir: string, runner: Runner): Pro
   }
 }
 
-/** More changed paths than this go as a pack (one git archive argv stays small). */
+/** More changed paths, or more bytes, than this go as a pack (the files-only payload is built in memory). */
 const FILES_MAX = 256;
+const FILES_MAX_BYTES = 32 * 1024 * 1024;
 
 /**
- * A files-only sync (the host changed working-tree files, not HEAD or the index): the changed
- * files from the snapshot go in as a tar and nothing else runs in the guest, which saves the
- * git processes a pack costs under emulation. Any trouble falls back to the pack, forced: the
- * guest had no work of its own, so what a half-done unpack left is the host's.
+ * A files-only sync (the host changed working-tree files, not HEAD or the index): one tar with
+ * the changed files and the snapshot's new objects (see files-sync.ts), and nothing but rm and
+ * tar in the guest, which saves the git processes a pack costs under emulation. Any trouble
+ * falls back to the pack, forced: the guest had no work of its own, so what a half-done unpack
+ * left is the host's.
  */
 async function applyFiles(shell: GuestShell, guestDir: string, top: string, state: GuestState, snap: HostSnapshot, runner: Runner): Promise<number> {
-  const diff = await runner.run(["git", "-C", top, "diff-tree", "-r", "-z", "--no-renames", "--name-status", state.syncedTree!, snap.tree], {
-    allowFailure: true,
-    env: { GIT_OPTIONAL_LOCKS: "0" },
-  });
-  const changes = diff.code === 0 ? parseTreeChanges(diff.stdout) : [];
-  if (diff.code !== 0 || !changes.length || changes.length > FILES_MAX) return applyPack(shell, guestDir, top, state, snap, false);
-  const script = filesScript(guestDir, snap, changes);
-  const added = changes.filter((c) => c.status !== "D");
-  const r = added.length ? await streamInto(shell, script, spawnArchive(top, snap.tree, added)) : { r: await shell.exec(script), bytes: 0 };
-  if (r.r.code === 0) return r.bytes;
+  const env = { GIT_OPTIONAL_LOCKS: "0" };
+  const diff = await runner.run(["git", "-C", top, "diff-tree", "-r", "-z", "--no-renames", state.syncedTree!, snap.tree], { allowFailure: true, env });
+  const changes = diff.code === 0 ? parseRawChanges(diff.stdout) : [];
+  if (!changes.length || changes.length > FILES_MAX) return applyPack(shell, guestDir, top, state, snap, false);
+  const revs = await runner.run(["git", "-C", top, "rev-list", "--objects", snap.commit, `^${state.synced}`], { allowFailure: true, env });
+  const newIds = revs.stdout
+    .split("\n")
+    .map((l) => l.split(" ")[0]!)
+    .filter((id) => /^[0-9a-f]{40,64}$/.test(id));
+  const blobs = changes.filter((c) => c.status !== "D").map((c) => c.newId);
+  const objects = revs.code === 0 ? await catFile(top, [...new Set([...newIds, ...blobs])]) : null;
+  const size = objects ? [...objects.values()].reduce((n, o) => n + o.data.length, 0) : Infinity;
+  const tar = objects && size <= FILES_MAX_BYTES ? filesPayload(snap, changes, newIds, objects) : null;
+  if (!tar) return applyPack(shell, guestDir, top, state, snap, false);
+  const r = await shell.exec(filesScript(guestDir, changes), { stdin: tar });
+  if (r.code === 0) return tar.length;
   return applyPack(shell, guestDir, top, state, snap, true);
 }
 
-/** The host's environment without its GIT_* variables, with literal pathspecs. */
-function archiveEnv(): Record<string, string> {
-  const env: Record<string, string> = { GIT_LITERAL_PATHSPECS: "1", GIT_OPTIONAL_LOCKS: "0" };
+/** The objects `ids` from the host repository (`git cat-file --batch`), or null when that fails. */
+async function catFile(top: string, ids: string[]): Promise<Map<string, GitObject> | null> {
+  const env: Record<string, string> = { GIT_OPTIONAL_LOCKS: "0" };
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("GIT_")) env[k] = v;
-  return env;
-}
-
-/** `git archive` of some paths of a tree (literal pathspecs), as a tar stream. */
-function spawnArchive(top: string, tree: string, paths: TreeChange[]) {
-  const proc = Bun.spawn(["git", "-C", top, "archive", "--format=tar", tree, "--", ...paths.map((c) => c.path)], {
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-    env: archiveEnv(),
-  });
-  const done = (async () => {
-    const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
-    if (code !== 0) throw new BangerError("internal", `git archive in ${top} failed (exit ${code}): ${lastLines(stderr)}`);
-  })();
-  return { stdout: proc.stdout, done, kill: () => proc.kill() };
+  const proc = Bun.spawn(["git", "-C", top, "cat-file", "--batch"], { stdin: new Blob([`${ids.join("\n")}\n`]), stdout: "pipe", stderr: "ignore", env });
+  const [out, code] = await Promise.all([new Response(proc.stdout).arrayBuffer().then((b) => new Uint8Array(b)), proc.exited]);
+  if (code !== 0) return null;
+  try {
+    return parseCatFileBatch(out);
+  } catch {
+    return null;
+  }
 }
 
 async function applyPack(shell: GuestShell, guestDir: string, top: string, state: GuestState, snap: HostSnapshot, force: boolean): Promise<number> {

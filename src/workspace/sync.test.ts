@@ -54,7 +54,7 @@ describe("syncWorkspace on a git repository", () => {
     expect((await sync()).action).toBe("unchanged");
   });
 
-  test("only working-tree files changed: they arrive as files (no git objects, refs untouched), the next staged change as a pack", async () => {
+  test("only working-tree files changed: they arrive as files with their new objects (valid loose objects), the next staged change as a pack", async () => {
     const refBefore = git(g.dir, "rev-parse", "refs/banger/synced");
     mkdirSync(join(repo, "fresh/deeper"), { recursive: true });
     writeFileSync(join(repo, "fresh/deeper/n.txt"), "new in a new directory\n");
@@ -63,7 +63,12 @@ describe("syncWorkspace on a git repository", () => {
     symlinkSync("b.txt", join(repo, "link-to-b"));
     const r = await sync();
     expect(r.action).toBe("synced");
-    expect(git(g.dir, "rev-parse", "refs/banger/synced")).toBe(refBefore);
+    const [commit, tree] = read(g.dir, ".git/banger-synced").trim().split(" ");
+    expect(commit).not.toBe(refBefore);
+    expect(git(g.dir, "rev-parse", "refs/banger/synced")).toBe(commit!);
+    expect(git(g.dir, "rev-parse", `${commit}^{tree}`)).toBe(tree!);
+    git(g.dir, "fsck", "--no-dangling", "--connectivity-only");
+    git(g.dir, "fsck", "--no-dangling");
     expect(read(g.dir, "fresh/deeper/n.txt")).toBe("new in a new directory\n");
     expect(read(g.dir, "b.txt")).toBe("b.txt edited a fourth time\n");
     expect(existsSync(join(g.dir, "brand-new.txt"))).toBe(false);
@@ -76,6 +81,14 @@ describe("syncWorkspace on a git repository", () => {
     writeFileSync(join(repo, "link-to-b/inside.txt"), "was a link\n");
     expect((await sync()).action).toBe("synced");
     expect(read(g.dir, "link-to-b/inside.txt")).toBe("was a link\n");
+    // Right after a files-only sync the guest edits a file: a refusal still names it (the synced tree is in its object store).
+    writeFileSync(join(g.dir, "fresh/guest-own.txt"), "guest's\n");
+    writeFileSync(join(repo, "b.txt"), "host edit while the guest has work\n");
+    const refused = await rejection(sync());
+    expect(refused.message).toContain("fresh/guest-own.txt");
+    rmSync(join(g.dir, "fresh/guest-own.txt"));
+    writeFileSync(join(repo, "b.txt"), "b.txt edited a fourth time\n");
+    expect((await sync()).action).toBe("unchanged");
     git(repo, "add", "fresh/deeper/n.txt");
     expect((await sync()).action).toBe("synced");
     // The staged split arrived (the record names the host's staged tree).

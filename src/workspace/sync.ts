@@ -137,45 +137,28 @@ export function applyScript(guestDir: string, g: GuestState, h: HostSnapshot, fo
   const toTree = force ? `--reset -u ${h.tree}` : `-m -u ${g.syncedTree} ${h.tree}`;
   if (h.staged === h.tree) lines.push(`${idx} git read-tree --index-output=.git/index ${toTree}`);
   else lines.push(`${idx} git read-tree ${toTree}`, `${idx} git read-tree --index-output=.git/index --reset ${h.staged}`);
-  // The refs in one process: HEAD's branch (or a detached HEAD) and base.
+  // The refs in one process: HEAD's branch (or a detached HEAD), base and synced.
   const refs: string[] = [];
   if (h.head && h.branch) refs.push(`update ${h.branch} ${h.head}`);
   else if (h.head) refs.push("option no-deref", `update HEAD ${h.head}`);
   if (h.head) refs.push(`update ${BASE_REF} ${h.head}`);
   else if (g.base) refs.push(`delete ${BASE_REF}`);
-  // The sync itself is recorded in SYNCED_FILE (the snapshot commit need not be in the guest: a
-  // files-only sync never sends it, and a staged-only change snapshots the same commit again).
-  if (refs.length) lines.push(`printf '%s\\n' ${refs.map(shq).join(" ")} | git update-ref --stdin`);
-  lines.push(recordSynced(h));
+  refs.push(`update ${SYNCED_REF} ${h.commit}`);
+  lines.push(`printf '%s\\n' ${refs.map(shq).join(" ")} | git update-ref --stdin`, recordSynced(h));
   // HEAD read by the shell itself: no process when it already names the branch.
   if (h.head && h.branch) lines.push(`read -r cur < .git/HEAD || cur=; [ "$cur" = ${shq(`ref: ${h.branch}`)} ] || git symbolic-ref HEAD ${shq(h.branch)}`);
   return lines.join("\n");
 }
 
-/** A change between two trees as `git diff-tree --name-status -z` reports it. */
-export interface TreeChange {
-  status: string;
-  path: string;
-}
-
-/** Parses `git diff-tree -r -z --no-renames --name-status` output. */
-export function parseTreeChanges(out: string): TreeChange[] {
-  const parts = out.split("\0");
-  const changes: TreeChange[] = [];
-  for (let i = 0; i + 1 < parts.length; i += 2) if (parts[i]) changes.push({ status: parts[i]!, path: parts[i + 1]! });
-  return changes;
-}
-
 /**
- * Sh for a files-only sync: remove what the host deleted (or turned into another type), unpack
- * the changed files (a tar of the host snapshot's blobs on stdin, when there are any), record the
- * sync. No git process: HEAD, the index and the objects are already what they should be.
+ * Sh for a files-only sync: remove what the host deleted (or turned into another type), then
+ * unpack the payload on stdin (changed files, new objects, the synced ref and the sync record;
+ * see files-sync.ts). No git process: HEAD and the index are already what they should be.
  */
-export function filesScript(guestDir: string, h: HostSnapshot, changes: TreeChange[]): string {
+export function filesScript(guestDir: string, changes: Array<{ status: string; path: string }>): string {
   const lines = ["set -e", workspaceLock(guestDir), `cd ${shq(guestDir)}`];
   const gone = changes.filter((c) => c.status !== "A" && c.status !== "M").map((c) => shq(c.path));
   if (gone.length) lines.push(`rm -rf -- ${gone.join(" ")}`);
-  if (changes.some((c) => c.status !== "D")) lines.push("tar -x --no-same-owner");
-  lines.push(recordSynced(h));
+  lines.push("tar -x --no-same-owner");
   return lines.join("\n");
 }
