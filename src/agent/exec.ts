@@ -112,6 +112,27 @@ function bulkStdin(link: BulkLink, write: (d: Uint8Array) => Promise<void>, end:
   conn.resume();
 }
 
+/** A process's stdin as two calls that never throw: what a process that closed its stdin did not read is dropped, as with a pipe. */
+function stdinOf(proc: { stdin: { write(d: Uint8Array): unknown; flush(): unknown; end(): unknown } }) {
+  return {
+    write: async (data: Uint8Array) => {
+      try {
+        proc.stdin.write(data);
+        await proc.stdin.flush();
+      } catch {
+        // The process closed its stdin.
+      }
+    },
+    end: async () => {
+      try {
+        await proc.stdin.end();
+      } catch {
+        // Already closed.
+      }
+    },
+  };
+}
+
 /** Runs with pipes: stdout and stderr pulled only as credit allows, so the process blocks instead of memory growing. */
 function pipedSession(id: number, plan: Plan, send: Send, done: () => void, bulk: Bulk): Session {
   const proc = Bun.spawn(plan.argv, { cwd: plan.cwd, env: plan.env, stdin: "pipe", stdout: "pipe", stderr: "pipe", detached: true });
@@ -128,21 +149,7 @@ function pipedSession(id: number, plan: Plan, send: Send, done: () => void, bulk
     }
   };
   let input = Promise.resolve();
-  const writeStdin = async (data: Uint8Array) => {
-    try {
-      proc.stdin.write(data);
-      await proc.stdin.flush();
-    } catch {
-      // The process closed its stdin; what it did not read is dropped, as with a pipe.
-    }
-  };
-  const endStdin = async () => {
-    try {
-      await proc.stdin.end();
-    } catch {
-      // Already closed.
-    }
-  };
+  const { write: writeStdin, end: endStdin } = stdinOf(proc);
   void bulk?.link.then((link) => {
     if (!link) return;
     conn = link.conn;

@@ -146,111 +146,132 @@ class BulkRelay {
 }
 
 /** Relays one CLI connection: the first frame opens, the rest flow both ways until EXIT or ERROR. */
-function relay(conn: Socket, agentFor: AgentFor, log: (m: string) => void) {
-  let stream: AgentStream | null = null;
-  let queued: Frame[] = [];
-  let finished = false;
-  let opening = false;
+class ExecRelay {
+  private stream: AgentStream | null = null;
+  private queued: Frame[] = [];
+  private finished = false;
+  private opening = false;
   // Bulk: "pending" holds the CLI's stdin and credit until the channel is up or refused.
-  let bulk: BulkRelay | null = null;
-  let pending: { token: string; ip: string; held: Frame[] } | null = null;
-  const finish = (last?: Uint8Array) => {
-    if (finished) return;
-    finished = true;
-    stream?.close();
-    bulk?.close();
-    if (last) conn.end(last);
-    else conn.end();
-  };
-  const forward = (f: Frame) => stream?.send(encodeFrame(f.type, stream.id, f.payload));
-  const fromCli = (f: Frame) => {
-    if (pending && (f.type === F.STDIN || f.type === F.STDIN_EOF || f.type === F.CREDIT)) return void pending.held.push(f);
+  private bulk: BulkRelay | null = null;
+  private pending: { token: string; ip: string; held: Frame[] } | null = null;
+
+  constructor(
+    private readonly conn: Socket,
+    private readonly agentFor: AgentFor,
+    private readonly log: (m: string) => void,
+  ) {
+    conn.on(
+      "data",
+      frameSplitter(
+        () => this.finish(errorFrame(new Error("not an exec frame"))),
+        (f) => this.fromConn(f),
+      ),
+    );
+    conn.on("error", () => conn.destroy());
+    conn.on("close", () => {
+      if (!this.finished && this.stream) this.stream.send(encodeFrame(F.KILL, this.stream.id));
+      this.finished = true;
+      this.stream?.close();
+      this.bulk?.close();
+    });
+  }
+
+  private finish(last?: Uint8Array) {
+    if (this.finished) return;
+    this.finished = true;
+    this.stream?.close();
+    this.bulk?.close();
+    if (last) this.conn.end(last);
+    else this.conn.end();
+  }
+
+  private fromConn(f: Frame) {
+    if (f.type === F.OPEN && !this.opening) {
+      this.opening = true;
+      void this.open(f).catch((err) => {
+        if (toBangerError(err).code === "internal") this.log(`exec: ${(err as Error)?.stack ?? err}`);
+        this.finish(errorFrame(err));
+      });
+    } else if (FORWARDED.has(f.type)) {
+      if (this.stream) this.fromCli(f);
+      else this.queued.push(f);
+    }
+  }
+
+  private async open(first: Frame) {
+    const req = parseOpen(first);
+    const target = this.agentFor(req.vm);
+    const { vm: _vm, bulk: wantBulk, ...exec } = req;
+    const stream = await target.client.openStream({
+      onFrame: (f) => this.fromAgent(f),
+      onGone: (why) => this.finish(jsonFrame(F.ERROR, 1, { message: `the guest agent connection was lost: ${why}`, code: "unavailable" } satisfies ExecError)),
+    });
+    this.stream = stream;
+    if (this.finished) return void stream.send(encodeFrame(F.KILL, stream.id));
+    const token = wantBulk && !exec.tty && target.ip && target.client.protocol >= BULK_PROTOCOL ? randomBytes(32).toString("hex") : null;
+    if (token) {
+      this.pending = { token, ip: target.ip, held: [] };
+      // An agent that never answers still gets the stream, by frames.
+      const noAnswer: Frame = { type: F.BULK, stream: 0, payload: new Uint8Array(0) };
+      setTimeout(() => this.pending?.token === token && void this.bulkAnswer(noAnswer), BULK_ANSWER_MS).unref();
+    }
+    stream.send(jsonFrame(F.OPEN, stream.id, token ? { ...exec, bulk: token } : exec));
+    for (const f of this.queued) this.fromCli(f);
+    this.queued = [];
+  }
+
+  private forward(f: Frame) {
+    this.stream?.send(encodeFrame(f.type, this.stream.id, f.payload));
+  }
+
+  private fromCli(f: Frame) {
+    const bulk = this.bulk;
+    if (this.pending && (f.type === F.STDIN || f.type === F.STDIN_EOF || f.type === F.CREDIT)) return void this.pending.held.push(f);
     if (bulk && f.type === F.STDIN) return bulk.stdin(f.payload);
     if (bulk && f.type === F.STDIN_EOF) return bulk.stdinEof();
     if (bulk && f.type === F.CREDIT) {
       const toAgent = bulk.credit(creditOf(f));
-      return void (toAgent && stream?.send(creditFrame(stream.id, toAgent)));
+      return void (toAgent && this.stream?.send(creditFrame(this.stream.id, toAgent)));
     }
-    forward(f);
-  };
-  const bulkAnswer = async (f: Frame) => {
-    if (!pending || !stream) return;
-    const { token, ip, held } = pending;
+    this.forward(f);
+  }
+
+  private fromAgent(f: Frame) {
+    if (f.type === F.BULK) return void this.bulkAnswer(f);
+    const out = encodeFrame(f.type, 1, f.payload);
+    if (f.type === F.EXIT && this.bulk) return this.bulk.exited(out);
+    if (f.type === F.EXIT || f.type === F.ERROR) return this.finish(out);
+    if (f.type === F.STDERR && this.bulk) this.bulk.stderrOwed += f.payload.length;
+    this.conn.write(out);
+  }
+
+  /** The agent's BULK answer (or none in time): connect and carry the stream's stdin and stdout, or tell the agent to use frames. */
+  private async bulkAnswer(f: Frame) {
+    const stream = this.stream;
+    if (!this.pending || !stream) return;
+    const { token, ip, held } = this.pending;
     const port = bulkPort(f);
     const tcp = port ? await connectBulk(ip, port, token) : null;
-    if (finished) return void tcp?.destroy();
-    pending = null;
+    if (this.finished) return void tcp?.destroy();
+    this.pending = null;
     if (tcp)
-      bulk = new BulkRelay(
+      this.bulk = new BulkRelay(
         tcp,
-        (b) => conn.write(b),
-        (last) => finish(last),
+        (b) => this.conn.write(b),
+        (last) => this.finish(last),
       );
     else {
-      log(`exec: no bulk channel to ${ip}${port ? `:${port}` : ""} (${port ? "cannot connect" : "the agent offered none"}); the stream uses frames`);
+      this.log(`exec: no bulk channel to ${ip}${port ? `:${port}` : ""} (${port ? "cannot connect" : "the agent offered none"}); the stream uses frames`);
       stream.send(encodeFrame(F.BULK, stream.id));
     }
-    for (const h of held) fromCli(h);
-  };
-  const fromAgent = (f: Frame) => {
-    if (f.type === F.BULK) return void bulkAnswer(f);
-    const out = encodeFrame(f.type, 1, f.payload);
-    if (f.type === F.EXIT && bulk) return bulk.exited(out);
-    if (f.type === F.EXIT || f.type === F.ERROR) return finish(out);
-    if (f.type === F.STDERR && bulk) bulk.stderrOwed += f.payload.length;
-    conn.write(out);
-  };
-  const open = async (first: Frame) => {
-    const req = parseOpen(first);
-    const target = agentFor(req.vm);
-    const { vm: _vm, bulk: wantBulk, ...exec } = req;
-    stream = await target.client.openStream({
-      onFrame: fromAgent,
-      onGone: (why) => finish(jsonFrame(F.ERROR, 1, { message: `the guest agent connection was lost: ${why}`, code: "unavailable" } satisfies ExecError)),
-    });
-    if (finished) return void stream.send(encodeFrame(F.KILL, stream.id));
-    const token = wantBulk && !exec.tty && target.ip && target.client.protocol >= BULK_PROTOCOL ? randomBytes(32).toString("hex") : null;
-    if (token) {
-      pending = { token, ip: target.ip, held: [] };
-      // An agent that never answers still gets the stream, by frames.
-      const noAnswer: Frame = { type: F.BULK, stream: 0, payload: new Uint8Array(0) };
-      setTimeout(() => pending?.token === token && void bulkAnswer(noAnswer), BULK_ANSWER_MS).unref();
-    }
-    stream.send(jsonFrame(F.OPEN, stream.id, token ? { ...exec, bulk: token } : exec));
-    for (const f of queued) fromCli(f);
-    queued = [];
-  };
-  conn.on(
-    "data",
-    frameSplitter(
-      () => finish(errorFrame(new Error("not an exec frame"))),
-      (f) => {
-        if (f.type === F.OPEN && !opening) {
-          opening = true;
-          void open(f).catch((err) => {
-            if (toBangerError(err).code === "internal") log(`exec: ${(err as Error)?.stack ?? err}`);
-            finish(errorFrame(err));
-          });
-        } else if (FORWARDED.has(f.type)) {
-          if (stream) fromCli(f);
-          else queued.push(f);
-        }
-      },
-    ),
-  );
-  conn.on("error", () => conn.destroy());
-  conn.on("close", () => {
-    if (!finished && stream) stream.send(encodeFrame(F.KILL, stream.id));
-    finished = true;
-    stream?.close();
-    bulk?.close();
-  });
+    for (const h of held) this.fromCli(h);
+  }
 }
 
 /** Listens on `path` (mode 0600, in the 0700 runtime dir) for exec connections. */
 export function startExecServer(path: string, agentFor: AgentFor, log: (m: string) => void): Promise<Server> {
   rmSync(path, { force: true });
-  const server = createServer((conn) => relay(conn, agentFor, log));
+  const server = createServer((conn) => void new ExecRelay(conn, agentFor, log));
   return new Promise((resolve, reject) => {
     server.once("error", reject);
     server.listen(path, () => {

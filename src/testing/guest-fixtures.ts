@@ -13,6 +13,45 @@ const ROOTFS_VERSION = "bookworm-1";
 const ROOTFS_PACKAGES = [...IMAGE_PACKAGES, "iputils-ping", "dnsutils"];
 const KERNEL_NAME = "vmlinux-6.1.192";
 
+/** What `sshd -T` shows in a banger image beyond PermitRootLogin: keys only, strict modes, normal logging. */
+export const SSHD_HARDENED = [
+  "pubkeyauthentication yes",
+  "passwordauthentication no",
+  "kbdinteractiveauthentication no",
+  "authorizedkeysfile /root/.ssh/authorized_keys",
+  "strictmodes yes",
+  "loglevel INFO",
+];
+
+/**
+ * The start of a hand-made QEMU microvm command line (TCG, one vCPU, 1 GiB, no defaults, no
+ * display), for tests that boot a guest without banger; they add their drives and devices.
+ */
+export function rawMicrovmArgv(kernel: string, append: string): string[] {
+  return [
+    "qemu-system-x86_64",
+    "-M",
+    "microvm",
+    "-accel",
+    "tcg",
+    "-cpu",
+    "max",
+    "-smp",
+    "1",
+    "-m",
+    "1024",
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-no-reboot",
+    "-kernel",
+    kernel,
+    "-append",
+    append,
+  ];
+}
+
 /** Prerequisites of a real-guest test, for testNeeds(name, guestChecks(), …). */
 export function guestChecks(): Array<[boolean, string]> {
   return [

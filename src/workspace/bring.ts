@@ -1,11 +1,11 @@
 import { BangerError } from "../errors.ts";
 import { hostRunner, type Runner } from "../host/runner.ts";
-import { hostHas, type HostSnapshot, snapshotHost, spawnPack } from "./hostsnap.ts";
+import { catFile, hostHas, type HostSnapshot, snapshotHost, spawnPack } from "./hostsnap.ts";
 import { hostManifest, manifestDiff, PLAIN_WARN_BYTES, plainApplyScript, plainTransfer, readPlainState } from "./plain.ts";
 import { DEFAULT_GUEST_DIR, lastLines, prepareWorkspace } from "./prepare.ts";
 import { type GuestShell, shq } from "./shell.ts";
 import { inspectSource, spawnTar, streamInto } from "./source.ts";
-import { filesPayload, type GitObject, parseCatFileBatch, parseRawChanges } from "./files-sync.ts";
+import { filesPayload, parseRawChanges } from "./files-sync.ts";
 import { applyScript, filesScript, type GuestState, planSync, readGuestState, type SyncMode } from "./sync.ts";
 
 export interface SyncOptions {
@@ -116,20 +116,6 @@ async function applyFiles(shell: GuestShell, guestDir: string, top: string, stat
   const r = await shell.exec(filesScript(guestDir, changes), { stdin: tar });
   if (r.code === 0) return tar.length;
   return applyPack(shell, guestDir, top, state, snap, true);
-}
-
-/** The objects `ids` from the host repository (`git cat-file --batch`), or null when that fails. */
-async function catFile(top: string, ids: string[]): Promise<Map<string, GitObject> | null> {
-  const env: Record<string, string> = { GIT_OPTIONAL_LOCKS: "0" };
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("GIT_")) env[k] = v;
-  const proc = Bun.spawn(["git", "-C", top, "cat-file", "--batch"], { stdin: new Blob([`${ids.join("\n")}\n`]), stdout: "pipe", stderr: "ignore", env });
-  const [out, code] = await Promise.all([new Response(proc.stdout).arrayBuffer().then((b) => new Uint8Array(b)), proc.exited]);
-  if (code !== 0) return null;
-  try {
-    return parseCatFileBatch(out);
-  } catch {
-    return null;
-  }
 }
 
 async function applyPack(shell: GuestShell, guestDir: string, top: string, state: GuestState, snap: HostSnapshot, force: boolean): Promise<number> {

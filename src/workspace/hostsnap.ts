@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BangerError } from "../errors.ts";
 import type { Runner } from "../host/runner.ts";
-import { readOnlyGitEnv } from "./source.ts";
+import { hostGitEnv, readOnlyGitEnv } from "./source.ts";
+import { type GitObject, parseCatFileBatch } from "./files-sync.ts";
 
 /** The host's working tree as git objects, made without touching its index, HEAD or refs. */
 export interface HostSnapshot {
@@ -68,17 +69,32 @@ export async function hostHas(runner: Runner, top: string, ids: string[]): Promi
 
 /** A running `git pack-objects` with the objects of `want` the guest lacks (it has `have`), thin. */
 export function spawnPack(top: string, want: string | string[], have: string): { stdout: ReadableStream<Uint8Array>; done: Promise<void>; kill(): void } {
-  const env: Record<string, string> = { ...readOnlyGitEnv };
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("GIT_")) env[k] = v;
   const proc = Bun.spawn(["git", "-C", top, "pack-objects", "--revs", "--thin", "--stdout", "-q"], {
     stdin: new Blob([`${[want].flat().join("\n")}\n^${have}\n`]),
     stdout: "pipe",
     stderr: "pipe",
-    env,
+    env: hostGitEnv(),
   });
   const done = (async () => {
     const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
     if (code !== 0) throw new BangerError("internal", `git pack-objects in ${top} failed (exit ${code}): ${stderr.trim().split("\n").slice(-3).join(" | ")}`);
   })();
   return { stdout: proc.stdout, done, kill: () => proc.kill() };
+}
+
+/** The objects `ids` from the host repository (`git cat-file --batch`), or null when that fails. */
+export async function catFile(top: string, ids: string[]): Promise<Map<string, GitObject> | null> {
+  const proc = Bun.spawn(["git", "-C", top, "cat-file", "--batch"], {
+    stdin: new Blob([`${ids.join("\n")}\n`]),
+    stdout: "pipe",
+    stderr: "ignore",
+    env: hostGitEnv(),
+  });
+  const [out, code] = await Promise.all([new Response(proc.stdout).arrayBuffer().then((b) => new Uint8Array(b)), proc.exited]);
+  if (code !== 0) return null;
+  try {
+    return parseCatFileBatch(out);
+  } catch {
+    return null;
+  }
 }

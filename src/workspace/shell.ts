@@ -56,14 +56,19 @@ export async function drain(stream: ReadableStream<Uint8Array>, onChunk?: (c: Ui
   return "";
 }
 
+/** This process's environment without GIT_* variables: those of an enclosing process (a hook, a test runner inside a repo) must not leak into git run here. */
+export function envWithoutGit(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("GIT_")) env[k] = v;
+  return env;
+}
+
 /**
  * A GuestShell that runs `sh -c` on this machine with HOME and cwd set to `root`, which
  * stands for the guest's /root. Tests pass guest paths under `root` explicitly.
  */
 export function localShell(root: string): GuestShell {
-  // Git variables of an enclosing process (a hook, a test runner inside a repo) must not leak in.
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("GIT_")) env[k] = v;
+  const env = envWithoutGit();
   env.HOME = root;
   return {
     async exec(cmd, io = {}) {

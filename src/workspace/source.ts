@@ -2,7 +2,7 @@ import { lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { BangerError } from "../errors.ts";
 import type { Runner } from "../host/runner.ts";
-import type { GuestResult, GuestShell } from "./shell.ts";
+import { envWithoutGit, type GuestResult, type GuestShell } from "./shell.ts";
 
 /** What prepare needs to know about the host repository; every probe here is read-only. */
 export interface SourceRepo {
@@ -17,6 +17,11 @@ export interface SourceRepo {
 
 // Read-only git: never take the index lock or refresh the index as a side effect.
 export const readOnlyGitEnv = { GIT_OPTIONAL_LOCKS: "0" };
+
+/** The environment for a git process spawned on the host's repository: no inherited GIT_* variables, no optional locks. */
+export function hostGitEnv(): Record<string, string> {
+  return { ...envWithoutGit(), ...readOnlyGitEnv };
+}
 
 async function git(runner: Runner, dir: string, args: string[]): Promise<string | null> {
   const r = await runner.run(["git", "-C", dir, ...args], { allowFailure: true, env: readOnlyGitEnv });

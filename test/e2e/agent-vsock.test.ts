@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unixConnector, waitForAgent } from "../../src/agent/client.ts";
-import { guestChecks, makeTestRootfs, removeTestRootfs, testKernel } from "../../src/testing/guest-fixtures.ts";
+import { guestChecks, makeTestRootfs, rawMicrovmArgv, removeTestRootfs, testKernel } from "../../src/testing/guest-fixtures.ts";
 import { projectRoot, testNeeds } from "../../src/testing/skip.ts";
 import { buildPortsView } from "../../src/vm/ports-view.ts";
 
@@ -60,26 +60,7 @@ function guestFiles() {
 // with its clock stuck at 0.000000; a preset frequency avoids that (0 of 6 vs 5 of 5 boots).
 function bootGuest(kernel: string, image: string, consoleLog: string, agentSock: string) {
   const argv = [
-    "qemu-system-x86_64",
-    "-M",
-    "microvm",
-    "-accel",
-    "tcg",
-    "-cpu",
-    "max",
-    "-smp",
-    "1",
-    "-m",
-    "1024",
-    "-nodefaults",
-    "-no-user-config",
-    "-display",
-    "none",
-    "-no-reboot",
-    "-kernel",
-    kernel,
-    "-append",
-    `console=ttyS0 reboot=k panic=1 root=/dev/vda rw tsc_early_khz=2000000 ${process.env.BANGER_TEST_BOOT_ARGS ?? ""}`.trim(),
+    ...rawMicrovmArgv(kernel, `console=ttyS0 reboot=k panic=1 root=/dev/vda rw tsc_early_khz=2000000 ${process.env.BANGER_TEST_BOOT_ARGS ?? ""}`.trim()),
     "-drive",
     `id=root,file=${image},format=raw,if=none`,
     "-device",

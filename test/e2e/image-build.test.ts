@@ -14,6 +14,7 @@ import { createOverlayDisk, createWorkDisk } from "../../src/images/disks.ts";
 import { AGENT_UNIT, glueBootArgs, INIT_SCRIPT, SSHD_DROP_IN } from "../../src/images/glue/index.ts";
 import { importKernel } from "../../src/images/kernels.ts";
 import { hasBin, isRoot, projectRoot, sharedDir, testCacheDir, testNeeds } from "../../src/testing/skip.ts";
+import { rawMicrovmArgv, SSHD_HARDENED } from "../../src/testing/guest-fixtures.ts";
 
 const needs: Array<[boolean, string]> = [
   [isRoot, "image build runs mmdebstrap in root mode (run as root)"],
@@ -143,26 +144,7 @@ function boot(vm: Vm): void {
   const args = glueBootArgs({ guestIp: "10.0.2.15", gatewayIp: "10.0.2.2", netmask: "255.255.255.0", hostname: vm.name });
   vm.proc = Bun.spawn(
     [
-      "qemu-system-x86_64",
-      "-M",
-      "microvm",
-      "-accel",
-      "tcg",
-      "-cpu",
-      "max",
-      "-smp",
-      "1",
-      "-m",
-      "1024",
-      "-nodefaults",
-      "-no-user-config",
-      "-display",
-      "none",
-      "-no-reboot",
-      "-kernel",
-      kernel,
-      "-append",
-      `console=ttyS0 reboot=k panic=1 root=/dev/vda ro ${args}${tsc}`,
+      ...rawMicrovmArgv(kernel, `console=ttyS0 reboot=k panic=1 root=/dev/vda ro ${args}${tsc}`),
       "-serial",
       `file:${vm.console}`,
       ...drive("vda", image.rootfs, true),
@@ -267,14 +249,7 @@ async function checkVm(vm: Vm): Promise<void> {
   ]);
   const sshd = (await ssh(vm, "sshd -T")).stdout;
   expect(sshd).toMatch(/^permitrootlogin (prohibit-password|without-password)$/m);
-  for (const line of [
-    "pubkeyauthentication yes",
-    "passwordauthentication no",
-    "kbdinteractiveauthentication no",
-    "authorizedkeysfile /root/.ssh/authorized_keys",
-    "strictmodes yes",
-    "loglevel INFO",
-  ]) {
+  for (const line of SSHD_HARDENED) {
     expect(sshd.split("\n")).toContain(line);
   }
   const mounts = (await ssh(vm, "cat /proc/mounts")).stdout;
