@@ -49,6 +49,18 @@ test("a static import of the daemon from the CLI is caught, naming the chain's e
   expect(problems.some((p) => p.includes("loads ssh2"))).toBe(true);
 });
 
+test("the lean vm list/show path loading the method schemas is caught", () => {
+  const problems = checkImports(
+    tree({
+      ...clean,
+      "src/cli/read-cmds.ts": 'import { METHODS } from "../rpc/contract.ts";\nexport const m = METHODS;\n',
+      "src/rpc/contract.ts": 'import * as v from "valibot";\nexport const METHODS = { list: v.object({}) };\n',
+    }),
+  );
+  expect(problems).toContain("src/cli/read-cmds.ts loads src/rpc/contract.ts at start-up: import it with a dynamic import() where the command needs it");
+  expect(problems.some((p) => p.includes("src/cli/read-cmds.ts loads valibot"))).toBe(true);
+});
+
 test("production code importing a fake is caught", () => {
   const problems = checkImports(
     tree({

@@ -7,6 +7,8 @@ import { BUILD_ID, VERSION } from "./version.ts";
 
 /** Loaded on first use, so parsing argv and `--help` cost nothing more. */
 const client = lazy(() => import("./modes/client.ts"));
+/** `vm list` and `vm show`: one call to the daemon, without the command table's modules. */
+const reads = lazy(() => import("./cli/read-cmds.ts"));
 
 const json = "--json" as const;
 
@@ -222,11 +224,11 @@ function vmInspectCommands(cli: CAC) {
     .command("vm list", "List VMs")
     .alias("vm ls")
     .option(json, "JSON output")
-    .action((o) => client.vmList(o));
+    .action((o) => reads.vmList(o));
   cli
     .command("vm show <ref>", "Show a VM")
     .option(json, "JSON output")
-    .action((r, o) => client.vmShow(String(r), o));
+    .action((r, o) => reads.vmShow(String(r), o));
   cli
     .command("vm logs <ref>", "Serial console and VMM log")
     .option("-f, --follow", "Follow")
@@ -302,6 +304,19 @@ function isVersionCall(argv: string[]): boolean {
   return argv.length === 2 && argv[0] === "version" && argv[1] === "--json";
 }
 
+/**
+ * `vm list`, `vm ls` or `vm show REF`, alone or with a trailing --json: the commands scripts and
+ * prompts poll, answered like the version before the command table is built.
+ */
+function readCall(argv: string[]): (() => Promise<void>) | null {
+  const json = argv.at(-1) === "--json";
+  const a = json ? argv.slice(0, -1) : argv;
+  if (a[0] !== "vm") return null;
+  if (a.length === 2 && (a[1] === "list" || a[1] === "ls")) return () => reads.vmList({ json });
+  if (a.length === 3 && a[1] === "show" && !a[2]!.startsWith("-")) return () => reads.vmShow(a[2]!, { json });
+  return null;
+}
+
 function printVersion(o: { json?: boolean }) {
   // console.log, not process.stdout: building that stream would triple the cost of `banger version`.
   console.log(o.json ? JSON.stringify({ version: VERSION, buildId: BUILD_ID }, null, 2) : `banger ${VERSION} (build ${BUILD_ID})`);
@@ -360,6 +375,8 @@ async function main(argv: string[]): Promise<number> {
   if (argv[0] === "__import-worker") return (await import("./images/import-worker.ts")).runImportWorker();
   // Answered before the command table is built: the version is what scripts ask most often.
   if (isVersionCall(argv)) return (printVersion({ json: argv.includes("--json") }), 0);
+  const read = readCall(argv);
+  if (read) return (await read(), 0);
   const cli = buildCli();
   const names = new Set(cli.commands.flatMap((c) => [c.name, ...c.aliasNames]));
   const args = joinCommandWords(argv, names);

@@ -251,8 +251,6 @@ function natFlag(): boolean | undefined {
 export const vmFork = (ref: string, o: Opts) => vm.fork(out, rpc, ref, { name: str(o.name), count: num(o.count), json: Boolean(o.json) });
 export const vmSnapshot = (verb: string, ref: string, name: string | undefined, o: Opts) =>
   vm.snapshot(out, rpc, verb, ref, name, { memory: Boolean(o.memory), json: Boolean(o.json) });
-export const vmList = (o: Opts) => vm.list(out, rpc, Boolean(o.json));
-export const vmShow = (ref: string, o: Opts) => vm.show(out, rpc, ref, Boolean(o.json));
 export const vmLogs = (ref: string, o: Opts) => vm.logs(out, rpc, ref, Number(o.lines ?? 200), Boolean(o.follow), tailFile);
 export const vmStats = (ref: string | undefined, o: Opts) => vm.stats(out, rpc, ref, Boolean(o.json));
 export const vmHealth = (ref: string, o: Opts) => vm.health(out, rpc, ref, Boolean(o.json));

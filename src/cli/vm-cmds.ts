@@ -75,16 +75,6 @@ export async function fan(out: Out, rpc: Rpc, method: FanMethod, params: { refs:
   }
 }
 
-export async function list(out: Out, rpc: Rpc, json: boolean) {
-  const vms = await rpc("vm.list");
-  json ? printJson(out, vms) : renderVmList(out, vms);
-}
-
-export async function show(out: Out, rpc: Rpc, ref: string, json: boolean) {
-  const vm = await rpc("vm.show", { ref });
-  json ? printJson(out, vm) : renderVm(out, vm);
-}
-
 export async function stats(out: Out, rpc: Rpc, ref: string | undefined, json: boolean) {
   const s = await rpc("vm.stats", ref ? { ref } : {});
   json ? printJson(out, s) : renderStats(out, s);

@@ -5,6 +5,7 @@ import { FileLock } from "../host/flock.ts";
 import { resolvePaths, type Paths } from "../host/paths.ts";
 import { handle, type Handlers } from "../rpc/handle.ts";
 import { MAX_BODY_BYTES } from "../rpc/contract.ts";
+import { BUILD_HEADER } from "../rpc/wire.ts";
 import { openStore } from "../store/db.ts";
 import { BUILD_ID, VERSION } from "../version.ts";
 import type { DaemonStatus } from "../rpc/results.ts";
@@ -62,7 +63,11 @@ function serveRpc(paths: Paths, handlers: Handlers, state: DaemonState) {
     // No idle cut-off for long event streams (vm create, logs -f). Bun's types offer
     // idleTimeout only beside a port, hence the untyped spread.
     ...({ idleTimeout: 0 } as object),
-    fetch: (req) => (state.stopping ? new Response("stopping", { status: 503 }) : handle(req, deps)),
+    fetch: async (req) => {
+      const res = state.stopping ? new Response("stopping", { status: 503 }) : await handle(req, deps);
+      res.headers.set(BUILD_HEADER, BUILD_ID); // lets a client's one-call fast path know whom it reached
+      return res;
+    },
     error: (err) => {
       log(`serve error: ${err.stack ?? err}`);
       return new Response(JSON.stringify({ ok: false, error: new BangerError("internal", "daemon error").toJSON() }), { status: 500 });

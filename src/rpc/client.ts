@@ -1,15 +1,21 @@
 import { BangerError, isErrorCode } from "../errors.ts";
 import { assertTrustedSocket } from "./socket-trust.ts";
-import { BUILD_HEADER, type Envelope, type Method, type Params, type ProgressEvent } from "./contract.ts";
+import type { Envelope, Method, Params, ProgressEvent } from "./contract.ts";
+import { BUILD_HEADER } from "./wire.ts";
 
 export interface CallOptions {
   onEvent?: (event: ProgressEvent) => void;
   signal?: AbortSignal;
   buildId?: string;
+  /** Refuse the answer (OtherBuild) unless the daemon that gave it is of this build. */
+  requireBuild?: string;
 }
 
 /** Thrown when nothing answers on the socket, so callers can start a daemon. */
 export class DaemonUnreachable extends Error {}
+
+/** Thrown when the daemon that answered is of another build than the caller required. */
+export class OtherBuild extends DaemonUnreachable {}
 
 /** Refuses a socket another user could have planted, before any byte goes to it. */
 function checkSocket(socket: string) {
@@ -41,6 +47,11 @@ export async function call<T = unknown>(
   } catch (err) {
     if (opts.signal?.aborted) throw new BangerError("cancelled", `${method} was cancelled`);
     throw new DaemonUnreachable(`daemon not reachable at ${socket}: ${(err as Error).message}`);
+  }
+  const build = res.headers.get(BUILD_HEADER);
+  if (opts.requireBuild && build !== opts.requireBuild) {
+    await res.body?.cancel();
+    throw new OtherBuild(`the daemon at ${socket} is of build ${build ?? "unknown"}, not ${opts.requireBuild}`);
   }
   const type = res.headers.get("content-type") ?? "";
   if (type.includes("ndjson")) return readStream<T>(res, method, opts);

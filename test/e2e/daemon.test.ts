@@ -68,6 +68,19 @@ describe("daemon lifecycle (compiled binary)", () => {
     expect(r.stderr).toContain("replacing the idle daemon");
   });
 
+  testNeeds("vm list's one-call path does not take an answer from a daemon of another build: it replaces the idle one", built, async () => {
+    const h = home();
+    const old = JSON.parse((await h.run(["daemon", "status", "--json"], { env: { BANGER_BUILD_ID_OVERRIDE: "otherbuild00" } })).stdout);
+    const r = await h.run(["vm", "list"]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("replacing the idle daemon from build otherbuild00");
+    expect(alive(old.pid)).toBe(false);
+    const show = await h.run(["vm", "show", "nope"]); // now one call to the daemon of this build
+    expect(show.code).toBe(1);
+    expect(show.stderr).toContain('no VM "nope"');
+    expect(show.stderr).not.toContain("replacing");
+  });
+
   testNeeds("10 CLIs racing a daemon of another build all succeed, leaving one daemon of this build", built, async () => {
     const h = home();
     await h.run(["daemon", "status"], { env: { BANGER_BUILD_ID_OVERRIDE: "otherbuild00" } });
