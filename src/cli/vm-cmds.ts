@@ -15,7 +15,7 @@ import { checkSshInfo, systemSshArgv, type SshInfo } from "./ssh-info.ts";
 import { shq } from "../workspace/shell.ts";
 import { printJson, progressRenderer, table, type Out } from "./render.ts";
 import { formatSize } from "../units.ts";
-import { renderFanout, renderStats, renderVm, renderVmList } from "./vm-render.ts";
+import { renderFanout, renderStats } from "./vm-render.ts";
 
 export type { SshInfo } from "./ssh-info.ts";
 
