@@ -18,6 +18,7 @@ export function buildCli() {
   baseCommands(cli);
   hostKernelCommands(cli);
   imageCacheCommands(cli);
+  vmCreateCommands(cli);
   vmLifecycleCommands(cli);
   vmInspectCommands(cli);
   vmAccessCommands(cli);
@@ -136,20 +137,23 @@ function imageCacheCommands(cli: CAC) {
     .action((o) => client.cachePrune(o));
 }
 
-/** Commands: create, run, start … delete, set. */
-function vmLifecycleCommands(cli: CAC) {
-  const createOpts = (c: ReturnType<typeof cli.command>) =>
-    c
-      .option("--name <name>", "VM name (DNS-safe; becomes <name>.vm)")
-      .option("--image <image>", "Image")
-      .option("--kernel <kernel>", "Kernel")
-      .option("--cpus <n>", "vCPUs")
-      .option("--memory <mib>", "Memory in MiB")
-      .option("--disk <size>", "Work disk size, e.g. 8G (a warm start grows its golden's smaller disk online)")
-      .option("--net <policy>", "Network policy: none (default), nat, or allow:<domains,*.domains,CIDR[:port]>")
-      .option("--nat", "Same as --net nat")
-      .option("--group <name>", "Guests reach each other only within one group")
-      .option("--cold", "Boot even when a warm-start golden for these settings is kept");
+/** The options `vm create` and `vm run` share: what the new VM is. */
+function createOpts(c: ReturnType<CAC["command"]>) {
+  return c
+    .option("--name <name>", "VM name (DNS-safe; becomes <name>.vm)")
+    .option("--image <image>", "Image")
+    .option("--kernel <kernel>", "Kernel")
+    .option("--cpus <n>", "vCPUs")
+    .option("--memory <mib>", "Memory in MiB")
+    .option("--disk <size>", "Work disk size, e.g. 8G (a warm start grows its golden's smaller disk online)")
+    .option("--net <policy>", "Network policy: none (default), nat, or allow:<domains,*.domains,CIDR[:port]>")
+    .option("--nat", "Same as --net nat")
+    .option("--group <name>", "Guests reach each other only within one group")
+    .option("--cold", "Boot even when a warm-start golden for these settings is kept");
+}
+
+/** Commands: create, run. */
+function vmCreateCommands(cli: CAC) {
   createOpts(cli.command("vm create", "Create and start a VM"))
     .option(json, "JSON events")
     .action((o) => client.vmCreate(o));
@@ -166,6 +170,10 @@ function vmLifecycleCommands(cli: CAC) {
     .option("--keep", "Run on the guest's tree as it is, without bringing the host's changes")
     .option("--no-workspace", "Copy nothing; run in /root")
     .action((cmd, o) => client.vmRun([...cmd, ...(o["--"] ?? [])], o));
+}
+
+/** Commands: start … delete, set. */
+function vmLifecycleCommands(cli: CAC) {
   cli
     .command("vm start <...refs>", "Start VMs (a suspended VM resumes from its saved state)")
     .option("--cold", "Boot a suspended VM instead of restoring it (its saved memory is discarded)")

@@ -142,80 +142,107 @@ function concat(parts: Uint8Array[], total: number): Uint8Array {
  * cannot grow memory without bound. Payloads are copies: callers may reuse their buffers.
  */
 export function frameSplitter(onLine: (line: string) => void, onFrame: (frame: Frame) => void, maxLine = 4 * 1024 * 1024) {
-  let mode: "idle" | "line" | "skip" | "header" | "payload" = "idle";
-  let line: Uint8Array[] = [];
-  let lineLen = 0;
-  const header = new Uint8Array(HEADER);
-  let headerLen = 0;
-  let parts: Uint8Array[] = [];
-  let need = 0;
-  let current = { type: 0, stream: 0, len: 0 };
+  const splitter = new FrameSplitter(onLine, onFrame, maxLine);
+  return (chunk: Uint8Array | string) => splitter.feed(chunk);
+}
 
-  const endLine = () => {
-    const text = dec.decode(concat(line, lineLen)).replace(/\r$/, "");
-    line = [];
-    lineLen = 0;
-    if (text.trim()) onLine(text);
-  };
-  const startPayload = () => {
-    const view = new DataView(header.buffer);
-    current = { type: header[1]!, stream: view.getUint32(2), len: view.getUint32(6) };
-    if (!KNOWN.has(current.type) || current.len > MAX_FRAME) return void (mode = "skip");
-    need = current.len;
-    parts = [];
-    mode = "payload";
-    if (need === 0) finishFrame();
-  };
-  const finishFrame = () => {
-    const payload = concat(parts, current.len);
-    parts = [];
-    mode = "idle";
-    onFrame({ type: current.type as FrameType, stream: current.stream, payload });
-  };
+/** The state machine behind `frameSplitter`: each `take…` consumes bytes from `at` and returns where it stopped. */
+class FrameSplitter {
+  private mode: "idle" | "line" | "skip" | "header" | "payload" = "idle";
+  private line: Uint8Array[] = [];
+  private lineLen = 0;
+  private readonly header = new Uint8Array(HEADER);
+  private headerLen = 0;
+  private parts: Uint8Array[] = [];
+  private need = 0;
+  private current = { type: 0, stream: 0, len: 0 };
 
-  return (chunk: Uint8Array | string) => {
+  constructor(
+    private readonly onLine: (line: string) => void,
+    private readonly onFrame: (frame: Frame) => void,
+    private readonly maxLine: number,
+  ) {}
+
+  feed(chunk: Uint8Array | string): void {
     const bytes = typeof chunk === "string" ? enc.encode(chunk) : chunk;
     let at = 0;
     while (at < bytes.length) {
-      if (mode === "idle") {
-        if (bytes[at] === FRAME_MAGIC) {
-          mode = "header";
-          headerLen = 0;
-        } else mode = "line";
-      }
-      if (mode === "header") {
-        const take = Math.min(HEADER - headerLen, bytes.length - at);
-        header.set(bytes.subarray(at, at + take), headerLen);
-        headerLen += take;
-        at += take;
-        if (headerLen === HEADER) startPayload();
-      } else if (mode === "payload") {
-        const take = Math.min(need, bytes.length - at);
-        parts.push(bytes.slice(at, at + take));
-        need -= take;
-        at += take;
-        if (need === 0) finishFrame();
-      } else {
-        const nl = bytes.indexOf(10, at);
-        const end = nl < 0 ? bytes.length : nl;
-        if (mode === "line") {
-          if (lineLen + end - at > maxLine) mode = "skip";
-          else {
-            line.push(bytes.slice(at, end));
-            lineLen += end - at;
-          }
-        }
-        at = end;
-        if (nl >= 0) {
-          at = nl + 1;
-          if (mode === "line") endLine();
-          line = [];
-          lineLen = 0;
-          mode = "idle";
-        }
+      if (this.mode === "idle") this.begin(bytes[at]!);
+      if (this.mode === "header") at = this.takeHeader(bytes, at);
+      else if (this.mode === "payload") at = this.takePayload(bytes, at);
+      else at = this.takeLine(bytes, at);
+    }
+  }
+
+  /** A NUL byte starts a frame, anything else a line. */
+  private begin(first: number): void {
+    if (first === FRAME_MAGIC) {
+      this.mode = "header";
+      this.headerLen = 0;
+    } else this.mode = "line";
+  }
+
+  private takeHeader(bytes: Uint8Array, at: number): number {
+    const take = Math.min(HEADER - this.headerLen, bytes.length - at);
+    this.header.set(bytes.subarray(at, at + take), this.headerLen);
+    this.headerLen += take;
+    if (this.headerLen === HEADER) this.startPayload();
+    return at + take;
+  }
+
+  private takePayload(bytes: Uint8Array, at: number): number {
+    const take = Math.min(this.need, bytes.length - at);
+    this.parts.push(bytes.slice(at, at + take));
+    this.need -= take;
+    if (this.need === 0) this.finishFrame();
+    return at + take;
+  }
+
+  /** Collects a line (or skips a too-long one or a bad frame) up to and including its newline. */
+  private takeLine(bytes: Uint8Array, at: number): number {
+    const nl = bytes.indexOf(10, at);
+    const end = nl < 0 ? bytes.length : nl;
+    if (this.mode === "line") {
+      if (this.lineLen + end - at > this.maxLine) this.mode = "skip";
+      else {
+        this.line.push(bytes.slice(at, end));
+        this.lineLen += end - at;
       }
     }
-  };
+    if (nl < 0) return end;
+    if (this.mode === "line") this.endLine();
+    this.line = [];
+    this.lineLen = 0;
+    this.mode = "idle";
+    return nl + 1;
+  }
+
+  private endLine(): void {
+    const text = dec.decode(concat(this.line, this.lineLen)).replace(/\r$/, "");
+    this.line = [];
+    this.lineLen = 0;
+    if (text.trim()) this.onLine(text);
+  }
+
+  private startPayload(): void {
+    const view = new DataView(this.header.buffer);
+    this.current = { type: this.header[1]!, stream: view.getUint32(2), len: view.getUint32(6) };
+    if (!KNOWN.has(this.current.type) || this.current.len > MAX_FRAME) {
+      this.mode = "skip";
+      return;
+    }
+    this.need = this.current.len;
+    this.parts = [];
+    this.mode = "payload";
+    if (this.need === 0) this.finishFrame();
+  }
+
+  private finishFrame(): void {
+    const payload = concat(this.parts, this.current.len);
+    this.parts = [];
+    this.mode = "idle";
+    this.onFrame({ type: this.current.type as FrameType, stream: this.current.stream, payload });
+  }
 }
 
 /**

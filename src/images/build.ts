@@ -174,9 +174,7 @@ export async function buildImage(o: BuildImageOptions, deps: BuildDeps): Promise
   try {
     stage("glue");
     const agentVersion = await agentVersionOf(o.agentBinary, deps.runner);
-    await writeGlue(join(work, "glue"), glueEntries({ binary: o.agentBinary, version: agentVersion }));
-    const glueTar = join(work, "glue.tar");
-    await deps.runner.run(["tar", "--owner=0", "--group=0", "--numeric-owner", "-C", join(work, "glue"), "-cf", glueTar, "etc", "usr"]);
+    const glueTar = await packGlue(work, o.agentBinary, agentVersion, deps.runner);
 
     stage("mmdebstrap");
     const packages = [...IMAGE_PACKAGES, ...KERNEL_PACKAGES, ...(o.extraPackages ?? [])];
@@ -187,32 +185,15 @@ export async function buildImage(o: BuildImageOptions, deps: BuildDeps): Promise
     const kernel = await writeImageKernel(rootDir, work);
 
     stage("rootfs");
-    const { bytes, inodes } = await treeUsage(rootDir, mode, deps.runner);
-    // The base is read-only at run time (writes land on the overlay): headroom is for metadata.
-    const sizeBytes = Math.ceil((bytes * 1.15 + 128 * 1024 * 1024) / (1024 * 1024)) * 1024 * 1024;
-    const rootfs = join(work, "rootfs.ext4");
-    await Bun.write(rootfs, "");
-    await deps.runner.run(["truncate", "-s", String(sizeBytes), rootfs]);
-    const mkfs = mkfsArgv(rootfs, "banger-root", rootDir, ["-N", String(Math.ceil(inodes * 1.5) + 4096)]);
-    await deps.runner.run(inTreeNamespace(mode, mkfs));
+    const { rootfs, sizeBytes } = await makeBaseRootfs(rootDir, work, mode, deps.runner);
 
     stage("work seed");
-    await makeWorkSeed(
-      { srcDir: join(rootDir, "root"), path: join(work, "work-seed.ext4") },
-      {
-        runner: { run: (argv, opts) => deps.runner.run(argv[0] === "mkfs.ext4" ? inTreeNamespace(mode, argv) : argv, opts) },
-      },
-    );
+    await makeImageWorkSeed(rootDir, work, mode, deps.runner);
     await deps.runner.run(inTreeNamespace(mode, ["rm", "-rf", rootDir]));
 
     stage("fingerprint");
     const fingerprint = await sha256File(rootfs);
-    await mkdir(o.outDir, { recursive: true });
-    await rename(rootfs, join(o.outDir, "rootfs.ext4"));
-    await rename(join(work, "work-seed.ext4"), join(o.outDir, "work-seed.ext4"));
-    const kernelOut = { ...kernel, vmlinux: join(o.outDir, "vmlinux"), initrd: join(o.outDir, "initrd.img") };
-    await rename(kernel.vmlinux, kernelOut.vmlinux);
-    await rename(kernel.initrd, kernelOut.initrd);
+    const kernelOut = await moveIntoPlace(o.outDir, work, kernel);
     return {
       rootfs: join(o.outDir, "rootfs.ext4"),
       workSeed: join(o.outDir, "work-seed.ext4"),
@@ -229,4 +210,46 @@ export async function buildImage(o: BuildImageOptions, deps: BuildDeps): Promise
     if (existsSync(rootDir)) await deps.runner.run(inTreeNamespace(mode, ["rm", "-rf", rootDir]), { allowFailure: true });
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** Writes the boot glue (agent, units, sshd drop-in) under `work/glue` and packs it as root-owned `work/glue.tar`. */
+async function packGlue(work: string, agentBinary: string, agentVersion: string, runner: Runner): Promise<string> {
+  await writeGlue(join(work, "glue"), glueEntries({ binary: agentBinary, version: agentVersion }));
+  const glueTar = join(work, "glue.tar");
+  await runner.run(["tar", "--owner=0", "--group=0", "--numeric-owner", "-C", join(work, "glue"), "-cf", glueTar, "etc", "usr"]);
+  return glueTar;
+}
+
+/** Makes `work/rootfs.ext4` from the tree, sized to it with headroom for metadata. */
+async function makeBaseRootfs(rootDir: string, work: string, mode: "root" | "unshare", runner: Runner): Promise<{ rootfs: string; sizeBytes: number }> {
+  const { bytes, inodes } = await treeUsage(rootDir, mode, runner);
+  // The base is read-only at run time (writes land on the overlay): headroom is for metadata.
+  const sizeBytes = Math.ceil((bytes * 1.15 + 128 * 1024 * 1024) / (1024 * 1024)) * 1024 * 1024;
+  const rootfs = join(work, "rootfs.ext4");
+  await Bun.write(rootfs, "");
+  await runner.run(["truncate", "-s", String(sizeBytes), rootfs]);
+  const mkfs = mkfsArgv(rootfs, "banger-root", rootDir, ["-N", String(Math.ceil(inodes * 1.5) + 4096)]);
+  await runner.run(inTreeNamespace(mode, mkfs));
+  return { rootfs, sizeBytes };
+}
+
+/** Makes `work/work-seed.ext4` from the tree's /root, its mkfs in the tree's namespace. */
+async function makeImageWorkSeed(rootDir: string, work: string, mode: "root" | "unshare", runner: Runner): Promise<void> {
+  await makeWorkSeed(
+    { srcDir: join(rootDir, "root"), path: join(work, "work-seed.ext4") },
+    {
+      runner: { run: (argv, opts) => runner.run(argv[0] === "mkfs.ext4" ? inTreeNamespace(mode, argv) : argv, opts) },
+    },
+  );
+}
+
+/** Moves the finished disks and kernel from `work` into `outDir`; returns the kernel at its new paths. */
+async function moveIntoPlace(outDir: string, work: string, kernel: ImageKernel): Promise<ImageKernel> {
+  await mkdir(outDir, { recursive: true });
+  await rename(join(work, "rootfs.ext4"), join(outDir, "rootfs.ext4"));
+  await rename(join(work, "work-seed.ext4"), join(outDir, "work-seed.ext4"));
+  const kernelOut = { ...kernel, vmlinux: join(outDir, "vmlinux"), initrd: join(outDir, "initrd.img") };
+  await rename(kernel.vmlinux, kernelOut.vmlinux);
+  await rename(kernel.initrd, kernelOut.initrd);
+  return kernelOut;
 }

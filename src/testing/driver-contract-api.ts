@@ -48,8 +48,17 @@ const BEFORE = "The requested operation is not supported before starting the mic
 const AFTER = "The requested operation is not supported after starting the microVM.";
 const DESERIALIZE = "An error occurred when deserializing the json body of a request: ";
 
+type ApiOptions = ContractOptions & { bin: string[] };
+
 /** Registers the raw API rule tests (inside driverContract's describe). */
-export function apiRulesContract(opts: ContractOptions & { bin: string[] }): void {
+export function apiRulesContract(opts: ApiOptions): void {
+  socketTakenTest(opts);
+  preBootRulesTest(opts);
+  postBootRulesTest(opts);
+  specBodiesSuite(opts);
+}
+
+function socketTakenTest(opts: ApiOptions): void {
   test("refuses an existing API socket path with Firecracker's message", async () => {
     const dir = mkdtempSync(join(tmpdir(), "banger-fcapi-"));
     const sock = join(dir, "fc.sock");
@@ -61,7 +70,9 @@ export function apiRulesContract(opts: ContractOptions & { bin: string[] }): voi
     expect(code).not.toBe(0);
     expect(out + err).toContain(`Failed to open the API socket at: ${sock}. Check that it is not already used.`);
   });
+}
 
+function preBootRulesTest(opts: ApiOptions): void {
   test("pre-boot rules: defaults, refusals and Firecracker's messages", async () => {
     const vmm = await spawnRaw(opts.bin);
     try {
@@ -93,7 +104,9 @@ export function apiRulesContract(opts: ContractOptions & { bin: string[] }): voi
       await vmm.stop();
     }
   });
+}
 
+function postBootRulesTest(opts: ApiOptions): void {
   test("post-boot rules: pre-boot calls refused, InstanceStart once, pause and resume, FlushMetrics", async () => {
     const vmm = await spawnRaw(opts.bin);
     try {
@@ -132,7 +145,9 @@ export function apiRulesContract(opts: ContractOptions & { bin: string[] }): voi
       await vmm.stop();
     }
   });
+}
 
+function specBodiesSuite(opts: ApiOptions): void {
   describe("request bodies drawn from the API spec are refused with serde's words", () => {
     let vmm: RawVmm;
     beforeAll(async () => void (vmm = await spawnRaw(opts.bin)));

@@ -68,6 +68,24 @@ async function expectRestoredConfig(restored: VmmHandle, plan: BootPlan): Promis
 
 /** Firecracker only: a snapshot loaded in another VM directory, and the snapshot request rules. */
 export function firecrackerSnapshotContract(rig: ContractRig, bin: string[]): void {
+  snapshotElsewhereTest(rig);
+  snapshotRulesTest(bin);
+}
+
+/** The plan of a copy of `plan`'s VM living in `copyDir`. */
+function planInDir(plan: BootPlan, copyDir: string): BootPlan {
+  return {
+    ...plan,
+    vmId: `${plan.vmId}c`,
+    dir: copyDir,
+    drives: [{ id: "rootfs", path: join(copyDir, "disk"), readOnly: false }],
+    consoleLog: join(copyDir, "console.log"),
+    vmmLog: join(copyDir, "vmm.log"),
+    memoryFile: join(copyDir, "memory"),
+  };
+}
+
+function snapshotElsewhereTest(rig: ContractRig): void {
   rig.test(
     "a snapshot loads against another VM directory: its relative drive paths open that directory's copies, a missing copy is refused",
     async () => {
@@ -82,15 +100,7 @@ export function firecrackerSnapshotContract(rig: ContractRig, bin: string[]): vo
       await driver.snapshot(handle, frozen, plan.memoryFile);
       await driver.resume(handle);
       const copyDir = mkdtempSync(join(tmpdir(), "banger-fc-copy-"));
-      const copy: BootPlan = {
-        ...plan,
-        vmId: `${plan.vmId}c`,
-        dir: copyDir,
-        drives: [{ id: "rootfs", path: join(copyDir, "disk"), readOnly: false }],
-        consoleLog: join(copyDir, "console.log"),
-        vmmLog: join(copyDir, "vmm.log"),
-        memoryFile: join(copyDir, "memory"),
-      };
+      const copy = planInDir(plan, copyDir);
       const files = { state: join(copyDir, "vmstate"), memory: copy.memoryFile };
       copyFileSync(frozen.state, files.state);
       linkSync(frozen.memory, files.memory);
@@ -112,75 +122,41 @@ export function firecrackerSnapshotContract(rig: ContractRig, bin: string[]): vo
     },
     rig.opts.agent,
   );
+}
 
+/** One call to a raw VMM's API: the status and Firecracker's fault message, if any. */
+type SnapCall = (method: string, path: string, body?: unknown) => Promise<{ status: number; fault: string | undefined }>;
+
+/** Starts a VMM with nothing configured (recorded in `procs` for cleanup) and returns its API caller. */
+async function spawnSnapVmm(bin: string[], dir: string, procs: Array<ReturnType<typeof Bun.spawn>>, name: string): Promise<SnapCall> {
+  const sock = join(dir, `${name}.sock`);
+  const proc = Bun.spawn([...bin, "--api-sock", sock, "--id", name], { stdout: "ignore", stderr: "ignore" });
+  procs.push(proc);
+  for (const deadline = Date.now() + 3000; !existsSync(sock) && Date.now() < deadline; ) await Bun.sleep(10);
+  await Bun.sleep(50);
+  return async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`http://localhost${path}`, {
+      unix: sock,
+      method,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    } as RequestInit);
+    const text = await res.text();
+    return { status: res.status, fault: text ? (JSON.parse(text).fault_message as string | undefined) : undefined };
+  };
+}
+
+function snapshotRulesTest(bin: string[]): void {
   test("snapshot rules: create only when paused, load only on a fresh process, a missing memory file refused", async () => {
     const dir = mkdtempSync(join(tmpdir(), "banger-fcsnap-"));
     const procs: Array<ReturnType<typeof Bun.spawn>> = [];
     try {
-      const spawn = async (name: string) => {
-        const sock = join(dir, `${name}.sock`);
-        const proc = Bun.spawn([...bin, "--api-sock", sock, "--id", name], { stdout: "ignore", stderr: "ignore" });
-        procs.push(proc);
-        for (const deadline = Date.now() + 3000; !existsSync(sock) && Date.now() < deadline; ) await Bun.sleep(10);
-        await Bun.sleep(50);
-        return async (method: string, path: string, body?: unknown) => {
-          const res = await fetch(`http://localhost${path}`, {
-            unix: sock,
-            method,
-            body: body === undefined ? undefined : JSON.stringify(body),
-          } as RequestInit);
-          const text = await res.text();
-          return { status: res.status, fault: text ? (JSON.parse(text).fault_message as string | undefined) : undefined };
-        };
-      };
+      const spawn = (name: string) => spawnSnapVmm(bin, dir, procs, name);
       const kernel = join(dir, "vmlinux");
       const disk = join(dir, "disk");
       writeFileSync(kernel, Buffer.alloc(4096));
       writeFileSync(disk, Buffer.alloc(1 << 20));
-      const a = await spawn("snap-a");
-      const snap = { snapshot_path: join(dir, "state"), mem_file_path: join(dir, "mem") };
-      expect((await a("PUT", "/snapshot/create", snap)).fault).toBe("The requested operation is not supported before starting the microVM.");
-      await a("PUT", "/boot-source", { kernel_image_path: kernel });
-      await a("PUT", "/drives/rootfs", { drive_id: "rootfs", path_on_host: disk, is_root_device: true, is_read_only: false });
-      await a("PUT", "/vsock", { guest_cid: 3, uds_path: join(dir, "a.vsock") });
-      expect((await a("PUT", "/actions", { action_type: "InstanceStart" })).status).toBe(204);
-      const running = await a("PUT", "/snapshot/create", snap);
-      expect(running.status).toBe(400);
-      expect(running.fault).toContain("save/restore unavailable while running");
-      expect((await a("PATCH", "/vm", { state: "Paused" })).status).toBe(204);
-      expect((await a("PUT", "/snapshot/create", { ...snap, snapshot_type: "Diff" })).fault).toContain(
-        "Diff snapshots are not allowed on uVMs with dirty page tracking disabled",
-      );
-      expect((await a("PUT", "/snapshot/create", snap)).status).toBe(204);
-      expect(
-        (await a("PUT", "/snapshot/load", { snapshot_path: snap.snapshot_path, mem_backend: { backend_type: "File", backend_path: snap.mem_file_path } }))
-          .fault,
-      ).toBe("The requested operation is not supported after starting the microVM.");
-
-      const b = await spawn("snap-b");
-      await b("PUT", "/boot-source", { kernel_image_path: kernel });
-      expect(
-        (await b("PUT", "/snapshot/load", { snapshot_path: snap.snapshot_path, mem_backend: { backend_type: "File", backend_path: snap.mem_file_path } }))
-          .fault,
-      ).toContain("Loading a microVM snapshot not allowed after configuring boot-specific resources");
-
-      const c = await spawn("snap-c");
-      const missing = await c("PUT", "/snapshot/load", {
-        snapshot_path: snap.snapshot_path,
-        mem_backend: { backend_type: "File", backend_path: join(dir, "no-such-mem") },
-      });
-      expect(missing.status).toBe(400);
-      expect(missing.fault).toContain("No such file or directory");
-      const bad = await c("PUT", "/snapshot/load", { snapshot_path: snap.snapshot_path, vsock_override: {} });
-      expect(bad.status).toBe(400);
-      const loaded = await c("PUT", "/snapshot/load", {
-        snapshot_path: snap.snapshot_path,
-        mem_backend: { backend_type: "File", backend_path: snap.mem_file_path },
-        vsock_override: { uds_path: join(dir, "c.vsock") },
-        resume_vm: true,
-      });
-      expect(loaded.status).toBe(204);
-      expect(existsSync(join(dir, "c.vsock"))).toBe(true);
+      const snap = await expectCreateRules(await spawn("snap-a"), dir, kernel, disk);
+      await expectLoadRules(spawn, dir, kernel, snap);
     } finally {
       for (const p of procs) {
         p.kill("SIGKILL");
@@ -189,4 +165,58 @@ export function firecrackerSnapshotContract(rig: ContractRig, bin: string[]): vo
       rmSync(dir, { recursive: true, force: true });
     }
   });
+}
+
+/** Snapshot create: refused before start and while running, Diff refused, Full taken once paused; load refused after. */
+async function expectCreateRules(a: SnapCall, dir: string, kernel: string, disk: string): Promise<{ snapshot_path: string; mem_file_path: string }> {
+  const snap = { snapshot_path: join(dir, "state"), mem_file_path: join(dir, "mem") };
+  expect((await a("PUT", "/snapshot/create", snap)).fault).toBe("The requested operation is not supported before starting the microVM.");
+  await a("PUT", "/boot-source", { kernel_image_path: kernel });
+  await a("PUT", "/drives/rootfs", { drive_id: "rootfs", path_on_host: disk, is_root_device: true, is_read_only: false });
+  await a("PUT", "/vsock", { guest_cid: 3, uds_path: join(dir, "a.vsock") });
+  expect((await a("PUT", "/actions", { action_type: "InstanceStart" })).status).toBe(204);
+  const running = await a("PUT", "/snapshot/create", snap);
+  expect(running.status).toBe(400);
+  expect(running.fault).toContain("save/restore unavailable while running");
+  expect((await a("PATCH", "/vm", { state: "Paused" })).status).toBe(204);
+  expect((await a("PUT", "/snapshot/create", { ...snap, snapshot_type: "Diff" })).fault).toContain(
+    "Diff snapshots are not allowed on uVMs with dirty page tracking disabled",
+  );
+  expect((await a("PUT", "/snapshot/create", snap)).status).toBe(204);
+  expect(
+    (await a("PUT", "/snapshot/load", { snapshot_path: snap.snapshot_path, mem_backend: { backend_type: "File", backend_path: snap.mem_file_path } })).fault,
+  ).toBe("The requested operation is not supported after starting the microVM.");
+  return snap;
+}
+
+/** Snapshot load: refused after boot resources, a missing memory file and a bad override refused, a good load served. */
+async function expectLoadRules(
+  spawn: (name: string) => Promise<SnapCall>,
+  dir: string,
+  kernel: string,
+  snap: { snapshot_path: string; mem_file_path: string },
+): Promise<void> {
+  const b = await spawn("snap-b");
+  await b("PUT", "/boot-source", { kernel_image_path: kernel });
+  expect(
+    (await b("PUT", "/snapshot/load", { snapshot_path: snap.snapshot_path, mem_backend: { backend_type: "File", backend_path: snap.mem_file_path } })).fault,
+  ).toContain("Loading a microVM snapshot not allowed after configuring boot-specific resources");
+
+  const c = await spawn("snap-c");
+  const missing = await c("PUT", "/snapshot/load", {
+    snapshot_path: snap.snapshot_path,
+    mem_backend: { backend_type: "File", backend_path: join(dir, "no-such-mem") },
+  });
+  expect(missing.status).toBe(400);
+  expect(missing.fault).toContain("No such file or directory");
+  const bad = await c("PUT", "/snapshot/load", { snapshot_path: snap.snapshot_path, vsock_override: {} });
+  expect(bad.status).toBe(400);
+  const loaded = await c("PUT", "/snapshot/load", {
+    snapshot_path: snap.snapshot_path,
+    mem_backend: { backend_type: "File", backend_path: snap.mem_file_path },
+    vsock_override: { uds_path: join(dir, "c.vsock") },
+    resume_vm: true,
+  });
+  expect(loaded.status).toBe(204);
+  expect(existsSync(join(dir, "c.vsock"))).toBe(true);
 }

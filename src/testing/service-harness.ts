@@ -270,10 +270,7 @@ export async function serviceHarness(opts: { taps?: number; tapNames?: string[];
   const network = new RecordingNetwork(opts.tapNames ?? Array.from({ length: opts.taps ?? 4 }, (_, i) => `tap-h${i}`));
   const records = new Map<string, string>();
   const faults: Harness["faults"] = {};
-  const keyPath = join(paths.sshDir, "id_ed25519");
-  mkdirSync(paths.sshDir, { recursive: true });
-  await hostRunner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", keyPath]);
-  const publicKey = (await Bun.file(`${keyPath}.pub`).text()).trim();
+  const sshKey = await makeSshKey(paths);
   const logs: string[] = [];
   const deps: VmServiceDeps = {
     paths,
@@ -287,7 +284,7 @@ export async function serviceHarness(opts: { taps?: number; tapNames?: string[];
     dns: { set: (n, ip) => records.set(n, ip), delete: (n) => records.delete(n), clear: () => records.clear() },
     log: (m) => logs.push(m),
     agent: { version: "harness", binaryPath: null },
-    sshKey: async () => ({ path: keyPath, publicKey }),
+    sshKey: async () => sshKey,
     readiness: { agentTimeoutMs: 5_000, sshTimeoutMs: 1_000, skipSsh: true, stopGraceMs: 100 },
     failAt: () => faults.failAt,
     pauseAt: () => faults.pauseAt,
@@ -315,6 +312,15 @@ export async function serviceHarness(opts: { taps?: number; tapNames?: string[];
       rmSync(root, { recursive: true, force: true });
     },
   };
+}
+
+/** A real SSH key pair in the harness's SSH directory, as the daemon makes on first use. */
+async function makeSshKey(paths: Paths): Promise<{ path: string; publicKey: string }> {
+  const keyPath = join(paths.sshDir, "id_ed25519");
+  mkdirSync(paths.sshDir, { recursive: true });
+  await hostRunner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", keyPath]);
+  const publicKey = (await Bun.file(`${keyPath}.pub`).text()).trim();
+  return { path: keyPath, publicKey };
 }
 
 /** A kernel file and an image of small real ext4 files, registered in the store. */

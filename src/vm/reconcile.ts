@@ -14,79 +14,92 @@ import { dropUnfinishedGoldens } from "./warm.ts";
 import { sweepPartialSnapshots } from "./snapshots.ts";
 import type { VmPaths } from "../host/paths.ts";
 
+/** The names of the VMs reconcile kept running, stopped, and removed (creates that never finished). */
+export interface ReconcileReport {
+  kept: string[];
+  stopped: string[];
+  removed: string[];
+}
+
 /**
  * Brings the daemon's view in line with the host after a (re)start: live VMMs are kept
  * (rediscovered by socket and command line), dead ones are torn down and marked stopped,
  * creates that never finished are undone. DNS and NAT follow what is alive.
  */
-export async function reconcile(svc: VmService): Promise<{ kept: string[]; stopped: string[]; removed: string[] }> {
-  const { deps, rt } = svc;
-  const report = { kept: [] as string[], stopped: [] as string[], removed: [] as string[] };
+export async function reconcile(svc: VmService): Promise<ReconcileReport> {
+  const { deps } = svc;
+  const report: ReconcileReport = { kept: [], stopped: [], removed: [] };
   deps.dns.clear();
-  await Promise.all(
-    deps.vms.list().map((vm) =>
-      svc.withVm(vm.id, async (row) => {
-        const dir = dirOf(deps, row.id);
-        if (row.state === "creating") {
-          // A crash between spawning the VMM and recording it leaves it findable only by its command line.
-          const orphan = await deps
-            .drivers(row.vmm)
-            .rediscover(row.id, dir.dir)
-            .catch(() => null);
-          if (orphan) rt.handles.set(row.id, orphan);
-          await stopVmm(deps, rt, row, dir, 0);
-          rmSync(dir.dir, { recursive: true, force: true });
-          deps.vms.delete(row.id);
-          report.removed.push(row.name);
-          return;
-        }
-        const found = await deps
-          .drivers(row.vmm)
-          .rediscover(row.id, dir.dir)
-          .catch(() => null);
-        const known = knownHandle(rt, row, dir);
-        const handle = found ?? (known && isSameProcess(known.pid, known.pidStartTime) ? known : null);
-        const saved = await reconcileSaved(deps, rt, row, handle);
-        if (saved) return void report[saved].push(row.name);
-        if (handle && row.state !== "stopped") {
-          const vmmState = await deps
-            .drivers(row.vmm)
-            .state(handle)
-            .catch(() => "running" as const);
-          if (vmmState === "not-started") {
-            // A restore the crash interrupted: the saved state is still there to try again.
-            await deps
-              .drivers(row.vmm)
-              .kill(handle)
-              .catch(() => {});
-            await releaseRunning(deps, rt, row, dir, handle);
-            const back = readSavedMeta(dir) ? "suspended" : "stopped";
-            deps.vms.update(row.id, { state: back, teardown: {} });
-            return void report.stopped.push(row.name);
-          }
-          rt.handles.set(row.id, handle);
-          deps.dns.set(row.name, row.ip);
-          const paused = vmmState === "paused" && !(await thawFrozen(svc, row, handle));
-          deps.vms.update(row.id, {
-            state: paused ? "paused" : "running",
-            teardown: { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket },
-          });
-          await applyNet(deps, deps.vms.get(row.id)!).catch((err) => deps.log(`network rules of ${row.name}: ${(err as Error).message}`));
-          report.kept.push(row.name);
-          return;
-        }
-        if (handle) await stopVmm(deps, rt, row, dir, 0);
-        else if (row.state !== "stopped" || Object.keys(row.teardown).length) {
-          await stopVmm(deps, rt, row, dir, 0);
-          report.stopped.push(row.name);
-        }
-      }),
-    ),
-  );
+  await Promise.all(deps.vms.list().map((vm) => svc.withVm(vm.id, (row) => reconcileRow(svc, row, report))));
   removeLeftovers(svc);
   svc.syncKnownHosts();
   deps.log(`reconciled: kept ${report.kept.join(",") || "-"}; stopped ${report.stopped.join(",") || "-"}; removed ${report.removed.join(",") || "-"}`);
   return report;
+}
+
+/** One VM, under its lock: finds its VMM (by socket and command line, else the recorded handle) and settles the row. */
+async function reconcileRow(svc: VmService, row: VmRow, report: ReconcileReport): Promise<void> {
+  const { deps, rt } = svc;
+  const dir = dirOf(deps, row.id);
+  if (row.state === "creating") return undoUnfinishedCreate(svc, row, dir, report);
+  const found = await deps
+    .drivers(row.vmm)
+    .rediscover(row.id, dir.dir)
+    .catch(() => null);
+  const known = knownHandle(rt, row, dir);
+  const handle = found ?? (known && isSameProcess(known.pid, known.pidStartTime) ? known : null);
+  const saved = await reconcileSaved(deps, rt, row, handle);
+  if (saved) return void report[saved].push(row.name);
+  if (handle && row.state !== "stopped") return settleLive(svc, row, dir, handle, report);
+  if (handle) await stopVmm(deps, rt, row, dir, 0);
+  else if (row.state !== "stopped" || Object.keys(row.teardown).length) {
+    await stopVmm(deps, rt, row, dir, 0);
+    report.stopped.push(row.name);
+  }
+}
+
+/** A create the crash cut short: its VMM (if any), directory and row go. */
+async function undoUnfinishedCreate(svc: VmService, row: VmRow, dir: VmPaths, report: ReconcileReport): Promise<void> {
+  const { deps, rt } = svc;
+  // A crash between spawning the VMM and recording it leaves it findable only by its command line.
+  const orphan = await deps
+    .drivers(row.vmm)
+    .rediscover(row.id, dir.dir)
+    .catch(() => null);
+  if (orphan) rt.handles.set(row.id, orphan);
+  await stopVmm(deps, rt, row, dir, 0);
+  rmSync(dir.dir, { recursive: true, force: true });
+  deps.vms.delete(row.id);
+  report.removed.push(row.name);
+}
+
+/** A live VMM under a VM that should run: kept (thawed unless the user paused it), or, if a restore was cut short, stopped. */
+async function settleLive(svc: VmService, row: VmRow, dir: VmPaths, handle: VmmHandle, report: ReconcileReport): Promise<void> {
+  const { deps, rt } = svc;
+  const vmmState = await deps
+    .drivers(row.vmm)
+    .state(handle)
+    .catch(() => "running" as const);
+  if (vmmState === "not-started") {
+    // A restore the crash interrupted: the saved state is still there to try again.
+    await deps
+      .drivers(row.vmm)
+      .kill(handle)
+      .catch(() => {});
+    await releaseRunning(deps, rt, row, dir, handle);
+    const back = readSavedMeta(dir) ? "suspended" : "stopped";
+    deps.vms.update(row.id, { state: back, teardown: {} });
+    return void report.stopped.push(row.name);
+  }
+  rt.handles.set(row.id, handle);
+  deps.dns.set(row.name, row.ip);
+  const paused = vmmState === "paused" && !(await thawFrozen(svc, row, handle));
+  deps.vms.update(row.id, {
+    state: paused ? "paused" : "running",
+    teardown: { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket },
+  });
+  await applyNet(deps, deps.vms.get(row.id)!).catch((err) => deps.log(`network rules of ${row.name}: ${(err as Error).message}`));
+  report.kept.push(row.name);
 }
 
 /**

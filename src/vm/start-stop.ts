@@ -86,6 +86,27 @@ export function bootPlan(deps: VmServiceDeps, ctx: StartCtx): BootPlan {
   };
 }
 
+/** The boot step: the config drive (keys, provisioning, a newer agent if the image's is older), then the VMM. */
+async function boot(deps: VmServiceDeps, rt: Runtime, ctx: StartCtx): Promise<void> {
+  const key = await deps.sshKey();
+  const pushAgent =
+    deps.agent.binaryPath && ctx.image.agent_version !== deps.agent.version ? { version: deps.agent.version, binaryPath: deps.agent.binaryPath } : undefined;
+  const spec = await provisionSpec({
+    name: ctx.vm.name,
+    config: deps.config,
+    home: deps.paths.home,
+    runner: deps.runner,
+    publicKey: key.publicKey,
+    hostKeyPath: ctx.dir.hostKey,
+    nameservers: deps.network.nameservers(),
+    agent: pushAgent,
+    warn: (m) => ctx.warnings.push(m),
+  });
+  await onFullDisk("config drive", ctx.dir.configDrive, deps.paths.vmsDir, () => buildConfigDrive(ctx.dir.configDrive, spec, { runner: deps.runner }));
+  rmSync(ctx.dir.consoleLog, { force: true });
+  recordHandle(deps, rt, ctx, await deps.drivers(ctx.vm.vmm).start(bootPlan(deps, ctx)));
+}
+
 /** The steps that take a VM with disks from stopped to ready; shared by create and start. */
 export function startSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
   return [
@@ -99,27 +120,7 @@ export function startSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
     },
     {
       name: "boot",
-      run: async (ctx) => {
-        const key = await deps.sshKey();
-        const pushAgent =
-          deps.agent.binaryPath && ctx.image.agent_version !== deps.agent.version
-            ? { version: deps.agent.version, binaryPath: deps.agent.binaryPath }
-            : undefined;
-        const spec = await provisionSpec({
-          name: ctx.vm.name,
-          config: deps.config,
-          home: deps.paths.home,
-          runner: deps.runner,
-          publicKey: key.publicKey,
-          hostKeyPath: ctx.dir.hostKey,
-          nameservers: deps.network.nameservers(),
-          agent: pushAgent,
-          warn: (m) => ctx.warnings.push(m),
-        });
-        await onFullDisk("config drive", ctx.dir.configDrive, deps.paths.vmsDir, () => buildConfigDrive(ctx.dir.configDrive, spec, { runner: deps.runner }));
-        rmSync(ctx.dir.consoleLog, { force: true });
-        recordHandle(deps, rt, ctx, await deps.drivers(ctx.vm.vmm).start(bootPlan(deps, ctx)));
-      },
+      run: (ctx) => boot(deps, rt, ctx),
       undo: async (ctx) => void (await stopVmm(deps, rt, ctx.vm, ctx.dir, 0)),
     },
     {

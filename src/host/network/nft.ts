@@ -26,12 +26,14 @@ export interface BaseChain {
  * address only, IPv4 and ARP only) or is dropped; port to port only between group peers.
  */
 export function nftBaseChains(cfg: BaseCfg): BaseChain[] {
+  return [...inetFilterChains(cfg), ...inetNatChains(cfg), ...bridgeChains(cfg)];
+}
+
+/** `inet` input and forward: what guests may reach on the host, each other and beyond. */
+function inetFilterChains(cfg: BaseCfg): BaseChain[] {
   const br = JSON.stringify(cfg.bridge);
-  const pool = JSON.stringify(`${tapPrefix(cfg)}*`);
-  const subnet = parseSubnet(cfg.subnet);
-  const gw = subnet.gateway;
+  const gw = parseSubnet(cfg.subnet).gateway;
   const dnsPorts = cfg.guestDnsPort && cfg.guestDnsPort !== 53 ? `{ 53, ${cfg.guestDnsPort} }` : "53";
-  const dns = (proto: string): [string, string] => [`iifname ${br} ip daddr ${gw} ${proto} dport 53 redirect to :${cfg.guestDnsPort}`, `banger:dns-${proto}`];
   return [
     {
       family: "inet",
@@ -62,6 +64,16 @@ export function nftBaseChains(cfg: BaseCfg): BaseChain[] {
         [`iifname ${br} drop`, "banger:isolate"],
       ],
     },
+  ];
+}
+
+/** `inet` postrouting and prerouting: masquerade out of the subnet, guest DNS to the daemon's port. */
+function inetNatChains(cfg: BaseCfg): BaseChain[] {
+  const br = JSON.stringify(cfg.bridge);
+  const subnet = parseSubnet(cfg.subnet);
+  const gw = subnet.gateway;
+  const dns = (proto: string): [string, string] => [`iifname ${br} ip daddr ${gw} ${proto} dport 53 redirect to :${cfg.guestDnsPort}`, `banger:dns-${proto}`];
+  return [
     {
       family: "inet",
       name: "postrouting",
@@ -77,6 +89,13 @@ export function nftBaseChains(cfg: BaseCfg): BaseChain[] {
       // Guests ask the gateway's port 53; an unprivileged daemon answers on a high port.
       rules: cfg.guestDnsPort ? [dns("udp"), dns("tcp")] : [],
     },
+  ];
+}
+
+/** `bridge` prerouting and forward: each port's own chain, port to port only between group peers. */
+function bridgeChains(cfg: BaseCfg): BaseChain[] {
+  const pool = JSON.stringify(`${tapPrefix(cfg)}*`);
+  return [
     {
       family: "bridge",
       name: "guest_in",

@@ -83,7 +83,18 @@ export function buildQemuArgv(plan: BootPlan, opts: QemuArgvOptions): string[] {
     ...(plan.initrdPath ? ["-initrd", plan.initrdPath] : []),
     "-append",
     append,
+    ...deviceArgs(plan, opts.vhostVsock),
   ];
+  // append=on keeps earlier boots' console output across stop/start.
+  argv.push("-chardev", `file,id=con,path=${qemuEscape(plan.consoleLog)},append=on`, "-serial", "chardev:con");
+  argv.push("-qmp", qmpArg(plan.dir), "-pidfile", files.pidfile);
+  if (opts.incoming) argv.push("-incoming", "defer");
+  return argv;
+}
+
+/** The drives (in plan order), the NIC and the agent's channel: vhost-vsock, or a virtio-serial port on a socket. */
+function deviceArgs(plan: BootPlan, vhostVsock: boolean): string[] {
+  const argv: string[] = [];
   for (const d of plan.drives) {
     const ro = d.readOnly ? "on" : "off";
     argv.push("-drive", `id=disk-${d.id},file=${qemuEscape(d.path)},format=raw,if=none,readonly=${ro}`);
@@ -93,17 +104,13 @@ export function buildQemuArgv(plan: BootPlan, opts: QemuArgvOptions): string[] {
     argv.push("-netdev", `tap,id=n0,ifname=${plan.nic.tap},script=no,downscript=no`);
     argv.push("-device", `virtio-net-device,netdev=n0,mac=${plan.nic.mac}`);
   }
-  if (opts.vhostVsock) {
+  if (vhostVsock) {
     argv.push("-device", `vhost-vsock-device,guest-cid=${plan.cid}`);
   } else {
     argv.push("-device", "virtio-serial-device");
-    argv.push("-chardev", `socket,id=ag,path=${qemuEscape(files.agent)},server=on,wait=off`);
+    argv.push("-chardev", `socket,id=ag,path=${qemuEscape(qemuFiles(plan.dir).agent)},server=on,wait=off`);
     argv.push("-device", `virtserialport,chardev=ag,name=${AGENT_PORT_NAME}`);
   }
-  // append=on keeps earlier boots' console output across stop/start.
-  argv.push("-chardev", `file,id=con,path=${qemuEscape(plan.consoleLog)},append=on`, "-serial", "chardev:con");
-  argv.push("-qmp", qmpArg(plan.dir), "-pidfile", files.pidfile);
-  if (opts.incoming) argv.push("-incoming", "defer");
   return argv;
 }
 
