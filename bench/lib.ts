@@ -24,6 +24,18 @@ export function machineInfo(): Machine {
   return { nproc: navigator.hardwareConcurrency, cpu: model, memGiB: Math.round(totalmem() / 2 ** 30), kernel, accel };
 }
 
+/** CPU time (ms) the whole machine has spent busy so far, from /proc/stat (user, nice, system, irq, softirq). */
+export function machineCpuMs(): number {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]!) * (1000 / 100);
+}
+
+/** CPU time (ms) one process has used so far (utime + stime, all its threads). */
+export function processCpuMs(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(f[11]) + Number(f[12])) * (1000 / 100);
+}
+
 /** One line describing the machine. */
 export function machineLine(m: Machine): string {
   return `machine: ${m.nproc} CPUs (${m.cpu}), ${m.memGiB} GiB, Linux ${m.kernel}, accel ${m.accel}`;

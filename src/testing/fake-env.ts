@@ -29,7 +29,7 @@ export async function fakeFirecrackerHome(
   mkdirSync(join(home.env.XDG_CONFIG_HOME!, "banger"), { recursive: true });
   writeFileSync(
     home.paths.configFile,
-    `vmm = "firecracker"\nfirecracker_bin = "${wrapper}"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 8}\ndns_listen = "127.0.0.1:0"\nstop_grace = "2s"\nstats_poll_interval = "500ms"\n${warmOff(opts.config)}${opts.config ?? ""}`,
+    `vmm = "firecracker"\nfirecracker_bin = "${wrapper}"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 8}\ndns_listen = "127.0.0.1:0"\nstop_grace = "2s"\n${pollFast(opts.config)}${warmOff(opts.config)}${opts.config ?? ""}`,
   );
   home.teardownNet = async () => {
     await home.run(["host", "teardown"]);
@@ -44,6 +44,11 @@ export async function fakeFirecrackerHome(
     throw err;
   }
   return home;
+}
+
+/** Tests poll VM stats every 500 ms (to see a dead VMM soon) unless their config sets the interval. */
+function pollFast(config = ""): string {
+  return /^stats_poll_interval\s*=/m.test(config) ? "" : 'stats_poll_interval = "500ms"\n';
 }
 
 /** Registers a kernel and an image made of small real ext4 files (the fake VMM only opens them). */
