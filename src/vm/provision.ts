@@ -20,13 +20,18 @@ export function fileSyncEntries(config: Config, home: string, warn: (msg: string
   return files;
 }
 
-/** The host's global git identity, as a .gitconfig for the guest (empty when unset). */
+/** The host's global git identity, as a .gitconfig for the guest (undefined when unset): one git run for both keys. */
 export async function gitIdentity(runner: Runner, home: string): Promise<string | undefined> {
-  const get = async (key: string) => {
-    const r = await runner.run(["git", "config", "--global", "--get", key], { allowFailure: true, env: { HOME: home } }).catch(() => null);
-    return r && r.code === 0 ? r.stdout.trim() : "";
-  };
-  const [name, email] = await Promise.all([get("user.name"), get("user.email")]);
+  const argv = ["git", "config", "--global", "-z", "--get-regexp", "^user\\.(name|email)$"];
+  const r = await runner.run(argv, { allowFailure: true, env: { HOME: home } }).catch(() => null);
+  const found = new Map<string, string>();
+  // -z: each entry is "key\nvalue\0"; a key set twice keeps its last value, as `git config --get` does.
+  for (const entry of r?.code === 0 ? r.stdout.split("\0") : []) {
+    const nl = entry.indexOf("\n");
+    if (nl > 0) found.set(entry.slice(0, nl), entry.slice(nl + 1).trim());
+  }
+  const name = found.get("user.name") ?? "";
+  const email = found.get("user.email") ?? "";
   if (!name && !email) return undefined;
   return `[user]\n${name ? `\tname = ${name}\n` : ""}${email ? `\temail = ${email}\n` : ""}`;
 }
