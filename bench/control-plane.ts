@@ -4,7 +4,8 @@
  * daemon's RSS idle and loaded.
  */
 import { benchFakeHome, createVm, daemonRssMiB, deleteVms, setImageAgent, shippedAgentVersion, type FakeHome } from "./fake-home.ts";
-import { helloWorldMs } from "./cli.ts";
+import { bangerBin } from "../src/testing/cli.ts";
+import { againstHello } from "./cli.ts";
 import { type BenchCtx, fmtMs, heading, machineCpuMs, percentile, processCpuMs, timed } from "./lib.ts";
 
 /** Sizes of the control-plane runs. */
@@ -63,20 +64,13 @@ async function sequentialCreates(ctx: BenchCtx, home: FakeHome, n: number): Prom
 }
 
 async function listRuns(ctx: BenchCtx, home: FakeHome, runs: number, vms: number): Promise<void> {
-  const walls: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const { ms, value } = await timed(() => home.run(["vm", "list"]));
-    if (value.code !== 0) throw new Error(`vm list failed: ${value.stderr}`);
-    walls.push(ms);
-  }
-  const hello = await helloWorldMs();
-  const p50 = percentile(walls, 50);
+  const { ms, hello } = await againstHello([bangerBin, "vm", "list"], runs, home.env);
   ctx.summary.add({
     bench: BENCH,
     metric: `vm list with ${vms} VMs, warm daemon, p50 (n=${runs})`,
-    value: fmtMs(p50),
+    value: fmtMs(ms),
     baseline: `${fmtMs(hello)} compiled Bun hello-world`,
-    ratio: p50 / hello,
+    ratio: ms / hello,
   });
 }
 
