@@ -30,9 +30,11 @@ export function machineCpuMs(): number {
   return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]!) * (1000 / 100);
 }
 
-/** CPU time (ms) one process has used so far (utime + stime, all its threads). */
-export function processCpuMs(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+/** CPU time (ms) one process has used so far (utime + stime), all its threads or only thread `tid` (its main thread: tid = pid). */
+export function processCpuMs(pid: number, tid?: number): number {
+  const f = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, "utf8")
+    .split(") ")[1]!
+    .split(" ");
   return (Number(f[11]) + Number(f[12])) * (1000 / 100);
 }
 
