@@ -53,7 +53,8 @@ export async function benchDisks(ctx: BenchCtx): Promise<void> {
       ratio: huge.p50 / small.p50,
     });
     console.log(
-      `   host blocks used: 1 GiB -> ${small.allocatedMiB.toFixed(1)} MiB, 64 GiB -> ${large.allocatedMiB.toFixed(1)} MiB, 1 TiB -> ${huge.allocatedMiB.toFixed(1)} MiB`,
+      `   host blocks used: 1 GiB -> ${small.allocatedMiB.toFixed(1)} MiB, ` +
+        `64 GiB -> ${large.allocatedMiB.toFixed(1)} MiB, 1 TiB -> ${huge.allocatedMiB.toFixed(1)} MiB`,
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -38,7 +38,8 @@ export async function benchKernel(ctx: BenchCtx, runs: number): Promise<void> {
         }
       }
       console.log(
-        `   run ${i + 1}: test kernel ${fmtMs(times.fixture[i]!)}, ${release} + banger initrd ${fmtMs(times.distro[i]!)}, + initramfs-tools initrd ${fmtMs(times.generic[i]!)}`,
+        `   run ${i + 1}: test kernel ${fmtMs(times.fixture[i]!)}, ${release} + banger initrd ${fmtMs(times.distro[i]!)}, ` +
+          `+ initramfs-tools initrd ${fmtMs(times.generic[i]!)}`,
       );
     }
     const p50 = (xs: number[]) => percentile(xs, 50);

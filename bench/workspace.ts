@@ -84,7 +84,8 @@ async function realSuite(repo: string): Promise<void> {
       "--",
       "sh",
       "-c",
-      "cd /root/repo && head -c 1048576 /dev/urandom > guest.bin && git add -A && git -c user.name=Bench -c user.email=bench@example.com commit -qm guest && echo x > dirty.txt",
+      "cd /root/repo && head -c 1048576 /dev/urandom > guest.bin && git add -A && " +
+        "git -c user.name=Bench -c user.email=bench@example.com commit -qm guest && echo x > dirty.txt",
     );
     await timed("real guest: export (1 commit + uncommitted)", async () => void (await cli("vm", "workspace", "export", "bench", "--to", repo)));
   } finally {

@@ -78,7 +78,9 @@ const RULES: Array<{ from: RegExp; to: RegExp; why: string; staticOnly?: boolean
   {
     from: /^src\/(host\/|config\.ts$)/,
     to: /^src\/(vm\/(?!net-policy\.ts)|(store|images|workspace|agent|rpc\/(?!socket-trust\.ts))\/?)/,
-    why: "host/ and config.ts sit below the domain: they take what they need (the store, a VMM fact) as a dependency; vm/net-policy.ts is a pure leaf they may use",
+    why:
+      "host/ and config.ts sit below the domain: they take what they need (the store, a VMM fact) as a dependency; " +
+      "vm/net-policy.ts is a pure leaf they may use",
   },
   { from: /^src\/store\//, to: /^src\/rpc\//, why: "store/ is a leaf: it does not know the wire" },
   { from: /^src\/rpc\//, to: /^src\/store\//, why: "rpc/ is a leaf: it does not know the database" },

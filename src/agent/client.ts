@@ -132,7 +132,9 @@ export class AgentClient {
     this.protocol = version;
     if (version >= EXEC_PROTOCOL) return;
     throw new BangerError("failed_precondition", "the guest agent is too old for exec; rebuild/upgrade the image", {
-      hint: "Restart the VM (banger vm restart <vm>) so banger installs its current agent, or rebuild the image (banger image build). `banger vm ssh` works meanwhile.",
+      hint:
+        "Restart the VM (banger vm restart <vm>) so banger installs its current agent, " +
+        "or rebuild the image (banger image build). `banger vm ssh` works meanwhile.",
     });
   }
 

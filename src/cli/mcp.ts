@@ -201,7 +201,10 @@ function execTool(server: McpServer, execIn: ExecIn) {
           maxBytes: a.max_output_bytes,
         });
         const { raw: _raw, ...result } = r;
-        const text = `exit ${r.exit_code}${r.timed_out ? " (timed out, killed)" : ""}\n--- stdout${r.stdout_truncated ? " (truncated)" : ""}\n${r.stdout}\n--- stderr${r.stderr_truncated ? " (truncated)" : ""}\n${r.stderr}`;
+        const text =
+          `exit ${r.exit_code}${r.timed_out ? " (timed out, killed)" : ""}\n` +
+          `--- stdout${r.stdout_truncated ? " (truncated)" : ""}\n${r.stdout}\n` +
+          `--- stderr${r.stderr_truncated ? " (truncated)" : ""}\n${r.stderr}`;
         return ok(result, text);
       }),
   );

@@ -38,7 +38,8 @@ export async function prepare(out: Out, rpc: Rpc, ref: string, o: { from?: strin
     const r = await prepareWorkspace({ shell, from: resolve(o.from ?? "."), fullCopy: o.fullCopy, replace: o.replace });
     const say = (line: string) => (o.toStderr ? out.err(line) : out.out(line));
     say(
-      `${r.source} → ${info.name}:${r.guestDir} (${(r.bytes / 1024 / 1024).toFixed(1)} MiB${r.fullCopy ? ", full copy" : ""}) in ${(r.ms / 1000).toFixed(1)}s`,
+      `${r.source} → ${info.name}:${r.guestDir} ` +
+        `(${(r.bytes / 1024 / 1024).toFixed(1)} MiB${r.fullCopy ? ", full copy" : ""}) in ${(r.ms / 1000).toFixed(1)}s`,
     );
     return r;
   } finally {
@@ -120,14 +121,17 @@ export async function run(out: Out, rpc: Rpc, cmd: string[], o: Record<string, u
   if (!skip) await syncCmd(out, rpc, vm.name, { from, replace: Boolean(o.replace), keep: Boolean(o.keep), fullCopy: Boolean(o.fullCopy), toStderr: true });
   if (!cmd.length) {
     out.out(
-      `\nnext:\n  banger vm ssh ${vm.name}                   # a shell (the repo is at ${DEFAULT_GUEST_DIR})\n  banger vm workspace export ${vm.name}      # bring the work back as branch banger/${vm.name}\n  banger vm delete --force ${vm.name}        # remove the VM and everything it owns`,
+      `\nnext:\n  banger vm ssh ${vm.name}                   # a shell (the repo is at ${DEFAULT_GUEST_DIR})\n` +
+        `  banger vm workspace export ${vm.name}      # bring the work back as branch banger/${vm.name}\n` +
+        `  banger vm delete --force ${vm.name}        # remove the VM and everything it owns`,
     );
     return 0;
   }
   const cwdOpt = typeof o.cwd === "string" ? o.cwd : undefined;
   const dir = guestCwd(skip ? "/root" : DEFAULT_GUEST_DIR, top, realpathSync(process.cwd()), cwdOpt);
   const fallback = skip ? "/root" : DEFAULT_GUEST_DIR;
-  const cd = `cd ${shq(dir)} 2>/dev/null || { echo "banger: ${dir.replaceAll('"', "")} does not exist in the guest; running in ${fallback}" >&2; cd ${fallback}; }`;
+  const missing = `banger: ${dir.replaceAll('"', "")} does not exist in the guest; running in ${fallback}`;
+  const cd = `cd ${shq(dir)} 2>/dev/null || { echo "${missing}" >&2; cd ${fallback}; }`;
   const script = `${cd}; ${cmd.map(shq).join(" ")}`;
   const execSocket = resolvePaths().execSocket;
   if (await agentUsable(execSocket, vm.name))

@@ -197,7 +197,8 @@ async function startGuestDns(o: {
     return await startDnsServer({ listen: `${gateway}:${GUEST_DNS_PORT}`, records: () => records, upstream, guests, configKey: "subnet", log });
   } catch (err) {
     log(
-      `guest DNS on ${gateway}:${GUEST_DNS_PORT} not started (${(err as Error).message}); guests resolve .vm names only after \`sudo banger host setup\` and a daemon restart`,
+      `guest DNS on ${gateway}:${GUEST_DNS_PORT} not started (${(err as Error).message}); ` +
+        "guests resolve .vm names only after `sudo banger host setup` and a daemon restart",
     );
     return null;
   }

@@ -26,6 +26,24 @@ export interface ImageRow {
   created_at: string;
 }
 
+const KERNEL_COLUMNS: (keyof KernelRow)[] = ["name", "version", "path", "sha256", "size_bytes", "source", "created_at", "initrd_path"];
+const IMAGE_COLUMNS: (keyof ImageRow)[] = [
+  "name",
+  "rootfs_path",
+  "work_seed_path",
+  "kernel",
+  "agent_version",
+  "fingerprint",
+  "size_bytes",
+  "source",
+  "created_at",
+];
+
+/** `INSERT OR REPLACE INTO <table> (a, b) VALUES ($a, $b)` for the given columns. */
+function replaceInto(table: string, columns: string[]): string {
+  return `INSERT OR REPLACE INTO ${table} (${columns.join(", ")}) VALUES (${columns.map((c) => `$${c}`).join(", ")})`;
+}
+
 /** The kernels and images tables. */
 export class ArtifactStore {
   constructor(private readonly db: Database) {}
@@ -37,11 +55,7 @@ export class ArtifactStore {
     return this.db.query<KernelRow, [string]>("SELECT * FROM kernels WHERE name = ?").get(name);
   }
   putKernel(k: KernelRow) {
-    this.db
-      .query(
-        "INSERT OR REPLACE INTO kernels (name, version, path, sha256, size_bytes, source, created_at, initrd_path) VALUES ($name, $version, $path, $sha256, $size_bytes, $source, $created_at, $initrd_path)",
-      )
-      .run({ initrd_path: null, ...k } as never);
+    this.db.query(replaceInto("kernels", KERNEL_COLUMNS)).run({ initrd_path: null, ...k } as never);
   }
   deleteKernel(name: string) {
     this.db.query("DELETE FROM kernels WHERE name = ?").run(name);
@@ -54,11 +68,7 @@ export class ArtifactStore {
     return this.db.query<ImageRow, [string]>("SELECT * FROM images WHERE name = ?").get(name);
   }
   putImage(i: ImageRow) {
-    this.db
-      .query(
-        "INSERT OR REPLACE INTO images (name, rootfs_path, work_seed_path, kernel, agent_version, fingerprint, size_bytes, source, created_at) VALUES ($name, $rootfs_path, $work_seed_path, $kernel, $agent_version, $fingerprint, $size_bytes, $source, $created_at)",
-      )
-      .run(i as never);
+    this.db.query(replaceInto("images", IMAGE_COLUMNS)).run(i as never);
   }
   deleteImage(name: string) {
     this.db.query("DELETE FROM images WHERE name = ?").run(name);

@@ -55,6 +55,32 @@ function safeJson(s: string): Teardown {
   }
 }
 
+/** The columns of the vms table, in the order an insert lists them. */
+const VM_COLUMNS: (keyof VmRow)[] = [
+  "id",
+  "name",
+  "image",
+  "kernel",
+  "vmm",
+  "cpus",
+  "memory_mib",
+  "disk_bytes",
+  "nat",
+  "net",
+  "net_group",
+  "state",
+  "desired_state",
+  "ip",
+  "mac",
+  "cid",
+  "tap",
+  "teardown",
+  "last_error",
+  "created_at",
+  "updated_at",
+  "started_at",
+];
+
 /** The vms table. */
 export class VmStore {
   constructor(private readonly db: Database) {}
@@ -71,8 +97,8 @@ export class VmStore {
   insert(vm: VmRow) {
     this.db
       .query(
-        `INSERT INTO vms (id, name, image, kernel, vmm, cpus, memory_mib, disk_bytes, nat, net, net_group, state, desired_state, ip, mac, cid, tap, teardown, last_error, created_at, updated_at, started_at)
-         VALUES ($id, $name, $image, $kernel, $vmm, $cpus, $memory_mib, $disk_bytes, $nat, $net, $net_group, $state, $desired_state, $ip, $mac, $cid, $tap, $teardown, $last_error, $created_at, $updated_at, $started_at)`,
+        `INSERT INTO vms (${VM_COLUMNS.join(", ")})
+         VALUES (${VM_COLUMNS.map((c) => `$${c}`).join(", ")})`,
       )
       .run({ ...vm, nat: vm.nat ? 1 : 0, teardown: JSON.stringify(vm.teardown) } as never);
   }

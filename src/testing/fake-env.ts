@@ -29,7 +29,8 @@ export async function fakeFirecrackerHome(
   mkdirSync(join(home.env.XDG_CONFIG_HOME!, "banger"), { recursive: true });
   writeFileSync(
     home.paths.configFile,
-    `vmm = "firecracker"\nfirecracker_bin = "${wrapper}"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 8}\ndns_listen = "127.0.0.1:0"\nstop_grace = "2s"\n${pollFast(opts.config)}${warmOff(opts.config)}${opts.config ?? ""}`,
+    `vmm = "firecracker"\nfirecracker_bin = "${wrapper}"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 8}\n` +
+      `dns_listen = "127.0.0.1:0"\nstop_grace = "2s"\n${pollFast(opts.config)}${warmOff(opts.config)}${opts.config ?? ""}`,
   );
   home.teardownNet = async () => {
     await home.run(["host", "teardown"]);

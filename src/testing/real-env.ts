@@ -75,7 +75,8 @@ export async function realHome(opts: { taps?: number; config?: string; env?: Rec
   const port = 20000 + Math.floor(Math.random() * 20000);
   writeFileSync(
     home.paths.configFile,
-    `vmm = "qemu"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 6}\ndns_listen = "127.0.0.1:${port}"\nstop_grace = "20s"\n${warmOff(opts.config)}${opts.config ?? ""}`,
+    `vmm = "qemu"\nbridge = "${bridge}"\nsubnet = "${subnet}"\ntap_pool = ${opts.taps ?? 6}\ndns_listen = "127.0.0.1:${port}"\n` +
+      `stop_grace = "20s"\n${warmOff(opts.config)}${opts.config ?? ""}`,
   );
   home.teardownNet = async () => void (await home.run(["host", "teardown"]));
   try {

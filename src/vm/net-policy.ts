@@ -14,7 +14,8 @@ export type NetPolicy = { mode: "none" } | { mode: "nat" } | { mode: "allow"; ru
 export type AllowRule = { kind: "domain"; name: string } | { kind: "wildcard"; suffix: string } | { kind: "cidr"; cidr: string; port?: number };
 
 export const NET_POLICY_HINT =
-  "Use --net none, --net nat, or --net allow:<rules> with comma-separated domains (api.example.com, *.example.org) and CIDR[:port] entries (203.0.113.0/24, 198.51.100.7:443)";
+  "Use --net none, --net nat, or --net allow:<rules> with comma-separated domains (api.example.com, *.example.org) " +
+  "and CIDR[:port] entries (203.0.113.0/24, 198.51.100.7:443)";
 
 const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 

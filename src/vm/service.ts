@@ -290,9 +290,8 @@ export class VmService {
     const running = vm.state === "running";
     if (p.cpus !== undefined || p.memory !== undefined) {
       this.deps.vms.update(vm.id, { cpus: p.cpus ?? vm.cpus, memory_mib: p.memory ?? vm.memory_mib });
-      notes.push(
-        `${[p.cpus !== undefined && `cpus ${p.cpus}`, p.memory !== undefined && `memory ${p.memory} MiB`].filter(Boolean).join(", ")}${running ? " (applied on next start)" : ""}`,
-      );
+      const changed = [p.cpus !== undefined && `cpus ${p.cpus}`, p.memory !== undefined && `memory ${p.memory} MiB`].filter(Boolean).join(", ");
+      notes.push(`${changed}${running ? " (applied on next start)" : ""}`);
     }
     if (p.disk !== undefined) {
       if (p.disk < vm.disk_bytes)

@@ -1,4 +1,7 @@
-/** The running VMM of a VM: the start steps (network, boot, wait agent, wait ssh, ready), stop, the handles that find a live VMM again, and the VM directory. */
+/**
+ * The running VMM of a VM: the start steps (network, boot, wait agent, wait ssh, ready), stop,
+ * the handles that find a live VMM again, and the VM directory.
+ */
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { waitForAgent } from "../agent/client.ts";
 import { buildConfigDrive } from "../images/config-drive.ts";

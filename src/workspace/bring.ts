@@ -146,7 +146,9 @@ export function ownWorkRefusal(guestDir: string, what: string[], vmName = "VM"):
     "failed_precondition",
     `${guestDir} in ${vmName} has work of its own (${what.join("; ") || "changes"}); bringing the host's changes in would overwrite it`,
     {
-      hint: `Choose one: \`banger vm workspace export ${vmName}\` first to keep it as a branch, then run again; --replace to discard the guest's work; --keep to run on the guest's tree as it is.`,
+      hint:
+        `Choose one: \`banger vm workspace export ${vmName}\` first to keep it as a branch, then run again; ` +
+        "--replace to discard the guest's work; --keep to run on the guest's tree as it is.",
     },
   );
 }
@@ -182,9 +184,12 @@ async function syncPlain(opts: SyncOptions, guestDir: string): Promise<Partial> 
 function plainRefusal(guestDir: string, changed: string[], vmName = "VM"): BangerError {
   return new BangerError(
     "failed_precondition",
-    `${guestDir} in ${vmName} has changes of its own (${changed.slice(0, 5).join(", ")}${changed.length > 5 ? ", …" : ""}); bringing the host's files in would overwrite them`,
+    `${guestDir} in ${vmName} has changes of its own (${changed.slice(0, 5).join(", ")}${changed.length > 5 ? ", …" : ""}); ` +
+      "bringing the host's files in would overwrite them",
     {
-      hint: "Choose one: copy what you need out of the guest first (banger vm ssh), then run again; --replace to discard the guest's changes; --keep to run on the guest's files as they are.",
+      hint:
+        "Choose one: copy what you need out of the guest first (banger vm ssh), then run again; " +
+        "--replace to discard the guest's changes; --keep to run on the guest's files as they are.",
     },
   );
 }

@@ -143,7 +143,8 @@ export function openTap(tap: string, sysClassNet: string, prefix: string): void 
   if (missing || !existsSync(`${sysClassNet}/${tap}/tun_flags`)) {
     const os = missing ? "No such device (os error 19)" : "Invalid argument (os error 22)";
     throw new FaultError(
-      `${prefix}Open tap device failed: Error while creating ifreq structure: ${os}. Invalid TUN/TAP Backend provided by ${tap}. Check our documentation on setting up the network devices.`,
+      `${prefix}Open tap device failed: Error while creating ifreq structure: ${os}. Invalid TUN/TAP Backend provided by ${tap}. ` +
+        "Check our documentation on setting up the network devices.",
     );
   }
 }

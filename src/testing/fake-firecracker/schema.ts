@@ -167,7 +167,8 @@ function checkInteger(def: SchemaNode, field: string, value: unknown, raw: strin
 function checkEnum(variants: string[], value: unknown, raw: string): string | null {
   if (typeof value !== "string") return invalidType(value, "variant identifier", raw);
   if (variants.includes(value)) return null;
-  return `unknown variant \`${value}\`, ${expected(variants, "variants")} at ${position(raw, raw.indexOf(JSON.stringify(value)) + JSON.stringify(value).length)}`;
+  const end = raw.indexOf(JSON.stringify(value)) + JSON.stringify(value).length;
+  return `unknown variant \`${value}\`, ${expected(variants, "variants")} at ${position(raw, end)}`;
 }
 
 /** serde's `OneOf` wording. */
