@@ -16,7 +16,7 @@ import { createHandler, lineServer } from "../agent/server.ts";
 import { unixConnector } from "../agent/client.ts";
 import { DEFAULTS, type Config } from "../config.ts";
 import { resolvePaths, type Paths } from "../host/paths.ts";
-import { hostRunner } from "../host/runner.ts";
+import { hostRunner, type Runner } from "../host/runner.ts";
 import { ArtifactStore } from "../store/artifacts.ts";
 import { openStore } from "../store/db.ts";
 import { VmStore } from "../store/vms.ts";
@@ -260,6 +260,7 @@ export const callCtx = () => ({ ...noCall, signal: new AbortController().signal 
  */
 export async function serviceHarness(opts: { taps?: number; tapNames?: string[]; vmm?: Driver } = {}): Promise<Harness> {
   const root = mkdtempSync(join(tmpdir(), "banger-svc-"));
+  const runner = countingRunner();
   const paths = resolvePaths({ HOME: root, XDG_RUNTIME_DIR: join(root, "run") });
   mkdirSync(paths.vmsDir, { recursive: true });
   const db = openStore(":memory:");
@@ -277,7 +278,7 @@ export async function serviceHarness(opts: { taps?: number; tapNames?: string[];
     config,
     vms: new VmStore(db),
     artifacts,
-    runner: hostRunner,
+    runner,
     drivers: () => opts.vmm ?? driver,
     defaultVmm: () => "firecracker",
     network,
@@ -308,8 +309,33 @@ export async function serviceHarness(opts: { taps?: number; tapNames?: string[];
         sweepDeadFakeAgents();
       }
       await driver.killAll();
+      // An operation the crash tests abandoned may still be copying a disk beside its held step.
+      await runner.idle();
       db.close();
       rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The host runner, counting its commands in flight, so close() can wait for those an abandoned operation started. */
+function countingRunner(): Runner & { idle(): Promise<void> } {
+  let inFlight = 0;
+  return {
+    async run(argv, opts) {
+      inFlight++;
+      try {
+        return await hostRunner.run(argv, opts);
+      } finally {
+        inFlight--;
+      }
+    },
+    /** Resolves once no command has run for three checks 10 ms apart (a lane's next step starts in between), or after 5 s. */
+    async idle() {
+      const deadline = Date.now() + 5000;
+      for (let quiet = 0; quiet < 3 && Date.now() < deadline; ) {
+        await Bun.sleep(10);
+        quiet = inFlight === 0 ? quiet + 1 : 0;
+      }
     },
   };
 }
