@@ -301,20 +301,31 @@ export async function serviceHarness(opts: { taps?: number; tapNames?: string[];
     records,
     faults,
     restart: () => new VmService(deps),
-    close: async () => {
-      if (opts.vmm) {
-        await svc.goldensSettled();
-        for (const vm of deps.vms.list()) await svc.delete(vm, true).catch(() => "");
-        // A fake VMM ended by SIGKILL leaves its agent socket and pretend guest behind.
-        sweepDeadFakeAgents();
-      }
-      await driver.killAll();
-      // An operation the crash tests abandoned may still be copying a disk beside its held step.
-      await runner.idle();
-      db.close();
-      rmSync(root, { recursive: true, force: true });
-    },
+    close: () => closeHarness({ svc, deps, driver, runner, db, root, realVmm: Boolean(opts.vmm) }),
   };
+}
+
+/** Ends a harness: a real VMM's VMs deleted, the recorded VMMs killed, the store closed, its directory removed. */
+async function closeHarness(h: {
+  svc: VmService;
+  deps: VmServiceDeps;
+  driver: RecordingDriver;
+  runner: { idle(): Promise<void> };
+  db: Database;
+  root: string;
+  realVmm: boolean;
+}): Promise<void> {
+  if (h.realVmm) {
+    await h.svc.goldensSettled();
+    for (const vm of h.deps.vms.list()) await h.svc.delete(vm, true).catch(() => "");
+    // A fake VMM ended by SIGKILL leaves its agent socket and pretend guest behind.
+    sweepDeadFakeAgents();
+  }
+  await h.driver.killAll();
+  // An operation the crash tests abandoned may still be copying a disk beside its held step.
+  await h.runner.idle();
+  h.db.close();
+  rmSync(h.root, { recursive: true, force: true });
 }
 
 /** The host runner, counting its commands in flight, so close() can wait for those an abandoned operation started. */
