@@ -61,7 +61,8 @@ function suite(kind: "nftables", letter: string) {
       "$1",
     );
   const bangerTraces = async () => {
-    const fw = (await sh(["nft", "list", "ruleset"])) + (await sh(["iptables-save"]));
+    // iptables only where installed: banger writes nftables, and a fresh Debian has no iptables.
+    const fw = (await sh(["nft", "list", "ruleset"])) + (hasBin("iptables-save") ? await sh(["iptables-save"]) : "");
     const links = await sh(["ip", "-o", "link", "show"]);
     return [...fw.split("\n"), ...links.split("\n")].filter((l) => l.includes(bridge) || l.includes(`banger_${bridge}`));
   };
