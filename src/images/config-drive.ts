@@ -17,7 +17,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { chmod, mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname, join, posix } from "node:path";
 import { BangerError } from "../errors.ts";
 import type { Runner } from "../host/runner.ts";
@@ -84,8 +84,14 @@ async function treeSize(path: string): Promise<{ bytes: number; inodes: number }
   return acc;
 }
 
+/**
+ * Writes one staged file. Text goes through node's async writeFile, which creates the file on a
+ * worker thread; Bun.write of a string creates it on the daemon's one JS thread, where a slow
+ * inode allocation (journal-less ext4 skips recently deleted inodes one by one) stalls every VM.
+ */
 async function put(path: string, data: string | Uint8Array | Blob, mode = 0o644): Promise<void> {
-  await Bun.write(path, data);
+  if (data instanceof Blob) await Bun.write(path, data);
+  else await writeFile(path, data, { mode });
   await chmod(path, mode);
 }
 
@@ -144,8 +150,7 @@ export async function buildConfigDrive(path: string, spec: ConfigDriveSpec, deps
     const skipped = await stageAll(stage, spec, deps.runner);
     const { bytes, inodes } = await treeSize(stage);
     const sizeBytes = Math.ceil((bytes * 1.2 + inodes * 4096 + 4 * 1024 * 1024) / (1024 * 1024)) * 1024 * 1024;
-    await Bun.write(tmp, "");
-    await chmod(tmp, 0o600);
+    await put(tmp, "", 0o600);
     const argv = ["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-N", String(inodes + 64), "-L", "banger-config", "-d", stage, tmp, `${sizeBytes / 1024}k`];
     await deps.runner.run(argv);
     await rename(tmp, path);

@@ -164,7 +164,7 @@ export function restoreSteps(deps: VmServiceDeps, rt: Runtime, opts: RestoreOpti
             run: async (ctx: StartCtx) => {
               // A fork copy or warm create stays "creating" until ready: a crash before then removes it.
               if (deps.vms.get(ctx.vm.id)?.state !== "creating") deps.vms.update(ctx.vm.id, { state: "starting" });
-              recordHandle(deps, rt, ctx, await deps.drivers(ctx.vm.vmm).restore(bootPlan(deps, ctx), savedFiles(ctx.dir), opts));
+              await recordHandle(deps, rt, ctx, await deps.drivers(ctx.vm.vmm).restore(bootPlan(deps, ctx), savedFiles(ctx.dir), opts));
             },
             undo: async (ctx: StartCtx) => {
               const row = deps.vms.get(ctx.vm.id) ?? ctx.vm;

@@ -2,7 +2,8 @@
  * The running VMM of a VM: the start steps (network, boot, wait agent, wait ssh, ready), stop,
  * the handles that find a live VMM again, and the VM directory.
  */
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { waitForAgent } from "../agent/client.ts";
 import { buildConfigDrive } from "../images/config-drive.ts";
 import { glueBootArgs } from "../images/glue/index.ts";
@@ -107,7 +108,7 @@ async function boot(deps: VmServiceDeps, rt: Runtime, ctx: StartCtx): Promise<vo
   });
   await onFullDisk("config drive", ctx.dir.configDrive, deps.paths.vmsDir, () => buildConfigDrive(ctx.dir.configDrive, spec, { runner: deps.runner }));
   rmSync(ctx.dir.consoleLog, { force: true });
-  recordHandle(deps, rt, ctx, await deps.drivers(ctx.vm.vmm).start(bootPlan(deps, ctx)));
+  await recordHandle(deps, rt, ctx, await deps.drivers(ctx.vm.vmm).start(bootPlan(deps, ctx)));
 }
 
 /** The steps that take a VM with disks from stopped to ready; shared by create and start. */
@@ -166,10 +167,10 @@ export function startSteps(deps: VmServiceDeps, rt: Runtime): Step<StartCtx>[] {
 }
 
 /** Remembers a freshly started VMM in memory, handles.json and the row (for teardown after a crash). */
-export function recordHandle(deps: VmServiceDeps, rt: Runtime, ctx: StartCtx, handle: VmmHandle) {
+export async function recordHandle(deps: VmServiceDeps, rt: Runtime, ctx: StartCtx, handle: VmmHandle) {
   ctx.handle = handle;
   rt.handles.set(ctx.vm.id, handle);
-  writeFileSync(ctx.dir.handles, JSON.stringify(handle, null, 2));
+  await writeFile(ctx.dir.handles, JSON.stringify(handle, null, 2));
   const row = deps.vms.get(ctx.vm.id)!;
   const teardown: Teardown = { ...row.teardown, pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket };
   // A create stays "creating" until ready, so a daemon crash before then is undone, never kept half-made.
@@ -232,6 +233,7 @@ export function dirOf(deps: VmServiceDeps, id: string): VmPaths {
 export async function makeHostKey(_deps: VmServiceDeps, dir: VmPaths, name: string) {
   if (existsSync(dir.hostKey)) return;
   const key = ed25519KeyPair(`${name}.vm`);
-  writeFileSync(dir.hostKey, key.privateKey, { mode: 0o600, flag: "wx" });
-  writeFileSync(`${dir.hostKey}.pub`, key.publicKey, { mode: 0o644 });
+  // Async, so the files are created off the daemon's JS thread (see put in config-drive.ts).
+  await writeFile(dir.hostKey, key.privateKey, { mode: 0o600, flag: "wx" });
+  await writeFile(`${dir.hostKey}.pub`, key.publicKey, { mode: 0o644 });
 }
