@@ -3,7 +3,7 @@
  * an in-memory store, real disk tools on a temp dir. Each test runs well under a second.
  */
 import { afterEach, beforeEach, expect, test } from "bun:test";
-import { readdirSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { callCtx, serviceHarness, type Harness } from "../testing/service-harness.ts";
 import { createSteps } from "./create.ts";
 import { isAlive } from "./drivers/process.ts";
@@ -95,6 +95,27 @@ test("parallel creates get distinct addresses, MACs, TAPs and CIDs; an exhausted
   const err = await create("p5").catch((e: Error) => e);
   expect((err as Error).message).toMatch(/TAP|tap/);
   expect(h.deps.vms.list()).toHaveLength(4);
+});
+
+test("known_hosts follows creates and deletes, each VM's line its own host key", async () => {
+  const [a, b] = await Promise.all(["k1", "k2"].map((n) => create(n)));
+  const pub = (id: string) =>
+    readFileSync(`${dirOf(h.deps, id).hostKey}.pub`, "utf8")
+      .trim()
+      .split(" ")
+      .slice(0, 2)
+      .join(" ");
+  const known = () => readFileSync(h.paths.knownHosts, "utf8");
+  const [ka, kb] = [pub(a!.id), pub(b!.id)];
+  expect(ka).not.toBe(kb);
+  expect(known()).toContain(`k1.vm,${a!.ip} ${ka}`);
+  expect(known()).toContain(`k2.vm,${b!.ip} ${kb}`);
+  await h.svc.delete(h.svc.find("k1"), true);
+  const c = await create("k3");
+  expect(known()).not.toContain("k1.vm");
+  expect(known()).not.toContain(ka);
+  expect(known()).toContain(`k2.vm,${b!.ip} ${kb}`);
+  expect(known()).toContain(`k3.vm,${c.ip} ${pub(c.id)}`);
 });
 
 test("a duplicate name is refused and the first VM is untouched", async () => {
