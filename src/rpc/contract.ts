@@ -145,8 +145,6 @@ export type Envelope<T = unknown> = { ok: true; result: T } | { ok: false; error
 /** Largest request body the daemon reads. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 
-export { BUILD_HEADER } from "./wire.ts";
-
 export function isMethod(x: unknown): x is Method {
   return typeof x === "string" && Object.hasOwn(METHODS, x);
 }

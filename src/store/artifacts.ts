@@ -1,4 +1,5 @@
 import type { Database } from "bun:sqlite";
+import { insertSql } from "./sql.ts";
 
 /** A registered guest kernel. */
 export interface KernelRow {
@@ -39,11 +40,6 @@ const IMAGE_COLUMNS: (keyof ImageRow)[] = [
   "created_at",
 ];
 
-/** `INSERT OR REPLACE INTO <table> (a, b) VALUES ($a, $b)` for the given columns. */
-function replaceInto(table: string, columns: string[]): string {
-  return `INSERT OR REPLACE INTO ${table} (${columns.join(", ")}) VALUES (${columns.map((c) => `$${c}`).join(", ")})`;
-}
-
 /** The kernels and images tables. */
 export class ArtifactStore {
   constructor(private readonly db: Database) {}
@@ -55,7 +51,7 @@ export class ArtifactStore {
     return this.db.query<KernelRow, [string]>("SELECT * FROM kernels WHERE name = ?").get(name);
   }
   putKernel(k: KernelRow) {
-    this.db.query(replaceInto("kernels", KERNEL_COLUMNS)).run({ initrd_path: null, ...k } as never);
+    this.db.query(insertSql("kernels", KERNEL_COLUMNS, true)).run({ initrd_path: null, ...k } as never);
   }
   deleteKernel(name: string) {
     this.db.query("DELETE FROM kernels WHERE name = ?").run(name);
@@ -68,7 +64,7 @@ export class ArtifactStore {
     return this.db.query<ImageRow, [string]>("SELECT * FROM images WHERE name = ?").get(name);
   }
   putImage(i: ImageRow) {
-    this.db.query(replaceInto("images", IMAGE_COLUMNS)).run(i as never);
+    this.db.query(insertSql("images", IMAGE_COLUMNS, true)).run(i as never);
   }
   deleteImage(name: string) {
     this.db.query("DELETE FROM images WHERE name = ?").run(name);

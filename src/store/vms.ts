@@ -1,4 +1,5 @@
 import type { Database } from "bun:sqlite";
+import { insertSql } from "./sql.ts";
 
 /** What is persisted to tear a VM's host resources down even when handles.json is lost. */
 export interface Teardown {
@@ -95,12 +96,7 @@ export class VmStore {
   }
 
   insert(vm: VmRow) {
-    this.db
-      .query(
-        `INSERT INTO vms (${VM_COLUMNS.join(", ")})
-         VALUES (${VM_COLUMNS.map((c) => `$${c}`).join(", ")})`,
-      )
-      .run({ ...vm, nat: vm.nat ? 1 : 0, teardown: JSON.stringify(vm.teardown) } as never);
+    this.db.query(insertSql("vms", VM_COLUMNS)).run({ ...vm, nat: vm.nat ? 1 : 0, teardown: JSON.stringify(vm.teardown) } as never);
   }
 
   /** Updates some columns of one VM and stamps updated_at. */

@@ -17,6 +17,7 @@ import { unixConnector } from "../agent/client.ts";
 import { DEFAULTS, type Config } from "../config.ts";
 import { resolvePaths, type Paths } from "../host/paths.ts";
 import { hostRunner, type Runner } from "../host/runner.ts";
+import { ensureSshKey } from "../host/sshkey.ts";
 import { ArtifactStore } from "../store/artifacts.ts";
 import { openStore } from "../store/db.ts";
 import { VmStore } from "../store/vms.ts";
@@ -271,7 +272,8 @@ export async function serviceHarness(opts: { taps?: number; tapNames?: string[];
   const network = new RecordingNetwork(opts.tapNames ?? Array.from({ length: opts.taps ?? 4 }, (_, i) => `tap-h${i}`));
   const records = new Map<string, string>();
   const faults: Harness["faults"] = {};
-  const sshKey = await makeSshKey(paths);
+  // The daemon's own first-use key maker, so the harness key is made as a user's is.
+  const sshKey = { path: paths.sshKey, publicKey: await ensureSshKey(paths.sshKey, hostRunner) };
   const logs: string[] = [];
   const deps: VmServiceDeps = {
     paths,
@@ -349,15 +351,6 @@ function countingRunner(): Runner & { idle(): Promise<void> } {
       }
     },
   };
-}
-
-/** A real SSH key pair in the harness's SSH directory, as the daemon makes on first use. */
-async function makeSshKey(paths: Paths): Promise<{ path: string; publicKey: string }> {
-  const keyPath = join(paths.sshDir, "id_ed25519");
-  mkdirSync(paths.sshDir, { recursive: true });
-  await hostRunner.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", keyPath]);
-  const publicKey = (await Bun.file(`${keyPath}.pub`).text()).trim();
-  return { path: keyPath, publicKey };
 }
 
 /** A kernel file and an image of small real ext4 files, registered in the store. */
