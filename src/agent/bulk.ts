@@ -6,7 +6,6 @@
  * frame, and takes the first connection that starts with the token. Control, stderr and the
  * exit code stay on the agent channel. Imports nothing outside src/agent.
  */
-import { timingSafeEqual } from "node:crypto";
 import { createServer, type Socket } from "node:net";
 
 /** How long the agent waits for the host to connect before it falls back to frames. */
@@ -47,7 +46,7 @@ export function listenBulk(token: string, waitMs = BULK_WAIT_MS): Promise<BulkLi
       if (head.length < want.length) return;
       conn.off("data", onData);
       conn.pause();
-      if (done || !timingSafeEqual(head.subarray(0, want.length), want)) {
+      if (done || !sameBytes(head.subarray(0, want.length), want)) {
         conn.destroy();
         if (++strangers >= MAX_STRANGERS) finish(null);
         return;
@@ -105,4 +104,15 @@ export function bulkLink(token: string, announce: (answer: { port: number } | { 
       listener?.cancel();
     },
   };
+}
+
+/**
+ * Compares in time that depends only on the length, like node:crypto's timingSafeEqual, which
+ * costs every agent start ~2.5 ms of module loading for this one call.
+ */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
+  return diff === 0;
 }
