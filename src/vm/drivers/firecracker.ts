@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { BangerError } from "../../errors.ts";
 import { tailLines } from "../../host/tail.ts";
@@ -71,7 +72,7 @@ export class FirecrackerDriver implements Driver {
     }
     // Firecracker refuses an existing socket path and never unlinks one, so stale sockets must go first.
     await this.cleanup(null, plan.dir);
-    const pid = this.spawnVmm(plan, files.apiSocket);
+    const pid = await this.spawnVmm(plan, files.apiSocket);
     const handle: VmmHandle = {
       vmm: "firecracker",
       pid,
@@ -142,16 +143,17 @@ export class FirecrackerDriver implements Driver {
     return this.launch(plan, (api) => firecrackerLoadState(api, plan, files, firecrackerFiles(plan.dir).agentSocket), SNAPSHOT_TIMEOUT_MS);
   }
 
-  private spawnVmm(plan: BootPlan, apiSocket: string): number {
+  private async spawnVmm(plan: BootPlan, apiSocket: string): Promise<number> {
     const [cmd, ...prefix] = this.argv;
-    const out = openSync(plan.consoleLog, "a");
+    // Opened on node's thread pool: creating an inode can cost milliseconds of the daemon's one JS thread.
+    const out = await open(plan.consoleLog, "a");
     try {
       // Detached in its own session so the VM outlives the daemon; its console goes to the VM's log.
       // The VM directory is its working directory: drive paths in a snapshot are relative to it.
       const child = spawn(cmd!, [...prefix, "--api-sock", apiSocket, "--id", plan.vmId], {
         cwd: plan.dir,
         detached: true,
-        stdio: ["ignore", out, out],
+        stdio: ["ignore", out.fd, out.fd],
       });
       child.on("error", () => {});
       child.unref();
@@ -160,7 +162,7 @@ export class FirecrackerDriver implements Driver {
       }
       return child.pid;
     } finally {
-      closeSync(out);
+      await out.close();
     }
   }
 
@@ -301,9 +303,12 @@ export function bootSteps(plan: BootPlan, files: ReturnType<typeof firecrackerFi
   const steps: Step[] = [
     [
       "logger",
-      (api) => (touch(plan.vmmLog), api.request("PUT", "/logger", { log_path: plan.vmmLog, level: "Info", show_level: true, show_log_origin: false })),
+      async (api) => {
+        await touch(plan.vmmLog);
+        return api.request("PUT", "/logger", { log_path: plan.vmmLog, level: "Info", show_level: true, show_log_origin: false });
+      },
     ],
-    ["metrics", (api) => (touch(files.metrics), api.request("PUT", "/metrics", { metrics_path: files.metrics }))],
+    ["metrics", async (api) => (await touch(files.metrics), api.request("PUT", "/metrics", { metrics_path: files.metrics }))],
     ["machine-config", put("/machine-config", { vcpu_count: plan.cpus, mem_size_mib: plan.memoryMib, smt: false })],
     [
       "boot-source",
@@ -335,8 +340,9 @@ export function inDir(dir: string, path: string): string {
   return rel && !rel.startsWith("..") && !isAbsolute(rel) ? rel : path;
 }
 
-function touch(path: string): void {
-  closeSync(openSync(path, "a"));
+/** Creates the file Firecracker opens but will not create, off the daemon's JS thread. */
+async function touch(path: string): Promise<void> {
+  await (await open(path, "a")).close();
 }
 
 function tail(path: string): string {
