@@ -1,4 +1,5 @@
-import { mkdirSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { BangerError } from "../errors.ts";
@@ -49,14 +50,15 @@ export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex):
   const templates = new DiskTemplates(join(deps.paths.cacheDir, "disk-templates"), { runner: deps.runner });
   const [network, ...booting] = startSteps(deps, rt) as Step<CreateCtx>[];
   if (network?.name !== "network") throw new Error("the start steps no longer begin with network");
-  const vmDir = (ctx: CreateCtx) => mkdirSync(ctx.dir.dir, { recursive: true, mode: 0o700 });
+  // On node's thread pool: a new inode can cost the daemon's one JS thread milliseconds (see config-drive.ts).
+  const vmDir = (ctx: CreateCtx) => mkdir(ctx.dir.dir, { recursive: true, mode: 0o700 });
   const dropDir = async (ctx: CreateCtx) => {
     if (ctx.dir?.dir) rmSync(ctx.dir.dir, { recursive: true, force: true });
   };
   const rootfs: Step<CreateCtx> = {
     name: "rootfs",
     run: async (ctx) => {
-      vmDir(ctx);
+      await vmDir(ctx);
       // One after the other, for the same reason as the disks.
       await onFullDisk("host key", ctx.dir.hostKey, deps.paths.vmsDir, () => makeHostKey(deps, ctx.dir, ctx.vm.name));
       await onFullDisk("overlay disk", ctx.dir.overlay, deps.paths.vmsDir, () => templates.overlay(ctx.dir.overlay, DEFAULT_OVERLAY_BYTES));
@@ -66,7 +68,7 @@ export function createSteps(deps: VmServiceDeps, rt: Runtime, allocLock: Mutex):
   const workDisk: Step<CreateCtx> = {
     name: "work disk",
     run: async (ctx) => {
-      vmDir(ctx);
+      await vmDir(ctx);
       await onFullDisk("work disk", ctx.dir.workDisk, deps.paths.vmsDir, () =>
         templates.workDisk({ seed: ctx.image.work_seed_path, path: ctx.dir.workDisk, sizeBytes: ctx.vm.disk_bytes }),
       );
