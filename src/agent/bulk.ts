@@ -107,8 +107,8 @@ export function bulkLink(token: string, announce: (answer: { port: number } | { 
 }
 
 /**
- * Compares in time that depends only on the length, like node:crypto's timingSafeEqual, which
- * costs every agent start ~2.5 ms of module loading for this one call.
+ * Compares in time that depends only on the length, like node:crypto's timingSafeEqual, whose
+ * module load cost every agent start ~1 ms of CPU for this one call (8.0 -> 7.0 ms for --version).
  */
 export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
