@@ -2,7 +2,7 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { tailLines, tailRotated } from "./tail.ts";
+import { logTail, tailLines, tailRotated } from "./tail.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "banger-tail-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -44,4 +44,13 @@ test("after a rotation the missing lines come from the end of .1", () => {
   expect(tailRotated(f, 2)).toBe("old2\nold3\n");
   rmSync(`${f}.1`);
   expect(tailRotated(f, 2)).toBe("");
+});
+
+test("logTail: a VMM log's last three lines on one line, escape sequences removed; nothing is '(no output)'", () => {
+  const f = join(dir, "vmm.log");
+  writeFileSync(f, "one\ntwo\n\x1b]0;owned\x07three\nfour\x1b[2J\n");
+  expect(logTail(f)).toBe("two | three | four");
+  expect(logTail(join(dir, "absent.log"))).toBe("(no output)");
+  writeFileSync(f, "");
+  expect(logTail(f)).toBe("(no output)");
 });

@@ -1,4 +1,5 @@
 import { closeSync, existsSync, fstatSync, openSync, readSync } from "node:fs";
+import { printable } from "../printable.ts";
 
 /** Most bytes `tailLines` reads, however many lines are asked for: logs are read from their end, never whole. */
 export const MAX_TAIL_BYTES = 4 * 1024 * 1024;
@@ -32,6 +33,20 @@ export function tailLines(path: string, lines: number, maxBytes = MAX_TAIL_BYTES
     return whole.slice(-lines - trailing).join("\n");
   } finally {
     closeSync(fd);
+  }
+}
+
+/** A VMM log's last three lines on one line, made safe to print, for error messages; "(no output)" when there are none. */
+export function logTail(path: string): string {
+  try {
+    return (
+      printable(tailLines(path, 3, 64 * 1024), { lines: true })
+        .trim()
+        .split("\n")
+        .join(" | ") || "(no output)"
+    );
+  } catch {
+    return "(no output)";
   }
 }
 

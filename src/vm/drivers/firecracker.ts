@@ -3,8 +3,7 @@ import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { BangerError } from "../../errors.ts";
-import { tailLines } from "../../host/tail.ts";
-import { printable } from "../../printable.ts";
+import { logTail } from "../../host/tail.ts";
 import { UnixSocketApi, type FirecrackerApi } from "./firecracker-api.ts";
 import { dialHybridVsock } from "./hybrid-vsock.ts";
 import { findByArgs, isAlive, isSameProcess, signalGroup, startTime, startedAt, systemClock, waitForExit, type Clock } from "./process.ts";
@@ -172,7 +171,7 @@ export class FirecrackerDriver implements Driver {
     const api = this.api(apiSocket);
     for (let attempt = 0; ; ) {
       if (!isAlive(pid)) {
-        throw new BangerError("unavailable", `Firecracker exited before its API socket was ready: ${tail(consoleLog)}`, {
+        throw new BangerError("unavailable", `Firecracker exited before its API socket was ready: ${logTail(consoleLog)}`, {
           hint: `See ${consoleLog}.`,
         });
       }
@@ -343,17 +342,4 @@ export function inDir(dir: string, path: string): string {
 /** Creates the file Firecracker opens but will not create, off the daemon's JS thread. */
 async function touch(path: string): Promise<void> {
   await (await open(path, "a")).close();
-}
-
-function tail(path: string): string {
-  try {
-    return (
-      printable(tailLines(path, 3, 64 * 1024), { lines: true })
-        .trim()
-        .split("\n")
-        .join(" | ") || "(no output)"
-    );
-  } catch {
-    return "(no output)";
-  }
 }

@@ -3,8 +3,7 @@ import { existsSync, openSync, closeSync, readFileSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { BangerError } from "../../errors";
-import { tailLines } from "../../host/tail.ts";
-import { printable } from "../../printable.ts";
+import { logTail } from "../../host/tail.ts";
 import { type AccelChoice, type AccelDeps, type Accel, chooseAccel, hostAccelDeps, hostTscKhz } from "./accel";
 import { cmdline, findByArgs, isAlive, isSameProcess, signal, startTime, startedAt, systemClock, waitForExit, type Clock } from "./process";
 import { QmpClient, qmpCall } from "./qmp";
@@ -181,7 +180,7 @@ export class QemuDriver implements Driver {
       await waitForExit(pid, 3000, this.clock);
       await this.cleanup(null, plan.dir);
       if (err instanceof BangerError && !isAlive(pid))
-        throw new BangerError(err.code, `${err.message} (QEMU: ${tail(plan.vmmLog)})`, { hint: err.hint, cause: err });
+        throw new BangerError(err.code, `${err.message} (QEMU: ${logTail(plan.vmmLog)})`, { hint: err.hint, cause: err });
       throw err;
     }
     return {
@@ -268,7 +267,7 @@ export class QemuDriver implements Driver {
     const deadline = this.clock.now() + (this.deps.startTimeoutMs ?? 10_000);
     while (this.clock.now() < deadline) {
       if (!isAlive(pid)) {
-        throw new BangerError("failed_precondition", `QEMU exited during start-up: ${tail(vmmLog)}`, {
+        throw new BangerError("failed_precondition", `QEMU exited during start-up: ${logTail(vmmLog)}`, {
           hint: `See ${vmmLog} for QEMU's own message.`,
         });
       }
@@ -392,18 +391,4 @@ function connectUnix(path: string, timeoutMs: number): Promise<AgentStream> {
       );
     });
   });
-}
-
-/** The last lines of a log file, for error messages. */
-function tail(path: string): string {
-  try {
-    return (
-      printable(tailLines(path, 3, 64 * 1024), { lines: true })
-        .trim()
-        .split("\n")
-        .join(" | ") || "(no output)"
-    );
-  } catch {
-    return "(no output)";
-  }
 }
