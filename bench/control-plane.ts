@@ -74,6 +74,9 @@ async function listRuns(ctx: BenchCtx, home: FakeHome, runs: number, vms: number
   });
 }
 
+/** One round of parallel creates: its wall time, and per create the CPU of all processes and of the daemon's main thread. */
+type Round = { wall: number; cpu: number; daemon: number; slowest: number };
+
 /** Rounds of each measurement below: single samples swing by a third on a busy 2-core machine. */
 const PARALLEL_ROUNDS = 3;
 const SINGLE_ROUNDS = 5;
@@ -92,7 +95,7 @@ async function parallelCreates(ctx: BenchCtx, home: FakeHome, parallel: number):
   await deleteVms(home, ["warm", ...singles.map((_, i) => `one${i}`)]);
   const one = percentile(singles, 50);
   const daemon = home.daemonPid()!;
-  const rounds: { wall: number; cpu: number; daemon: number; slowest: number }[] = [];
+  const rounds: Round[] = [];
   for (let r = 0; r < PARALLEL_ROUNDS; r++) {
     const names = Array.from({ length: parallel }, (_, i) => `par${i}`);
     const [cpu0, daemon0] = [machineCpuMs(), processCpuMs(daemon, daemon)];
@@ -101,11 +104,10 @@ async function parallelCreates(ctx: BenchCtx, home: FakeHome, parallel: number):
     rounds.push({ wall: all.ms, cpu: cpu / parallel, daemon: daemonCpu / parallel, slowest: Math.max(...all.value.map((x) => x.ms)) });
     await deleteVms(home, names);
   }
-  const p50 = (k: "wall" | "cpu" | "daemon" | "slowest") =>
-    percentile(
-      rounds.map((x) => x[k]),
-      50,
-    );
+  const p50 = (k: keyof Round) => {
+    const xs = rounds.map((x) => x[k]);
+    return percentile(xs, 50);
+  };
   const [wall, cpuPer, daemonPer] = [p50("wall"), p50("cpu"), p50("daemon")];
   const baseline = `${fmtMs(one)} one create, p50 of ${SINGLE_ROUNDS}`;
   ctx.summary.add({

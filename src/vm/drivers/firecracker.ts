@@ -299,15 +299,11 @@ type Step = [string, (api: FirecrackerApi) => Promise<unknown>];
 /** The configuration requests, in Firecracker's order (firecracker-go-sdk's handler list). */
 export function bootSteps(plan: BootPlan, files: ReturnType<typeof firecrackerFiles>): Step[] {
   const put = (path: string, body: unknown) => (api: FirecrackerApi) => api.request("PUT", path, body);
+  // Firecracker opens the logger's and the metrics' file but will not create it.
+  const putAfterTouch = (file: string, path: string, body: unknown) => async (api: FirecrackerApi) => (await touch(file), api.request("PUT", path, body));
   const steps: Step[] = [
-    [
-      "logger",
-      async (api) => {
-        await touch(plan.vmmLog);
-        return api.request("PUT", "/logger", { log_path: plan.vmmLog, level: "Info", show_level: true, show_log_origin: false });
-      },
-    ],
-    ["metrics", async (api) => (await touch(files.metrics), api.request("PUT", "/metrics", { metrics_path: files.metrics }))],
+    ["logger", putAfterTouch(plan.vmmLog, "/logger", { log_path: plan.vmmLog, level: "Info", show_level: true, show_log_origin: false })],
+    ["metrics", putAfterTouch(files.metrics, "/metrics", { metrics_path: files.metrics })],
     ["machine-config", put("/machine-config", { vcpu_count: plan.cpus, mem_size_mib: plan.memoryMib, smt: false })],
     [
       "boot-source",
@@ -339,7 +335,7 @@ export function inDir(dir: string, path: string): string {
   return rel && !rel.startsWith("..") && !isAbsolute(rel) ? rel : path;
 }
 
-/** Creates the file Firecracker opens but will not create, off the daemon's JS thread. */
+/** Creates a file if it is missing, on node's thread pool rather than the daemon's one JS thread. */
 async function touch(path: string): Promise<void> {
   await (await open(path, "a")).close();
 }
